@@ -1,0 +1,17 @@
+//! The runtime that JIT'd code calls into, in whichever process runs it: thread-locals
+//! (`__tls_get_addr`, TLS descriptors), exit handlers (`atexit`, `__cxa_atexit`), constructors and
+//! destructors, unwind-table registration, and running an entry point.
+//!
+//! The in-process mode of the controller calls these directly; the executor binary exposes them
+//! as services. Both therefore share one implementation.
+
+pub mod eh_frame;
+pub mod exit;
+pub mod init;
+pub mod tls;
+
+/// Names that JIT'd code must bind to this runtime instead of to the process's libraries, with
+/// the runtime's addresses for them (`__tls_get_addr`, `atexit`, `__cxa_atexit`, ...).
+pub fn symbol_overrides() -> Vec<(&'static str, u64)> {
+    todo!("runtime helper")
+}
