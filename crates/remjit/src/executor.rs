@@ -1,0 +1,186 @@
+//! Where JIT'd code runs: the `Executor` interface the linker and the session use, and the
+//! in-process executor (remjit's own process, calling the executor crate's runtime directly).
+
+use std::ffi::{c_int, c_void, CString};
+use std::path::Path;
+use std::sync::Arc;
+
+use remjit_executor::runtime;
+
+use crate::error::{Error, Result};
+use crate::memory::{InProcessMapper, MemoryMapper};
+
+/// A symbol found in the executing process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalSymbol {
+    /// Its address there.
+    pub addr: u64,
+    /// Whether it is data (an `STT_OBJECT`) rather than code: data cannot be reached through a
+    /// stub, so a 32-bit reference to data out of range is an error.
+    pub is_data: bool,
+}
+
+/// The process that runs JIT'd code, as the controller sees it.
+pub trait Executor: Send + Sync {
+    /// The memory mapper for this process.
+    fn mapper(&self) -> Arc<dyn MemoryMapper>;
+
+    /// Names JIT'd code must bind to the runtime instead of the process's libraries.
+    fn runtime_symbols(&self) -> Result<Vec<(String, u64)>>;
+
+    /// Address of the TLS descriptor resolver.
+    fn tlsdesc_resolver(&self) -> Result<u64>;
+
+    /// Loads a shared library so that its symbols resolve JIT'd references.
+    fn load_library(&self, path: &Path) -> Result<()>;
+
+    /// Looks up many names at once (one batch per link).
+    fn lookup(&self, names: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>>;
+
+    /// Sets `argc`/`argv` for constructors and `main` (argv[0] first).
+    fn set_program_args(&self, args: &[String]) -> Result<()>;
+
+    /// Calls `int main(int, char **, char **)` at `entry` with the program args.
+    fn run_main(&self, entry: u64) -> Result<i32>;
+
+    /// Calls `void f(void)` at `addr`.
+    fn call_void(&self, addr: u64) -> Result<()>;
+
+    /// Runs the exit handlers JIT'd code registered (newest first), then the finalizers given.
+    fn run_exit(&self, finalizers: &[u64]) -> Result<()>;
+}
+
+/// Runs JIT'd code in remjit's own process.
+pub struct InProcessExecutor {
+    mapper: Arc<InProcessMapper>,
+}
+
+impl InProcessExecutor {
+    /// The executor for this process.
+    pub fn new() -> Self {
+        InProcessExecutor {
+            mapper: Arc::new(InProcessMapper::new()),
+        }
+    }
+}
+
+impl Default for InProcessExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `ElfW(Sym)` as `dladdr1(RTLD_DL_SYMENT)` returns it.
+#[repr(C)]
+struct DlSym {
+    st_name: u32,
+    st_info: u8,
+    st_other: u8,
+    st_shndx: u16,
+    st_value: u64,
+    st_size: u64,
+}
+
+extern "C" {
+    fn dladdr1(
+        addr: *const c_void,
+        info: *mut libc::Dl_info,
+        extra: *mut *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
+const RTLD_DL_SYMENT: c_int = 1;
+
+/// Whether the symbol at `addr` is data, by its ELF symbol type in whichever object holds it.
+fn is_data_at(addr: u64) -> bool {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let mut sym: *mut c_void = std::ptr::null_mut();
+    // SAFETY: dladdr1 only reads the loader's tables.
+    let ok = unsafe { dladdr1(addr as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) };
+    if ok == 0 || sym.is_null() {
+        return false;
+    }
+    // SAFETY: with RTLD_DL_SYMENT, `sym` points at the symbol's ElfW(Sym).
+    let ty = unsafe { (*(sym as *const DlSym)).st_info } & 0xf;
+    ty == object::elf::STT_OBJECT || ty == object::elf::STT_COMMON || ty == object::elf::STT_TLS
+}
+
+impl Executor for InProcessExecutor {
+    fn mapper(&self) -> Arc<dyn MemoryMapper> {
+        self.mapper.clone()
+    }
+
+    fn runtime_symbols(&self) -> Result<Vec<(String, u64)>> {
+        Ok(runtime::symbol_overrides()
+            .into_iter()
+            .map(|(n, a)| (n.to_string(), a))
+            .collect())
+    }
+
+    fn tlsdesc_resolver(&self) -> Result<u64> {
+        Ok(runtime::tls::tlsdesc_resolver_address())
+    }
+
+    fn load_library(&self, path: &Path) -> Result<()> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Dylib(format!("{}: path contains NUL", path.display())))?;
+        // SAFETY: dlopen of a user-named library runs its constructors, as intended.
+        let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if h.is_null() {
+            // SAFETY: dlerror returns a thread-local message or null.
+            let msg = unsafe {
+                let e = libc::dlerror();
+                if e.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned()
+                }
+            };
+            return Err(Error::Dylib(format!(
+                "cannot load {}: {msg}",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, names: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let Ok(c) = CString::new(*name) else {
+                out.push(None);
+                continue;
+            };
+            // SAFETY: dlsym with RTLD_DEFAULT searches the global scope.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+            out.push((!p.is_null()).then(|| ExternalSymbol {
+                addr: p as u64,
+                is_data: is_data_at(p as u64),
+            }));
+        }
+        Ok(out)
+    }
+
+    fn set_program_args(&self, args: &[String]) -> Result<()> {
+        runtime::init::set_program_args(args);
+        Ok(())
+    }
+
+    fn run_main(&self, entry: u64) -> Result<i32> {
+        // SAFETY: the session checked that `entry` is a function of a finalized module.
+        Ok(unsafe { runtime::init::run_as_main(entry) })
+    }
+
+    fn call_void(&self, addr: u64) -> Result<()> {
+        // SAFETY: as above.
+        unsafe { runtime::init::run_finalizers(&[addr]) };
+        Ok(())
+    }
+
+    fn run_exit(&self, finalizers: &[u64]) -> Result<()> {
+        runtime::exit::run_exit_handlers(None);
+        // SAFETY: finalizers of finalized modules.
+        unsafe { runtime::init::run_finalizers(finalizers) };
+        Ok(())
+    }
+}

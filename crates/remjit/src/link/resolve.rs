@@ -1,0 +1,382 @@
+//! The resolve stage: which objects take part (archive members are pulled in on demand, to a
+//! fixed point), which COMDAT copies are kept, and where every global symbol is defined.
+
+use std::collections::{HashMap, HashSet};
+
+use object::elf;
+use object::read::elf::Sym;
+use object::LittleEndian as LE;
+
+use crate::error::{DuplicateSymbol, Error, Result};
+use crate::object::ObjectFile;
+
+/// An object taking part in a link, with what the resolve stage decided about it.
+pub struct LinkObject<'d> {
+    /// The parsed object.
+    pub file: ObjectFile<'d>,
+    /// Its index in the link.
+    pub index: usize,
+    /// For each section: dropped because another copy of its COMDAT group is kept.
+    pub discarded: Vec<bool>,
+}
+
+/// Where a global symbol of this link is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalDef {
+    /// In a section of an object: (object, symbol index).
+    Section {
+        /// Object index in the link.
+        obj: usize,
+        /// Symbol index in that object.
+        sym: usize,
+    },
+    /// An absolute value (`SHN_ABS`).
+    Absolute {
+        /// Object index in the link.
+        obj: usize,
+        /// The value.
+        value: u64,
+    },
+    /// A common symbol, allocated in `.bss` by the link.
+    Common {
+        /// Object index of the first definition.
+        obj: usize,
+        /// Largest size seen.
+        size: u64,
+        /// Strictest alignment seen.
+        align: u64,
+    },
+}
+
+impl GlobalDef {
+    /// The defining object.
+    pub fn obj(&self) -> usize {
+        match *self {
+            GlobalDef::Section { obj, .. }
+            | GlobalDef::Absolute { obj, .. }
+            | GlobalDef::Common { obj, .. } => obj,
+        }
+    }
+}
+
+/// A global definition with its binding.
+#[derive(Debug, Clone, Copy)]
+pub struct Global {
+    /// Where it is.
+    pub def: GlobalDef,
+    /// Weak definitions yield to strong ones.
+    pub weak: bool,
+    /// Visible outside the link (default or protected visibility).
+    pub exported: bool,
+}
+
+/// Who references a symbol that no object of the link defines (yet).
+#[derive(Debug, Default)]
+pub struct Reference {
+    /// Referencing objects, in first-reference order.
+    pub objects: Vec<usize>,
+    /// Whether any reference is strong (weak references never fail or pull archive members).
+    pub strong: bool,
+}
+
+/// An archive's index: which member defines which symbol.
+struct ArchiveIndex<'d> {
+    name: String,
+    data: &'d [u8],
+    /// Symbol -> the member defining it.
+    defines: HashMap<&'d [u8], MemberLoc<'d>>,
+    /// Members already loaded, by location.
+    loaded: HashSet<MemberLoc<'d>>,
+}
+
+/// Where an archive member is: by header offset (from the symbol index) or already read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum MemberLoc<'d> {
+    Offset(u64),
+    Read { name: &'d [u8], data: &'d [u8] },
+}
+
+/// The resolve stage's result and working state.
+pub struct Resolution<'d> {
+    /// Objects in link order (explicit inputs first, then archive members as pulled in).
+    pub objects: Vec<LinkObject<'d>>,
+    /// Global definitions by name.
+    pub globals: HashMap<&'d [u8], Global>,
+    /// References to names this link does not define, in first-reference order.
+    pub references: Vec<(&'d [u8], Reference)>,
+    reference_index: HashMap<&'d [u8], usize>,
+    archives: Vec<ArchiveIndex<'d>>,
+    duplicates: Vec<DuplicateSymbol>,
+}
+
+fn is_global_binding(bind: u8) -> bool {
+    bind == elf::STB_GLOBAL || bind == elf::STB_WEAK || bind == elf::STB_GNU_UNIQUE
+}
+
+impl<'d> Resolution<'d> {
+    /// An empty resolution.
+    pub fn new() -> Self {
+        Resolution {
+            objects: Vec::new(),
+            globals: HashMap::new(),
+            references: Vec::new(),
+            reference_index: HashMap::new(),
+            archives: Vec::new(),
+            duplicates: Vec::new(),
+        }
+    }
+
+    /// Adds an object; `kept_comdats` is the session-wide set of COMDAT signatures already kept.
+    pub fn add_object(
+        &mut self,
+        file: ObjectFile<'d>,
+        kept_comdats: &mut HashSet<Vec<u8>>,
+    ) -> Result<()> {
+        let obj = self.objects.len();
+        let mut discarded = vec![false; file.sections.len()];
+        for group in &file.comdat_groups {
+            if kept_comdats.contains(group.signature) {
+                for &m in &group.members {
+                    discarded[m] = true;
+                }
+            } else {
+                kept_comdats.insert(group.signature.to_vec());
+            }
+        }
+        for (index, sym) in file.symbols().iter().enumerate().skip(1) {
+            let bind = sym.st_bind();
+            if !is_global_binding(bind) {
+                continue;
+            }
+            let name = file.symbol_name(sym)?;
+            if name.is_empty() {
+                continue;
+            }
+            let weak = bind == elf::STB_WEAK;
+            let shndx = sym.st_shndx(LE);
+            let vis = sym.st_visibility();
+            let exported = vis == elf::STV_DEFAULT || vis == elf::STV_PROTECTED;
+            let def = if shndx == elf::SHN_UNDEF {
+                None
+            } else if shndx == elf::SHN_COMMON {
+                Some(GlobalDef::Common {
+                    obj,
+                    size: sym.st_size(LE),
+                    align: sym.st_value(LE).max(1),
+                })
+            } else if shndx == elf::SHN_ABS {
+                Some(GlobalDef::Absolute {
+                    obj,
+                    value: sym.st_value(LE),
+                })
+            } else {
+                match file.symbol_section(sym, index)? {
+                    Some(s) if s < discarded.len() && !discarded[s] => {
+                        Some(GlobalDef::Section { obj, sym: index })
+                    }
+                    Some(s) if s < discarded.len() => None,
+                    _ => {
+                        return Err(Error::malformed(
+                            &file.name,
+                            format!("symbol {index} is defined in a missing section"),
+                        ))
+                    }
+                }
+            };
+            match def {
+                None => self.reference(name, obj, weak),
+                Some(def) => self.define(name, def, weak, exported, &file.name),
+            }
+        }
+        self.objects.push(LinkObject {
+            file,
+            index: obj,
+            discarded,
+        });
+        Ok(())
+    }
+
+    fn reference(&mut self, name: &'d [u8], obj: usize, weak: bool) {
+        let i = *self.reference_index.entry(name).or_insert_with(|| {
+            self.references.push((name, Reference::default()));
+            self.references.len() - 1
+        });
+        let r = &mut self.references[i].1;
+        if r.objects.last() != Some(&obj) {
+            r.objects.push(obj);
+        }
+        r.strong |= !weak;
+    }
+
+    fn define(&mut self, name: &'d [u8], def: GlobalDef, weak: bool, exported: bool, file: &str) {
+        let new = Global {
+            def,
+            weak,
+            exported,
+        };
+        let Some(old) = self.globals.get_mut(name) else {
+            self.globals.insert(name, new);
+            return;
+        };
+        match (&mut old.def, def) {
+            // Commons merge: largest size, strictest alignment.
+            (
+                GlobalDef::Common { size, align, .. },
+                GlobalDef::Common {
+                    size: s2,
+                    align: a2,
+                    ..
+                },
+            ) => {
+                *size = (*size).max(s2);
+                *align = (*align).max(a2);
+            }
+            // A real definition beats a common one, a common one beats a weak one.
+            (GlobalDef::Common { .. }, _) if !weak => *old = new,
+            (_, GlobalDef::Common { .. }) if old.weak => *old = new,
+            (GlobalDef::Common { .. }, _) | (_, GlobalDef::Common { .. }) => {}
+            _ if weak => {}
+            _ if old.weak => *old = new,
+            _ => {
+                let first = self.objects.get(old.def.obj()).map(|o| o.file.name.clone());
+                self.duplicates.push(DuplicateSymbol {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    first: first.unwrap_or_else(|| file.to_string()),
+                    second: file.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Registers an archive whose members are loaded on demand.
+    pub fn add_archive(&mut self, name: &str, data: &'d [u8]) -> Result<()> {
+        let archive = object::read::archive::ArchiveFile::parse(data)
+            .map_err(|e| Error::malformed(name, format!("bad archive: {e}")))?;
+        if archive.is_thin() {
+            return Err(Error::malformed(name, "thin archives are not supported"));
+        }
+        let mut defines = HashMap::new();
+        match archive
+            .symbols()
+            .map_err(|e| Error::malformed(name, format!("bad archive symbol index: {e}")))?
+        {
+            Some(symbols) => {
+                for s in symbols {
+                    let s = s.map_err(|e| {
+                        Error::malformed(name, format!("bad archive symbol index: {e}"))
+                    })?;
+                    // The first member defining a name wins, as with the system linker.
+                    defines
+                        .entry(s.name())
+                        .or_insert(MemberLoc::Offset(s.offset().0));
+                }
+            }
+            None => {
+                // No index: read each member's symbol table.
+                for member in archive.members() {
+                    let member =
+                        member.map_err(|e| Error::malformed(name, format!("bad archive: {e}")))?;
+                    let Ok(mdata) = member.data(data) else {
+                        continue;
+                    };
+                    let Ok(obj) = ObjectFile::parse(String::new(), mdata) else {
+                        continue;
+                    };
+                    for sym in obj.symbols().iter().skip(1) {
+                        let sh = sym.st_shndx(LE);
+                        if is_global_binding(sym.st_bind()) && sh != elf::SHN_UNDEF {
+                            if let Ok(n) = obj.symbol_name(sym) {
+                                defines.entry(n).or_insert(MemberLoc::Read {
+                                    name: member.name(),
+                                    data: mdata,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.archives.push(ArchiveIndex {
+            name: name.to_string(),
+            data,
+            defines,
+            loaded: HashSet::new(),
+        });
+        Ok(())
+    }
+
+    /// Loads archive members for strongly referenced names until nothing changes. `provided`
+    /// tells which names something outside the link's objects already defines.
+    pub fn load_archive_members(
+        &mut self,
+        kept_comdats: &mut HashSet<Vec<u8>>,
+        provided: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<()> {
+        if self.archives.is_empty() {
+            return Ok(());
+        }
+        let mut next = 0;
+        // References only grow; each pass looks at the ones added since the last.
+        while next < self.references.len() {
+            let (name, strong) = {
+                let (n, r) = &self.references[next];
+                (*n, r.strong)
+            };
+            next += 1;
+            if !strong || self.globals.contains_key(name) || provided(name) {
+                continue;
+            }
+            let found = self
+                .archives
+                .iter()
+                .enumerate()
+                .find_map(|(ai, a)| a.defines.get(name).map(|&loc| (ai, loc)));
+            let Some((ai, loc)) = found else { continue };
+            if !self.archives[ai].loaded.insert(loc) {
+                continue;
+            }
+            let (aname, adata) = (self.archives[ai].name.clone(), self.archives[ai].data);
+            let (mname, mdata) = match loc {
+                MemberLoc::Read { name, data } => (name, data),
+                MemberLoc::Offset(off) => {
+                    let bad = |e| Error::malformed(&aname, format!("bad archive member: {e}"));
+                    let archive =
+                        object::read::archive::ArchiveFile::parse(adata).map_err(bad)?;
+                    let member = archive
+                        .member(object::read::archive::ArchiveOffset(off))
+                        .map_err(bad)?;
+                    (member.name(), member.data(adata).map_err(bad)?)
+                }
+            };
+            let mname = String::from_utf8_lossy(mname);
+            let file = ObjectFile::parse(format!("{aname}({mname})"), mdata)?;
+            self.add_object(file, kept_comdats)?;
+            // A reference that this member satisfied but that came earlier in the list needs
+            // no revisit: definitions are looked up when the list is consumed.
+        }
+        Ok(())
+    }
+
+    /// Fails with every duplicate definition found.
+    pub fn check_duplicates(&mut self) -> Result<()> {
+        if self.duplicates.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Duplicate(std::mem::take(&mut self.duplicates)))
+        }
+    }
+
+    /// Whether the name is referenced strongly somewhere.
+    pub fn is_strong_reference(&self, name: &[u8]) -> bool {
+        self.reference_index
+            .get(name)
+            .map(|&i| self.references[i].1.strong)
+            .unwrap_or(false)
+    }
+}
+
+impl Default for Resolution<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

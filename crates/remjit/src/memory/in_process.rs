@@ -1,0 +1,216 @@
+//! `InProcessMapper`: JIT memory in remjit's own process (anonymous mappings, `mprotect`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::memory::actions::{run_in_process, AllocAction};
+use crate::memory::mapper::{AllocInfo, MemoryMapper};
+
+/// A memory mapper for code that runs in this process.
+#[derive(Default)]
+pub struct InProcessMapper {
+    /// Dealloc actions and extent of each finalized allocation, by handle (its base).
+    live: Mutex<HashMap<u64, (u64, Vec<AllocAction>)>>,
+}
+
+impl InProcessMapper {
+    /// A new mapper.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn os_error(what: &str) -> Error {
+    Error::Memory(format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
+const TWO_GIB: u64 = 1 << 31;
+
+/// Tries to map `size` bytes of inaccessible address space at exactly `addr`.
+fn map_at(addr: u64, size: u64) -> Option<u64> {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            size as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    if p as u64 != addr {
+        // Kernels before 4.17 treat the flag as a hint.
+        // SAFETY: we just mapped it.
+        unsafe { libc::munmap(p, size as usize) };
+        return None;
+    }
+    Some(addr)
+}
+
+/// Candidate addresses for a reservation of `size` bytes, best first.
+pub(crate) fn candidate_addresses(size: u64, near: Option<u64>, low: bool) -> Vec<u64> {
+    const STEP: u64 = 1 << 28;
+    let mut c = Vec::new();
+    if let Some(n) = near {
+        // Just below and just above the existing reservation, within +-2 GiB of it.
+        for k in 0..8u64 {
+            let below = n.checked_sub(size + k * STEP).map(|a| a & !(STEP - 1));
+            if let Some(a) = below.filter(|&a| a >= 1 << 24) {
+                c.push(a);
+            }
+            c.push((n + (k + 1) * STEP) & !(STEP - 1));
+        }
+    } else if low && size + (1 << 24) <= TWO_GIB {
+        // Highest first below 2 GiB: leaves room under it for a non-PIE host's heap.
+        let mut a = (TWO_GIB - size) & !(STEP - 1);
+        while a >= 1 << 28 {
+            c.push(a);
+            a -= STEP;
+        }
+    }
+    c
+}
+
+impl MemoryMapper for InProcessMapper {
+    fn page_size(&self) -> u64 {
+        rustix::param::page_size() as u64
+    }
+
+    fn reserve(&self, size: u64, near: Option<u64>, low: bool) -> Result<u64> {
+        for addr in candidate_addresses(size, near, low) {
+            if let Some(a) = map_at(addr, size) {
+                return Ok(a);
+            }
+        }
+        // SAFETY: a fresh anonymous mapping wherever the kernel likes.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os_error(&format!("cannot reserve {size} bytes")));
+        }
+        Ok(p as u64)
+    }
+
+    fn prepare(&self, addr: u64, len: u64) -> Result<*mut u8> {
+        // SAFETY: the range lies in a reservation of ours that no one else uses.
+        if unsafe {
+            libc::mprotect(
+                addr as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        } != 0
+        {
+            return Err(os_error("mprotect (prepare)"));
+        }
+        Ok(addr as *mut u8)
+    }
+
+    fn initialize(&self, info: &AllocInfo) -> Result<u64> {
+        for seg in &info.segments {
+            let len = seg.content_size + seg.zero_fill_size;
+            if len == 0 {
+                continue;
+            }
+            // Zero fill may lie in pages that already hold content: clear it explicitly.
+            // SAFETY: the segment is working memory we prepared.
+            unsafe {
+                let start = (info.mapping_base + seg.offset + seg.content_size) as *mut u8;
+                std::ptr::write_bytes(start, 0, seg.zero_fill_size as usize);
+                if libc::mprotect(
+                    (info.mapping_base + seg.offset) as *mut libc::c_void,
+                    len as usize,
+                    seg.prot.to_mprotect(),
+                ) != 0
+                {
+                    return Err(os_error("mprotect (finalize)"));
+                }
+            }
+        }
+        let extent = info
+            .segments
+            .iter()
+            .map(|s| s.offset + s.content_size + s.zero_fill_size)
+            .max()
+            .unwrap_or(0);
+        let mut dealloc = Vec::new();
+        let mut result = Ok(());
+        for pair in &info.actions {
+            // SAFETY: the actions name memory of this allocation, now finalized.
+            if let Err(e) = unsafe { run_in_process(&pair.finalize) } {
+                result = Err(e);
+                break;
+            }
+            if let Some(d) = &pair.dealloc {
+                dealloc.push(d.clone());
+            }
+        }
+        if let Err(e) = result {
+            // Undo what already ran, newest first.
+            for d in dealloc.iter().rev() {
+                // SAFETY: as above.
+                let _ = unsafe { run_in_process(d) };
+            }
+            return Err(e);
+        }
+        self.live
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?
+            .insert(info.mapping_base, (extent, dealloc));
+        Ok(info.mapping_base)
+    }
+
+    fn deinitialize(&self, allocations: &[u64]) -> Result<()> {
+        let mut first_err = None;
+        for &base in allocations.iter().rev() {
+            let entry = self
+                .live
+                .lock()
+                .map_err(|_| Error::Memory("mapper state poisoned".into()))?
+                .remove(&base);
+            let Some((extent, dealloc)) = entry else {
+                first_err.get_or_insert(Error::Memory(format!(
+                    "deinitialize of unknown allocation {base:#x}"
+                )));
+                continue;
+            };
+            for d in dealloc.iter().rev() {
+                // SAFETY: the allocation is still mapped.
+                if let Err(e) = unsafe { run_in_process(d) } {
+                    first_err.get_or_insert(e);
+                }
+            }
+            let page = self.page_size();
+            let len = extent.div_ceil(page) * page;
+            // SAFETY: our own pages; dropping them gives the memory back (RSS falls).
+            unsafe {
+                libc::madvise(base as *mut libc::c_void, len as usize, libc::MADV_DONTNEED);
+                libc::mprotect(base as *mut libc::c_void, len as usize, libc::PROT_NONE);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn release(&self, reservations: &[(u64, u64)]) -> Result<()> {
+        for &(addr, size) in reservations {
+            // SAFETY: a reservation of ours, no longer used.
+            if unsafe { libc::munmap(addr as *mut libc::c_void, size as usize) } != 0 {
+                return Err(os_error("munmap"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! The `MemoryMapper` interface: how the slab reserves address space in the executing process,
+//! gets controller-writable working memory for it, and finalizes or frees it.
+
+use crate::error::Result;
+use crate::memory::actions::AllocActionPair;
+
+/// Memory protection of a segment, with LLVM's bit values (R = 1, W = 2, X = 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prot(pub u8);
+
+impl Prot {
+    /// Readable.
+    pub const READ: Prot = Prot(1);
+    /// Readable and writable.
+    pub const READ_WRITE: Prot = Prot(3);
+    /// Readable and executable.
+    pub const READ_EXEC: Prot = Prot(5);
+
+    /// The `PROT_*` flags for `mprotect`.
+    pub fn to_mprotect(self) -> i32 {
+        let mut p = 0;
+        if self.0 & 1 != 0 {
+            p |= libc::PROT_READ;
+        }
+        if self.0 & 2 != 0 {
+            p |= libc::PROT_WRITE;
+        }
+        if self.0 & 4 != 0 {
+            p |= libc::PROT_EXEC;
+        }
+        p
+    }
+}
+
+/// One segment of an allocation, as the mapper sees it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// Offset of the segment from the allocation's base.
+    pub offset: u64,
+    /// Bytes of content written by the linker.
+    pub content_size: u64,
+    /// Bytes of zero fill after the content.
+    pub zero_fill_size: u64,
+    /// Final protection.
+    pub prot: Prot,
+}
+
+/// Everything needed to finalize one allocation (the seed's `AllocInfo`).
+#[derive(Debug, Clone)]
+pub struct AllocInfo {
+    /// Executor address of the allocation's first byte.
+    pub mapping_base: u64,
+    /// Its segments, page aligned.
+    pub segments: Vec<SegmentInfo>,
+    /// Actions to run after protection (finalize), and on free (dealloc, in reverse).
+    pub actions: Vec<AllocActionPair>,
+}
+
+/// Maps memory in the executing process (the seed's `MemoryMapper`).
+pub trait MemoryMapper: Send + Sync {
+    /// The executing process's page size.
+    fn page_size(&self) -> u64;
+
+    /// Reserves `size` bytes of address space. `near` asks for a range within +-2 GiB of that
+    /// address (so that a further reservation keeps the small code model); `low` asks for a range
+    /// below 2 GiB (for code using absolute 32-bit addresses). Both are wishes, not guarantees.
+    fn reserve(&self, size: u64, near: Option<u64>, low: bool) -> Result<u64>;
+
+    /// Makes `[addr, addr + len)` writable working memory and returns the controller's pointer
+    /// to its first byte.
+    fn prepare(&self, addr: u64, len: u64) -> Result<*mut u8>;
+
+    /// Applies the segments' protections and runs the finalize actions; returns a handle.
+    fn initialize(&self, info: &AllocInfo) -> Result<u64>;
+
+    /// Runs the dealloc actions of finalized allocations and returns their pages to the OS.
+    fn deinitialize(&self, allocations: &[u64]) -> Result<()>;
+
+    /// Returns whole reservations.
+    fn release(&self, reservations: &[(u64, u64)]) -> Result<()>;
+}

@@ -1,0 +1,274 @@
+//! The slab allocator (the seed's `MapperJITLinkMemoryManager`): one large reservation on first
+//! use, page-aligned allocations carved from it first-fit, freed ranges coalesced and reused, and
+//! a further reservation near the first only when it is full, so that all JIT'd memory of a
+//! session stays within +-2 GiB.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::memory::mapper::{AllocInfo, MemoryMapper};
+
+/// Free address ranges, coalesced: start -> length.
+#[derive(Debug, Default, Clone)]
+pub struct FreeList {
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl FreeList {
+    /// An empty free list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns `[start, start + len)` to the list, merging it with its neighbours.
+    pub fn insert(&mut self, mut start: u64, mut len: u64) {
+        if len == 0 {
+            return;
+        }
+        if let Some((&prev, &plen)) = self.ranges.range(..start).next_back() {
+            if prev + plen == start {
+                self.ranges.remove(&prev);
+                start = prev;
+                len += plen;
+            }
+        }
+        if let Some(&nlen) = self.ranges.get(&(start + len)) {
+            self.ranges.remove(&(start + len));
+            len += nlen;
+        }
+        self.ranges.insert(start, len);
+    }
+
+    /// Takes the lowest range of `len` bytes aligned to `align` (a power of two).
+    pub fn take(&mut self, len: u64, align: u64) -> Option<u64> {
+        let (start, flen, at) = self.ranges.iter().find_map(|(&s, &l)| {
+            let at = s.checked_add(align - 1)? & !(align - 1);
+            (at.checked_add(len)? <= s + l).then_some((s, l, at))
+        })?;
+        self.ranges.remove(&start);
+        self.insert(start, at - start);
+        self.insert(at + len, start + flen - (at + len));
+        Some(at)
+    }
+
+    /// Total free bytes.
+    pub fn total(&self) -> u64 {
+        self.ranges.values().sum()
+    }
+
+    /// The free ranges, lowest first.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranges.iter().map(|(&s, &l)| (s, l))
+    }
+}
+
+/// An allocation being linked: its range and the controller's working memory for it.
+#[derive(Debug)]
+pub struct InFlightAlloc {
+    /// Executor address of the first byte.
+    pub base: u64,
+    /// Size in bytes (whole pages).
+    pub size: u64,
+    /// Controller-writable view of `[base, base + size)`.
+    pub working: *mut u8,
+}
+
+/// A finalized allocation: JIT'd code and data in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalizedAlloc {
+    /// Executor address of the first byte.
+    pub base: u64,
+    /// Size in bytes (whole pages).
+    pub size: u64,
+}
+
+struct SlabState {
+    reservations: Vec<(u64, u64)>,
+    free: FreeList,
+}
+
+/// The slab allocator over any [`MemoryMapper`].
+pub struct SlabAllocator {
+    mapper: Arc<dyn MemoryMapper>,
+    slab_size: u64,
+    low: bool,
+    state: Mutex<SlabState>,
+}
+
+impl SlabAllocator {
+    /// A slab of `slab_size` bytes of address space per reservation. With `low`, the first
+    /// reservation is placed below 2 GiB when possible (for absolute 32-bit addressing).
+    pub fn new(mapper: Arc<dyn MemoryMapper>, slab_size: u64, low: bool) -> Self {
+        SlabAllocator {
+            mapper,
+            slab_size,
+            low,
+            state: Mutex::new(SlabState {
+                reservations: Vec::new(),
+                free: FreeList::new(),
+            }),
+        }
+    }
+
+    /// The mapper underneath.
+    pub fn mapper(&self) -> &Arc<dyn MemoryMapper> {
+        &self.mapper
+    }
+
+    /// The reservations made so far: (start, size).
+    pub fn reservations(&self) -> Vec<(u64, u64)> {
+        self.state
+            .lock()
+            .map(|s| s.reservations.clone())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, SlabState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Memory("slab state poisoned".into()))
+    }
+
+    /// Carves `size` bytes (rounded up to pages) and prepares them as working memory.
+    pub fn allocate(&self, size: u64) -> Result<InFlightAlloc> {
+        let page = self.mapper.page_size();
+        let size = size.max(1).div_ceil(page) * page;
+        let base = {
+            let mut st = self.lock()?;
+            match st.free.take(size, page) {
+                Some(b) => b,
+                None => {
+                    let want = size.max(self.slab_size).div_ceil(page) * page;
+                    let near = st.reservations.first().map(|r| r.0);
+                    let at = self.mapper.reserve(want, near, self.low)?;
+                    if let Some(first) = near {
+                        let far = at.abs_diff(first).max((at + want).abs_diff(first));
+                        if far > (1 << 31) {
+                            tracing::warn!(
+                                "a further JIT reservation lies beyond +-2 GiB of the first; \
+                                 far references go through the GOT and stubs"
+                            );
+                        }
+                    }
+                    st.reservations.push((at, want));
+                    st.free.insert(at, want);
+                    st.free
+                        .take(size, page)
+                        .ok_or_else(|| Error::Memory("fresh reservation too small".into()))?
+                }
+            }
+        };
+        match self.mapper.prepare(base, size) {
+            Ok(working) => Ok(InFlightAlloc {
+                base,
+                size,
+                working,
+            }),
+            Err(e) => {
+                self.lock()?.free.insert(base, size);
+                Err(e)
+            }
+        }
+    }
+
+    /// Finalizes an allocation: protections and finalize actions.
+    pub fn finalize(&self, alloc: InFlightAlloc, info: &AllocInfo) -> Result<FinalizedAlloc> {
+        match self.mapper.initialize(info) {
+            Ok(_) => Ok(FinalizedAlloc {
+                base: alloc.base,
+                size: alloc.size,
+            }),
+            Err(e) => {
+                self.abandon(alloc);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back an allocation that was never finalized (a failed link).
+    pub fn abandon(&self, alloc: InFlightAlloc) {
+        if let Ok(mut st) = self.lock() {
+            st.free.insert(alloc.base, alloc.size);
+        }
+    }
+
+    /// Frees finalized allocations: dealloc actions, pages back to the OS, range reused.
+    pub fn deallocate(&self, allocs: &[FinalizedAlloc]) -> Result<()> {
+        let bases: Vec<u64> = allocs.iter().map(|a| a.base).collect();
+        let result = self.mapper.deinitialize(&bases);
+        let mut st = self.lock()?;
+        for a in allocs {
+            st.free.insert(a.base, a.size);
+        }
+        result
+    }
+
+    /// Returns every reservation to the OS. Only for a session that is completely done.
+    pub fn release_all(&self) -> Result<()> {
+        let res = std::mem::take(&mut self.lock()?.reservations);
+        self.lock()?.free = FreeList::new();
+        self.mapper.release(&res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn coalesces_and_reuses() {
+        let mut f = FreeList::new();
+        f.insert(0x10000, 0x10000);
+        let a = f.take(0x1000, 0x1000).unwrap();
+        let b = f.take(0x2000, 0x1000).unwrap();
+        assert_eq!((a, b), (0x10000, 0x11000));
+        f.insert(a, 0x1000);
+        assert_eq!(f.take(0x1000, 0x1000), Some(0x10000), "freed range is reused");
+        f.insert(0x10000, 0x1000);
+        f.insert(b, 0x2000);
+        assert_eq!(f.ranges().collect::<Vec<_>>(), vec![(0x10000, 0x10000)]);
+    }
+
+    #[test]
+    fn alignment_splits_range() {
+        let mut f = FreeList::new();
+        f.insert(0x1000, 0x10000);
+        assert_eq!(f.take(0x1000, 0x4000), Some(0x4000));
+        assert_eq!(f.total(), 0xf000);
+        assert_eq!(f.take(0x3000, 0x1000), Some(0x1000));
+    }
+
+    proptest! {
+        /// Random allocate/free sequences: no overlap, alignment kept, everything coalesces back.
+        #[test]
+        fn no_overlap_and_full_coalescing(ops in proptest::collection::vec((1u64..16, 0u32..3, any::<bool>()), 1..200)) {
+            const PAGE: u64 = 0x1000;
+            let total = 256 * PAGE;
+            let mut f = FreeList::new();
+            f.insert(0x100000, total);
+            let mut live: Vec<(u64, u64)> = Vec::new();
+            for (pages, align_log, free_one) in ops {
+                if free_one && !live.is_empty() {
+                    let (s, l) = live.swap_remove((pages as usize) % live.len());
+                    f.insert(s, l);
+                } else {
+                    let align = PAGE << align_log;
+                    if let Some(s) = f.take(pages * PAGE, align) {
+                        prop_assert_eq!(s % align, 0);
+                        for &(o, ol) in &live {
+                            prop_assert!(s + pages * PAGE <= o || o + ol <= s, "overlap");
+                        }
+                        prop_assert!(s >= 0x100000 && s + pages * PAGE <= 0x100000 + total);
+                        live.push((s, pages * PAGE));
+                    }
+                }
+                let used: u64 = live.iter().map(|l| l.1).sum();
+                prop_assert_eq!(used + f.total(), total);
+            }
+            for (s, l) in live { f.insert(s, l); }
+            prop_assert_eq!(f.ranges().collect::<Vec<_>>(), vec![(0x100000, total)]);
+        }
+    }
+}
