@@ -105,7 +105,9 @@ impl<'d> ObjectFile<'d> {
                     if target >= sections.len() {
                         return Err(Error::malformed(
                             &name,
-                            format!("relocation section {index} applies to missing section {target}"),
+                            format!(
+                                "relocation section {index} applies to missing section {target}"
+                            ),
                         ));
                     }
                     if shdr.sh_link(LE) as usize != symtab.section().0 {
@@ -141,7 +143,10 @@ impl<'d> ObjectFile<'d> {
                         .map_err(|e| Error::malformed(&name, e))?;
                     let members: Vec<usize> = members.iter().map(|w| w.get(LE) as usize).collect();
                     if members.iter().any(|&m| m >= sections.len()) {
-                        return Err(Error::malformed(&name, "COMDAT group names a missing section"));
+                        return Err(Error::malformed(
+                            &name,
+                            "COMDAT group names a missing section",
+                        ));
                     }
                     comdat_groups.push(ComdatGroup { signature, members });
                 }

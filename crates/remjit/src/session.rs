@@ -206,7 +206,9 @@ impl Session {
         let mut inputs = std::mem::take(&mut self.pending);
         inputs.append(&mut self.pending_archives);
         if !inputs.iter().any(|i| matches!(i, LinkInput::Object(_))) {
-            return Err(Error::Usage("nothing to link: no object files given".into()));
+            return Err(Error::Usage(
+                "nothing to link: no object files given".into(),
+            ));
         }
         let env = LinkEnv {
             session: &self.symbols,

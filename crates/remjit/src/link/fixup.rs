@@ -132,9 +132,7 @@ pub fn reloc_kind(r_type: u32) -> Option<RelocKind> {
         elf::R_X86_64_PLT32 => (F::Branch, W::S32),
         elf::R_X86_64_PLTOFF64 => (F::PltGotRelative, W::B64),
         elf::R_X86_64_GOTPCREL => (F::GotPcRel, W::S32),
-        elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX => {
-            (F::GotPcRelRelaxable, W::S32)
-        }
+        elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX => (F::GotPcRelRelaxable, W::S32),
         elf::R_X86_64_GOTPCREL64 => (F::GotPcRel, W::B64),
         elf::R_X86_64_GOT32 => (F::GotOffset, W::S32),
         elf::R_X86_64_GOT64 | elf::R_X86_64_GOTPLT64 => (F::GotOffset, W::B64),
@@ -220,7 +218,10 @@ pub fn apply_relaxation(
         Relaxation::JmpToDirect => {
             // `e9 rel32` starts one byte earlier; the displacement is relative to its end.
             let end = place + 3;
-            let v = target.wrapping_add(addend as u64).wrapping_add(4).wrapping_sub(end);
+            let v = target
+                .wrapping_add(addend as u64)
+                .wrapping_add(4)
+                .wrapping_sub(end);
             if !Width::S32.fits(v) {
                 return false;
             }
@@ -272,7 +273,7 @@ mod tests {
         let k = relaxation_for(&code, 3).unwrap();
         assert_eq!(k, Relaxation::MovToLea);
         assert!(apply_relaxation(&mut code, 3, k, 0x1003, 0x2000, -4));
-        assert_eq!(decode(&code, 0x1000), vec!["lea rax,[2000h]"]);
+        assert_eq!(decode(&code, 0x1000), vec!["lea rax,[rel 2000h]"]);
     }
 
     #[test]
@@ -281,7 +282,7 @@ mod tests {
         let k = relaxation_for(&code, 2).unwrap();
         assert!(apply_relaxation(&mut code, 2, k, 0x1002, 0x5000, -4));
         assert_eq!(code[..2], [0x67, 0xe8]);
-        assert_eq!(decode(&code, 0x1000), vec!["call 5000h"]);
+        assert_eq!(decode(&code, 0x1000), vec!["call 0000000000005000h"]);
     }
 
     #[test]
@@ -289,7 +290,7 @@ mod tests {
         let mut code = vec![0xff, 0x25, 0, 0, 0, 0];
         let k = relaxation_for(&code, 2).unwrap();
         assert!(apply_relaxation(&mut code, 2, k, 0x1002, 0x5000, -4));
-        assert_eq!(decode(&code, 0x1000), vec!["jmp 5000h", "nop"]);
+        assert_eq!(decode(&code, 0x1000), vec!["jmp 0000000000005000h", "nop"]);
     }
 
     #[test]
@@ -311,7 +312,10 @@ mod tests {
     fn stub_jumps_through_slot() {
         let mut mem = vec![0u8; 8];
         assert!(write_stub(&mut mem, 0, 0x40_0000, 0x40_1000));
-        assert_eq!(decode(&mem[..6], 0x40_0000), vec!["jmp qword [401000h]"]);
+        assert_eq!(
+            decode(&mem[..6], 0x40_0000),
+            vec!["jmp qword [rel 401000h]"]
+        );
     }
 
     #[test]

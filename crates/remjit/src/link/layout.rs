@@ -291,7 +291,12 @@ pub fn layout(
     let mut r = place_list(&ro, Seg::Ro, 0, &mut places);
     let mut tls = None;
     if !tdata.is_empty() || !tbss.is_empty() {
-        let align = tdata.iter().chain(&tbss).map(|i| i.align).max().unwrap_or(1);
+        let align = tdata
+            .iter()
+            .chain(&tbss)
+            .map(|i| i.align)
+            .max()
+            .unwrap_or(1);
         r = align_up(r, align);
         let template = r;
         let mut toff = 0;
@@ -319,7 +324,10 @@ pub fn layout(
         let start = r;
         for it in &eh {
             r = align_up(r, 4);
-            places[it.obj][it.sec] = Place::Mem { seg: Seg::Ro, off: r };
+            places[it.obj][it.sec] = Place::Mem {
+                seg: Seg::Ro,
+                off: r,
+            };
             r += it.size;
         }
         r += 4;

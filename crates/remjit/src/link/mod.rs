@@ -9,6 +9,8 @@
 pub mod fixup;
 pub mod layout;
 pub mod resolve;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -241,7 +243,8 @@ pub fn link(
     let t0 = Instant::now();
 
     // Read: parse every object in place; index archives.
-    let mut res = Resolution::new();
+    let arena = resolve::AlignedArena::default();
+    let mut res = Resolution::new(&arena);
     let mut comdats = kept_comdats.clone();
     for input in inputs {
         match input {
@@ -392,9 +395,9 @@ pub fn link(
                 let Some(kind) = fixup::reloc_kind(r_type) else {
                     return Err(ctx().error("relocation type not supported by remjit"));
                 };
-                let class = *classes[oi]
-                    .get(sym)
-                    .ok_or_else(|| Error::malformed(&o.file.name, "relocation names a missing symbol"))?;
+                let class = *classes[oi].get(sym).ok_or_else(|| {
+                    Error::malformed(&o.file.name, "relocation names a missing symbol")
+                })?;
                 let key = key_of(o, oi, sym)?;
                 let ifunc = matches!(class, Class::Section { ifunc: true, .. });
                 let external_fn = matches!(class, Class::External { data: false, .. });
@@ -605,9 +608,10 @@ fn write_and_fix<'d>(
                 Place::TlsData { .. } | Place::TlsBss { .. } => return Ok(None),
                 Place::None => return Err("symbol in a section that is not loaded".into()),
             },
-            Class::Common { name, .. } => {
-                addr_in(Seg::Rw, *lay.commons.get(name).ok_or("common not laid out")?)
-            }
+            Class::Common { name, .. } => addr_in(
+                Seg::Rw,
+                *lay.commons.get(name).ok_or("common not laid out")?,
+            ),
             Class::Absolute(v) => v,
             Class::GotBase => got_base,
             Class::DsoHandle => addr_in(Seg::Rw, lay.dso_off),
@@ -626,9 +630,7 @@ fn write_and_fix<'d>(
             Class::Section {
                 obj, sec, value, ..
             } => match lay.places[obj][sec] {
-                Place::TlsData { tls_off, .. } | Place::TlsBss { tls_off } => {
-                    Some(tls_off + value)
-                }
+                Place::TlsData { tls_off, .. } | Place::TlsBss { tls_off } => Some(tls_off + value),
                 _ => None,
             },
             _ => None,
@@ -907,7 +909,11 @@ fn write_and_fix<'d>(
                     Formula::DtpOff => match (tls_offset(class), class) {
                         (Some(off), _) => off.wrapping_add(a),
                         (None, Class::ForeignTls { offset, .. }) => offset.wrapping_add(a),
-                        _ => return Err(ctx.error("DTPOFF against a symbol that is not thread-local")),
+                        _ => {
+                            return Err(
+                                ctx.error("DTPOFF against a symbol that is not thread-local")
+                            )
+                        }
                     },
                 };
                 if !kind.width.fits(value) {
@@ -1123,6 +1129,8 @@ fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -
              reference ({what}); remjit's host provides copies only of the C and C++ runtimes' \
              exported data: compile with -fPIC so the access goes through the GOT"
         ),
-        _ => format!("value {value:#x} does not fit in {what}: compile with -fPIC or -mcmodel=large"),
+        _ => {
+            format!("value {value:#x} does not fit in {what}: compile with -fPIC or -mcmodel=large")
+        }
     }
 }

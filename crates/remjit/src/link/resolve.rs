@@ -96,6 +96,31 @@ enum MemberLoc<'d> {
     Read { name: &'d [u8], data: &'d [u8] },
 }
 
+/// Holds 8-byte-aligned copies of archive members that the archive stores at odd offsets
+/// (members are only 2-byte aligned; ELF structures are read in place and need 8).
+#[derive(Default)]
+pub struct AlignedArena {
+    chunks: std::cell::RefCell<Vec<Box<[u64]>>>,
+}
+
+impl AlignedArena {
+    /// `data` itself when it is aligned, else an aligned copy that lives as long as the arena.
+    pub fn aligned<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
+        if data.as_ptr() as usize % 8 == 0 {
+            return data;
+        }
+        let mut words = vec![0u64; data.len().div_ceil(8)].into_boxed_slice();
+        let ptr = words.as_mut_ptr() as *mut u8;
+        // SAFETY: `words` holds at least `data.len()` bytes; the box's heap block never moves
+        // and is dropped only with the arena, after every borrow of it has ended.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len());
+            self.chunks.borrow_mut().push(words);
+            std::slice::from_raw_parts(ptr, data.len())
+        }
+    }
+}
+
 /// The resolve stage's result and working state.
 pub struct Resolution<'d> {
     /// Objects in link order (explicit inputs first, then archive members as pulled in).
@@ -107,6 +132,7 @@ pub struct Resolution<'d> {
     reference_index: HashMap<&'d [u8], usize>,
     archives: Vec<ArchiveIndex<'d>>,
     duplicates: Vec<DuplicateSymbol>,
+    arena: &'d AlignedArena,
 }
 
 fn is_global_binding(bind: u8) -> bool {
@@ -114,9 +140,10 @@ fn is_global_binding(bind: u8) -> bool {
 }
 
 impl<'d> Resolution<'d> {
-    /// An empty resolution.
-    pub fn new() -> Self {
+    /// An empty resolution; misaligned archive members are copied into `arena`.
+    pub fn new(arena: &'d AlignedArena) -> Self {
         Resolution {
+            arena,
             objects: Vec::new(),
             globals: HashMap::new(),
             references: Vec::new(),
@@ -279,6 +306,7 @@ impl<'d> Resolution<'d> {
                     let Ok(mdata) = member.data(data) else {
                         continue;
                     };
+                    let mdata = self.arena.aligned(mdata);
                     let Ok(obj) = ObjectFile::parse(String::new(), mdata) else {
                         continue;
                     };
@@ -340,8 +368,7 @@ impl<'d> Resolution<'d> {
                 MemberLoc::Read { name, data } => (name, data),
                 MemberLoc::Offset(off) => {
                     let bad = |e| Error::malformed(&aname, format!("bad archive member: {e}"));
-                    let archive =
-                        object::read::archive::ArchiveFile::parse(adata).map_err(bad)?;
+                    let archive = object::read::archive::ArchiveFile::parse(adata).map_err(bad)?;
                     let member = archive
                         .member(object::read::archive::ArchiveOffset(off))
                         .map_err(bad)?;
@@ -349,6 +376,7 @@ impl<'d> Resolution<'d> {
                 }
             };
             let mname = String::from_utf8_lossy(mname);
+            let mdata = self.arena.aligned(mdata);
             let file = ObjectFile::parse(format!("{aname}({mname})"), mdata)?;
             self.add_object(file, kept_comdats)?;
             // A reference that this member satisfied but that came earlier in the list needs
@@ -372,11 +400,5 @@ impl<'d> Resolution<'d> {
             .get(name)
             .map(|&i| self.references[i].1.strong)
             .unwrap_or(false)
-    }
-}
-
-impl Default for Resolution<'_> {
-    fn default() -> Self {
-        Self::new()
     }
 }

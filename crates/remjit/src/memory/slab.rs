@@ -225,7 +225,11 @@ mod tests {
         let b = f.take(0x2000, 0x1000).unwrap();
         assert_eq!((a, b), (0x10000, 0x11000));
         f.insert(a, 0x1000);
-        assert_eq!(f.take(0x1000, 0x1000), Some(0x10000), "freed range is reused");
+        assert_eq!(
+            f.take(0x1000, 0x1000),
+            Some(0x10000),
+            "freed range is reused"
+        );
         f.insert(0x10000, 0x1000);
         f.insert(b, 0x2000);
         assert_eq!(f.ranges().collect::<Vec<_>>(), vec![(0x10000, 0x10000)]);
