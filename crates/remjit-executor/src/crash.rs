@@ -199,7 +199,7 @@ pub fn install(report_fd: i32) -> std::io::Result<()> {
         }
         for sig in CRASH_SIGNALS {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_crash as usize;
+            sa.sa_sigaction = on_crash as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND;
             libc::sigemptyset(&mut sa.sa_mask);
             if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {

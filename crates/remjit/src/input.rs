@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 /// The bytes of one input: a read-only memory map of the file, or owned bytes (objects handed
 /// over in memory, or compiled from source).
 pub enum InputBytes {
-    /// A memory map of a file.
-    Mapped(memmap2::Mmap),
+    /// A memory map of a file, and the file (so that large sections can be mapped from it
+    /// into JIT memory instead of copied).
+    Mapped(memmap2::Mmap, Arc<std::fs::File>),
     /// Bytes owned by remjit.
     Owned(Vec<u8>),
 }
@@ -20,7 +21,7 @@ impl Deref for InputBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            InputBytes::Mapped(m) => m,
+            InputBytes::Mapped(m, _) => m,
             InputBytes::Owned(v) => v,
         }
     }
@@ -33,6 +34,19 @@ pub struct InputFile {
     pub name: Arc<str>,
     /// The contents.
     pub bytes: Arc<InputBytes>,
+}
+
+impl InputFile {
+    /// The file and offset that hold `data`, when `data` lies in this input's file mapping.
+    pub fn file_range(&self, data: &[u8]) -> Option<(Arc<std::fs::File>, u64)> {
+        let InputBytes::Mapped(map, file) = &*self.bytes else {
+            return None;
+        };
+        let start = map.as_ptr() as usize;
+        let p = data.as_ptr() as usize;
+        (p >= start && p + data.len() <= start + map.len())
+            .then(|| (file.clone(), (p - start) as u64))
+    }
 }
 
 /// What an input file is.
@@ -130,7 +144,8 @@ pub fn map_file(path: &Path) -> Result<InputFile> {
     } else {
         // SAFETY: the map is read-only; a file truncated underneath us is the user's race, as
         // with every linker that maps its inputs.
-        InputBytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        InputBytes::Mapped(map, Arc::new(file))
     };
     Ok(InputFile {
         name: Arc::from(path.display().to_string()),

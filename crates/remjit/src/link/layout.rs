@@ -155,6 +155,8 @@ pub struct Layout {
     pub commons: HashMap<Vec<u8>, u64>,
     /// Sections named like C identifiers, for `__start_`/`__stop_`: name -> (seg, start, end).
     pub named_groups: HashMap<Vec<u8>, (Seg, u64, u64)>,
+    /// Sections mapped from their files: (object, section, segment, offset).
+    pub file_maps: Vec<(usize, usize, Seg, u64)>,
 }
 
 impl Layout {
@@ -191,14 +193,21 @@ struct Item {
     size: u64,
     align: u64,
     group: usize,
+    /// For a section mapped from its file: its file offset modulo the page size.
+    file_page_off: Option<u64>,
 }
 
 /// Lays out all loaded sections of `objects` plus the linker-made parts.
+///
+/// `mappable(obj, sec)` gives, for a large section that will be mapped from its file rather than
+/// copied, its file offset; such a section gets pages of its own at an address congruent to
+/// that offset modulo the page size.
 pub fn layout(
     objects: &[LinkObject<'_>],
     synth: Synthesized,
     commons: &[(Vec<u8>, u64, u64)],
     page: u64,
+    mappable: &dyn Fn(usize, usize) -> Option<u64>,
 ) -> Result<Layout> {
     let mut places: Vec<Vec<Place>> = objects
         .iter()
@@ -237,6 +246,9 @@ pub fn layout(
                 size: shdr.sh_size(LE),
                 align: shdr.sh_addralign(LE).max(1),
                 group,
+                file_page_off: mappable(oi, si)
+                    .map(|fo| fo % page)
+                    .filter(|fpo| fpo % shdr.sh_addralign(LE).max(1) == 0),
             };
             if flags & u64::from(elf::SHF_TLS) != 0 {
                 if nobits {
@@ -267,8 +279,17 @@ pub fn layout(
         list.sort_by_key(|i| i.group);
     }
     let mut named_groups: HashMap<Vec<u8>, (Seg, u64, u64)> = HashMap::new();
+    let mut file_maps = Vec::new();
     let mut place_list = |list: &[Item], seg: Seg, mut off: u64, places: &mut Vec<Vec<Place>>| {
         for it in list {
+            if let Some(fpo) = it.file_page_off {
+                // Pages of its own, at the file offset's position within a page.
+                off = align_up(off, page) + fpo;
+                places[it.obj][it.sec] = Place::Mem { seg, off };
+                file_maps.push((it.obj, it.sec, seg, off));
+                off = align_up(off + it.size, page);
+                continue;
+            }
             off = align_up(off, it.align);
             places[it.obj][it.sec] = Place::Mem { seg, off };
             if it.group != 0 {
@@ -368,6 +389,7 @@ pub fn layout(
         tls,
         commons: common_offs,
         named_groups,
+        file_maps,
     })
 }
 

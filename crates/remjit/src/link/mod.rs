@@ -23,7 +23,8 @@ use crate::error::{Error, Result, UndefinedSymbol};
 use crate::executor::Executor;
 use crate::input::InputFile;
 use crate::memory::{
-    AllocAction, AllocActionPair, AllocInfo, FinalizedAlloc, Prot, SegmentInfo, SlabAllocator,
+    AllocAction, AllocActionPair, AllocInfo, FileMap, FinalizedAlloc, Prot, SegmentInfo,
+    SlabAllocator,
 };
 use crate::object::{reloc_name, ObjectFile};
 use fixup::{Formula, Width};
@@ -206,6 +207,9 @@ impl<'d> Entries<'d> {
         }
     }
 }
+
+/// Sections at least this large, without relocations, are mapped from their files.
+const FILE_MAP_THRESHOLD: u64 = 256 * 1024;
 
 const SYNTHETIC_GOT: &[u8] = b"_GLOBAL_OFFSET_TABLE_";
 const SYNTHETIC_DSO: &[u8] = b"__dso_handle";
@@ -435,7 +439,37 @@ pub fn link(
         tls_descs: entries.descs.len() as u64,
     };
     let page = env.slab.mapper().page_size();
-    let lay = layout::layout(&res.objects, synth, &commons, page)?;
+    // Large sections without relocations are mapped from their files, not copied.
+    let file_of = |oi: usize, si: usize| -> Option<(std::sync::Arc<std::fs::File>, u64)> {
+        let o = &res.objects[oi];
+        let shdr = o.file.section(si).ok()?;
+        if shdr.sh_type(LE) != elf::SHT_PROGBITS
+            || shdr.sh_size(LE) < FILE_MAP_THRESHOLD
+            || o.file.rela_for.get(si).copied().unwrap_or(0) != 0
+            || !env.slab.mapper().can_map_files()
+        {
+            return None;
+        }
+        let data = o.file.section_data(shdr).ok()?;
+        inputs.iter().find_map(|i| match i {
+            LinkInput::Object(f) | LinkInput::Archive(f) => f.file_range(data),
+        })
+    };
+    let mappable = |oi: usize, si: usize| file_of(oi, si).map(|(_, off)| off);
+    let lay = layout::layout(&res.objects, synth, &commons, page, &mappable)?;
+    let mut file_maps = Vec::new();
+    for &(oi, si, seg, off) in &lay.file_maps {
+        let (file, foff) = file_of(oi, si).ok_or_else(|| Error::Memory("file vanished".into()))?;
+        let size = res.objects[oi].file.section(si)?.sh_size(LE);
+        let start = lay.offset(seg, off);
+        let page_start = start & !(page - 1);
+        file_maps.push(FileMap {
+            offset: page_start,
+            len: (start + size).div_ceil(page) * page - page_start,
+            file,
+            file_offset: foff - (start - page_start),
+        });
+    }
     let alloc = env.slab.allocate(lay.total)?;
     times.layout = t2.elapsed();
 
@@ -477,6 +511,7 @@ pub fn link(
             },
         ],
         actions,
+        file_maps,
     };
     let fin = env.slab.finalize(alloc, &info)?;
     times.finalize = t4.elapsed();
@@ -643,9 +678,13 @@ fn write_and_fix<'d>(
             .map(|&i| addr_in(Seg::Text, lay.stubs_off + i as u64 * layout::STUB_SIZE))
     };
 
-    // Section contents: the one copy, from the input map into working memory.
+    // Section contents: the one copy, from the input map into working memory (sections mapped
+    // from their files need none).
     for (oi, o) in res.objects.iter().enumerate() {
         for (si, shdr) in o.file.sections.iter().enumerate() {
+            if lay.file_maps.iter().any(|m| m.0 == oi && m.1 == si) {
+                continue;
+            }
             let off = match lay.places[oi][si] {
                 Place::Mem { seg, off } => lay.offset(seg, off),
                 Place::TlsData { off, .. } => lay.offset(Seg::Ro, off),

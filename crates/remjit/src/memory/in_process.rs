@@ -107,6 +107,10 @@ impl MemoryMapper for InProcessMapper {
         Ok(p as u64)
     }
 
+    fn can_map_files(&self) -> bool {
+        true
+    }
+
     fn prepare(&self, addr: u64, len: u64) -> Result<*mut u8> {
         // SAFETY: the range lies in a reservation of ours that no one else uses.
         if unsafe {
@@ -123,6 +127,23 @@ impl MemoryMapper for InProcessMapper {
     }
 
     fn initialize(&self, info: &AllocInfo) -> Result<u64> {
+        for fm in &info.file_maps {
+            use std::os::fd::AsRawFd;
+            // SAFETY: replaces pages of our own reservation that the linker left untouched.
+            let p = unsafe {
+                libc::mmap(
+                    (info.mapping_base + fm.offset) as *mut libc::c_void,
+                    fm.len as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED,
+                    fm.file.as_raw_fd(),
+                    fm.file_offset as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(os_error("mmap of a section from its file"));
+            }
+        }
         for seg in &info.segments {
             let len = seg.content_size + seg.zero_fill_size;
             if len == 0 {
@@ -198,10 +219,21 @@ impl MemoryMapper for InProcessMapper {
             }
             let page = self.page_size();
             let len = extent.div_ceil(page) * page;
-            // SAFETY: our own pages; dropping them gives the memory back (RSS falls).
-            unsafe {
-                libc::madvise(base as *mut libc::c_void, len as usize, libc::MADV_DONTNEED);
-                libc::mprotect(base as *mut libc::c_void, len as usize, libc::PROT_NONE);
+            // Fresh inaccessible pages over the range: gives the memory back (RSS falls), drops
+            // file mappings, and leaves zeroes for the next user of the range.
+            // SAFETY: our own reservation.
+            let p = unsafe {
+                libc::mmap(
+                    base as *mut libc::c_void,
+                    len as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                first_err.get_or_insert(os_error("munmap of a freed allocation"));
             }
         }
         first_err.map_or(Ok(()), Err)

@@ -54,6 +54,24 @@ pub struct AllocInfo {
     pub segments: Vec<SegmentInfo>,
     /// Actions to run after protection (finalize), and on free (dealloc, in reverse).
     pub actions: Vec<AllocActionPair>,
+    /// Page ranges whose content is mapped from input files (copy-on-write) instead of
+    /// written by the linker.
+    pub file_maps: Vec<FileMap>,
+}
+
+/// A page range of an allocation whose content comes straight from a file: a large section
+/// without relocations, mapped privately so its pages are shared with the page cache until
+/// written.
+#[derive(Debug, Clone)]
+pub struct FileMap {
+    /// Offset from the allocation's base (page aligned).
+    pub offset: u64,
+    /// Length in bytes (page multiple).
+    pub len: u64,
+    /// The file.
+    pub file: std::sync::Arc<std::fs::File>,
+    /// Offset in the file (page aligned).
+    pub file_offset: u64,
 }
 
 /// Maps memory in the executing process (the seed's `MemoryMapper`).
@@ -75,6 +93,12 @@ pub trait MemoryMapper: Send + Sync {
 
     /// Runs the dealloc actions of finalized allocations and returns their pages to the OS.
     fn deinitialize(&self, allocations: &[u64]) -> Result<()>;
+
+    /// Whether [`AllocInfo::file_maps`] can be honoured (the executing process can map the
+    /// controller's files). Mappers that cannot get every byte written instead.
+    fn can_map_files(&self) -> bool {
+        false
+    }
 
     /// Returns whole reservations.
     fn release(&self, reservations: &[(u64, u64)]) -> Result<()>;

@@ -9,5 +9,5 @@ pub mod slab;
 
 pub use actions::{AllocAction, AllocActionPair};
 pub use in_process::InProcessMapper;
-pub use mapper::{AllocInfo, MemoryMapper, Prot, SegmentInfo};
+pub use mapper::{AllocInfo, FileMap, MemoryMapper, Prot, SegmentInfo};
 pub use slab::{FinalizedAlloc, FreeList, InFlightAlloc, SlabAllocator};
