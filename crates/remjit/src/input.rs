@@ -131,16 +131,22 @@ pub fn linker_script_inputs(text: &str) -> Vec<String> {
     files
 }
 
-/// Memory-maps `path`.
+/// Files smaller than this are read rather than mapped.
+const SMALL_FILE: u64 = 64 * 1024;
+
+/// Memory-maps `path` (reads it, when small).
 pub fn map_file(path: &Path) -> Result<InputFile> {
     let io = |source| Error::Io {
         path: path.display().to_string(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let bytes = if len == 0 {
-        InputBytes::Owned(Vec::new())
+    let bytes = if len < SMALL_FILE {
+        // Small files: one read costs less than a mapping and its page faults.
+        let mut v = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut file, &mut v).map_err(io)?;
+        InputBytes::Owned(v)
     } else {
         // SAFETY: the map is read-only; a file truncated underneath us is the user's race, as
         // with every linker that maps its inputs.
