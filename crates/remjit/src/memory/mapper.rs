@@ -94,6 +94,13 @@ pub trait MemoryMapper: Send + Sync {
     /// Runs the dealloc actions of finalized allocations and returns their pages to the OS.
     fn deinitialize(&self, allocations: &[u64]) -> Result<()>;
 
+    /// Whether each allocation must be its own reservation (LLVM's copy-over-the-wire memory
+    /// manager finalizes whole reservations only). The slab then reserves exactly what each
+    /// allocation needs and releases it on free.
+    fn reserves_per_allocation(&self) -> bool {
+        false
+    }
+
     /// Whether [`AllocInfo::file_maps`] can be honoured (the executing process can map the
     /// controller's files). Mappers that cannot get every byte written instead.
     fn can_map_files(&self) -> bool {

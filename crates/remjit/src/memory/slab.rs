@@ -134,6 +134,23 @@ impl SlabAllocator {
     pub fn allocate(&self, size: u64) -> Result<InFlightAlloc> {
         let page = self.mapper.page_size();
         let size = size.max(1).div_ceil(page) * page;
+        if self.mapper.reserves_per_allocation() {
+            let near = self.lock()?.reservations.first().map(|r| r.0);
+            let base = self.mapper.reserve(size, near, self.low)?;
+            let working = match self.mapper.prepare(base, size) {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = self.mapper.release(&[(base, size)]);
+                    return Err(e);
+                }
+            };
+            self.lock()?.reservations.push((base, size));
+            return Ok(InFlightAlloc {
+                base,
+                size,
+                working,
+            });
+        }
         let base = {
             let mut st = self.lock()?;
             match st.free.take(size, page) {
@@ -188,8 +205,17 @@ impl SlabAllocator {
 
     /// Gives back an allocation that was never finalized (a failed link).
     pub fn abandon(&self, alloc: InFlightAlloc) {
-        if let Ok(mut st) = self.lock() {
+        if self.mapper.reserves_per_allocation() {
+            self.forget_reservation(alloc.base);
+            let _ = self.mapper.release(&[(alloc.base, alloc.size)]);
+        } else if let Ok(mut st) = self.lock() {
             st.free.insert(alloc.base, alloc.size);
+        }
+    }
+
+    fn forget_reservation(&self, base: u64) {
+        if let Ok(mut st) = self.lock() {
+            st.reservations.retain(|r| r.0 != base);
         }
     }
 
@@ -197,6 +223,13 @@ impl SlabAllocator {
     pub fn deallocate(&self, allocs: &[FinalizedAlloc]) -> Result<()> {
         let bases: Vec<u64> = allocs.iter().map(|a| a.base).collect();
         let result = self.mapper.deinitialize(&bases);
+        if self.mapper.reserves_per_allocation() {
+            for a in allocs {
+                self.forget_reservation(a.base);
+            }
+            let ranges: Vec<(u64, u64)> = allocs.iter().map(|a| (a.base, a.size)).collect();
+            return result.and(self.mapper.release(&ranges));
+        }
         let mut st = self.lock()?;
         for a in allocs {
             st.free.insert(a.base, a.size);
