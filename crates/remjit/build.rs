@@ -1,7 +1,10 @@
-//! The `remjit` binary is a non-PIE executable: loaded low, it holds copy-relocated instances of
-//! the C runtime's exported data (see remjit-executor's anchors), which JIT'd position-dependent
-//! and PIE code reaches with 32-bit references from the low slab.
+//! The `remjit` binary, like the executor, is a non-PIE executable holding copy-relocated
+//! instances of the C and C++ runtimes' exported data, for in-process JIT'd code (see
+//! crates/remjit-executor/csrc/anchors.c).
+include!("../remjit-executor/anchors_build.rs");
+
 fn main() {
-    println!("cargo:rustc-link-arg-bins=-no-pie");
+    let dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    link_anchors_into_bins(&dir.join("../remjit-executor"));
     println!("cargo:rerun-if-changed=build.rs");
 }

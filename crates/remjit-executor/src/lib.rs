@@ -2,5 +2,5 @@
 //! handlers, constructors, unwind registration) and, in the binary, the SimpleRemoteEPC server.
 #![deny(missing_docs)]
 
-pub mod runtime;
 pub mod crash;
+pub mod runtime;

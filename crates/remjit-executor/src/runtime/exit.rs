@@ -1,5 +1,40 @@
-//! Exit handlers registered by JIT'd code, kept per module (`__dso_handle`).
+//! Exit handlers registered by JIT'd code, kept per module (`__dso_handle`), so that removing a
+//! module runs its handlers and the end of the program runs all of them, newest first.
 use std::ffi::{c_int, c_void};
+use std::sync::{Mutex, Once};
+
+#[derive(Clone, Copy)]
+enum Handler {
+    WithArg(unsafe extern "C" fn(*mut c_void), usize),
+    Plain(unsafe extern "C" fn()),
+}
+
+struct Entry {
+    handler: Handler,
+    dso: usize,
+}
+
+static HANDLERS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static LIBC_HOOK: Once = Once::new();
+
+extern "C" fn at_libc_exit() {
+    run_exit_handlers(None);
+}
+
+fn register(entry: Entry) -> c_int {
+    // A JIT'd program that calls exit() still runs its handlers: libc's exit calls this hook.
+    LIBC_HOOK.call_once(|| {
+        // SAFETY: registering a plain function with libc.
+        unsafe { libc::atexit(at_libc_exit) };
+    });
+    match HANDLERS.lock() {
+        Ok(mut h) => {
+            h.push(entry);
+            0
+        }
+        Err(_) => -1,
+    }
+}
 
 /// Our `__cxa_atexit`.
 ///
@@ -10,8 +45,10 @@ pub unsafe extern "C" fn cxa_atexit(
     arg: *mut c_void,
     dso: *mut c_void,
 ) -> c_int {
-    let _ = (f, arg, dso);
-    todo!("runtime helper")
+    register(Entry {
+        handler: Handler::WithArg(f, arg as usize),
+        dso: dso as usize,
+    })
 }
 
 /// Our `atexit` (no module handle: runs when all handlers run).
@@ -19,12 +56,31 @@ pub unsafe extern "C" fn cxa_atexit(
 /// # Safety
 /// `f` must be callable.
 pub unsafe extern "C" fn atexit(f: unsafe extern "C" fn()) -> c_int {
-    let _ = f;
-    todo!("runtime helper")
+    register(Entry {
+        handler: Handler::Plain(f),
+        dso: 0,
+    })
 }
 
 /// Runs and forgets the handlers registered for `dso` (all of them for `None`), newest first.
+/// Handlers may register further handlers while running; those run too.
 pub fn run_exit_handlers(dso: Option<u64>) {
-    let _ = dso;
-    todo!("runtime helper")
+    loop {
+        let next = {
+            let Ok(mut h) = HANDLERS.lock() else { return };
+            let pos = h
+                .iter()
+                .rposition(|e| dso.is_none_or(|d| e.dso as u64 == d));
+            pos.map(|p| h.remove(p))
+        };
+        // The lock is released while the handler runs.
+        let Some(e) = next else { return };
+        // SAFETY: registered by JIT'd code with these signatures.
+        unsafe {
+            match e.handler {
+                Handler::WithArg(f, arg) => f(arg as *mut c_void),
+                Handler::Plain(f) => f(),
+            }
+        }
+    }
 }

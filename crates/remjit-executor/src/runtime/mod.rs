@@ -11,7 +11,11 @@ pub mod init;
 pub mod tls;
 
 /// Names that JIT'd code must bind to this runtime instead of to the process's libraries, with
-/// the runtime's addresses for them (`__tls_get_addr`, `atexit`, `__cxa_atexit`, ...).
+/// the runtime's addresses for them (`__tls_get_addr`, `atexit`, `__cxa_atexit`).
 pub fn symbol_overrides() -> Vec<(&'static str, u64)> {
-    todo!("runtime helper")
+    vec![
+        ("__tls_get_addr", tls::tls_get_addr as *const () as u64),
+        ("atexit", exit::atexit as *const () as u64),
+        ("__cxa_atexit", exit::cxa_atexit as *const () as u64),
+    ]
 }

@@ -1,0 +1,8 @@
+//! Links the copy-relocation anchors into the executor binary (see csrc/anchors.c).
+include!("anchors_build.rs");
+
+fn main() {
+    let dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    link_anchors_into_bins(&dir);
+    println!("cargo:rerun-if-changed=build.rs");
+}
