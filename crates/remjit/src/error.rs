@@ -25,6 +25,24 @@ pub struct DuplicateSymbol {
     pub second: String,
 }
 
+/// A relocation that remjit cannot apply, with where it is and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: section {section}+{offset:#x}: {kind} against `{symbol}`: {problem}")]
+pub struct RelocationError {
+    /// The object holding the relocation.
+    pub object: String,
+    /// The section it applies to.
+    pub section: String,
+    /// The offset in that section.
+    pub offset: u64,
+    /// The relocation type's name.
+    pub kind: String,
+    /// The symbol it references.
+    pub symbol: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
 /// Everything that can go wrong while reading, linking or running JIT'd code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,21 +104,8 @@ pub enum Error {
     #[error("{}", format_duplicates(.0))]
     Duplicate(Vec<DuplicateSymbol>),
     /// A relocation that remjit cannot apply.
-    #[error("{object}: section {section}+{offset:#x}: {kind} against `{symbol}`: {problem}")]
-    Relocation {
-        /// The object holding the relocation.
-        object: String,
-        /// The section it applies to.
-        section: String,
-        /// The offset in that section.
-        offset: u64,
-        /// The relocation type's name.
-        kind: String,
-        /// The symbol it references.
-        symbol: String,
-        /// What is wrong and how to fix it.
-        problem: String,
-    },
+    #[error("{0}")]
+    Relocation(Box<RelocationError>),
     /// A shared library could not be loaded or a symbol looked up in it.
     #[error("{0}")]
     Dylib(String),

@@ -69,7 +69,8 @@ pub fn classify(bytes: &[u8]) -> InputKind {
     if bytes.starts_with(b"\x7fELF") {
         // e_type sits at offset 16 for both classes; decide finer errors when parsing.
         match bytes.get(16..18) {
-            Some([3, 0]) => InputKind::SharedLibrary,
+            // A PIE executable is ET_DYN too; parsing it as an object explains the mistake.
+            Some([3, 0]) if !has_interpreter(bytes) => InputKind::SharedLibrary,
             _ => InputKind::Object,
         }
     } else if bytes.starts_with(b"!<arch>\n") || bytes.starts_with(b"!<thin>\n") {
@@ -79,6 +80,23 @@ pub fn classify(bytes: &[u8]) -> InputKind {
     } else {
         InputKind::Unknown
     }
+}
+
+/// Whether an ELF64 file has a `PT_INTERP` program header (an executable, PIE or not).
+pub fn has_interpreter(bytes: &[u8]) -> bool {
+    let u = |at: usize, n: usize| -> Option<u64> {
+        let b = bytes.get(at..at + n)?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(b);
+        Some(u64::from_le_bytes(v))
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u(32, 8), u(54, 2), u(56, 2)) else {
+        return false;
+    };
+    (0..phnum).any(|i| {
+        let at = phoff.saturating_add(i.saturating_mul(phentsize)) as usize;
+        u(at, 4) == Some(3)
+    })
 }
 
 fn is_linker_script(bytes: &[u8]) -> bool {

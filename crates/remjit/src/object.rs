@@ -84,6 +84,9 @@ impl<'d> ObjectFile<'d> {
         if e_type != elf::ET_REL {
             let kind = match e_type {
                 elf::ET_EXEC => "executable".to_string(),
+                elf::ET_DYN if crate::input::has_interpreter(data) => {
+                    "position-independent executable".to_string()
+                }
                 elf::ET_DYN => "shared object".to_string(),
                 elf::ET_CORE => "core dump".to_string(),
                 t => t.to_string(),

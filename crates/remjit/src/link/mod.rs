@@ -586,7 +586,7 @@ impl RelocContext<'_, '_> {
     }
 
     fn error(&self, problem: impl Into<String>) -> Error {
-        Error::Relocation {
+        Error::Relocation(Box::new(crate::error::RelocationError {
             object: self.obj.file.name.clone(),
             section: self
                 .obj
@@ -598,7 +598,7 @@ impl RelocContext<'_, '_> {
             kind: reloc_name(self.r_type),
             symbol: self.symbol_name(),
             problem: problem.into(),
-        }
+        }))
     }
 }
 

@@ -106,7 +106,7 @@ pub struct AlignedArena {
 impl AlignedArena {
     /// `data` itself when it is aligned, else an aligned copy that lives as long as the arena.
     pub fn aligned<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
-        if data.as_ptr() as usize % 8 == 0 {
+        if (data.as_ptr() as usize).is_multiple_of(8) {
             return data;
         }
         let mut words = vec![0u64; data.len().div_ceil(8)].into_boxed_slice();

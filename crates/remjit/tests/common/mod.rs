@@ -1,0 +1,132 @@
+//! Shared test support: compile real programs with gcc/g++, link them natively for the expected
+//! output, and run them through the `remjit` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The remjit binary under test.
+pub fn remjit() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_remjit"))
+}
+
+/// Where this test's files go.
+pub fn work_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A program source in tests/programs.
+pub fn program(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(name)
+}
+
+/// Debian's static libraries.
+pub const LIB: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// Compiles `src` to an object in `dir` with `flags`; returns its path.
+pub fn compile(dir: &Path, src: &Path, out_name: &str, flags: &[&str]) -> PathBuf {
+    let cxx = src.extension().is_some_and(|e| e == "cc");
+    let obj = dir.join(out_name);
+    let out = Command::new(if cxx { "g++" } else { "gcc" })
+        .args(flags)
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("the compiler runs");
+    assert!(
+        out.status.success(),
+        "compiling {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    obj
+}
+
+/// Links `objs` natively (plus `libs`), runs the program with `args`, returns (stdout, status).
+pub fn native(
+    dir: &Path,
+    name: &str,
+    objs: &[PathBuf],
+    libs: &[&str],
+    args: &[&str],
+) -> (Vec<u8>, i32) {
+    let exe = dir.join(format!("{name}-native"));
+    let cxx = libs.contains(&"-lstdc++");
+    let out = Command::new(if cxx { "g++" } else { "gcc" })
+        .args(objs)
+        .args(libs)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("the linker runs");
+    assert!(
+        out.status.success(),
+        "native link: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe)
+        .args(args)
+        .output()
+        .expect("native program runs");
+    (run.stdout, run.status.code().unwrap_or(-1))
+}
+
+/// Runs a command, killing it after `limit` (no test hangs).
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "timed out after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs remjit with `mode` flags, `inputs` and program `args`.
+pub fn jit(mode: &[&str], inputs: &[PathBuf], extra: &[&str], args: &[&str]) -> Output {
+    let mut cmd = Command::new(remjit());
+    cmd.args(mode).args(inputs).args(extra);
+    if !args.is_empty() {
+        cmd.arg("--args").args(args);
+    }
+    run_with_timeout(&mut cmd, Duration::from_secs(120))
+}
+
+/// Asserts that the JIT'd run printed exactly what the native one did, with the same status.
+pub fn assert_same(what: &str, jit: &Output, expect: &(Vec<u8>, i32)) {
+    let stderr = String::from_utf8_lossy(&jit.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "{what}: remjit panicked: {stderr}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&jit.stdout),
+        String::from_utf8_lossy(&expect.0),
+        "{what}: stdout differs; stderr: {stderr}"
+    );
+    assert_eq!(
+        jit.status.code(),
+        Some(expect.1),
+        "{what}: exit status differs; stderr: {stderr}"
+    );
+}
