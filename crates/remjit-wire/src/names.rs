@@ -1,0 +1,91 @@
+//! The names under which an executor publishes its services (LLVM 19's OrcRTBridge.cpp and
+//! SimpleRemoteEPCServer), and remjit's own additions.
+
+/// Dispatch context for calls from the executor to the controller.
+pub const DISPATCH_CTX: &str = "__llvm_orc_SimpleRemoteEPC_dispatch_ctx";
+/// Dispatch function for calls from the executor to the controller.
+pub const DISPATCH_FN: &str = "__llvm_orc_SimpleRemoteEPC_dispatch_fn";
+
+/// Dylib manager instance.
+pub const DYLIB_MANAGER_INSTANCE: &str = "__llvm_orc_SimpleExecutorDylibManager_Instance";
+/// `Expected<handle>(instance, path, mode)`.
+pub const DYLIB_MANAGER_OPEN: &str = "__llvm_orc_SimpleExecutorDylibManager_open_wrapper";
+/// `Expected<seq<ExecutorSymbolDef>>(instance, handle, seq<LookupElement>)`.
+pub const DYLIB_MANAGER_LOOKUP: &str = "__llvm_orc_SimpleExecutorDylibManager_lookup_wrapper";
+
+/// Copy-over-the-wire memory manager instance.
+pub const MEMORY_MANAGER_INSTANCE: &str = "__llvm_orc_SimpleExecutorMemoryManager_Instance";
+/// `Expected<addr>(instance, size)`.
+pub const MEMORY_MANAGER_RESERVE: &str = "__llvm_orc_SimpleExecutorMemoryManager_reserve_wrapper";
+/// `Error(instance, FinalizeRequest)`.
+pub const MEMORY_MANAGER_FINALIZE: &str = "__llvm_orc_SimpleExecutorMemoryManager_finalize_wrapper";
+/// `Error(instance, seq<addr>)`.
+pub const MEMORY_MANAGER_DEALLOCATE: &str =
+    "__llvm_orc_SimpleExecutorMemoryManager_deallocate_wrapper";
+
+/// Shared-memory mapper service instance.
+pub const SHM_INSTANCE: &str = "__llvm_orc_ExecutorSharedMemoryMapperService_Instance";
+/// `Expected<(addr, name)>(instance, size)`.
+pub const SHM_RESERVE: &str = "__llvm_orc_ExecutorSharedMemoryMapperService_Reserve";
+/// `Expected<addr>(instance, reservation, SharedMemoryFinalizeRequest)`.
+pub const SHM_INITIALIZE: &str = "__llvm_orc_ExecutorSharedMemoryMapperService_Initialize";
+/// `Error(instance, seq<addr>)`.
+pub const SHM_DEINITIALIZE: &str = "__llvm_orc_ExecutorSharedMemoryMapperService_Deinitialize";
+/// `Error(instance, seq<addr>)`.
+pub const SHM_RELEASE: &str = "__llvm_orc_ExecutorSharedMemoryMapperService_Release";
+
+/// `Error(seq<(addr, u8)>)` and friends: memory writes.
+pub const MEM_WRITE_UINT8S: &str = "__llvm_orc_bootstrap_mem_write_uint8s_wrapper";
+/// 16-bit writes.
+pub const MEM_WRITE_UINT16S: &str = "__llvm_orc_bootstrap_mem_write_uint16s_wrapper";
+/// 32-bit writes.
+pub const MEM_WRITE_UINT32S: &str = "__llvm_orc_bootstrap_mem_write_uint32s_wrapper";
+/// 64-bit writes.
+pub const MEM_WRITE_UINT64S: &str = "__llvm_orc_bootstrap_mem_write_uint64s_wrapper";
+/// Buffer writes.
+pub const MEM_WRITE_BUFFERS: &str = "__llvm_orc_bootstrap_mem_write_buffers_wrapper";
+
+/// `Error(AddrRange)`: register an `.eh_frame` (bootstrap name).
+pub const REGISTER_EH_FRAME: &str = "__llvm_orc_bootstrap_register_ehframe_section_wrapper";
+/// Deregister an `.eh_frame` (bootstrap name).
+pub const DEREGISTER_EH_FRAME: &str = "__llvm_orc_bootstrap_deregister_ehframe_section_wrapper";
+/// The names LLVM 19's EPCEHFrameRegistrar looks up.
+pub const REGISTER_EH_FRAME_ALT: &str = "llvm_orc_registerEHFrameSectionWrapper";
+/// Its deregistration counterpart.
+pub const DEREGISTER_EH_FRAME_ALT: &str = "llvm_orc_deregisterEHFrameSectionWrapper";
+
+/// `i64(addr, seq<string>)`.
+pub const RUN_AS_MAIN: &str = "__llvm_orc_bootstrap_run_as_main_wrapper";
+/// `i32(addr)`.
+pub const RUN_AS_VOID: &str = "__llvm_orc_bootstrap_run_as_void_function_wrapper";
+/// `i32(addr, i32)`.
+pub const RUN_AS_INT: &str = "__llvm_orc_bootstrap_run_as_int_function_wrapper";
+
+/// remjit's runtime: bootstrap-map key whose value is `seq<(name, addr)>` of symbols JIT'd code
+/// binds to the executor's runtime (`__tls_get_addr`, `atexit`, `__cxa_atexit`, ...).
+pub const REMJIT_RUNTIME_OVERRIDES: &str = "remjit.runtime-overrides";
+/// The TLS descriptor resolver.
+pub const REMJIT_TLSDESC_RESOLVER: &str = "__remjit_tlsdesc_resolver";
+/// Action `Error((init, init_size, mem_size, align, seq<id_slot>))`.
+pub const REMJIT_REGISTER_TLS: &str = "__remjit_register_tls_wrapper";
+/// Action `Error(id_slot)`.
+pub const REMJIT_DEREGISTER_TLS: &str = "__remjit_deregister_tls_wrapper";
+/// Action `Error((slot, resolver))`.
+pub const REMJIT_RESOLVE_IFUNC: &str = "__remjit_resolve_ifunc_wrapper";
+/// Action `Error((from, to))`.
+pub const REMJIT_COPY_WORD: &str = "__remjit_copy_word_wrapper";
+/// Action `Error(seq<addr>)`.
+pub const REMJIT_RUN_INITIALIZERS: &str = "__remjit_run_initializers_wrapper";
+/// Action `Error((dso, seq<addr>))`: exit handlers of `dso`, then the finalizers.
+pub const REMJIT_RUN_FINALIZERS: &str = "__remjit_run_finalizers_wrapper";
+/// `Error(seq<string>)`: argv for constructors and main.
+pub const REMJIT_SET_ARGS: &str = "__remjit_set_program_args_wrapper";
+/// `Error(seq<addr>)`: all exit handlers, then these finalizers.
+pub const REMJIT_RUN_EXIT: &str = "__remjit_run_exit_wrapper";
+/// `i64(addr)`: run main with the args set before.
+pub const REMJIT_RUN_MAIN: &str = "__remjit_run_main_wrapper";
+/// Our shared-memory mapper (memfd over SCM_RIGHTS): `Expected<addr>(size, low)`; the memfd
+/// follows on the socket.
+pub const REMJIT_MEMFD_RESERVE: &str = "__remjit_memfd_reserve_wrapper";
+/// `Error((addr, seq<(offset, len, path, file_offset)>))`: map file pages over a range.
+pub const REMJIT_MAP_FILES: &str = "__remjit_map_files_wrapper";
