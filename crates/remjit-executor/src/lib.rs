@@ -4,3 +4,5 @@
 
 pub mod crash;
 pub mod runtime;
+pub mod server;
+pub mod vm;

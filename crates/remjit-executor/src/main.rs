@@ -1,5 +1,104 @@
-//! `remjit-executor`: runs JIT'd code for a remjit (or LLVM ORC) controller.
+//! `remjit-executor`: runs JIT'd code for a remjit or LLVM ORC controller.
+//!
+//!     remjit-executor filedescs=IN,OUT      inherited descriptors (two pipe ends, or one socket twice)
+//!     remjit-executor listen=[HOST:]PORT    one TCP connection (HOST defaults to 127.0.0.1)
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use remjit_executor::{crash, server};
+
+fn usage() -> ! {
+    eprintln!("usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT");
+    std::process::exit(2);
+}
+
+fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: fstat into a local struct.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
+}
+
 fn main() {
-    eprintln!("remjit-executor: the SimpleRemoteEPC server is not built yet");
-    std::process::exit(1);
+    // Reports of crashes of JIT'd code go where the controller asked (stderr otherwise).
+    let report_fd = std::env::var("REMJIT_REPORT_FD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    std::env::remove_var("REMJIT_REPORT_FD");
+    if let Err(e) = crash::install(report_fd) {
+        eprintln!("remjit-executor: cannot install crash handlers: {e}");
+    }
+    // A vanished controller shows up as a write error, not a signal.
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 1 {
+        usage();
+    }
+    let result = if let Some(fds) = args[0].strip_prefix("filedescs=") {
+        let Some((a, b)) = fds.split_once(',') else {
+            usage()
+        };
+        let (Ok(inp), Ok(out)) = (a.parse::<RawFd>(), b.parse::<RawFd>()) else {
+            usage()
+        };
+        if inp < 0 || out < 0 {
+            usage();
+        }
+        if inp == out && is_socket(inp) {
+            // SAFETY: the descriptor was handed to us by the parent and is ours now.
+            let s = unsafe { UnixStream::from_raw_fd(inp) };
+            match s.try_clone() {
+                Ok(r) => server::serve(Box::new(r), Box::new(s), Some(inp)),
+                Err(e) => Err(format!("cannot use descriptor {inp}: {e}")),
+            }
+        } else {
+            // SAFETY: as above, two descriptors.
+            let (r, w) = unsafe { (File::from_raw_fd(inp), File::from_raw_fd(out)) };
+            server::serve(Box::new(r), Box::new(w), None)
+        }
+    } else if let Some(addr) = args[0].strip_prefix("listen=") {
+        let addr = if addr.contains(':') {
+            addr.to_string()
+        } else {
+            format!("127.0.0.1:{addr}")
+        };
+        match TcpListener::bind(&addr) {
+            Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+            Ok(l) => {
+                eprintln!(
+                    "remjit-executor: listening on {}",
+                    l.local_addr().map(|a| a.to_string()).unwrap_or(addr)
+                );
+                match l.accept() {
+                    Err(e) => Err(format!("accept: {e}")),
+                    Ok((s, _)) => {
+                        drop(l);
+                        let _ = s.set_nodelay(true);
+                        match s.try_clone() {
+                            Ok(r) => server::serve(Box::new(r), Box::new(s), None),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        usage()
+    };
+    // SAFETY: flush every stdio stream JIT'd code wrote to.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("remjit-executor: {e}");
+            std::process::exit(1);
+        }
+    }
 }

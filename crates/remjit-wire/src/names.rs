@@ -89,3 +89,8 @@ pub const REMJIT_RUN_MAIN: &str = "__remjit_run_main_wrapper";
 pub const REMJIT_MEMFD_RESERVE: &str = "__remjit_memfd_reserve_wrapper";
 /// `Error((addr, seq<(offset, len, path, file_offset)>))`: map file pages over a range.
 pub const REMJIT_MAP_FILES: &str = "__remjit_map_files_wrapper";
+
+/// Debugger (GDB JIT interface) registration wrapper that LLVM 19's llvm-jitlink looks up.
+pub const GDB_JIT_REGISTER: &str = "llvm_orc_registerJITLoaderGDBWrapper";
+/// Its alloc-action form.
+pub const GDB_JIT_REGISTER_ACTION: &str = "llvm_orc_registerJITLoaderGDBAllocAction";

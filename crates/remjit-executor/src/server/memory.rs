@@ -1,0 +1,199 @@
+//! The executor's JIT memory: one low slab of address space, carved into the ranges the
+//! controller reserves. Every segment the controller asks to fill, protect or run must lie in
+//! a range handed out here; anything else is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use crate::vm;
+
+/// Address space per slab reservation.
+const SLAB: u64 = 1 << 30;
+
+/// One range given to the controller.
+#[derive(Debug)]
+pub struct Range {
+    /// Size in bytes.
+    pub size: u64,
+    /// Dealloc actions of finalized allocations in it, by allocation base (run newest first).
+    pub dealloc: Vec<(u64, Vec<super::services::Action>)>,
+    /// Backing memfd for shared ranges (kept open while mapped).
+    pub shared: Option<std::os::fd::OwnedFd>,
+}
+
+#[derive(Default)]
+struct State {
+    slabs: Vec<(u64, u64)>,
+    free: BTreeMap<u64, u64>,
+    ranges: HashMap<u64, Range>,
+    /// Copy-manager ranges reserved but not finalized yet.
+    unfinalized: std::collections::HashSet<u64>,
+    /// When a shared-memory allocation was last initialized.
+    last_shared: Option<std::time::Instant>,
+}
+
+/// The executor's memory.
+#[derive(Default)]
+pub struct Memory {
+    state: Mutex<State>,
+    finalized: std::sync::Condvar,
+}
+
+fn page() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+impl Memory {
+    /// Hands out `size` bytes (rounded to pages) of inaccessible address space, below 2 GiB
+    /// when possible and always within +-2 GiB of earlier ranges.
+    pub fn reserve(&self, size: u64) -> Result<u64, String> {
+        let size = size.max(1).div_ceil(page()) * page();
+        let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        let found = st
+            .free
+            .iter()
+            .find(|(_, &l)| l >= size)
+            .map(|(&s, &l)| (s, l));
+        let (start, len) = match found {
+            Some(f) => f,
+            None => {
+                let want = size.max(SLAB);
+                let near = st.slabs.first().map(|s| s.0);
+                let at = vm::reserve(want, near, true).map_err(|e| format!("mmap: {e}"))?;
+                st.slabs.push((at, want));
+                (at, want)
+            }
+        };
+        st.free.remove(&start);
+        if len > size {
+            st.free.insert(start + size, len - size);
+        }
+        st.ranges.insert(
+            start,
+            Range {
+                size,
+                dealloc: Vec::new(),
+                shared: None,
+            },
+        );
+        Ok(start)
+    }
+
+    /// Notes that the copy-manager range at `base` waits for its content.
+    pub fn mark_unfinalized(&self, base: u64) {
+        if let Ok(mut st) = self.state.lock() {
+            st.unfinalized.insert(base);
+        }
+    }
+
+    /// Notes that the range at `base` got its content (or is gone).
+    pub fn mark_finalized(&self, base: u64) {
+        if let Ok(mut st) = self.state.lock() {
+            st.unfinalized.remove(&base);
+        }
+        self.finalized.notify_all();
+    }
+
+    /// Notes shared-memory activity (an allocation initialized): LLVM's shared-memory
+    /// controller allocates without telling the executor, so quiet time is the only signal.
+    pub fn note_shared_activity(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.last_shared = Some(std::time::Instant::now());
+        }
+        self.finalized.notify_all();
+    }
+
+    /// Waits (at most `limit`) until no range waits for its content and shared-memory
+    /// initializations have paused. LLVM 19 controllers can ask to run code before they have
+    /// sent (or initialized) all the code it calls; waiting here turns that race into a delay.
+    pub fn wait_for_pending(&self, limit: std::time::Duration) {
+        const QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let busy_shared = st.last_shared.is_some_and(|t| t.elapsed() < QUIET);
+            if st.unfinalized.is_empty() && !busy_shared {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let step = (deadline - now).min(QUIET);
+            match self.finalized.wait_timeout(st, step) {
+                Ok((g, _)) => st = g,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The range `[addr, addr + len)` lies in one range handed out: returns that range's base.
+    pub fn check(&self, addr: u64, len: u64) -> Result<u64, String> {
+        let st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        let end = addr
+            .checked_add(len)
+            .ok_or_else(|| format!("range {addr:#x}+{len:#x} overflows"))?;
+        st.ranges
+            .iter()
+            .find(|(&b, r)| addr >= b && end <= b + r.size)
+            .map(|(&b, _)| b)
+            .ok_or_else(|| format!("{addr:#x}..{end:#x} is not in memory this executor handed out"))
+    }
+
+    /// Runs `f` on the range based at `base`.
+    pub fn with_range<T>(&self, base: u64, f: impl FnOnce(&mut Range) -> T) -> Result<T, String> {
+        let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        let r = st
+            .ranges
+            .get_mut(&base)
+            .ok_or_else(|| format!("no reservation at {base:#x}"))?;
+        Ok(f(r))
+    }
+
+    /// Takes the dealloc actions of allocations based at `bases` (any range), newest first.
+    pub fn take_dealloc(&self, alloc_base: u64) -> Result<Vec<super::services::Action>, String> {
+        let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        for r in st.ranges.values_mut() {
+            if let Some(i) = r.dealloc.iter().position(|d| d.0 == alloc_base) {
+                return Ok(r.dealloc.remove(i).1);
+            }
+        }
+        Err(format!("no finalized allocation at {alloc_base:#x}"))
+    }
+
+    /// Gives a whole range back: fresh pages, and its space returns to the free list.
+    pub fn release(&self, base: u64) -> Result<(), String> {
+        let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        let r = st
+            .ranges
+            .remove(&base)
+            .ok_or_else(|| format!("no reservation at {base:#x}"))?;
+        st.unfinalized.remove(&base);
+        self.finalized.notify_all();
+        vm::reset(base, r.size).map_err(|e| format!("freeing {base:#x}: {e}"))?;
+        drop(r.shared);
+        // Coalesce with neighbours.
+        let (mut start, mut len) = (base, r.size);
+        if let Some((&p, &pl)) = st.free.range(..start).next_back() {
+            if p + pl == start {
+                st.free.remove(&p);
+                start = p;
+                len += pl;
+            }
+        }
+        if let Some(&nl) = st.free.get(&(start + len)) {
+            st.free.remove(&(start + len));
+            len += nl;
+        }
+        st.free.insert(start, len);
+        Ok(())
+    }
+
+    /// Resets pages of an allocation inside a range (its range stays handed out).
+    pub fn reset_pages(&self, addr: u64, len: u64) -> Result<(), String> {
+        self.check(addr, len)?;
+        vm::reset(addr, len).map_err(|e| format!("freeing {addr:#x}: {e}"))
+    }
+}

@@ -1,0 +1,199 @@
+//! The SimpleRemoteEPC server: sends Setup, then answers CallWrapper frames. Calls that run
+//! JIT'd code get a thread of their own, so a long-running `main` does not block other calls.
+//! A malformed frame or call is answered with an error (or ends the session cleanly); it never
+//! crashes the executor.
+
+pub mod memory;
+pub mod services;
+pub mod shm;
+
+use std::io::{Read, Write};
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+use remjit_wire::frame::{encode_header, read_frame, write_frame, Opcode};
+use remjit_wire::names;
+use remjit_wire::sps::{Bytes, Sps, SpsError};
+use remjit_wire::types::SetupMessage;
+
+use services::{Kind, Services};
+
+/// Largest frame accepted from a controller (content of a copy-over-the-wire finalize).
+const MAX_FRAME: u64 = 1 << 34;
+
+/// Stack for threads that run JIT'd code (as generous as a main thread's).
+const CALL_STACK: usize = 64 << 20;
+
+/// Where replies go.
+pub struct Replies {
+    writer: Mutex<Box<dyn Write + Send>>,
+    /// The unix socket, when there is one: replies that carry a descriptor use sendmsg on it.
+    socket: Option<RawFd>,
+}
+
+impl Replies {
+    fn send(&self, opcode: Opcode, seq: u64, tag: u64, payload: &[u8], fd: Option<RawFd>) {
+        let Ok(mut w) = self.writer.lock() else {
+            return;
+        };
+        match (fd, self.socket) {
+            (Some(fd), Some(sock)) => {
+                let _ = w.flush();
+                let mut msg = encode_header(opcode, seq, tag, payload.len()).to_vec();
+                msg.extend_from_slice(payload);
+                if let Err(e) = send_with_fd(sock, &msg, fd) {
+                    eprintln!("remjit-executor: cannot send a descriptor: {e}");
+                }
+            }
+            _ => {
+                let _ = write_frame(&mut **w, opcode, seq, tag, payload);
+                let _ = w.flush();
+            }
+        }
+    }
+}
+
+/// Sends `bytes` with `fd` attached (SCM_RIGHTS), completing the write if it was partial.
+fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
+    use std::mem::size_of;
+    // SAFETY: a plain sendmsg with one SCM_RIGHTS control message built in a local buffer.
+    unsafe {
+        let space = libc::CMSG_SPACE(size_of::<i32>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut iov = libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+        let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut sent = n as usize;
+        while sent < bytes.len() {
+            let m = libc::send(
+                sock,
+                bytes[sent..].as_ptr().cast(),
+                bytes.len() - sent,
+                libc::MSG_NOSIGNAL,
+            );
+            if m < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            sent += m as usize;
+        }
+    }
+    Ok(())
+}
+
+/// The Setup message this executor sends.
+pub fn setup_message(services: &Services) -> SetupMessage {
+    let overrides: Vec<(String, u64)> = crate::runtime::symbol_overrides()
+        .into_iter()
+        .map(|(n, a)| (n.to_string(), a))
+        .collect();
+    SetupMessage {
+        target_triple: "x86_64-unknown-linux-gnu".into(),
+        page_size: rustix::param::page_size() as u64,
+        bootstrap_map: vec![(
+            names::REMJIT_RUNTIME_OVERRIDES.to_string(),
+            Bytes(overrides.to_bytes()),
+        )],
+        bootstrap_symbols: services.symbols.clone(),
+    }
+}
+
+/// Serves one controller until Hangup or end of stream. `socket` is the raw unix socket when
+/// the transport is one (for passing descriptors).
+pub fn serve(
+    mut reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    socket: Option<RawFd>,
+) -> Result<(), String> {
+    let services = Arc::new(Services::new());
+    let replies = Arc::new(Replies {
+        writer: Mutex::new(writer),
+        socket,
+    });
+    let setup = setup_message(&services).to_bytes();
+    replies.send(Opcode::Setup, 0, 0, &setup, None);
+    let result = loop {
+        let frame = match read_frame(&mut reader, MAX_FRAME) {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(()),
+            Err(e) => {
+                // A corrupt stream cannot be resynchronised: say why and end the session.
+                let msg = format!("protocol violation: {e}");
+                replies.send(
+                    Opcode::Hangup,
+                    0,
+                    0,
+                    &SpsError(Some(msg.clone())).to_bytes(),
+                    None,
+                );
+                break Err(msg);
+            }
+        };
+        match frame.opcode {
+            Opcode::Hangup => break Ok(()),
+            Opcode::Setup | Opcode::Result => {
+                // We never call the controller, so no Result is expected; neither is Setup.
+                eprintln!(
+                    "remjit-executor: ignoring unexpected {:?} frame (seq {})",
+                    frame.opcode, frame.seq
+                );
+            }
+            Opcode::CallWrapper => {
+                let Some((handler, kind, _name)) = services.lookup(frame.tag) else {
+                    let msg = format!("no service at {:#x} in this executor", frame.tag);
+                    replies.send(
+                        Opcode::Result,
+                        frame.seq,
+                        0,
+                        &SpsError(Some(msg)).to_bytes(),
+                        None,
+                    );
+                    continue;
+                };
+                match kind {
+                    Kind::Quick => {
+                        let out = handler(&services, &frame.payload);
+                        let fd = shm::ATTACH_FD.with(|a| a.take());
+                        replies.send(Opcode::Result, frame.seq, 0, &out, fd);
+                    }
+                    Kind::Runs => {
+                        let (s, r) = (services.clone(), replies.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name("remjit-call".into())
+                            .stack_size(CALL_STACK)
+                            .spawn(move || {
+                                let out = handler(&s, &frame.payload);
+                                r.send(Opcode::Result, frame.seq, 0, &out, None);
+                            });
+                        if let Err(e) = spawned {
+                            let msg = format!("cannot start a thread for the call: {e}");
+                            replies.send(
+                                Opcode::Result,
+                                frame.seq,
+                                0,
+                                &SpsError(Some(msg)).to_bytes(),
+                                None,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    };
+    shm::unlink_all_names();
+    result
+}

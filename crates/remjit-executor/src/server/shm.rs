@@ -1,0 +1,245 @@
+//! Shared JIT memory: the controller writes code and data through its own mapping of the same
+//! pages, so no content crosses the wire.
+//!
+//! Two flavours. LLVM 19's `ExecutorSharedMemoryMapperService` (named POSIX shared memory, for
+//! LLVM controllers) — with unguessable names, `O_EXCL`, mode 0600, and every name this
+//! executor created unlinked on release and at exit whatever the controller did. And remjit's:
+//! an anonymous memfd passed over the unix socket with `SCM_RIGHTS`, which nobody else can open.
+
+use std::cell::Cell;
+use std::ffi::{c_void, CString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use remjit_wire::sps::{Expected, Sps, SpsError};
+use remjit_wire::types::SharedMemoryFinalizeRequest;
+
+use super::services::Services;
+
+thread_local! {
+    /// A descriptor the current reply must carry (SCM_RIGHTS), set by `memfd_reserve`.
+    pub static ATTACH_FD: Cell<Option<i32>> = const { Cell::new(None) };
+}
+
+/// Names of POSIX shared-memory objects this executor created and has not unlinked yet.
+static NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Unlinks every shared-memory name this executor created (at exit, on hangup).
+pub fn unlink_all_names() {
+    if let Ok(mut names) = NAMES.lock() {
+        for n in names.drain(..) {
+            if let Ok(c) = CString::new(n) {
+                // SAFETY: shm_unlink of a name we created.
+                unsafe { libc::shm_unlink(c.as_ptr()) };
+            }
+        }
+    }
+}
+
+fn unguessable_name() -> String {
+    let mut r = [0u8; 16];
+    // SAFETY: getrandom into a stack buffer.
+    let got = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+    if got != r.len() as isize {
+        // Fall back on time and address-space noise; O_EXCL still protects the create.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        r[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("/remjit-{}-{hex}", std::process::id())
+}
+
+/// Maps `fd` shared over the reservation at `base`, inaccessible until initialized.
+fn map_shared(base: u64, size: u64, fd: i32) -> Result<(), String> {
+    // SAFETY: replaces pages of our own reservation.
+    let p = unsafe {
+        libc::mmap(
+            base as *mut c_void,
+            size as usize,
+            libc::PROT_NONE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap shared: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn reserve_backed(s: &Services, size: u64, fd: OwnedFd) -> Result<u64, String> {
+    // SAFETY: ftruncate on our own descriptor.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(format!("ftruncate: {}", std::io::Error::last_os_error()));
+    }
+    let base = s.memory.reserve(size)?;
+    let len = s.memory.with_range(base, |r| r.size)?;
+    if let Err(e) = map_shared(base, len.min(size.div_ceil(4096) * 4096), fd.as_raw_fd()) {
+        let _ = s.memory.release(base);
+        return Err(e);
+    }
+    s.memory.with_range(base, |r| r.shared = Some(fd))?;
+    Ok(base)
+}
+
+/// LLVM: `Expected<(addr, name)>(instance, size)`.
+pub fn shm_reserve(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let (_, size): (u64, u64) = u64_pair(args)?;
+        if size == 0 || size > 1 << 40 {
+            return Err(format!("cannot reserve {size} bytes"));
+        }
+        let name = unguessable_name();
+        let c = CString::new(name.clone()).map_err(|_| "bad name")?;
+        // SAFETY: shm_open with O_EXCL of a fresh name.
+        let fd = unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(format!("shm_open: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a descriptor we own from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if let Ok(mut n) = NAMES.lock() {
+            n.push(name.clone());
+        }
+        match reserve_backed(s, size, fd) {
+            Ok(base) => Ok((base, name)),
+            Err(e) => {
+                // SAFETY: our own name.
+                unsafe { libc::shm_unlink(c.as_ptr()) };
+                Err(e)
+            }
+        }
+    })();
+    Expected(r).to_bytes()
+}
+
+/// remjit: `Expected<addr>(size)`; the memfd rides along with the reply (SCM_RIGHTS).
+pub fn memfd_reserve(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let size = u64::from_bytes(args).map_err(|e| format!("memfd reserve: {e}"))?;
+        if size == 0 || size > 1 << 40 {
+            return Err(format!("cannot reserve {size} bytes"));
+        }
+        // SAFETY: memfd_create with a constant name.
+        let fd = unsafe { libc::memfd_create(c"remjit-jit".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        let base = reserve_backed(s, size, fd)?;
+        ATTACH_FD.with(|a| a.set(Some(raw)));
+        Ok(base)
+    })();
+    Expected(r).to_bytes()
+}
+
+fn u64_pair(args: &[u8]) -> Result<(u64, u64), String> {
+    <(u64, u64)>::from_bytes(args).map_err(|e| format!("malformed arguments: {e}"))
+}
+
+/// LLVM: `Expected<addr>(instance, reservation, SharedMemoryFinalizeRequest)`.
+pub fn shm_initialize(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let (_, reservation, req): (u64, u64, SharedMemoryFinalizeRequest) =
+            Sps::from_bytes(args).map_err(|e| format!("initialize: malformed arguments: {e}"))?;
+        let base = req
+            .segments
+            .iter()
+            .map(|x| x.addr)
+            .min()
+            .ok_or("initialize: no segments")?;
+        if s.memory.check(base, 1)? != reservation {
+            return Err(format!(
+                "segments at {base:#x} are not in reservation {reservation:#x}"
+            ));
+        }
+        s.finalize_shared(base, &req)?;
+        s.memory.note_shared_activity();
+        Ok(base)
+    })();
+    Expected(r).to_bytes()
+}
+
+/// LLVM: `Error(instance, seq<allocation>)`: dealloc actions, then the pages are given back.
+pub fn shm_deinitialize(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let (_, bases): (u64, Vec<u64>) =
+            Sps::from_bytes(args).map_err(|e| format!("deinitialize: malformed arguments: {e}"))?;
+        let mut first = Ok(());
+        for base in bases.iter().rev() {
+            match s.memory.take_dealloc(*base) {
+                Ok(actions) => {
+                    let r = s.run_dealloc_actions(&actions);
+                    if first.is_ok() {
+                        first = r;
+                    }
+                }
+                Err(e) => {
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+        }
+        first
+    })();
+    SpsError::from(r).to_bytes()
+}
+
+/// LLVM: `Error(instance, seq<reservation>)`.
+pub fn shm_release(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let (_, bases): (u64, Vec<u64>) =
+            Sps::from_bytes(args).map_err(|e| format!("release: malformed arguments: {e}"))?;
+        for b in bases {
+            let actions = s.memory.with_range(b, |r| std::mem::take(&mut r.dealloc))?;
+            for (_, a) in actions.iter().rev() {
+                let _ = s.run_dealloc_actions(a);
+            }
+            s.memory.release(b)?;
+        }
+        Ok(())
+    })();
+    SpsError::from(r).to_bytes()
+}
+
+/// remjit: `Error(seq<(addr, len, path, file_offset)>)`: maps file pages copy-on-write over
+/// JIT memory (large sections without relocations), instead of the controller copying them.
+pub fn map_files(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let maps: Vec<(u64, u64, String, u64)> =
+            Sps::from_bytes(args).map_err(|e| format!("map_files: malformed arguments: {e}"))?;
+        for (addr, len, path, off) in maps {
+            s.memory.check(addr, len)?;
+            let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+            // SAFETY: replaces pages of JIT memory of ours with a private file mapping.
+            let p = unsafe {
+                libc::mmap(
+                    addr as *mut c_void,
+                    len as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED,
+                    file.as_raw_fd(),
+                    off as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    })();
+    SpsError::from(r).to_bytes()
+}
