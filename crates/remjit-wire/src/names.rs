@@ -94,3 +94,6 @@ pub const REMJIT_MAP_FILES: &str = "__remjit_map_files_wrapper";
 pub const GDB_JIT_REGISTER: &str = "llvm_orc_registerJITLoaderGDBWrapper";
 /// Its alloc-action form.
 pub const GDB_JIT_REGISTER_ACTION: &str = "llvm_orc_registerJITLoaderGDBAllocAction";
+/// `Error(seq<(addr, len)>)`: map the reservation's shared pages back over ranges that
+/// `REMJIT_MAP_FILES` had mapped from files (their allocation was freed).
+pub const REMJIT_RESTORE_SHARED: &str = "__remjit_restore_shared_wrapper";

@@ -13,6 +13,7 @@ pub mod input;
 pub mod link;
 pub mod memory;
 pub mod object;
+pub mod remote;
 pub mod session;
 
 pub use error::{Error, Result};

@@ -1,12 +1,14 @@
 //! `remjit`: link ELF x86-64 objects and archives into memory and run them.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 
+use remjit::executor::Executor;
+use remjit::remote::{MemoryMode, RemoteExecutor};
 use remjit::{Session, SessionOptions};
 
 /// Link relocatable ELF x86-64 objects, archives and C/C++ sources into memory and run them.
@@ -149,9 +151,45 @@ extern "C" fn run_exit_hook() {
     }
 }
 
+/// What runs the code.
+enum Mode {
+    InProcess,
+    Remote(Arc<RemoteExecutor>),
+}
+
+fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
+    if cli.in_process {
+        if cli.oop_executor.is_some() || cli.oop_executor_connect.is_some() {
+            bail!("--in-process cannot be combined with --oop-executor or --oop-executor-connect");
+        }
+        return Ok(Mode::InProcess);
+    }
+    let exec = if let Some(addr) = &cli.oop_executor_connect {
+        // Over TCP the pages cannot be shared unless the peer asks for LLVM's named flavour.
+        let memory = if cli.use_shared_memory {
+            MemoryMode::Shared
+        } else {
+            MemoryMode::Copy
+        };
+        RemoteExecutor::connect(addr, memory)?
+    } else {
+        let path = match cli.oop_executor.as_deref() {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => remjit::remote::transport::default_executor_path()?,
+        };
+        let memory = if cli.no_shared_memory {
+            MemoryMode::Copy
+        } else {
+            MemoryMode::Shared
+        };
+        RemoteExecutor::spawn(&path, memory)?
+    };
+    Ok(Mode::Remote(Arc::new(exec)))
+}
+
 fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
-    if cli.oop_executor.is_some() || cli.oop_executor_connect.is_some() {
-        bail!("out-of-process execution is not available in this build yet; use --in-process");
+    if cli.use_shared_memory && cli.no_shared_memory {
+        bail!("--use-shared-memory and --no-shared-memory contradict each other");
     }
     let t_start = Instant::now();
     let options = SessionOptions {
@@ -168,7 +206,44 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         run_initializers: !cli.noexec,
         library_dirs: cli.library_dirs.clone(),
     };
-    let mut session = Session::in_process(options)?;
+    let mode = start_executor(&cli)?;
+    let mut session = match &mode {
+        Mode::InProcess => Session::in_process(options)?,
+        Mode::Remote(e) => Session::with_executor(e.clone(), options)?,
+    };
+    let result = link_and_run(&cli, program_args, &mut session, &mode, t_start);
+    match (&mode, result) {
+        (Mode::InProcess, r) => r,
+        (Mode::Remote(exec), Ok(status)) => {
+            exec.shutdown();
+            Ok(status)
+        }
+        (Mode::Remote(exec), Err(e)) => {
+            let symbolize = |pc: u64| {
+                session
+                    .symbolize(pc)
+                    .map(|(module, f, off)| format!("`{f}`+{off:#x} (module {module})"))
+            };
+            // A dead executor explains the failure better than the broken call does.
+            let ending = exec.ending();
+            let death = exec.describe_death(&symbolize);
+            exec.shutdown();
+            match (ending, death) {
+                (remjit::remote::Ending::Exited(code), _) => Ok(code),
+                (_, Some(d)) => Err(anyhow!("{d}")),
+                (_, None) => Err(e),
+            }
+        }
+    }
+}
+
+fn link_and_run(
+    cli: &Cli,
+    program_args: Vec<String>,
+    session: &mut Session,
+    mode: &Mode,
+    t_start: Instant,
+) -> anyhow::Result<i32> {
     let mut argv = vec![cli.inputs[0].display().to_string()];
     argv.extend(program_args);
     session.set_program_args(&argv)?;
@@ -205,32 +280,19 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         .lookup(&cli.entry)
         .filter(|&a| a != 0)
         .ok_or_else(|| anyhow!("entry point `{}` is not defined by the inputs", cli.entry))?;
-    let _ = entry;
-    let show_times = cli.show_times;
-    // From here the program may end in `exit()`: the hook runs its exit handlers and finalizers.
-    let status;
-    {
-        let mut guard = EXIT_SESSION
-            .lock()
-            .map_err(|_| anyhow!("internal lock poisoned"))?;
-        *guard = Some(session);
-    }
-    // SAFETY: registering a plain function with libc's atexit.
-    unsafe { libc::atexit(run_exit_hook) };
     let t_run = Instant::now();
-    {
-        // The session is only read while main runs; the hook takes it again at exit.
-        let guard = EXIT_SESSION
-            .lock()
-            .map_err(|_| anyhow!("internal lock poisoned"))?;
-        let session = guard.as_ref().ok_or_else(|| anyhow!("no session"))?;
-        let addr = session
-            .lookup(&cli.entry)
-            .ok_or_else(|| anyhow!("entry point vanished"))?;
-        drop(guard);
-        status = run_entry(addr)?;
-    }
-    if show_times {
+    let status = match mode {
+        Mode::Remote(exec) => {
+            let status = exec.run_main(entry)?;
+            session.run_exit()?;
+            status
+        }
+        Mode::InProcess => run_in_process(
+            std::mem::replace(session, Session::in_process(SessionOptions::default())?),
+            entry,
+        )?,
+    };
+    if cli.show_times {
         eprintln!(
             "remjit: times: run {:.3} ms",
             t_run.elapsed().as_secs_f64() * 1e3
@@ -239,11 +301,20 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
     Ok(status)
 }
 
-fn run_entry(addr: u64) -> anyhow::Result<i32> {
+/// Runs `main` in this process. From here the program may end in `exit()`: the libc hook runs
+/// its exit handlers and finalizers either way.
+fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
+    {
+        let mut guard = EXIT_SESSION
+            .lock()
+            .map_err(|_| anyhow!("internal lock poisoned"))?;
+        *guard = Some(session);
+    }
+    // SAFETY: registering a plain function with libc's atexit.
+    unsafe { libc::atexit(run_exit_hook) };
     // Not holding the session lock: JIT'd code may call exit(), whose hook takes it.
     let executor = remjit::executor::InProcessExecutor::new();
-    use remjit::executor::Executor;
-    Ok(executor.run_main(addr)?)
+    Ok(executor.run_main(entry)?)
 }
 
 fn main() {
@@ -253,7 +324,7 @@ fn main() {
         Err(e) => e.exit(),
     };
     match run(cli, program) {
-        // exit() runs the hook (exit handlers, finalizers) and flushes stdio.
+        // In process, exit() runs the hook (exit handlers, finalizers) and flushes stdio.
         Ok(status) => std::process::exit(status),
         Err(e) => {
             eprintln!("remjit: error: {e:#}");

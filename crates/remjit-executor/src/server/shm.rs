@@ -243,3 +243,37 @@ pub fn map_files(s: &Services, args: &[u8]) -> Vec<u8> {
     })();
     SpsError::from(r).to_bytes()
 }
+
+/// remjit: `Error(seq<(addr, len)>)`: the reservation's shared pages back over ranges that
+/// `map_files` had mapped from files.
+pub fn restore_shared(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let ranges: Vec<(u64, u64)> = Sps::from_bytes(args)
+            .map_err(|e| format!("restore_shared: malformed arguments: {e}"))?;
+        for (addr, len) in ranges {
+            let base = s.memory.check(addr, len)?;
+            let fd = s
+                .memory
+                .with_range(base, |r| r.shared.as_ref().map(|f| f.as_raw_fd()))?;
+            let Some(fd) = fd else {
+                return Err(format!("{addr:#x} is not shared memory"));
+            };
+            // SAFETY: remaps pages of our own reservation from its own memfd.
+            let p = unsafe {
+                libc::mmap(
+                    addr as *mut c_void,
+                    len as usize,
+                    libc::PROT_NONE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd,
+                    (addr - base) as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    })();
+    SpsError::from(r).to_bytes()
+}

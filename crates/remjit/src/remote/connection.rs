@@ -1,0 +1,250 @@
+//! One SimpleRemoteEPC connection, controller side: a reader thread matches Result frames to
+//! waiting callers by sequence number, so calls from several threads run concurrently; a dead
+//! peer fails every pending and later call instead of hanging.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use remjit_wire::frame::{read_frame, write_frame, Frame, Opcode};
+use remjit_wire::sps::{Sps, SpsError};
+use remjit_wire::types::SetupMessage;
+
+use crate::error::{Error, Result};
+
+/// Largest frame accepted from an executor.
+const MAX_FRAME: u64 = 1 << 32;
+
+type Reply = std::result::Result<Vec<u8>, String>;
+
+struct Shared {
+    writer: Mutex<Box<dyn Write + Send>>,
+    pending: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
+    dead: AtomicBool,
+    why_dead: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail_all(&self, why: String) {
+        self.dead.store(true, Ordering::SeqCst);
+        if let Ok(mut w) = self.why_dead.lock() {
+            w.get_or_insert(why.clone());
+        }
+        if let Ok(mut p) = self.pending.lock() {
+            for (_, tx) in p.drain() {
+                let _ = tx.send(Err(why.clone()));
+            }
+        }
+    }
+}
+
+/// The executor's Setup message.
+#[derive(Debug, Clone, Default)]
+pub struct SetupInfo {
+    /// Target triple.
+    pub triple: String,
+    /// Page size.
+    pub page_size: u64,
+    /// Bootstrap values.
+    pub bootstrap_map: HashMap<String, Vec<u8>>,
+    /// Bootstrap symbols.
+    pub bootstrap_symbols: HashMap<String, u64>,
+}
+
+/// A live connection.
+pub struct Connection {
+    shared: Arc<Shared>,
+    next_seq: AtomicU64,
+    /// What the executor announced.
+    pub setup: SetupInfo,
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Connection {
+    /// Takes over a stream: waits for Setup, then starts the reader thread.
+    pub fn start(
+        mut reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+    ) -> Result<Connection> {
+        let first = read_frame(&mut *reader, MAX_FRAME)
+            .map_err(|e| Error::Executor(format!("reading the executor's Setup: {e}")))?
+            .ok_or_else(|| {
+                Error::Executor("the executor closed the connection before Setup".into())
+            })?;
+        if first.opcode != Opcode::Setup {
+            return Err(Error::Executor(format!(
+                "protocol violation: expected Setup, got {:?}",
+                first.opcode
+            )));
+        }
+        let setup = decode_setup(&first.payload)?;
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(writer),
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+            why_dead: Mutex::new(None),
+        });
+        let sh = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("remjit-epc-reader".into())
+            .spawn(move || reader_loop(reader, sh))
+            .map_err(|e| Error::Executor(format!("cannot start reader thread: {e}")))?;
+        Ok(Connection {
+            shared,
+            next_seq: AtomicU64::new(1),
+            setup,
+            reader: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Whether the peer is gone.
+    pub fn is_dead(&self) -> bool {
+        self.shared.dead.load(Ordering::SeqCst)
+    }
+
+    /// Why the peer is gone, if it is.
+    pub fn why_dead(&self) -> Option<String> {
+        self.shared.why_dead.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// Calls the service named `name` (a bootstrap symbol) with SPS arguments, decoding the
+    /// SPS result.
+    pub fn call_named<A: Sps, R: Sps>(&self, name: &str, args: &A) -> Result<R> {
+        let tag = self.symbol(name)?;
+        let out = self.call(tag, &args.to_bytes())?;
+        R::from_bytes(&out).map_err(|e| Error::Executor(format!("{name}: undecodable result: {e}")))
+    }
+
+    /// A bootstrap symbol of the executor.
+    pub fn symbol(&self, name: &str) -> Result<u64> {
+        self.setup
+            .bootstrap_symbols
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::Executor(format!("the executor does not provide {name}")))
+    }
+
+    /// Whether the executor provides a bootstrap symbol.
+    pub fn has(&self, name: &str) -> bool {
+        self.setup.bootstrap_symbols.contains_key(name)
+    }
+
+    /// Calls the wrapper function at `tag` with SPS-encoded `args`; returns its result bytes.
+    pub fn call(&self, tag: u64, args: &[u8]) -> Result<Vec<u8>> {
+        if self.is_dead() {
+            return Err(Error::Executor(
+                self.why_dead().unwrap_or_else(|| "executor is gone".into()),
+            ));
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.shared
+            .pending
+            .lock()
+            .map_err(|_| Error::Executor("connection state poisoned".into()))?
+            .insert(seq, tx);
+        let sent = {
+            let mut w = self
+                .shared
+                .writer
+                .lock()
+                .map_err(|_| Error::Executor("connection state poisoned".into()))?;
+            write_frame(&mut **w, Opcode::CallWrapper, seq, tag, args)
+                .and_then(|_| w.flush().map_err(Into::into))
+        };
+        if let Err(e) = sent {
+            if let Ok(mut p) = self.shared.pending.lock() {
+                p.remove(&seq);
+            }
+            self.shared
+                .fail_all(format!("executor connection lost: {e}"));
+            return Err(Error::Executor(
+                self.why_dead().unwrap_or_else(|| "executor is gone".into()),
+            ));
+        }
+        match rx.recv() {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(Error::Executor(e)),
+            Err(_) => Err(Error::Executor(
+                self.why_dead().unwrap_or_else(|| "executor is gone".into()),
+            )),
+        }
+    }
+
+    /// Sends Hangup and waits for the reader to finish.
+    pub fn hangup(&self) {
+        if !self.is_dead() {
+            if let Ok(mut w) = self.shared.writer.lock() {
+                // SPS Error "success": a single false byte.
+                let _ = write_frame(&mut **w, Opcode::Hangup, 0, 0, &[0]);
+                let _ = w.flush();
+            }
+        }
+        if let Ok(mut r) = self.reader.lock() {
+            if let Some(h) = r.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn reader_loop(mut reader: Box<dyn Read + Send>, shared: Arc<Shared>) {
+    loop {
+        let frame: Frame = match read_frame(&mut *reader, MAX_FRAME) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                shared.fail_all("the executor closed the connection".into());
+                return;
+            }
+            Err(e) => {
+                shared.fail_all(format!("executor connection failed: {e}"));
+                return;
+            }
+        };
+        match frame.opcode {
+            Opcode::Result => {
+                let tx = shared
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&frame.seq));
+                if let Some(tx) = tx {
+                    let _ = tx.send(Ok(frame.payload));
+                }
+            }
+            Opcode::Hangup => {
+                shared.fail_all("the executor hung up".into());
+                return;
+            }
+            Opcode::CallWrapper => {
+                // The controller exports no wrapper functions: answer with an error.
+                let reply = SpsError(Some(format!(
+                    "remjit controller has no function at {:#x}",
+                    frame.tag
+                )))
+                .to_bytes();
+                if let Ok(mut w) = shared.writer.lock() {
+                    let _ = write_frame(&mut **w, Opcode::Result, frame.seq, 0, &reply);
+                    let _ = w.flush();
+                }
+            }
+            Opcode::Setup => {
+                shared.fail_all("protocol violation: a second Setup".into());
+                return;
+            }
+        }
+    }
+}
+
+fn decode_setup(payload: &[u8]) -> Result<SetupInfo> {
+    let s = SetupMessage::from_bytes(payload)
+        .map_err(|e| Error::Executor(format!("bad Setup message: {e}")))?;
+    Ok(SetupInfo {
+        triple: s.target_triple,
+        page_size: s.page_size,
+        bootstrap_map: s.bootstrap_map.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        bootstrap_symbols: s.bootstrap_symbols.into_iter().collect(),
+    })
+}

@@ -1,0 +1,502 @@
+//! Memory mappers for an executor in another process.
+//!
+//! - [`CopyMapper`]: LLVM's copy-over-the-wire memory manager (reserve / finalize with content /
+//!   deallocate), for TCP peers and `--no-shared-memory`.
+//! - [`SharedMapper`]: shared memory. The executor maps the pages, remjit maps the same pages
+//!   and writes code and data straight into them; finalizing sends only protections and
+//!   actions. The pages come as a memfd over the unix socket (ours), or as an LLVM-style named
+//!   POSIX shared-memory object that remjit unlinks as soon as it has it open.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use remjit_wire::names;
+use remjit_wire::sps::{Bytes, Expected, Sps, SpsError};
+use remjit_wire::types::{
+    AddrRange, AllocActionCallPair, FinalizeRequest, SegFinalizeRequest,
+    SharedMemoryFinalizeRequest, SharedMemorySegFinalizeRequest, WrapperFunctionCall,
+};
+
+use super::connection::Connection;
+use super::fdpass::ReceivedFds;
+use crate::error::{Error, Result};
+use crate::memory::{AllocAction, AllocInfo, MemoryMapper};
+
+fn exec_err(e: String) -> Error {
+    Error::Executor(e)
+}
+
+/// Turns our finalize/dealloc actions into calls of the executor's services.
+pub fn encode_actions(conn: &Connection, info: &AllocInfo) -> Result<Vec<AllocActionCallPair>> {
+    let call = |a: &AllocAction| -> Result<WrapperFunctionCall> {
+        let (name, args) = match a {
+            AllocAction::RegisterEhFrame { addr } => (
+                names::REGISTER_EH_FRAME,
+                AddrRange {
+                    start: *addr,
+                    end: addr + 4,
+                }
+                .to_bytes(),
+            ),
+            AllocAction::DeregisterEhFrame { addr } => (
+                names::DEREGISTER_EH_FRAME,
+                AddrRange {
+                    start: *addr,
+                    end: addr + 4,
+                }
+                .to_bytes(),
+            ),
+            AllocAction::RegisterTls {
+                init,
+                init_size,
+                mem_size,
+                align,
+                id_slots,
+            } => (
+                names::REMJIT_REGISTER_TLS,
+                (*init, *init_size, *mem_size, *align, id_slots.clone()).to_bytes(),
+            ),
+            AllocAction::DeregisterTls { id_slot } => {
+                (names::REMJIT_DEREGISTER_TLS, id_slot.to_bytes())
+            }
+            AllocAction::ResolveIfunc { slot, resolver } => {
+                (names::REMJIT_RESOLVE_IFUNC, (*slot, *resolver).to_bytes())
+            }
+            AllocAction::CopyWord { from, to } => {
+                (names::REMJIT_COPY_WORD, (*from, *to).to_bytes())
+            }
+            AllocAction::RunInitializers { fns } => {
+                (names::REMJIT_RUN_INITIALIZERS, fns.to_bytes())
+            }
+            AllocAction::RunFinalizers { dso, fns } => {
+                (names::REMJIT_RUN_FINALIZERS, (*dso, fns.clone()).to_bytes())
+            }
+        };
+        let function = conn.symbol(name).map_err(|_| {
+            Error::Executor(format!(
+                "this executor lacks remjit's runtime service {name} (an LLVM executor cannot run \
+                 constructors, thread-locals or IFUNCs of remjit-linked code)"
+            ))
+        })?;
+        Ok(WrapperFunctionCall {
+            function,
+            args: Bytes(args),
+        })
+    };
+    let mut out = Vec::new();
+    for pair in &info.actions {
+        // Nothing to run: no message for it.
+        if let AllocAction::RunInitializers { fns } = &pair.finalize {
+            if fns.is_empty()
+                && matches!(&pair.dealloc, Some(AllocAction::RunFinalizers { fns, .. }) if fns.is_empty())
+                && !conn.has(names::REMJIT_RUN_FINALIZERS)
+            {
+                continue;
+            }
+        }
+        out.push(AllocActionCallPair {
+            finalize: call(&pair.finalize)?,
+            dealloc: match &pair.dealloc {
+                Some(d) => call(d)?,
+                None => WrapperFunctionCall::default(),
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// LLVM's copy-over-the-wire memory manager: each allocation is a reservation of its own;
+/// content travels in the finalize message.
+pub struct CopyMapper {
+    conn: Arc<Connection>,
+    instance: u64,
+    page: u64,
+    /// Working memory per reservation.
+    buffers: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Reservations finalized (deallocate frees them), by base.
+    finalized: Mutex<std::collections::HashSet<u64>>,
+}
+
+impl CopyMapper {
+    /// A mapper over `conn`'s `SimpleExecutorMemoryManager`.
+    pub fn new(conn: Arc<Connection>) -> Result<Self> {
+        let instance = conn.symbol(names::MEMORY_MANAGER_INSTANCE)?;
+        let page = conn.setup.page_size.max(4096);
+        Ok(CopyMapper {
+            conn,
+            instance,
+            page,
+            buffers: Mutex::new(HashMap::new()),
+            finalized: Mutex::new(Default::default()),
+        })
+    }
+
+    fn deallocate(&self, bases: &[u64]) -> Result<()> {
+        let r: SpsError = self.conn.call_named(
+            names::MEMORY_MANAGER_DEALLOCATE,
+            &(self.instance, bases.to_vec()),
+        )?;
+        r.into_result().map_err(exec_err)
+    }
+}
+
+impl MemoryMapper for CopyMapper {
+    fn page_size(&self) -> u64 {
+        self.page
+    }
+
+    fn reserves_per_allocation(&self) -> bool {
+        true
+    }
+
+    fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
+        let r: Expected<u64> = self
+            .conn
+            .call_named(names::MEMORY_MANAGER_RESERVE, &(self.instance, size))?;
+        let base = r.0.map_err(exec_err)?;
+        self.buffers
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?
+            .insert(base, vec![0u8; size as usize]);
+        Ok(base)
+    }
+
+    fn prepare(&self, addr: u64, len: u64) -> Result<*mut u8> {
+        let mut b = self
+            .buffers
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?;
+        let buf = b
+            .get_mut(&addr)
+            .filter(|v| v.len() as u64 >= len)
+            .ok_or_else(|| Error::Memory(format!("no working memory for {addr:#x}")))?;
+        // The Vec is never resized while the allocation lives, so the pointer stays valid.
+        Ok(buf.as_mut_ptr())
+    }
+
+    fn initialize(&self, info: &AllocInfo) -> Result<u64> {
+        let buf = self
+            .buffers
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?
+            .remove(&info.mapping_base)
+            .ok_or_else(|| Error::Memory("finalize of an unknown allocation".into()))?;
+        let mut segments = Vec::new();
+        for s in &info.segments {
+            let size = s.content_size + s.zero_fill_size;
+            if size == 0 {
+                continue;
+            }
+            let start = s.offset as usize;
+            segments.push(SegFinalizeRequest {
+                prot: s.prot.0,
+                addr: info.mapping_base + s.offset,
+                size,
+                content: Bytes(buf[start..start + s.content_size as usize].to_vec()),
+            });
+        }
+        let req = FinalizeRequest {
+            segments,
+            actions: encode_actions(&self.conn, info)?,
+        };
+        let r: SpsError = self
+            .conn
+            .call_named(names::MEMORY_MANAGER_FINALIZE, &(self.instance, req))?;
+        r.into_result().map_err(exec_err)?;
+        if let Ok(mut f) = self.finalized.lock() {
+            f.insert(info.mapping_base);
+        }
+        Ok(info.mapping_base)
+    }
+
+    fn deinitialize(&self, allocations: &[u64]) -> Result<()> {
+        if let Ok(mut f) = self.finalized.lock() {
+            for a in allocations {
+                f.remove(a);
+            }
+        }
+        // Runs the dealloc actions and frees the reservation: release has nothing left to do.
+        self.deallocate(allocations)
+    }
+
+    fn release(&self, reservations: &[(u64, u64)]) -> Result<()> {
+        // Reservations never finalized (a failed link) are freed here.
+        let unfinalized: Vec<u64> = {
+            let mut b = self
+                .buffers
+                .lock()
+                .map_err(|_| Error::Memory("mapper state poisoned".into()))?;
+            reservations
+                .iter()
+                .filter(|r| b.remove(&r.0).is_some())
+                .map(|r| r.0)
+                .collect()
+        };
+        if unfinalized.is_empty() {
+            Ok(())
+        } else {
+            self.deallocate(&unfinalized)
+        }
+    }
+}
+
+/// Which shared-memory flavour a [`SharedMapper`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedFlavour {
+    /// A memfd passed over the unix socket.
+    Memfd,
+    /// LLVM's named POSIX shared memory.
+    Named,
+}
+
+struct Region {
+    len: u64,
+    local: *mut u8,
+    fd: OwnedFd,
+}
+
+/// Shared memory: remjit writes through its own mapping of the executor's pages.
+pub struct SharedMapper {
+    conn: Arc<Connection>,
+    fds: Arc<ReceivedFds>,
+    flavour: SharedFlavour,
+    instance: u64,
+    page: u64,
+    regions: Mutex<HashMap<u64, Region>>,
+    /// Allocations initialized: base -> (reservation, extent, file-mapped ranges).
+    live: Mutex<HashMap<u64, (u64, u64, Vec<(u64, u64)>)>>,
+}
+
+// SAFETY: the raw pointers refer to mappings owned by the mapper; access is serialized by the
+// slab's allocation discipline (each range has one writer).
+unsafe impl Send for SharedMapper {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMapper {}
+
+impl SharedMapper {
+    /// A shared-memory mapper of the given flavour over `conn`.
+    pub fn new(
+        conn: Arc<Connection>,
+        fds: Arc<ReceivedFds>,
+        flavour: SharedFlavour,
+    ) -> Result<Self> {
+        let instance = conn.symbol(names::SHM_INSTANCE)?;
+        let page = conn.setup.page_size.max(4096);
+        Ok(SharedMapper {
+            conn,
+            fds,
+            flavour,
+            instance,
+            page,
+            regions: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn region_of(&self, addr: u64) -> Result<(u64, *mut u8, i32)> {
+        let r = self
+            .regions
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?;
+        r.iter()
+            .find(|(&b, reg)| addr >= b && addr < b + reg.len)
+            .map(|(&b, reg)| (b, reg.local, reg.fd.as_raw_fd()))
+            .ok_or_else(|| Error::Memory(format!("{addr:#x} is in no shared region")))
+    }
+}
+
+impl Drop for SharedMapper {
+    fn drop(&mut self) {
+        if let Ok(r) = self.regions.lock() {
+            for reg in r.values() {
+                // SAFETY: our own mapping.
+                unsafe { libc::munmap(reg.local.cast(), reg.len as usize) };
+            }
+        }
+    }
+}
+
+impl MemoryMapper for SharedMapper {
+    fn page_size(&self) -> u64 {
+        self.page
+    }
+
+    fn can_map_files(&self) -> bool {
+        self.flavour == SharedFlavour::Memfd
+    }
+
+    fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
+        let (base, fd) = match self.flavour {
+            SharedFlavour::Memfd => {
+                let r: Expected<u64> = self.conn.call_named(names::REMJIT_MEMFD_RESERVE, &size)?;
+                let base = r.0.map_err(exec_err)?;
+                let fd = self
+                    .fds
+                    .take()
+                    .ok_or_else(|| Error::Executor("the executor's memfd did not arrive".into()))?;
+                (base, fd)
+            }
+            SharedFlavour::Named => {
+                let r: Expected<(u64, String)> = self
+                    .conn
+                    .call_named(names::SHM_RESERVE, &(self.instance, size))?;
+                let (base, name) = r.0.map_err(exec_err)?;
+                let c = std::ffi::CString::new(name.clone())
+                    .map_err(|_| Error::Executor("bad shared-memory name".into()))?;
+                // SAFETY: open then unlink at once: the name exists only for this moment.
+                let fd = unsafe {
+                    let fd = libc::shm_open(c.as_ptr(), libc::O_RDWR, 0);
+                    libc::shm_unlink(c.as_ptr());
+                    fd
+                };
+                if fd < 0 {
+                    return Err(Error::Memory(format!(
+                        "shm_open {name}: {}",
+                        std::io::Error::last_os_error()
+                    )));
+                }
+                // SAFETY: a descriptor we own.
+                (base, unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        };
+        // SAFETY: map the shared object read-write in our process.
+        let local = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if local == libc::MAP_FAILED {
+            return Err(Error::Memory(format!(
+                "mapping shared JIT memory: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        self.regions
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?
+            .insert(
+                base,
+                Region {
+                    len: size,
+                    local: local.cast(),
+                    fd,
+                },
+            );
+        Ok(base)
+    }
+
+    fn prepare(&self, addr: u64, _len: u64) -> Result<*mut u8> {
+        let (base, local, _) = self.region_of(addr)?;
+        // SAFETY: inside our mapping of the region.
+        Ok(unsafe { local.add((addr - base) as usize) })
+    }
+
+    fn initialize(&self, info: &AllocInfo) -> Result<u64> {
+        let (reservation, _, fd) = self.region_of(info.mapping_base)?;
+        let mut file_ranges = Vec::new();
+        if !info.file_maps.is_empty() {
+            let pid = std::process::id();
+            let maps: Vec<(u64, u64, String, u64)> = info
+                .file_maps
+                .iter()
+                .map(|m| {
+                    file_ranges.push((info.mapping_base + m.offset, m.len));
+                    (
+                        info.mapping_base + m.offset,
+                        m.len,
+                        format!("/proc/{pid}/fd/{}", m.file.as_raw_fd()),
+                        m.file_offset,
+                    )
+                })
+                .collect();
+            let r: SpsError = self.conn.call_named(names::REMJIT_MAP_FILES, &maps)?;
+            r.into_result().map_err(exec_err)?;
+        }
+        let _ = fd;
+        let segments = info
+            .segments
+            .iter()
+            .filter(|s| s.content_size + s.zero_fill_size > 0)
+            .map(|s| SharedMemorySegFinalizeRequest {
+                prot: s.prot.0,
+                addr: info.mapping_base + s.offset,
+                size: s.content_size + s.zero_fill_size,
+            })
+            .collect();
+        let req = SharedMemoryFinalizeRequest {
+            segments,
+            actions: encode_actions(&self.conn, info)?,
+        };
+        let r: Expected<u64> = self
+            .conn
+            .call_named(names::SHM_INITIALIZE, &(self.instance, reservation, req))?;
+        let base = r.0.map_err(exec_err)?;
+        let extent = info
+            .segments
+            .iter()
+            .map(|s| s.offset + s.content_size + s.zero_fill_size)
+            .max()
+            .unwrap_or(0);
+        if let Ok(mut l) = self.live.lock() {
+            l.insert(base, (reservation, extent, file_ranges));
+        }
+        Ok(base)
+    }
+
+    fn deinitialize(&self, allocations: &[u64]) -> Result<()> {
+        let r: SpsError = self.conn.call_named(
+            names::SHM_DEINITIALIZE,
+            &(self.instance, allocations.to_vec()),
+        )?;
+        let result = r.into_result().map_err(exec_err);
+        for &a in allocations {
+            let Some((reservation, extent, files)) =
+                self.live.lock().ok().and_then(|mut l| l.remove(&a))
+            else {
+                continue;
+            };
+            if !files.is_empty() {
+                // File pages mapped privately in the executor must go back to shared ones.
+                let r: SpsError = self.conn.call_named(names::REMJIT_RESTORE_SHARED, &files)?;
+                r.into_result().map_err(exec_err)?;
+            }
+            // Give the physical pages back (both processes' RSS falls); the range reads as
+            // zeroes when reused.
+            let len = extent.div_ceil(self.page) * self.page;
+            if let Ok((_, _, fd)) = self.region_of(a) {
+                // SAFETY: fallocate on our descriptor of the shared object.
+                unsafe {
+                    libc::fallocate(
+                        fd,
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        (a - reservation) as libc::off_t,
+                        len as libc::off_t,
+                    )
+                };
+            }
+        }
+        result
+    }
+
+    fn release(&self, reservations: &[(u64, u64)]) -> Result<()> {
+        let bases: Vec<u64> = reservations.iter().map(|r| r.0).collect();
+        let r: SpsError = self
+            .conn
+            .call_named(names::SHM_RELEASE, &(self.instance, bases.clone()))?;
+        if let Ok(mut regs) = self.regions.lock() {
+            for b in bases {
+                if let Some(reg) = regs.remove(&b) {
+                    // SAFETY: our own mapping.
+                    unsafe { libc::munmap(reg.local.cast(), reg.len as usize) };
+                }
+            }
+        }
+        r.into_result().map_err(exec_err)
+    }
+}

@@ -1,0 +1,337 @@
+//! Running JIT'd code in another process: the executor (ours, or LLVM's
+//! `llvm-jitlink-executor`) spoken to over SimpleRemoteEPC.
+
+pub mod connection;
+pub mod fdpass;
+pub mod mappers;
+pub mod transport;
+
+use std::path::Path;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use remjit_executor::crash::{parse_report, signal_name, CrashReport};
+use remjit_wire::names;
+use remjit_wire::sps::{Expected, Sps, SpsError};
+use remjit_wire::types::{symbol_flags, ExecutorSymbolDef, LookupElement};
+
+use crate::error::{Error, Result};
+use crate::executor::{Executor, ExternalSymbol};
+use crate::memory::MemoryMapper;
+use connection::Connection;
+use fdpass::{FdReader, ReceivedFds};
+use mappers::{CopyMapper, SharedFlavour, SharedMapper};
+use transport::Stream;
+
+/// How JIT memory reaches the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryMode {
+    /// Shared memory (memfd over a unix socket, else LLVM's named flavour).
+    Shared,
+    /// Content copied in the finalize message.
+    Copy,
+}
+
+/// How the executor ended, when it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Still running (or not ours to wait for).
+    Unknown,
+    /// Exited with a status (JIT'd code called `exit`).
+    Exited(i32),
+    /// Killed by a signal, with the crash report if it wrote one.
+    Signaled(i32, Option<CrashReport>),
+}
+
+/// An executor process.
+pub struct RemoteExecutor {
+    conn: Arc<Connection>,
+    mapper: Arc<dyn MemoryMapper>,
+    dylib_instance: u64,
+    process_handle: u64,
+    child: Mutex<Option<Child>>,
+    report: Mutex<Option<std::fs::File>>,
+    args: Mutex<Vec<String>>,
+    ours: bool,
+}
+
+impl RemoteExecutor {
+    /// Spawns `path` (our executor or LLVM's) over a unix socketpair.
+    pub fn spawn(path: &Path, memory: MemoryMode) -> Result<RemoteExecutor> {
+        let spawned = transport::spawn(path, false)?;
+        Self::start(spawned.stream, Some(spawned.child), spawned.report, memory)
+    }
+
+    /// Connects to an executor listening on `addr`.
+    pub fn connect(addr: &str, memory: MemoryMode) -> Result<RemoteExecutor> {
+        let stream = transport::connect(addr)?;
+        Self::start(stream, None, None, memory)
+    }
+
+    fn start(
+        stream: Stream,
+        child: Option<Child>,
+        report: Option<std::fs::File>,
+        memory: MemoryMode,
+    ) -> Result<RemoteExecutor> {
+        let fds = Arc::new(ReceivedFds::default());
+        let is_unix = stream.unix().is_some();
+        let unix = stream.unix().and_then(|s| s.try_clone().ok());
+        let (reader, writer): (
+            Box<dyn std::io::Read + Send>,
+            Box<dyn std::io::Write + Send>,
+        ) = match (stream, unix) {
+            (Stream::Unix(s), Some(r)) => (Box::new(FdReader::new(r, fds.clone())), Box::new(s)),
+            (other, _) => other.split()?,
+        };
+        let conn = match Connection::start(reader, writer) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                if let Some(mut c) = child {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(e);
+            }
+        };
+        let ours = conn.has(names::REMJIT_RUN_MAIN);
+        let mapper: Arc<dyn MemoryMapper> = match memory {
+            MemoryMode::Shared if ours && is_unix && conn.has(names::REMJIT_MEMFD_RESERVE) => {
+                Arc::new(SharedMapper::new(
+                    conn.clone(),
+                    fds.clone(),
+                    SharedFlavour::Memfd,
+                )?)
+            }
+            MemoryMode::Shared => Arc::new(SharedMapper::new(
+                conn.clone(),
+                fds.clone(),
+                SharedFlavour::Named,
+            )?),
+            MemoryMode::Copy => Arc::new(CopyMapper::new(conn.clone())?),
+        };
+        let dylib_instance = conn.symbol(names::DYLIB_MANAGER_INSTANCE)?;
+        let open: Expected<u64> = conn.call_named(
+            names::DYLIB_MANAGER_OPEN,
+            &(
+                dylib_instance,
+                String::new(),
+                (libc::RTLD_NOW | libc::RTLD_GLOBAL) as u64,
+            ),
+        )?;
+        let process_handle = open.0.map_err(Error::Executor)?;
+        Ok(RemoteExecutor {
+            conn,
+            mapper,
+            dylib_instance,
+            process_handle,
+            child: Mutex::new(child),
+            report: Mutex::new(report),
+            args: Mutex::new(Vec::new()),
+            ours,
+        })
+    }
+
+    /// Whether the peer is remjit's own executor (with its runtime services).
+    pub fn is_ours(&self) -> bool {
+        self.ours
+    }
+
+    /// After a failed call: how the executor ended (waits up to two seconds for it).
+    pub fn ending(&self) -> Ending {
+        let Ok(mut guard) = self.child.lock() else {
+            return Ending::Unknown;
+        };
+        let Some(child) = guard.as_mut() else {
+            return Ending::Unknown;
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => break None,
+            }
+        };
+        let Some(status) = status else {
+            return Ending::Unknown;
+        };
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let mut text = String::new();
+            if let Ok(mut r) = self.report.lock() {
+                if let Some(f) = r.as_mut() {
+                    use std::io::Read;
+                    let _ = f.read_to_string(&mut text);
+                }
+            }
+            Ending::Signaled(sig, parse_report(&text))
+        } else {
+            Ending::Exited(status.code().unwrap_or(1))
+        }
+    }
+
+    /// Describes a dead executor for an error message.
+    pub fn describe_death(&self, symbolize: &dyn Fn(u64) -> Option<String>) -> Option<String> {
+        match self.ending() {
+            Ending::Unknown => None,
+            Ending::Exited(code) => Some(format!("the executor exited with status {code}")),
+            Ending::Signaled(sig, report) => {
+                let mut s = format!(
+                    "the JIT'd code crashed the executor: {} (signal {sig})",
+                    signal_name(sig)
+                );
+                if let Some(r) = report {
+                    s.push_str(&format!(" at address {:#x}", r.addr));
+                    match symbolize(r.pc) {
+                        Some(f) => s.push_str(&format!(", in {f} (pc {:#x})", r.pc)),
+                        None => s.push_str(&format!(", pc {:#x} (not in JIT'd code)", r.pc)),
+                    }
+                }
+                Some(s)
+            }
+        }
+    }
+
+    /// Ends the session: Hangup, then the executor exits (killed if it does not).
+    pub fn shutdown(&self) {
+        self.conn.hangup();
+        if let Ok(mut g) = self.child.lock() {
+            if let Some(mut c) = g.take() {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                loop {
+                    match c.try_wait() {
+                        Ok(Some(_)) => break,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        _ => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn sps_error(r: SpsError) -> Result<()> {
+        r.into_result().map_err(Error::Executor)
+    }
+}
+
+impl Drop for RemoteExecutor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Executor for RemoteExecutor {
+    fn mapper(&self) -> Arc<dyn MemoryMapper> {
+        self.mapper.clone()
+    }
+
+    fn runtime_symbols(&self) -> Result<Vec<(String, u64)>> {
+        match self
+            .conn
+            .setup
+            .bootstrap_map
+            .get(names::REMJIT_RUNTIME_OVERRIDES)
+        {
+            Some(bytes) => Vec::<(String, u64)>::from_bytes(bytes)
+                .map_err(|e| Error::Executor(format!("bad runtime symbol list: {e}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn tlsdesc_resolver(&self) -> Result<u64> {
+        self.conn.symbol(names::REMJIT_TLSDESC_RESOLVER)
+    }
+
+    fn load_library(&self, path: &Path) -> Result<()> {
+        let r: Expected<u64> = self.conn.call_named(
+            names::DYLIB_MANAGER_OPEN,
+            &(
+                self.dylib_instance,
+                path.display().to_string(),
+                (libc::RTLD_NOW | libc::RTLD_GLOBAL) as u64,
+            ),
+        )?;
+        r.0.map(|_| ()).map_err(Error::Dylib)
+    }
+
+    fn lookup(&self, names_: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>> {
+        let set: Vec<LookupElement> = names_
+            .iter()
+            .map(|n| LookupElement {
+                name: String::from_utf8_lossy(n).into_owned(),
+                required: false,
+            })
+            .collect();
+        let r: Expected<Vec<ExecutorSymbolDef>> = self.conn.call_named(
+            names::DYLIB_MANAGER_LOOKUP,
+            &(self.dylib_instance, self.process_handle, set),
+        )?;
+        let defs = r.0.map_err(Error::Executor)?;
+        if defs.len() != names_.len() {
+            return Err(Error::Executor(format!(
+                "protocol violation: {} results for {} names",
+                defs.len(),
+                names_.len()
+            )));
+        }
+        Ok(defs
+            .into_iter()
+            .map(|d| {
+                (d.addr != 0).then_some(ExternalSymbol {
+                    addr: d.addr,
+                    // Only our executor says which symbols are code; assume code otherwise.
+                    is_data: self.ours && d.flags & symbol_flags::CALLABLE == 0,
+                })
+            })
+            .collect())
+    }
+
+    fn set_program_args(&self, args: &[String]) -> Result<()> {
+        if let Ok(mut a) = self.args.lock() {
+            *a = args.to_vec();
+        }
+        if self.ours {
+            let r: SpsError = self
+                .conn
+                .call_named(names::REMJIT_SET_ARGS, &args.to_vec())?;
+            Self::sps_error(r)?;
+        }
+        Ok(())
+    }
+
+    fn run_main(&self, entry: u64) -> Result<i32> {
+        if self.ours {
+            let r: i64 = self.conn.call_named(names::REMJIT_RUN_MAIN, &entry)?;
+            Ok(r as i32)
+        } else {
+            let args = self.args.lock().map(|a| a.clone()).unwrap_or_default();
+            let r: i64 = self.conn.call_named(names::RUN_AS_MAIN, &(entry, args))?;
+            Ok(r as i32)
+        }
+    }
+
+    fn call_void(&self, addr: u64) -> Result<()> {
+        let _: i32 = self.conn.call_named(names::RUN_AS_VOID, &addr)?;
+        Ok(())
+    }
+
+    fn run_exit(&self, finalizers: &[u64]) -> Result<()> {
+        if self.ours {
+            let r: SpsError = self
+                .conn
+                .call_named(names::REMJIT_RUN_EXIT, &finalizers.to_vec())?;
+            Self::sps_error(r)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! Starting or reaching an executor process: spawn over a unix socketpair (or two pipes for
+//! peers that want them), or connect over TCP.
+
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// The byte stream to an executor.
+pub enum Stream {
+    /// A unix socket (one fd both ways): file descriptors can be passed over it.
+    Unix(UnixStream),
+    /// TCP.
+    Tcp(TcpStream),
+    /// Two pipes: (read from the executor, write to it).
+    Pipes(std::fs::File, std::fs::File),
+}
+
+impl Stream {
+    /// A second handle for the reader thread: (reader, writer).
+    pub fn split(
+        self,
+    ) -> Result<(
+        Box<dyn std::io::Read + Send>,
+        Box<dyn std::io::Write + Send>,
+    )> {
+        let io = |e: std::io::Error| Error::Executor(format!("transport: {e}"));
+        Ok(match self {
+            Stream::Unix(s) => (Box::new(s.try_clone().map_err(io)?), Box::new(s)),
+            Stream::Tcp(s) => (Box::new(s.try_clone().map_err(io)?), Box::new(s)),
+            Stream::Pipes(r, w) => (Box::new(r), Box::new(w)),
+        })
+    }
+
+    /// The unix socket, when the transport is one.
+    pub fn unix(&self) -> Option<&UnixStream> {
+        match self {
+            Stream::Unix(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A spawned executor: the child process, the stream, and the pipe its crash report comes on.
+pub struct Spawned {
+    /// The process.
+    pub child: Child,
+    /// The stream to it.
+    pub stream: Stream,
+    /// Read end of the crash-report pipe (our executor writes a line there when it dies).
+    pub report: Option<std::fs::File>,
+}
+
+/// The `remjit-executor` installed beside the running `remjit`.
+pub fn default_executor_path() -> Result<PathBuf> {
+    let me = std::env::current_exe()
+        .map_err(|e| Error::Executor(format!("cannot find remjit's own path: {e}")))?;
+    let dir = me
+        .parent()
+        .ok_or_else(|| Error::Executor("remjit has no directory".into()))?;
+    // `cargo test` binaries live in target/*/deps, the executor one level up.
+    for cand in [dir.join("remjit-executor"), dir.join("../remjit-executor")] {
+        if cand.is_file() {
+            return Ok(cand);
+        }
+    }
+    Err(Error::Executor(format!(
+        "remjit-executor not found beside {} (build it with `cargo build --release`, or pass \
+         --oop-executor=PATH)",
+        me.display()
+    )))
+}
+
+fn clear_cloexec(fd: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Spawns `path` as an executor with `filedescs=FD,FD` over a socketpair (or `pipes`: two
+/// pipes). The child dies with us (`PR_SET_PDEATHSIG`), keeps our stdin/stdout/stderr, and
+/// gets a crash-report pipe in `REMJIT_REPORT_FD`.
+pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
+    let io = |what: &str, e: std::io::Error| Error::Executor(format!("{what}: {e}"));
+    let (report_r, report_w) = std::io::pipe().map_err(|e| io("pipe", e))?;
+    let report_w: OwnedFd = report_w.into();
+    let (stream, child_fds): (Stream, Vec<OwnedFd>) = if pipes {
+        let (to_exec_r, to_exec_w) = std::io::pipe().map_err(|e| io("pipe", e))?;
+        let (from_exec_r, from_exec_w) = std::io::pipe().map_err(|e| io("pipe", e))?;
+        (
+            Stream::Pipes(
+                std::fs::File::from(OwnedFd::from(from_exec_r)),
+                std::fs::File::from(OwnedFd::from(to_exec_w)),
+            ),
+            vec![to_exec_r.into(), from_exec_w.into()],
+        )
+    } else {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| io("socketpair", e))?;
+        (Stream::Unix(ours), vec![theirs.into()])
+    };
+    let fd_in = child_fds[0].as_raw_fd();
+    let fd_out = child_fds.last().map(|f| f.as_raw_fd()).unwrap_or(fd_in);
+    let report_fd = report_w.as_raw_fd();
+    let mut cmd = Command::new(path);
+    cmd.arg(format!("filedescs={fd_in},{fd_out}"))
+        .env("REMJIT_REPORT_FD", report_fd.to_string())
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            clear_cloexec(fd_in)?;
+            clear_cloexec(fd_out)?;
+            clear_cloexec(report_fd)?;
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Executor(format!("cannot start executor {}: {e}", path.display())))?;
+    drop(child_fds);
+    drop(report_w);
+    Ok(Spawned {
+        child,
+        stream,
+        report: Some(std::fs::File::from(OwnedFd::from(report_r))),
+    })
+}
+
+/// Connects to an executor listening on `HOST:PORT`.
+pub fn connect(addr: &str) -> Result<Stream> {
+    let s = TcpStream::connect(addr)
+        .map_err(|e| Error::Executor(format!("cannot connect to executor at {addr}: {e}")))?;
+    let _ = s.set_nodelay(true);
+    Ok(Stream::Tcp(s))
+}
+
+/// Wraps a raw fd (for tests and embedding).
+///
+/// # Safety
+/// `fd` must be an open socket that the caller hands over.
+pub unsafe fn unix_from_raw(fd: i32) -> Stream {
+    Stream::Unix(UnixStream::from_raw_fd(fd))
+}
