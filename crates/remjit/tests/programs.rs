@@ -158,6 +158,11 @@ macro_rules! mode_tests {
 }
 
 mode_tests!(in_process, &["--in-process"]);
+mode_tests!(
+    out_of_process_copy,
+    &["--oop-executor", "--no-shared-memory"]
+);
+mode_tests!(default_shared_memory, &[]);
 
 #[test]
 fn args_exit_status_entry_and_noexec() {

@@ -31,8 +31,9 @@ fn exec_err(e: String) -> Error {
 pub fn encode_actions(conn: &Connection, info: &AllocInfo) -> Result<Vec<AllocActionCallPair>> {
     let call = |a: &AllocAction| -> Result<WrapperFunctionCall> {
         let (name, args) = match a {
+            // The names LLVM 19's executor publishes; ours publishes them too.
             AllocAction::RegisterEhFrame { addr } => (
-                names::REGISTER_EH_FRAME,
+                names::REGISTER_EH_FRAME_ALT,
                 AddrRange {
                     start: *addr,
                     end: addr + 4,
@@ -40,7 +41,7 @@ pub fn encode_actions(conn: &Connection, info: &AllocInfo) -> Result<Vec<AllocAc
                 .to_bytes(),
             ),
             AllocAction::DeregisterEhFrame { addr } => (
-                names::DEREGISTER_EH_FRAME,
+                names::DEREGISTER_EH_FRAME_ALT,
                 AddrRange {
                     start: *addr,
                     end: addr + 4,
@@ -256,6 +257,9 @@ struct Region {
     fd: OwnedFd,
 }
 
+/// An initialized allocation: (reservation, extent, file-mapped ranges).
+type LiveAlloc = (u64, u64, Vec<(u64, u64)>);
+
 /// Shared memory: remjit writes through its own mapping of the executor's pages.
 pub struct SharedMapper {
     conn: Arc<Connection>,
@@ -265,7 +269,7 @@ pub struct SharedMapper {
     page: u64,
     regions: Mutex<HashMap<u64, Region>>,
     /// Allocations initialized: base -> (reservation, extent, file-mapped ranges).
-    live: Mutex<HashMap<u64, (u64, u64, Vec<(u64, u64)>)>>,
+    live: Mutex<HashMap<u64, LiveAlloc>>,
 }
 
 // SAFETY: the raw pointers refer to mappings owned by the mapper; access is serialized by the

@@ -54,6 +54,7 @@ pub struct RemoteExecutor {
     report: Mutex<Option<std::fs::File>>,
     args: Mutex<Vec<String>>,
     ours: bool,
+    ended: std::sync::OnceLock<Ending>,
 }
 
 impl RemoteExecutor {
@@ -114,11 +115,7 @@ impl RemoteExecutor {
         let dylib_instance = conn.symbol(names::DYLIB_MANAGER_INSTANCE)?;
         let open: Expected<u64> = conn.call_named(
             names::DYLIB_MANAGER_OPEN,
-            &(
-                dylib_instance,
-                String::new(),
-                (libc::RTLD_NOW | libc::RTLD_GLOBAL) as u64,
-            ),
+            &(dylib_instance, String::new(), 0u64),
         )?;
         let process_handle = open.0.map_err(Error::Executor)?;
         Ok(RemoteExecutor {
@@ -130,6 +127,7 @@ impl RemoteExecutor {
             report: Mutex::new(report),
             args: Mutex::new(Vec::new()),
             ours,
+            ended: std::sync::OnceLock::new(),
         })
     }
 
@@ -140,6 +138,17 @@ impl RemoteExecutor {
 
     /// After a failed call: how the executor ended (waits up to two seconds for it).
     pub fn ending(&self) -> Ending {
+        if let Some(e) = self.ended.get() {
+            return e.clone();
+        }
+        let e = self.wait_ending();
+        if e != Ending::Unknown {
+            let _ = self.ended.set(e.clone());
+        }
+        e
+    }
+
+    fn wait_ending(&self) -> Ending {
         let Ok(mut guard) = self.child.lock() else {
             return Ending::Unknown;
         };
@@ -255,11 +264,7 @@ impl Executor for RemoteExecutor {
     fn load_library(&self, path: &Path) -> Result<()> {
         let r: Expected<u64> = self.conn.call_named(
             names::DYLIB_MANAGER_OPEN,
-            &(
-                self.dylib_instance,
-                path.display().to_string(),
-                (libc::RTLD_NOW | libc::RTLD_GLOBAL) as u64,
-            ),
+            &(self.dylib_instance, path.display().to_string(), 0u64),
         )?;
         r.0.map(|_| ()).map_err(Error::Dylib)
     }
