@@ -218,7 +218,7 @@ fn llvm_jitlink_runs_on_our_executor() {
     let chain = chain_objects(&chain_dir, 1000);
     let before = shm_entries();
     for extra in [&[][..], &["--use-shared-memory"][..]] {
-        let out = llvm_runs(&dir, &[hello.clone()], extra);
+        let out = llvm_runs(&dir, std::slice::from_ref(&hello), extra);
         assert!(
             out.status.success(),
             "hello {extra:?}: {}",
