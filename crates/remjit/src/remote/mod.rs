@@ -131,6 +131,11 @@ impl RemoteExecutor {
         })
     }
 
+    /// The executor's process id, when remjit started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().ok()?.as_ref().map(|c| c.id())
+    }
+
     /// Whether the peer is remjit's own executor (with its runtime services).
     pub fn is_ours(&self) -> bool {
         self.ours
