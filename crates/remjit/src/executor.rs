@@ -1,7 +1,7 @@
 //! Where JIT'd code runs: the `Executor` interface the linker and the session use, and the
 //! in-process executor (remjit's own process, calling the executor crate's runtime directly).
 
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::CString;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -70,39 +70,9 @@ impl Default for InProcessExecutor {
     }
 }
 
-/// `ElfW(Sym)` as `dladdr1(RTLD_DL_SYMENT)` returns it.
-#[repr(C)]
-struct DlSym {
-    st_name: u32,
-    st_info: u8,
-    st_other: u8,
-    st_shndx: u16,
-    st_value: u64,
-    st_size: u64,
-}
-
-extern "C" {
-    fn dladdr1(
-        addr: *const c_void,
-        info: *mut libc::Dl_info,
-        extra: *mut *mut c_void,
-        flags: c_int,
-    ) -> c_int;
-}
-const RTLD_DL_SYMENT: c_int = 1;
-
 /// Whether the symbol at `addr` is data, by its ELF symbol type in whichever object holds it.
 fn is_data_at(addr: u64) -> bool {
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let mut sym: *mut c_void = std::ptr::null_mut();
-    // SAFETY: dladdr1 only reads the loader's tables.
-    let ok = unsafe { dladdr1(addr as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) };
-    if ok == 0 || sym.is_null() {
-        return false;
-    }
-    // SAFETY: with RTLD_DL_SYMENT, `sym` points at the symbol's ElfW(Sym).
-    let ty = unsafe { (*(sym as *const DlSym)).st_info } & 0xf;
-    ty == object::elf::STT_OBJECT || ty == object::elf::STT_COMMON || ty == object::elf::STT_TLS
+    remjit_executor::server::services::is_data_at(addr)
 }
 
 impl Executor for InProcessExecutor {

@@ -107,34 +107,7 @@ fn lua(mode: &[&str]) {
 
 fn chain(mode: &[&str]) {
     let dir = work_dir(&format!("chain{}", mode.join("")));
-    let n = 200;
-    let mut objs = Vec::new();
-    for i in 0..n {
-        let src = dir.join(format!("link{i:05}.c"));
-        let text = if i == 0 {
-            "int link00000(int x) { return x + 1; }\n".to_string()
-        } else {
-            format!(
-                "int link{p:05}(int);\nstatic int table[16] = {{{i}}};\n\
-                 const char *name{i:05} = \"link{i:05}\";\n\
-                 int link{i:05}(int x) {{ return link{p:05}(x) + table[0] % 3; }}\n",
-                p = i - 1
-            )
-        };
-        std::fs::write(&src, text).unwrap();
-        objs.push(compile(&dir, &src, &format!("link{i:05}.o"), &["-O1"]));
-    }
-    let main = dir.join("chain_main.c");
-    std::fs::write(
-        &main,
-        format!(
-            "#include <stdio.h>\nint link{l:05}(int);\n\
-             int main(void) {{ printf(\"chain of {n}: %d\\n\", link{l:05}(0)); return 0; }}\n",
-            l = n - 1
-        ),
-    )
-    .unwrap();
-    objs.push(compile(&dir, &main, "chain_main.o", &["-O1"]));
+    let objs = chain_objects(&dir, 200);
     let expect = native(&dir, "chain", &objs, &[], &[]);
     let out = jit(mode, &objs, &[], &[]);
     assert_same("chain", &out, &expect);

@@ -149,45 +149,6 @@ fn llvm_jitlink() -> &'static str {
     "llvm-jitlink-19"
 }
 
-fn chain_objects(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let mut srcs = Vec::new();
-    for i in 0..n {
-        let src = dir.join(format!("link{i:05}.c"));
-        let text = if i == 0 {
-            "int link00000(int x) { return x + 1; }\n".to_string()
-        } else {
-            format!(
-                "int link{p:05}(int);\nstatic int table[16] = {{{i}}};\n\
-                 const char *name{i:05} = \"link{i:05}\";\n\
-                 int link{i:05}(int x) {{ return link{p:05}(x) + table[0] % 3; }}\n",
-                p = i - 1
-            )
-        };
-        std::fs::write(&src, text).unwrap();
-        srcs.push(src);
-    }
-    let main = dir.join("chain_main.c");
-    std::fs::write(
-        &main,
-        format!(
-            "#include <stdio.h>\nint link{l:05}(int);\n\
-             int main(void) {{ printf(\"chain of {n}: %d\\n\", link{l:05}(0)); return 0; }}\n",
-            l = n - 1
-        ),
-    )
-    .unwrap();
-    srcs.push(main);
-    // One compiler run for all of them.
-    let st = Command::new("gcc")
-        .current_dir(dir)
-        .args(["-O1", "-c"])
-        .args(&srcs)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    srcs.iter().map(|s| s.with_extension("o")).collect()
-}
-
 fn llvm_runs(dir: &Path, inputs: &[PathBuf], extra: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(llvm_jitlink());
     cmd.current_dir(dir)
