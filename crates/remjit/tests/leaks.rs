@@ -38,9 +38,12 @@ fn small_object() -> Vec<u8> {
     std::fs::read(compile(&dir, &src, "small.o", &["-O2", "-fPIC"])).unwrap()
 }
 
+/// (mappings, RSS in KiB) after the warm-up and at the end, for one process.
+type Sample = ((usize, u64), (usize, u64));
+
 /// Links and removes `n` modules; returns (maps, rss) of the watched processes after a warm-up
 /// and at the end.
-fn churn(s: &mut Session, obj: &[u8], n: usize, pids: &[u32]) -> Vec<((usize, u64), (usize, u64))> {
+fn churn(s: &mut Session, obj: &[u8], n: usize, pids: &[u32]) -> Vec<Sample> {
     let mut first = Vec::new();
     for i in 0..n {
         s.add_object_bytes("small.o", obj.to_vec());
@@ -55,7 +58,7 @@ fn churn(s: &mut Session, obj: &[u8], n: usize, pids: &[u32]) -> Vec<((usize, u6
     first.into_iter().zip(last).collect()
 }
 
-fn assert_flat(what: &str, samples: &[((usize, u64), (usize, u64))]) {
+fn assert_flat(what: &str, samples: &[Sample]) {
     for ((m0, r0), (m1, r1)) in samples {
         assert!(m1 <= &(m0 + 8), "{what}: mappings grew from {m0} to {m1}");
         assert!(
