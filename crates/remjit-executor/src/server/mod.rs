@@ -95,6 +95,44 @@ fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads for calls that run JIT'd code: an idle one takes the call, else a new one starts
+/// (so a long-running `main` never blocks the next call), and finished ones wait for more.
+#[derive(Default)]
+struct Pool {
+    idle: Arc<Mutex<Vec<std::sync::mpsc::Sender<Job>>>>,
+}
+
+impl Pool {
+    fn run(&self, job: Job) -> std::io::Result<()> {
+        let worker = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let job = match worker {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return Ok(()),
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let idle = self.idle.clone();
+        std::thread::Builder::new()
+            .name("remjit-call".into())
+            .stack_size(CALL_STACK)
+            .spawn(move || {
+                let mut job = Some(job);
+                while let Some(j) = job.take() {
+                    j();
+                    if let Ok(mut v) = idle.lock() {
+                        v.push(tx.clone());
+                    }
+                    job = rx.recv().ok();
+                }
+            })?;
+        Ok(())
+    }
+}
+
 /// The Setup message this executor sends.
 pub fn setup_message(services: &Services) -> SetupMessage {
     let overrides: Vec<(String, u64)> = crate::runtime::symbol_overrides()
@@ -124,6 +162,7 @@ pub fn serve(
         writer: Mutex::new(writer),
         socket,
     });
+    let pool = Pool::default();
     let setup = setup_message(&services).to_bytes();
     replies.send(Opcode::Setup, 0, 0, &setup, None);
     let result = loop {
@@ -172,14 +211,11 @@ pub fn serve(
                     }
                     Kind::Runs => {
                         let (s, r) = (services.clone(), replies.clone());
-                        let spawned = std::thread::Builder::new()
-                            .name("remjit-call".into())
-                            .stack_size(CALL_STACK)
-                            .spawn(move || {
-                                let out = handler(&s, &frame.payload);
-                                r.send(Opcode::Result, frame.seq, 0, &out, None);
-                            });
-                        if let Err(e) = spawned {
+                        let job: Job = Box::new(move || {
+                            let out = handler(&s, &frame.payload);
+                            r.send(Opcode::Result, frame.seq, 0, &out, None);
+                        });
+                        if let Err(e) = pool.run(job) {
                             let msg = format!("cannot start a thread for the call: {e}");
                             replies.send(
                                 Opcode::Result,
