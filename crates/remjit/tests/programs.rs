@@ -74,6 +74,24 @@ fn c_features(mode: &[&str]) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("to stderr"));
 }
 
+fn linker_features(mode: &[&str]) {
+    let dir = work_dir(&format!("linker-features{}", mode.join("")));
+    for (tag, flags) in [
+        ("gd", &["-O2", "-fPIC"][..]),
+        ("desc", &["-O2", "-fPIC", "-mtls-dialect=gnu2"][..]),
+    ] {
+        let o = compile(
+            &dir,
+            &program("c_linker_features.c"),
+            &format!("{tag}.o"),
+            flags,
+        );
+        let expect = native(&dir, tag, std::slice::from_ref(&o), &[], &[]);
+        let out = jit(mode, &[o], &[], &[]);
+        assert_same(&format!("c_linker_features ({tag})"), &out, &expect);
+    }
+}
+
 fn getopt_nopie(mode: &[&str]) {
     let dir = work_dir(&format!("getopt{}", mode.join("")));
     let o = compile(
@@ -123,6 +141,7 @@ macro_rules! mode_tests {
             $(#[$attr])? #[test] fn sqlite() { super::sqlite(MODE) }
             $(#[$attr])? #[test] fn c_features() { super::c_features(MODE) }
             $(#[$attr])? #[test] fn getopt_nopie() { super::getopt_nopie(MODE) }
+            $(#[$attr])? #[test] fn linker_features() { super::linker_features(MODE) }
             $(#[$attr])? #[test] fn cxx_features() { super::cxx_features(MODE) }
             $(#[$attr])? #[test] fn lua() { super::lua(MODE) }
             $(#[$attr])? #[test] fn chain() { super::chain(MODE) }

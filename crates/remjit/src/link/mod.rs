@@ -147,6 +147,8 @@ enum Class<'d> {
     GotBase,
     /// `__dso_handle`.
     DsoHandle,
+    /// `_TLS_MODULE_BASE_`: offset 0 of this link's TLS block (TLS descriptors, local-dynamic).
+    TlsModuleBase,
     /// `__start_SEC` / `__stop_SEC`.
     SectionBound { section: &'d [u8], stop: bool },
     /// Outside this link: an earlier link, the runtime, or a library of the executing process.
@@ -219,6 +221,8 @@ fn synthetic(name: &[u8]) -> Option<Class<'_>> {
         Some(Class::GotBase)
     } else if name == SYNTHETIC_DSO {
         Some(Class::DsoHandle)
+    } else if name == b"_TLS_MODULE_BASE_" {
+        Some(Class::TlsModuleBase)
     } else if let Some(s) = name.strip_prefix(b"__start_") {
         Some(Class::SectionBound {
             section: s,
@@ -655,13 +659,14 @@ fn write_and_fix<'d>(
                 None => 0,
             },
             Class::External { addr, .. } => addr,
-            Class::ForeignTls { .. } => return Ok(None),
+            Class::ForeignTls { .. } | Class::TlsModuleBase => return Ok(None),
             Class::Null => 0,
             Class::Discarded => return Err("symbol in a discarded COMDAT section".into()),
         }))
     };
     let tls_offset = |c: Class<'d>| -> Option<u64> {
         match c {
+            Class::TlsModuleBase => lay.tls.map(|_| 0),
             Class::Section {
                 obj, sec, value, ..
             } => match lay.places[obj][sec] {
