@@ -146,8 +146,12 @@ fn comdat_keeps_one_copy() {
     // SAFETY: functions of the module just linked: int(void).
     let (a, b): (extern "C" fn() -> i32, extern "C" fn() -> i32) = unsafe {
         (
-            std::mem::transmute(s.lookup("call_first").unwrap() as usize),
-            std::mem::transmute(s.lookup("call_second").unwrap() as usize),
+            std::mem::transmute::<usize, extern "C" fn() -> i32>(
+                s.lookup("call_first").unwrap() as usize
+            ),
+            std::mem::transmute::<usize, extern "C" fn() -> i32>(
+                s.lookup("call_second").unwrap() as usize
+            ),
         )
     };
     assert_eq!(
