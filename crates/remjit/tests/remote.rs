@@ -249,3 +249,74 @@ fn remjit_runs_on_llvms_executor() {
         assert_eq!(out.status.code(), Some(0));
     }
 }
+
+#[test]
+fn executor_over_tcp() {
+    use std::io::BufRead;
+    let dir = work_dir("remote-tcp");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    // Port 0: the executor picks one and says which.
+    let mut exec = Command::new(executor_path())
+        .arg("listen=127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(exec.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("listening on HOST:PORT")
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{line}");
+    let flag = format!("--oop-executor-connect={addr}");
+    let out = jit(&[flag.as_str()], &[hello], &[], &["tcp"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The program's output is the executor's (its terminal); one connection per executor: it
+    // ends with the session.
+    let done = exec.wait_with_output().unwrap();
+    assert!(done.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout),
+        "hello from the JIT, argc=2 [tcp]\n"
+    );
+}
+
+#[test]
+fn unreachable_executor_is_a_clear_error() {
+    let dir = work_dir("remote-unreachable");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    // Nothing listens on port 1.
+    let out = jit(
+        &["--oop-executor-connect=127.0.0.1:1"],
+        &[hello.clone()],
+        &[],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("cannot connect to executor at 127.0.0.1:1"),
+        "{err}"
+    );
+    let out = jit(
+        &["--oop-executor=/nonexistent/executor"],
+        &[hello],
+        &[],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot start executor /nonexistent/executor"),
+        "{err}"
+    );
+}
