@@ -298,7 +298,7 @@ fn unreachable_executor_is_a_clear_error() {
     // Nothing listens on port 1.
     let out = jit(
         &["--oop-executor-connect=127.0.0.1:1"],
-        &[hello.clone()],
+        std::slice::from_ref(&hello),
         &[],
         &[],
     );
