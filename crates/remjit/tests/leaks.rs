@@ -91,3 +91,53 @@ fn hundred_thousand_modules_out_of_process_shared_memory() {
     let samples = churn(&mut s, &obj, 100_000, &[std::process::id(), pid]);
     assert_flat("shared memory", &samples);
 }
+
+/// A large initialised section is mapped from its file in the executor; once its module is
+/// freed, the range must read as fresh zeroes for the next module (shared pages restored).
+#[test]
+fn file_mapped_sections_leave_no_trace() {
+    let dir = work_dir("leaks-filemap");
+    let big = dir.join("big.c");
+    std::fs::write(
+        &big,
+        "unsigned char big_data[1 << 20] = { [0] = 1, [4096] = 2, [(1 << 20) - 1] = 3 };\n\
+         int big_main(void) { return big_data[0] + big_data[4096] + big_data[(1 << 20) - 1]; }\n",
+    )
+    .unwrap();
+    let big = compile(&dir, &big, "big.o", &["-O2", "-fPIC"]);
+    let zero = dir.join("zero.c");
+    std::fs::write(
+        &zero,
+        "unsigned char zero_bss[1 << 21];\n\
+         int zero_main(void) { long s = 0; for (long i = 0; i < (1L << 21); i += 64) s += zero_bss[i];\n\
+         return s != 0; }\n",
+    )
+    .unwrap();
+    let zero = compile(&dir, &zero, "zero.o", &["-O2", "-fPIC"]);
+    let exec = Arc::new(
+        RemoteExecutor::spawn(
+            &remjit().with_file_name("remjit-executor"),
+            MemoryMode::Shared,
+        )
+        .unwrap(),
+    );
+    let mut s = Session::with_executor(exec, SessionOptions::default()).unwrap();
+    for _ in 0..3 {
+        s.add_file(&big).unwrap();
+        let m = s.link().unwrap();
+        assert_eq!(
+            s.run_main("big_main", &[]).unwrap(),
+            6,
+            "data mapped from the file"
+        );
+        s.remove_module(m).unwrap();
+        s.add_file(&zero).unwrap();
+        let m = s.link().unwrap();
+        assert_eq!(
+            s.run_main("zero_main", &[]).unwrap(),
+            0,
+            "reused range reads as zeroes"
+        );
+        s.remove_module(m).unwrap();
+    }
+}

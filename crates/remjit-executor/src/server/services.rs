@@ -122,6 +122,11 @@ impl Services {
             (names::SHM_RELEASE, super::shm::shm_release, Runs),
             (names::REMJIT_MAP_FILES, super::shm::map_files, Quick),
             (
+                names::REMJIT_RESTORE_SHARED,
+                super::shm::restore_shared,
+                Quick,
+            ),
+            (
                 names::REMJIT_MEMFD_RESERVE,
                 super::shm::memfd_reserve,
                 Quick,

@@ -257,8 +257,8 @@ struct Region {
     fd: OwnedFd,
 }
 
-/// An initialized allocation: (reservation, extent, file-mapped ranges).
-type LiveAlloc = (u64, u64, Vec<(u64, u64)>);
+/// An initialized allocation: (reservation, extent).
+type LiveAlloc = (u64, u64);
 
 /// Shared memory: remjit writes through its own mapping of the executor's pages.
 pub struct SharedMapper {
@@ -402,15 +402,16 @@ impl MemoryMapper for SharedMapper {
     }
 
     fn initialize(&self, info: &AllocInfo) -> Result<u64> {
-        let (reservation, _, fd) = self.region_of(info.mapping_base)?;
-        let mut file_ranges = Vec::new();
+        let (reservation, _, _) = self.region_of(info.mapping_base)?;
+        let mut actions = Vec::new();
         if !info.file_maps.is_empty() {
+            // Mapped from files before protections apply, and shared again when freed: both
+            // ride in the one initialize message as the first action pair.
             let pid = std::process::id();
             let maps: Vec<(u64, u64, String, u64)> = info
                 .file_maps
                 .iter()
                 .map(|m| {
-                    file_ranges.push((info.mapping_base + m.offset, m.len));
                     (
                         info.mapping_base + m.offset,
                         m.len,
@@ -419,10 +420,19 @@ impl MemoryMapper for SharedMapper {
                     )
                 })
                 .collect();
-            let r: SpsError = self.conn.call_named(names::REMJIT_MAP_FILES, &maps)?;
-            r.into_result().map_err(exec_err)?;
+            let ranges: Vec<(u64, u64)> = maps.iter().map(|m| (m.0, m.1)).collect();
+            actions.push(AllocActionCallPair {
+                finalize: WrapperFunctionCall {
+                    function: self.conn.symbol(names::REMJIT_MAP_FILES)?,
+                    args: Bytes(maps.to_bytes()),
+                },
+                dealloc: WrapperFunctionCall {
+                    function: self.conn.symbol(names::REMJIT_RESTORE_SHARED)?,
+                    args: Bytes(ranges.to_bytes()),
+                },
+            });
         }
-        let _ = fd;
+        actions.extend(encode_actions(&self.conn, info)?);
         let segments = info
             .segments
             .iter()
@@ -433,10 +443,7 @@ impl MemoryMapper for SharedMapper {
                 size: s.content_size + s.zero_fill_size,
             })
             .collect();
-        let req = SharedMemoryFinalizeRequest {
-            segments,
-            actions: encode_actions(&self.conn, info)?,
-        };
+        let req = SharedMemoryFinalizeRequest { segments, actions };
         let r: Expected<u64> = self
             .conn
             .call_named(names::SHM_INITIALIZE, &(self.instance, reservation, req))?;
@@ -448,7 +455,7 @@ impl MemoryMapper for SharedMapper {
             .max()
             .unwrap_or(0);
         if let Ok(mut l) = self.live.lock() {
-            l.insert(base, (reservation, extent, file_ranges));
+            l.insert(base, (reservation, extent));
         }
         Ok(base)
     }
@@ -460,16 +467,10 @@ impl MemoryMapper for SharedMapper {
         )?;
         let result = r.into_result().map_err(exec_err);
         for &a in allocations {
-            let Some((reservation, extent, files)) =
-                self.live.lock().ok().and_then(|mut l| l.remove(&a))
+            let Some((reservation, extent)) = self.live.lock().ok().and_then(|mut l| l.remove(&a))
             else {
                 continue;
             };
-            if !files.is_empty() {
-                // File pages mapped privately in the executor must go back to shared ones.
-                let r: SpsError = self.conn.call_named(names::REMJIT_RESTORE_SHARED, &files)?;
-                r.into_result().map_err(exec_err)?;
-            }
             // Give the physical pages back (both processes' RSS falls); the range reads as
             // zeroes when reused.
             let len = extent.div_ceil(self.page) * self.page;
