@@ -473,8 +473,7 @@ impl Services {
             return (-1i64).to_bytes();
         }
         runtime::init::set_program_args(&argv);
-        // SAFETY: an address in finalized JIT'd memory, called as main.
-        i64::from(unsafe { runtime::init::run_as_main(addr) }).to_bytes()
+        i64::from(run_main_thread(addr)).to_bytes()
     }
 
     fn run_main(&self, args: &[u8]) -> Vec<u8> {
@@ -484,8 +483,7 @@ impl Services {
         if self.code(addr).is_err() {
             return (-1i64).to_bytes();
         }
-        // SAFETY: as above, with the args set before.
-        i64::from(unsafe { runtime::init::run_as_main(addr) }).to_bytes()
+        i64::from(run_main_thread(addr)).to_bytes()
     }
 
     fn run_as_void(&self, args: &[u8]) -> Vec<u8> {
@@ -648,6 +646,24 @@ impl Services {
 impl Default for Services {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Runs `main` on a thread of its own and waits for the thread to end, so that its
+/// thread-locals' destructors have run (as `exit` runs the main thread's) before the controller
+/// hears that `main` returned and asks for the exit handlers.
+fn run_main_thread(addr: u64) -> i32 {
+    let t = std::thread::Builder::new()
+        .name("remjit-main".into())
+        .stack_size(64 << 20)
+        // SAFETY: an address in finalized JIT'd memory, called as main.
+        .spawn(move || unsafe { runtime::init::run_as_main(addr) });
+    match t {
+        Ok(h) => h.join().unwrap_or(-1),
+        Err(e) => {
+            eprintln!("remjit-executor: cannot start a thread for main: {e}");
+            -1
+        }
     }
 }
 
