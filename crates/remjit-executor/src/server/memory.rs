@@ -19,6 +19,8 @@ pub struct Range {
     pub dealloc: Vec<(u64, Vec<super::services::Action>)>,
     /// Backing memfd for shared ranges (kept open while mapped).
     pub shared: Option<std::os::fd::OwnedFd>,
+    /// Name of the POSIX shared-memory object behind it, until unlinked.
+    pub shm_name: Option<String>,
 }
 
 #[derive(Default)]
@@ -74,6 +76,7 @@ impl Memory {
                 size,
                 dealloc: Vec::new(),
                 shared: None,
+                shm_name: None,
             },
         );
         Ok(start)

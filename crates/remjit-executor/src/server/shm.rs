@@ -36,6 +36,16 @@ pub fn unlink_all_names() {
     }
 }
 
+fn unlink_name(name: &str) {
+    if let Ok(c) = CString::new(name) {
+        // SAFETY: shm_unlink of a name we created.
+        unsafe { libc::shm_unlink(c.as_ptr()) };
+    }
+    if let Ok(mut names) = NAMES.lock() {
+        names.retain(|n| n != name);
+    }
+}
+
 fn unguessable_name() -> String {
     let mut r = [0u8; 16];
     // SAFETY: getrandom into a stack buffer.
@@ -112,7 +122,11 @@ pub fn shm_reserve(s: &Services, args: &[u8]) -> Vec<u8> {
             n.push(name.clone());
         }
         match reserve_backed(s, size, fd) {
-            Ok(base) => Ok((base, name)),
+            Ok(base) => {
+                s.memory
+                    .with_range(base, |r| r.shm_name = Some(name.clone()))?;
+                Ok((base, name))
+            }
             Err(e) => {
                 // SAFETY: our own name.
                 unsafe { libc::shm_unlink(c.as_ptr()) };
@@ -204,6 +218,9 @@ pub fn shm_release(s: &Services, args: &[u8]) -> Vec<u8> {
         let (_, bases): (u64, Vec<u64>) =
             Sps::from_bytes(args).map_err(|e| format!("release: malformed arguments: {e}"))?;
         for b in bases {
+            if let Some(name) = s.memory.with_range(b, |r| r.shm_name.take())? {
+                unlink_name(&name);
+            }
             let actions = s.memory.with_range(b, |r| std::mem::take(&mut r.dealloc))?;
             for (_, a) in actions.iter().rev() {
                 let _ = s.run_dealloc_actions(a);
