@@ -153,10 +153,12 @@ pub fn setup_message(services: &Services) -> SetupMessage {
 /// Serves one controller until Hangup or end of stream. `socket` is the raw unix socket when
 /// the transport is one (for passing descriptors).
 pub fn serve(
-    mut reader: Box<dyn Read + Send>,
+    reader: Box<dyn Read + Send>,
     writer: Box<dyn Write + Send>,
     socket: Option<RawFd>,
 ) -> Result<(), String> {
+    // Frames arrive as a header then a payload: buffer them, one read for many.
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let services = Arc::new(Services::new());
     let replies = Arc::new(Replies {
         writer: Mutex::new(writer),

@@ -173,7 +173,7 @@ impl Connection {
         }
     }
 
-    /// Sends Hangup and waits for the reader to finish.
+    /// Sends Hangup (the peer then ends the session).
     pub fn hangup(&self) {
         if !self.is_dead() {
             if let Ok(mut w) = self.shared.writer.lock() {
@@ -182,6 +182,11 @@ impl Connection {
                 let _ = w.flush();
             }
         }
+    }
+
+    /// Waits for the reader thread, which ends when the peer closes the stream. Only call it
+    /// when the peer is known to be gone (exited or killed), or it may wait for ever.
+    pub fn join_reader(&self) {
         if let Ok(mut r) = self.reader.lock() {
             if let Some(h) = r.take() {
                 let _ = h.join();

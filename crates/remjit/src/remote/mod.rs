@@ -210,27 +210,30 @@ impl RemoteExecutor {
         }
     }
 
-    /// Ends the session: Hangup, then the executor exits (killed if it does not).
+    /// Ends the session: Hangup, then the executor exits (killed if it does not within two
+    /// seconds). An executor reached over TCP is left to end its own session.
     pub fn shutdown(&self) {
         self.conn.hangup();
-        if let Ok(mut g) = self.child.lock() {
-            if let Some(mut c) = g.take() {
-                let deadline = Instant::now() + Duration::from_secs(2);
-                loop {
-                    match c.try_wait() {
-                        Ok(Some(_)) => break,
-                        Ok(None) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(2))
-                        }
-                        _ => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            break;
-                        }
-                    }
+        let Ok(mut g) = self.child.lock() else { return };
+        let Some(mut c) = g.take() else { return };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut nap = Duration::from_micros(20);
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(5));
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
                 }
             }
         }
+        // The executor is gone: its end of the stream is closed, so the reader ends.
+        self.conn.join_reader();
     }
 
     fn sps_error(r: SpsError) -> Result<()> {
