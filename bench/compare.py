@@ -39,7 +39,7 @@ def run_once(cmd, cwd, expect):
         pass
     rss = ru.ru_maxrss if ru else 0
     if p.returncode != 0:
-        return dt, rss, False, f"exit {p.returncode}: {err.decode(errors='replace').strip()[-120:]}"
+        return dt, rss, False, f"exit {p.returncode}: {err.decode(errors='replace').strip()[-160:]}"
     if expect is not None and out != expect:
         return dt, rss, False, "wrong output"
     return dt, rss, True, ""
@@ -139,7 +139,8 @@ def main():
     for title, a, b, a_fail, b_fail, ra, rb in results:
         def cell(xs, fail):
             if fail or not xs:
-                return "FAILED" + (f" ({fail[:60]})" if fail else "")
+                why = " ".join(fail.split())[-70:].replace("|", "/")
+                return "FAILED" + (f" ({why})" if why else "")
             return f"{statistics.median(xs)*1e3:.1f} ms"
         ratio = (f"{statistics.median(a)/statistics.median(b):.2f}"
                  if a and b and not a_fail and not b_fail else "n/a")
