@@ -56,9 +56,60 @@ pub fn candidate_addresses(size: u64, near: Option<u64>, low: bool) -> Vec<u64> 
     c
 }
 
+/// Free gaps of the address space below 2 GiB (from /proc/self/maps), highest first: with a
+/// non-PIE host the heap may start anywhere in the first GiB, so fixed guesses are not enough.
+fn low_gaps() -> Vec<(u64, u64)> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let mut used: Vec<(u64, u64)> = maps
+        .lines()
+        .filter_map(|l| {
+            let range = l.split_whitespace().next()?;
+            let (a, b) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect();
+    used.sort();
+    let mut gaps = Vec::new();
+    let mut prev_end = 1u64 << 24;
+    for (start, end) in used {
+        if start > prev_end {
+            gaps.push((prev_end, start.min(TWO_GIB)));
+        }
+        prev_end = prev_end.max(end);
+        if prev_end >= TWO_GIB {
+            break;
+        }
+    }
+    if prev_end < TWO_GIB {
+        gaps.push((prev_end, TWO_GIB));
+    }
+    gaps.retain(|g| g.1 > g.0);
+    gaps.reverse();
+    gaps
+}
+
 /// Reserves `size` bytes of inaccessible address space, preferring the candidates above and
 /// falling back to anywhere.
 pub fn reserve(size: u64, near: Option<u64>, low: bool) -> std::io::Result<u64> {
+    if low && near.is_none() {
+        const ALIGN: u64 = 2 << 20;
+        for (start, end) in low_gaps() {
+            // The top of the gap, leaving a little room above the mappings below (a heap).
+            let Some(at) = end.checked_sub(size).map(|a| a & !(ALIGN - 1)) else {
+                continue;
+            };
+            if at >= start {
+                if let Some(a) = map_at(at, size) {
+                    return Ok(a);
+                }
+            }
+        }
+    }
     for addr in candidate_addresses(size, near, low) {
         if let Some(a) = map_at(addr, size) {
             return Ok(a);
@@ -99,4 +150,30 @@ pub fn reset(addr: u64, len: u64) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_reservation_avoids_what_is_mapped_there() {
+        // Block the first guesses (the top of the low 2 GiB) with small mappings.
+        let blockers: Vec<u64> = (1..=4u64)
+            .filter_map(|k| map_at(TWO_GIB - k * (256 << 20), 4096))
+            .collect();
+        let size = 256 << 20;
+        let at = reserve(size, None, true).unwrap();
+        assert!(at + size <= TWO_GIB, "{at:#x} is not below 2 GiB");
+        for b in &blockers {
+            assert!(at + size <= *b || *b + 4096 <= at, "overlaps a blocker");
+        }
+        // SAFETY: our own mappings.
+        unsafe {
+            libc::munmap(at as *mut libc::c_void, size as usize);
+            for b in blockers {
+                libc::munmap(b as *mut libc::c_void, 4096);
+            }
+        }
+    }
 }

@@ -45,6 +45,21 @@ fn page() -> u64 {
     rustix::param::page_size() as u64
 }
 
+/// Reserves `want` bytes below 2 GiB (or near `near`); when the low address space is too
+/// fragmented for that, halves the wish down to `need` before settling for anywhere.
+fn reserve_low(want: u64, need: u64, near: Option<u64>) -> Result<(u64, u64), String> {
+    let mut w = want;
+    loop {
+        let at = vm::reserve(w, near, true).map_err(|e| format!("mmap: {e}"))?;
+        if near.is_some() || at + w <= 1 << 31 || w / 2 < need.max(64 << 20) {
+            return Ok((at, w));
+        }
+        // SAFETY: the reservation just made, unused.
+        unsafe { libc::munmap(at as *mut libc::c_void, w as usize) };
+        w /= 2;
+    }
+}
+
 impl Memory {
     /// Hands out `size` bytes (rounded to pages) of inaccessible address space, below 2 GiB
     /// when possible and always within +-2 GiB of earlier ranges.
@@ -59,9 +74,8 @@ impl Memory {
         let (start, len) = match found {
             Some(f) => f,
             None => {
-                let want = size.max(SLAB);
                 let near = st.slabs.first().map(|s| s.0);
-                let at = vm::reserve(want, near, true).map_err(|e| format!("mmap: {e}"))?;
+                let (at, want) = reserve_low(size.max(SLAB), size, near)?;
                 st.slabs.push((at, want));
                 (at, want)
             }

@@ -156,9 +156,20 @@ impl SlabAllocator {
             match st.free.take(size, page) {
                 Some(b) => b,
                 None => {
-                    let want = size.max(self.slab_size).div_ceil(page) * page;
+                    let mut want = size.max(self.slab_size).div_ceil(page) * page;
                     let near = st.reservations.first().map(|r| r.0);
-                    let at = self.mapper.reserve(want, near, self.low)?;
+                    let mut at = self.mapper.reserve(want, near, self.low)?;
+                    // Low address space can be fragmented (a non-PIE host's heap may start
+                    // anywhere in the first GiB): settle for a smaller low slab before a high one.
+                    while self.low
+                        && near.is_none()
+                        && at + want > 1 << 31
+                        && want / 2 >= size.max(64 << 20)
+                    {
+                        self.mapper.release(&[(at, want)])?;
+                        want = (want / 2).div_ceil(page) * page;
+                        at = self.mapper.reserve(want, near, self.low)?;
+                    }
                     if let Some(first) = near {
                         let far = at.abs_diff(first).max((at + want).abs_diff(first));
                         if far > (1 << 31) {
