@@ -194,3 +194,52 @@ fn relocation_with_missing_symbol_is_malformed() {
     let e = s.link().unwrap_err().to_string();
     assert!(e.contains("badsym.o") && e.contains("malformed"), "{e}");
 }
+
+#[test]
+fn failed_link_leaves_zeroed_memory_behind() {
+    // A link that fails in the fixup stage, after its sections were written...
+    let mut obj = new_object();
+    let text = obj.section_id(StandardSection::Data);
+    obj.append_section_data(text, &[0xab; 60000], 16);
+    let (_, code) = func(&mut obj, "tiny2", &[0xb0, 0x00, 0xc3], SymbolScope::Dynamic);
+    let target = func(&mut obj, "far_away2", &[0xc3], SymbolScope::Dynamic).0;
+    obj.add_relocation(
+        code,
+        Relocation {
+            offset: 1,
+            symbol: target,
+            addend: 0,
+            flags: RelocationFlags::Elf {
+                r_type: elf::R_X86_64_8,
+            },
+        },
+    )
+    .unwrap();
+    let mut s = session();
+    s.add_object_bytes("dirty.o", obj.write().unwrap());
+    assert!(s.link().is_err());
+    // ...must not leave its bytes for the zero fill of the next one.
+    let mut obj = new_object();
+    let bss = obj.add_section(
+        Vec::new(),
+        b".bss".to_vec(),
+        object::SectionKind::UninitializedData,
+    );
+    let off = obj.append_section_bss(bss, 1 << 16, 16);
+    obj.add_symbol(Symbol {
+        name: b"zeroes".to_vec(),
+        value: off,
+        size: 1 << 16,
+        kind: SymbolKind::Data,
+        scope: SymbolScope::Dynamic,
+        weak: false,
+        section: SymbolSection::Section(bss),
+        flags: SymbolFlags::None,
+    });
+    s.add_object_bytes("clean.o", obj.write().unwrap());
+    s.link().unwrap();
+    let z = s.lookup("zeroes").unwrap();
+    // SAFETY: finalized JIT'd data of 64 KiB.
+    let bytes = unsafe { std::slice::from_raw_parts(z as *const u8, 1 << 16) };
+    assert!(bytes.iter().all(|&b| b == 0));
+}

@@ -695,13 +695,14 @@ fn write_and_fix<'d>(
                 Place::TlsData { off, .. } => lay.offset(Seg::Ro, off),
                 _ => continue,
             };
+            // Zero fill needs no writes: working memory from the slab reads as zeroes (fresh,
+            // or reset when freed or abandoned), so its pages are not even touched.
+            if shdr.sh_type(LE) == elf::SHT_NOBITS {
+                continue;
+            }
             let data = o.file.section_data(shdr)?;
             let off = off as usize;
-            if shdr.sh_type(LE) == elf::SHT_NOBITS {
-                mem[off..off + shdr.sh_size(LE) as usize].fill(0);
-            } else {
-                mem[off..off + data.len()].copy_from_slice(data);
-            }
+            mem[off..off + data.len()].copy_from_slice(data);
         }
     }
     if let Some((off, size)) = lay.eh_frame {

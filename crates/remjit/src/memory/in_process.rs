@@ -39,6 +39,11 @@ impl MemoryMapper for InProcessMapper {
         true
     }
 
+    fn discard(&self, addr: u64, len: u64) -> Result<()> {
+        remjit_executor::vm::reset(addr, len)
+            .map_err(|e| Error::Memory(format!("resetting {addr:#x}: {e}")))
+    }
+
     fn prepare(&self, addr: u64, len: u64) -> Result<*mut u8> {
         // SAFETY: the range lies in a reservation of ours that no one else uses.
         if unsafe {
@@ -77,11 +82,9 @@ impl MemoryMapper for InProcessMapper {
             if len == 0 {
                 continue;
             }
-            // Zero fill may lie in pages that already hold content: clear it explicitly.
+            // Zero fill is already zero: slab memory is fresh or reset when freed.
             // SAFETY: the segment is working memory we prepared.
             unsafe {
-                let start = (info.mapping_base + seg.offset + seg.content_size) as *mut u8;
-                std::ptr::write_bytes(start, 0, seg.zero_fill_size as usize);
                 if libc::mprotect(
                     (info.mapping_base + seg.offset) as *mut libc::c_void,
                     len as usize,

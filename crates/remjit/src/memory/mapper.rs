@@ -107,6 +107,14 @@ pub trait MemoryMapper: Send + Sync {
         false
     }
 
+    /// Gives back the pages of a range that was prepared but never initialized (a failed
+    /// link), so that it reads as zeroes when handed out again. Working memory from the slab is
+    /// always zero: the linker relies on it and writes no zero fill.
+    fn discard(&self, addr: u64, len: u64) -> Result<()> {
+        let _ = (addr, len);
+        Ok(())
+    }
+
     /// Returns whole reservations.
     fn release(&self, reservations: &[(u64, u64)]) -> Result<()>;
 }

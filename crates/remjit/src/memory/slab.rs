@@ -219,8 +219,15 @@ impl SlabAllocator {
         if self.mapper.reserves_per_allocation() {
             self.forget_reservation(alloc.base);
             let _ = self.mapper.release(&[(alloc.base, alloc.size)]);
-        } else if let Ok(mut st) = self.lock() {
-            st.free.insert(alloc.base, alloc.size);
+        } else {
+            // The failed link may have written into it: zero it before reuse.
+            if let Err(e) = self.mapper.discard(alloc.base, alloc.size) {
+                tracing::warn!("cannot reset an abandoned allocation: {e}; leaking its range");
+                return;
+            }
+            if let Ok(mut st) = self.lock() {
+                st.free.insert(alloc.base, alloc.size);
+            }
         }
     }
 

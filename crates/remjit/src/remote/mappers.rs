@@ -330,6 +330,27 @@ impl MemoryMapper for SharedMapper {
         self.flavour == SharedFlavour::Memfd
     }
 
+    fn discard(&self, addr: u64, len: u64) -> Result<()> {
+        let (reservation, _, fd) = self.region_of(addr)?;
+        // SAFETY: fallocate on our descriptor of the shared object; the executor never mapped
+        // these pages accessible (not initialized), so a hole is all it takes.
+        let r = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (addr - reservation) as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r != 0 {
+            return Err(Error::Memory(format!(
+                "resetting shared pages: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
     fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
         let (base, fd) = match self.flavour {
             SharedFlavour::Memfd => {
