@@ -9,6 +9,14 @@ use common::*;
 use remjit::remote::{MemoryMode, RemoteExecutor};
 use remjit::{Session, SessionOptions};
 
+/// The churn tests count the mappings of this very process, so they must not run beside each
+/// other (the test harness runs tests on parallel threads of one process).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn maps(pid: u32) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map(|m| m.lines().count())
@@ -70,6 +78,7 @@ fn assert_flat(what: &str, samples: &[Sample]) {
 
 #[test]
 fn hundred_thousand_modules_in_process() {
+    let _serial = serial();
     let obj = small_object();
     let mut s = Session::in_process(SessionOptions::default()).unwrap();
     let samples = churn(&mut s, &obj, 100_000, &[std::process::id()]);
@@ -78,6 +87,7 @@ fn hundred_thousand_modules_in_process() {
 
 #[test]
 fn hundred_thousand_modules_out_of_process_shared_memory() {
+    let _serial = serial();
     let obj = small_object();
     let exec = Arc::new(
         RemoteExecutor::spawn(
@@ -96,6 +106,7 @@ fn hundred_thousand_modules_out_of_process_shared_memory() {
 /// freed, the range must read as fresh zeroes for the next module (shared pages restored).
 #[test]
 fn file_mapped_sections_leave_no_trace() {
+    let _serial = serial();
     let dir = work_dir("leaks-filemap");
     let big = dir.join("big.c");
     std::fs::write(

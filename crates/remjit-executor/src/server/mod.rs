@@ -95,16 +95,27 @@ fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A call that runs JIT'd code: its work gives the reply's payload.
+struct Job {
+    work: Box<dyn FnOnce() -> Vec<u8> + Send>,
+    seq: u64,
+}
 
 /// Threads for calls that run JIT'd code: an idle one takes the call, else a new one starts
 /// (so a long-running `main` never blocks the next call), and finished ones wait for more.
-#[derive(Default)]
 struct Pool {
     idle: Arc<Mutex<Vec<std::sync::mpsc::Sender<Job>>>>,
+    replies: Arc<Replies>,
 }
 
 impl Pool {
+    fn new(replies: Arc<Replies>) -> Pool {
+        Pool {
+            idle: Arc::default(),
+            replies,
+        }
+    }
+
     fn run(&self, job: Job) -> std::io::Result<()> {
         let worker = self.idle.lock().ok().and_then(|mut v| v.pop());
         let job = match worker {
@@ -116,16 +127,20 @@ impl Pool {
         };
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let idle = self.idle.clone();
+        let replies = self.replies.clone();
         std::thread::Builder::new()
             .name("remjit-call".into())
             .stack_size(CALL_STACK)
             .spawn(move || {
                 let mut job = Some(job);
                 while let Some(j) = job.take() {
-                    j();
+                    let out = (j.work)();
+                    // Idle again before the reply goes out: the controller's next call, sent
+                    // as soon as it reads the reply, finds this thread instead of starting one.
                     if let Ok(mut v) = idle.lock() {
                         v.push(tx.clone());
                     }
+                    replies.send(Opcode::Result, j.seq, 0, &out, None);
                     job = rx.recv().ok();
                 }
             })?;
@@ -164,7 +179,7 @@ pub fn serve(
         writer: Mutex::new(writer),
         socket,
     });
-    let pool = Pool::default();
+    let pool = Pool::new(replies.clone());
     let setup = setup_message(&services).to_bytes();
     replies.send(Opcode::Setup, 0, 0, &setup, None);
     let result = loop {
@@ -212,11 +227,11 @@ pub fn serve(
                         replies.send(Opcode::Result, frame.seq, 0, &out, fd);
                     }
                     Kind::Runs => {
-                        let (s, r) = (services.clone(), replies.clone());
-                        let job: Job = Box::new(move || {
-                            let out = handler(&s, &frame.payload);
-                            r.send(Opcode::Result, frame.seq, 0, &out, None);
-                        });
+                        let s = services.clone();
+                        let job = Job {
+                            work: Box::new(move || handler(&s, &frame.payload)),
+                            seq: frame.seq,
+                        };
                         if let Err(e) = pool.run(job) {
                             let msg = format!("cannot start a thread for the call: {e}");
                             replies.send(
