@@ -16,6 +16,7 @@ use remjit_wire::names;
 use remjit_wire::sps::{Bytes, Sps, SpsError};
 use remjit_wire::types::SetupMessage;
 
+use crate::signals::ProgramMask;
 use services::{Kind, Services};
 
 /// Largest frame accepted from a controller (content of a copy-over-the-wire finalize).
@@ -95,6 +96,29 @@ fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes to the controller's socket with MSG_NOSIGNAL: a vanished controller is EPIPE, never
+/// a SIGPIPE (which JIT'd code must keep at its default).
+struct SocketWriter {
+    fd: RawFd,
+    /// The stream that owns `fd`.
+    _owner: Box<dyn Write + Send>,
+}
+
+impl Write for SocketWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: send(2) from a valid buffer on a socket `_owner` keeps open.
+        let n = unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Threads for calls that run JIT'd code: an idle one takes the call, else a new one starts
@@ -160,6 +184,10 @@ pub fn serve(
     // Frames arrive as a header then a payload: buffer them, one read for many.
     let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let services = Arc::new(Services::new());
+    let writer: Box<dyn Write + Send> = match socket {
+        Some(fd) => Box::new(SocketWriter { fd, _owner: writer }),
+        None => writer,
+    };
     let replies = Arc::new(Replies {
         writer: Mutex::new(writer),
         socket,
@@ -211,10 +239,12 @@ pub fn serve(
                         let fd = shm::ATTACH_FD.with(|a| a.take());
                         replies.send(Opcode::Result, frame.seq, 0, &out, fd);
                     }
-                    Kind::Runs => {
+                    Kind::Runs | Kind::Main => {
                         let (s, r) = (services.clone(), replies.clone());
                         let job: Job = Box::new(move || {
+                            let mask = (kind == Kind::Runs).then(ProgramMask::enter);
                             let out = handler(&s, &frame.payload);
+                            drop(mask);
                             r.send(Opcode::Result, frame.seq, 0, &out, None);
                         });
                         if let Err(e) = pool.run(job) {
