@@ -1,16 +1,29 @@
-//! Crash reports: when JIT'd code kills the executor (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT,
-//! SIGTRAP), a signal handler writes one line naming the signal, the faulting address and the
-//! instruction pointer to a report file descriptor, then lets the signal kill the process as it
-//! would have. The controller reads the line and names the JIT'd function.
+//! Crash reports: when JIT'd code dies of a signal it can report (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+//! SIGABRT, SIGTRAP), a handler on an alternate stack collects the signal, its `si_code`, the
+//! sender, the faulting address (only for faults the kernel raised), the program counter, the
+//! library and exported symbol that contain it (`dladdr`) and the return addresses above it
+//! (`_Unwind_Backtrace`, through the `.eh_frame`s registered for JIT'd code), then lets the signal
+//! kill the process as it would have.
 //!
-//! The line's format (parsed by [`parse_report`]):
-//! `remjit-executor: crash: signal=11 name=SIGSEGV addr=0x10 pc=0x40001234 code=1`
+//! Out of process the handler writes machine lines to a report descriptor and the controller,
+//! which knows the JIT'd functions, turns them into a sentence ([`describe`]). In process the
+//! handler writes that sentence itself, symbolizing with the table [`set_jit_functions`] left.
+//! The handler allocates nothing and takes no lock but the loader's (in `dladdr`).
+//!
+//! The lines (parsed by [`parse_report`]):
+//! ```text
+//! remjit-executor: crash: signal=11 code=1 sender=0 pid=77 addr=0x10 pc=0x40001234
+//! remjit-executor: crash-lib: base=0x7f0000000000 sym_addr=0x7f0000001000 sym=strlen path=/lib/x86_64-linux-gnu/libc.so.6
+//! remjit-executor: crash-frames: 0x40001234 0x40001300
+//! ```
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::ffi::{c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 static REPORT_FD: AtomicI32 = AtomicI32::new(2);
+static IN_PROCESS: AtomicBool = AtomicBool::new(false);
 
-/// The signals that mean "the JIT'd code crashed".
+/// The signals that mean "the JIT'd code crashed" (or aborted), which the handler reports.
 pub const CRASH_SIGNALS: [i32; 6] = [
     libc::SIGSEGV,
     libc::SIGBUS,
@@ -20,188 +33,676 @@ pub const CRASH_SIGNALS: [i32; 6] = [
     libc::SIGTRAP,
 ];
 
-/// The conventional name of a signal.
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGINT => "SIGINT",
-        _ => "signal",
+/// Return addresses kept per report.
+pub const MAX_FRAMES: usize = 24;
+
+const SIGNAL_NAMES: [&str; 32] = [
+    "",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+];
+
+/// The conventional name of a classic signal (real-time ones have none).
+pub fn signal_name(sig: i32) -> Option<&'static str> {
+    usize::try_from(sig)
+        .ok()
+        .and_then(|i| SIGNAL_NAMES.get(i))
+        .copied()
+        .filter(|n| !n.is_empty())
+}
+
+/// Where report text goes: a `String` in the controller, a fixed buffer in the handler.
+pub trait Sink {
+    /// Appends bytes (a fixed buffer drops what does not fit).
+    fn push(&mut self, s: &[u8]);
+}
+
+impl Sink for String {
+    fn push(&mut self, s: &[u8]) {
+        self.push_str(&String::from_utf8_lossy(s));
     }
 }
 
-/// A crash report as written by the handler.
+/// A fixed buffer the handler formats into without allocating.
+struct Line<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Line<N> {
+    fn new() -> Self {
+        Line {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+    fn write_to(&self, fd: i32) {
+        let mut done = 0;
+        while done < self.len {
+            // SAFETY: write(2) from our buffer; async-signal-safe.
+            let n = unsafe { libc::write(fd, self.buf[done..].as_ptr().cast(), self.len - done) };
+            if n <= 0 {
+                return;
+            }
+            done += n as usize;
+        }
+    }
+}
+
+impl<const N: usize> Sink for Line<N> {
+    fn push(&mut self, s: &[u8]) {
+        let n = s.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+    }
+}
+
+/// Writes `v` as `0x` hex.
+pub fn hex(out: &mut dyn Sink, v: u64) {
+    let mut digits = [0u8; 16];
+    let mut n = 0;
+    let mut v = v;
+    loop {
+        let d = (v & 0xf) as u8;
+        digits[n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+        n += 1;
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    digits[..n].reverse();
+    out.push(b"0x");
+    out.push(&digits[..n]);
+}
+
+/// Writes `v` in decimal.
+pub fn dec(out: &mut dyn Sink, v: i64) {
+    if v < 0 {
+        out.push(b"-");
+    }
+    let mut v = v.unsigned_abs();
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    digits[..n].reverse();
+    out.push(&digits[..n]);
+}
+
+/// Writes `SIGSEGV (signal 11)`, or `SIGRTMIN+3 (signal 37)`.
+pub fn write_signal(out: &mut dyn Sink, sig: i32) {
+    match signal_name(sig) {
+        Some(n) => out.push(n.as_bytes()),
+        None if sig >= libc::SIGRTMIN() && sig <= libc::SIGRTMAX() => {
+            out.push(b"SIGRTMIN+");
+            dec(out, i64::from(sig - libc::SIGRTMIN()));
+        }
+        None => out.push(b"an unknown signal"),
+    }
+    out.push(b" (signal ");
+    dec(out, i64::from(sig));
+    out.push(b")");
+}
+
+/// A path or symbol name of bounded length, held inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    bytes: [u8; 160],
+    len: usize,
+}
+
+impl Name {
+    const EMPTY: Name = Name {
+        bytes: [0; 160],
+        len: 0,
+    };
+
+    fn from_bytes(b: &[u8]) -> Name {
+        let mut n = Name::EMPTY;
+        n.len = b.len().min(n.bytes.len());
+        n.bytes[..n.len].copy_from_slice(&b[..n.len]);
+        n
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Whether there is no name.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// A crash report: what the handler saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrashReport {
     /// The signal number.
     pub signal: i32,
-    /// The faulting address (`si_addr`).
-    pub addr: u64,
+    /// `si_code`: positive when the kernel raised the signal (a fault), else sent by a process.
+    pub code: i32,
+    /// `si_pid`, for a signal a process sent.
+    pub sender: i32,
+    /// The process that died.
+    pub pid: i32,
+    /// The faulting address, for faults that have one (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+    /// SIGTRAP raised by the kernel).
+    pub addr: Option<u64>,
     /// The instruction pointer when the signal arrived.
     pub pc: u64,
-    /// `si_code`.
-    pub code: i32,
+    /// The library (path) containing `pc`, if any.
+    pub lib: Name,
+    /// Its load address.
+    pub lib_base: u64,
+    /// The exported symbol of that library containing `pc`, if any.
+    pub sym: Name,
+    /// The symbol's address.
+    pub sym_addr: u64,
+    /// `pc`, then the return addresses of the frames above it (innermost first).
+    pub frames: [u64; MAX_FRAMES],
+    /// How many `frames` are valid.
+    pub nframes: usize,
 }
 
-/// Finds and parses a crash line in `text`.
+impl CrashReport {
+    fn new(signal: i32) -> CrashReport {
+        CrashReport {
+            signal,
+            code: 0,
+            sender: 0,
+            pid: 0,
+            addr: None,
+            pc: 0,
+            lib: Name::EMPTY,
+            lib_base: 0,
+            sym: Name::EMPTY,
+            sym_addr: 0,
+            frames: [0; MAX_FRAMES],
+            nframes: 0,
+        }
+    }
+
+    /// Whether the kernel raised the signal (a fault of the code), rather than a process.
+    pub fn is_fault(&self) -> bool {
+        self.code > 0
+    }
+
+    /// The return addresses above the crashing frame.
+    pub fn callers(&self) -> &[u64] {
+        self.frames[..self.nframes].get(1..).unwrap_or(&[])
+    }
+}
+
+/// Whether `si_addr` means something: faults the kernel raised (`si_code` > 0).
+fn has_fault_address(sig: i32, code: i32) -> bool {
+    code > 0
+        && matches!(
+            sig,
+            libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+        )
+}
+
+fn parse_num(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse::<i64>().ok().map(|x| x as u64),
+    }
+}
+
+/// Finds and parses the crash lines in `text`.
 pub fn parse_report(text: &str) -> Option<CrashReport> {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("remjit-executor: crash: "))?;
-    let mut r = CrashReport {
-        signal: 0,
-        addr: 0,
-        pc: 0,
-        code: 0,
-    };
-    for field in line.split_whitespace() {
-        let Some((k, v)) = field.split_once('=') else {
-            continue;
-        };
-        let num = |v: &str| -> Option<u64> {
-            match v.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16).ok(),
-                None => v.parse::<i64>().ok().map(|x| x as u64),
+    let mut r = CrashReport::new(0);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("remjit-executor: crash: ") {
+            for (k, v) in rest.split_whitespace().filter_map(|f| f.split_once('=')) {
+                let n = parse_num(v)?;
+                match k {
+                    "signal" => r.signal = n as i32,
+                    "code" => r.code = n as i32,
+                    "sender" => r.sender = n as i32,
+                    "pid" => r.pid = n as i32,
+                    "addr" => r.addr = Some(n),
+                    "pc" => r.pc = n,
+                    _ => {}
+                }
             }
-        };
-        match k {
-            "signal" => r.signal = num(v)? as i32,
-            "addr" => r.addr = num(v)?,
-            "pc" => r.pc = num(v)?,
-            "code" => r.code = num(v)? as i32,
-            _ => {}
+        } else if let Some(rest) = line.strip_prefix("remjit-executor: crash-lib: ") {
+            let (fields, path) = rest.split_once(" path=")?;
+            r.lib = Name::from_bytes(path.as_bytes());
+            for (k, v) in fields.split_whitespace().filter_map(|f| f.split_once('=')) {
+                match k {
+                    "base" => r.lib_base = parse_num(v)?,
+                    "sym_addr" => r.sym_addr = parse_num(v)?,
+                    "sym" => r.sym = Name::from_bytes(v.as_bytes()),
+                    _ => {}
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("remjit-executor: crash-frames:") {
+            for pc in rest.split_whitespace().filter_map(parse_num) {
+                if r.nframes < MAX_FRAMES {
+                    r.frames[r.nframes] = pc;
+                    r.nframes += 1;
+                }
+            }
         }
     }
     (r.signal != 0).then_some(r)
 }
 
-/// A fixed buffer the handler formats into without allocating.
-struct Line {
-    buf: [u8; 256],
-    len: usize,
+/// Writes the report's machine lines (see the module documentation).
+#[cfg(test)]
+fn write_lines(r: &CrashReport, out: &mut dyn Sink) {
+    write_signal_line(r, out);
+    write_detail_lines(r, out);
 }
 
-impl Line {
-    fn push(&mut self, s: &[u8]) {
-        for &b in s {
-            if self.len < self.buf.len() {
-                self.buf[self.len] = b;
-                self.len += 1;
-            }
-        }
+fn write_signal_line(r: &CrashReport, out: &mut dyn Sink) {
+    out.push(b"remjit-executor: crash: signal=");
+    dec(out, i64::from(r.signal));
+    out.push(b" code=");
+    dec(out, i64::from(r.code));
+    out.push(b" sender=");
+    dec(out, i64::from(r.sender));
+    out.push(b" pid=");
+    dec(out, i64::from(r.pid));
+    if let Some(a) = r.addr {
+        out.push(b" addr=");
+        hex(out, a);
     }
-    fn hex(&mut self, v: u64) {
-        self.push(b"0x");
-        let mut started = false;
-        for i in (0..16).rev() {
-            let d = ((v >> (i * 4)) & 0xf) as u8;
-            if d != 0 || started || i == 0 {
-                started = true;
-                self.push(&[if d < 10 { b'0' + d } else { b'a' + d - 10 }]);
-            }
+    out.push(b" pc=");
+    hex(out, r.pc);
+    out.push(b"\n");
+}
+
+fn write_detail_lines(r: &CrashReport, out: &mut dyn Sink) {
+    if !r.lib.is_empty() {
+        out.push(b"remjit-executor: crash-lib: base=");
+        hex(out, r.lib_base);
+        out.push(b" sym_addr=");
+        hex(out, r.sym_addr);
+        if !r.sym.is_empty() {
+            out.push(b" sym=");
+            out.push(r.sym.as_bytes());
         }
+        out.push(b" path=");
+        out.push(r.lib.as_bytes());
+        out.push(b"\n");
     }
-    fn dec(&mut self, v: i64) {
-        if v < 0 {
-            self.push(b"-");
+    out.push(b"remjit-executor: crash-frames:");
+    for &pc in &r.frames[..r.nframes] {
+        out.push(b" ");
+        hex(out, pc);
+    }
+    out.push(b"\n");
+}
+
+/// Names a JIT'd code address (`` `f`+0x4 (module a.o) ``) and returns true, or returns false.
+pub type Symbolize<'a> = &'a dyn Fn(u64, &mut dyn Sink) -> bool;
+
+/// Writes `` `name`+0xOFF (module MODULE) ``, the form JIT'd functions are named in.
+pub fn write_function(out: &mut dyn Sink, name: &[u8], off: u64, module: &[u8]) {
+    out.push(b"`");
+    out.push(name);
+    out.push(b"`+");
+    hex(out, off);
+    out.push(b" (module ");
+    out.push(module);
+    out.push(b")");
+}
+
+/// Writes where `r.pc` is: a JIT'd function, a library's symbol, or neither; then the nearest
+/// JIT'd caller when the pc itself is not JIT'd code.
+fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
+    out.push(b", in ");
+    if jit(r.pc, out) {
+        out.push(b" (pc ");
+        hex(out, r.pc);
+        out.push(b")");
+        return;
+    }
+    if !r.lib.is_empty() {
+        if r.sym.is_empty() {
+            out.push(r.lib.as_bytes());
+            out.push(b"+");
+            hex(out, r.pc.wrapping_sub(r.lib_base));
+        } else {
+            out.push(b"`");
+            out.push(r.sym.as_bytes());
+            out.push(b"`+");
+            hex(out, r.pc.wrapping_sub(r.sym_addr));
+            out.push(b" (");
+            out.push(r.lib.as_bytes());
+            out.push(b")");
         }
-        let mut v = v.unsigned_abs();
-        let mut digits = [0u8; 20];
-        let mut n = 0;
-        loop {
-            digits[n] = b'0' + (v % 10) as u8;
-            n += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        for i in (0..n).rev() {
-            self.push(&[digits[i]]);
-        }
+    } else {
+        out.push(b"code at pc ");
+        hex(out, r.pc);
+        out.push(b" (not JIT'd code, nor a library's)");
+    }
+    // A return address points after its call: name the call's own byte.
+    if let Some(&ret) = r
+        .callers()
+        .iter()
+        .find(|&&ret| jit(ret.wrapping_sub(1), &mut Line::<0>::new()))
+    {
+        out.push(b", called from ");
+        jit(ret.wrapping_sub(1), out);
     }
 }
 
-extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // Only async-signal-safe work here: format into a stack buffer, write(2), re-raise.
-    let mut line = Line {
-        buf: [0; 256],
-        len: 0,
-    };
-    // SAFETY: the kernel passes valid siginfo and ucontext pointers to SA_SIGINFO handlers.
-    let (addr, code, pc) = unsafe {
-        let addr = if info.is_null() {
-            0
+/// Describes how the JIT'd program died of `sig`, from its report when it wrote one.
+pub fn describe(sig: i32, report: Option<&CrashReport>, out: &mut dyn Sink, jit: Symbolize) {
+    let Some(r) = report.filter(|r| r.signal == sig) else {
+        if sig == libc::SIGKILL {
+            out.push(b"the executor was killed by ");
+            write_signal(out, sig);
+            out.push(
+                b" from outside (kill -9, or the kernel's out-of-memory killer): \
+                  not a crash of the JIT'd code",
+            );
         } else {
-            (*info).si_addr() as u64
-        };
-        let code = if info.is_null() { 0 } else { (*info).si_code };
-        let pc = if ctx.is_null() {
-            0
-        } else {
-            let uc = ctx as *const libc::ucontext_t;
-            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64
-        };
-        (addr, code, pc)
+            out.push(b"the JIT'd program was killed by ");
+            write_signal(out, sig);
+        }
+        return;
     };
-    line.push(b"remjit-executor: crash: signal=");
-    line.dec(i64::from(sig));
-    line.push(b" name=");
-    line.push(signal_name(sig).as_bytes());
-    line.push(b" addr=");
-    line.hex(addr);
-    line.push(b" pc=");
-    line.hex(pc);
-    line.push(b" code=");
-    line.dec(i64::from(code));
-    line.push(b"\n");
-    let fd = REPORT_FD.load(Ordering::Relaxed);
-    // SAFETY: write(2), signal(2) and raise(3) are async-signal-safe.
+    if r.is_fault() {
+        out.push(b"the JIT'd code crashed: ");
+        write_signal(out, sig);
+        if let Some(a) = r.addr {
+            out.push(b" at address ");
+            hex(out, a);
+        }
+    } else {
+        out.push(b"the JIT'd program died of ");
+        write_signal(out, sig);
+        if r.sender == r.pid {
+            out.push(b", raised by itself (abort, raise or kill)");
+        } else {
+            out.push(b", sent by process ");
+            dec(out, i64::from(r.sender));
+        }
+    }
+    write_location(r, out, jit);
+}
+
+/// A JIT'd function, for symbolizing in process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JitFunction {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// Symbol name.
+    pub name: String,
+    /// The module's objects.
+    pub module: String,
+}
+
+static JIT_FUNCTIONS: AtomicPtr<Vec<JitFunction>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// In process: the JIT'd functions the handler names. Each table stays allocated for ever (a
+/// handler may be reading the previous one).
+pub fn set_jit_functions(mut functions: Vec<JitFunction>) {
+    functions.sort_by_key(|f| f.start);
+    let p = Box::into_raw(Box::new(functions));
+    JIT_FUNCTIONS.store(p, Ordering::Release);
+}
+
+fn jit_in_process(pc: u64, out: &mut dyn Sink) -> bool {
+    let p = JIT_FUNCTIONS.load(Ordering::Acquire);
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: tables are leaked, never freed or changed after publication.
+    let table = unsafe { &*p };
+    let i = table.partition_point(|f| f.start <= pc);
+    match i.checked_sub(1).and_then(|i| table.get(i)) {
+        Some(f) if pc < f.end => {
+            write_function(out, f.name.as_bytes(), pc - f.start, f.module.as_bytes());
+            true
+        }
+        _ => false,
+    }
+}
+
+type UnwindTrace = extern "C" fn(*mut c_void, *mut c_void) -> c_int;
+
+extern "C" {
+    fn _Unwind_Backtrace(trace: UnwindTrace, arg: *mut c_void) -> c_int;
+    fn _Unwind_GetIPInfo(ctx: *mut c_void, ip_before_insn: *mut c_int) -> usize;
+}
+
+const URC_NO_REASON: c_int = 0;
+const URC_NORMAL_STOP: c_int = 4;
+
+/// Stack walk state: frames of the handler itself are skipped up to the interrupted pc.
+struct Walk<'a> {
+    report: &'a mut CrashReport,
+    found: bool,
+    skipped: usize,
+}
+
+extern "C" fn walk_frame(ctx: *mut c_void, arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the `Walk` passed to _Unwind_Backtrace, `ctx` the unwinder's context.
+    let (w, ip) = unsafe {
+        let mut before: c_int = 0;
+        (
+            &mut *(arg as *mut Walk),
+            _Unwind_GetIPInfo(ctx, &mut before) as u64,
+        )
+    };
+    if !w.found {
+        w.found = ip == w.report.pc;
+        w.skipped += 1;
+        if !w.found {
+            return if w.skipped > 32 {
+                URC_NORMAL_STOP
+            } else {
+                URC_NO_REASON
+            };
+        }
+    }
+    let r = &mut *w.report;
+    r.frames[r.nframes] = ip;
+    r.nframes += 1;
+    if r.nframes == MAX_FRAMES {
+        URC_NORMAL_STOP
+    } else {
+        URC_NO_REASON
+    }
+}
+
+/// Fills `frames`: `pc` and the return addresses above it, when the unwinder gets there.
+fn collect_frames(r: &mut CrashReport) {
+    let mut w = Walk {
+        report: r,
+        found: false,
+        skipped: 0,
+    };
+    // SAFETY: walk_frame only touches `w`; the unwinder reads the (registered) unwind tables.
+    unsafe { _Unwind_Backtrace(walk_frame, &mut w as *mut Walk as *mut c_void) };
+    if !w.found {
+        r.frames[0] = r.pc;
+        r.nframes = 1;
+    }
+}
+
+/// Fills the library and exported symbol containing `pc`.
+fn find_library(r: &mut CrashReport) {
+    // SAFETY: dladdr fills a local Dl_info; the strings belong to loaded objects.
     unsafe {
-        libc::write(fd, line.buf.as_ptr().cast(), line.len);
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(r.pc as *const c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return;
+        }
+        r.lib = Name::from_bytes(CStr::from_ptr(info.dli_fname).to_bytes());
+        r.lib_base = info.dli_fbase as u64;
+        if !info.dli_sname.is_null() {
+            r.sym = Name::from_bytes(CStr::from_ptr(info.dli_sname).to_bytes());
+            r.sym_addr = info.dli_saddr as u64;
+        }
+    }
+}
+
+extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    let mut r = CrashReport::new(sig);
+    // SAFETY: the kernel passes valid siginfo and ucontext pointers to SA_SIGINFO handlers;
+    // getpid(2) is async-signal-safe.
+    unsafe {
+        r.pid = libc::getpid();
+        if !info.is_null() {
+            r.code = (*info).si_code;
+            if has_fault_address(sig, r.code) {
+                r.addr = Some((*info).si_addr() as u64);
+            } else if r.code <= 0 {
+                r.sender = (*info).si_pid();
+            }
+        }
+        if !ctx.is_null() {
+            let uc = ctx as *const libc::ucontext_t;
+            r.pc = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+        }
+    }
+    let in_process = IN_PROCESS.load(Ordering::Relaxed);
+    let fd = REPORT_FD.load(Ordering::Relaxed);
+    if !in_process {
+        // The signal first: the walk below reads memory that may be broken.
+        let mut first = Line::<256>::new();
+        write_signal_line(&r, &mut first);
+        first.write_to(fd);
+    }
+    collect_frames(&mut r);
+    find_library(&mut r);
+    if in_process {
+        let mut text = Line::<2048>::new();
+        text.push(b"remjit: ");
+        describe(sig, Some(&r), &mut text, &jit_in_process);
+        text.push(b"\n");
+        text.write_to(2);
+    } else {
+        let mut rest = Line::<2048>::new();
+        write_detail_lines(&r, &mut rest);
+        rest.write_to(fd);
+    }
+    // SAFETY: signal(2) and raise(3) are async-signal-safe; the signal is blocked until the
+    // handler returns, then kills the process with its default action.
+    unsafe {
         libc::signal(sig, libc::SIG_DFL);
         libc::raise(sig);
     }
 }
 
-/// Installs the crash handlers (on an alternate stack, so stack overflows report too); reports
-/// go to `report_fd`.
-pub fn install(report_fd: i32) -> std::io::Result<()> {
-    REPORT_FD.store(report_fd, Ordering::Relaxed);
-    const ALT_STACK: usize = 64 * 1024;
-    // SAFETY: a fresh anonymous mapping used only as the signal stack, never freed.
-    unsafe {
-        let stack = libc::mmap(
-            std::ptr::null_mut(),
-            ALT_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if stack == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
+/// Bytes of the crash handler's alternate stack (the unwinder needs room).
+const ALT_STACK: usize = 256 * 1024;
+
+/// An alternate signal stack for the current thread, given back when dropped.
+pub struct AltStack {
+    stack: *mut c_void,
+    old: libc::stack_t,
+}
+
+impl AltStack {
+    /// Maps a stack and makes it the current thread's signal stack.
+    pub fn new() -> std::io::Result<AltStack> {
+        // SAFETY: a fresh anonymous mapping used only as this thread's signal stack.
+        unsafe {
+            let stack = libc::mmap(
+                std::ptr::null_mut(),
+                ALT_STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if stack == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ss = libc::stack_t {
+                ss_sp: stack,
+                ss_flags: 0,
+                ss_size: ALT_STACK,
+            };
+            let mut old: libc::stack_t = std::mem::zeroed();
+            if libc::sigaltstack(&ss, &mut old) != 0 {
+                let e = std::io::Error::last_os_error();
+                libc::munmap(stack, ALT_STACK);
+                return Err(e);
+            }
+            Ok(AltStack { stack, old })
         }
-        let ss = libc::stack_t {
-            ss_sp: stack,
-            ss_flags: 0,
-            ss_size: ALT_STACK,
-        };
-        if libc::sigaltstack(&ss, std::ptr::null_mut()) != 0 {
-            return Err(std::io::Error::last_os_error());
+    }
+
+    /// Keeps the stack for the rest of the thread's life (the main thread's).
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for AltStack {
+    fn drop(&mut self) {
+        // SAFETY: puts back the thread's previous signal stack, then unmaps ours.
+        unsafe {
+            libc::sigaltstack(&self.old, std::ptr::null_mut());
+            libc::munmap(self.stack, ALT_STACK);
         }
-        for sig in CRASH_SIGNALS {
+    }
+}
+
+fn install_handlers() -> std::io::Result<()> {
+    AltStack::new()?.keep();
+    for sig in CRASH_SIGNALS {
+        // SAFETY: installing a handler with a zeroed, then filled, sigaction.
+        unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_crash as *const () as usize;
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND;
             libc::sigemptyset(&mut sa.sa_mask);
+            // A report into a closed pipe must not end in SIGPIPE.
+            libc::sigaddset(&mut sa.sa_mask, libc::SIGPIPE);
             if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -210,36 +711,99 @@ pub fn install(report_fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The executor: installs the crash handlers (on an alternate stack, so stack overflows
+/// report too); machine lines go to `report_fd` for the controller.
+pub fn install(report_fd: i32) -> std::io::Result<()> {
+    REPORT_FD.store(report_fd, Ordering::Relaxed);
+    IN_PROCESS.store(false, Ordering::Relaxed);
+    install_handlers()
+}
+
+/// In process: the handlers write the sentence to stderr themselves (`remjit: the JIT'd code
+/// crashed: ...`), naming JIT'd functions from [`set_jit_functions`].
+pub fn install_in_process() -> std::io::Result<()> {
+    IN_PROCESS.store(true, Ordering::Relaxed);
+    install_handlers()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn no_jit(_: u64, _: &mut dyn Sink) -> bool {
+        false
+    }
+
     #[test]
     fn report_round_trip() {
-        let text = "noise\nremjit-executor: crash: signal=11 name=SIGSEGV addr=0x10 pc=0x40001234 code=1\n";
-        assert_eq!(
-            parse_report(text),
-            Some(CrashReport {
-                signal: 11,
-                addr: 0x10,
-                pc: 0x4000_1234,
-                code: 1
-            })
-        );
+        let mut r = CrashReport::new(11);
+        r.code = 1;
+        r.pid = 77;
+        r.addr = Some(0x10);
+        r.pc = 0x7f00_0000_1010;
+        r.lib = Name::from_bytes(b"/lib/with space/libc.so.6");
+        r.lib_base = 0x7f00_0000_0000;
+        r.sym = Name::from_bytes(b"strlen");
+        r.sym_addr = 0x7f00_0000_1000;
+        r.frames[..2].copy_from_slice(&[0x7f00_0000_1010, 0x4000_1234]);
+        r.nframes = 2;
+        let mut text = String::from("noise\n");
+        write_lines(&r, &mut text);
+        assert_eq!(parse_report(&text), Some(r));
         assert_eq!(parse_report("nothing here"), None);
+        let jit = |pc: u64, out: &mut dyn Sink| {
+            (0x4000_1000..0x4000_2000).contains(&pc) && {
+                write_function(out, b"caller", pc - 0x4000_1000, b"c.o");
+                true
+            }
+        };
+        let mut s = String::new();
+        describe(11, Some(&r), &mut s, &jit);
+        assert_eq!(
+            s,
+            "the JIT'd code crashed: SIGSEGV (signal 11) at address 0x10, in `strlen`+0x10 \
+             (/lib/with space/libc.so.6), called from `caller`+0x233 (module c.o)"
+        );
+    }
+
+    #[test]
+    fn signals_without_reports_or_addresses() {
+        let mut s = String::new();
+        describe(10, None, &mut s, &no_jit);
+        assert_eq!(s, "the JIT'd program was killed by SIGUSR1 (signal 10)");
+        s.clear();
+        describe(9, None, &mut s, &no_jit);
+        assert!(s.starts_with("the executor was killed by SIGKILL (signal 9) from outside"));
+        let mut r = CrashReport::new(6);
+        r.code = -6;
+        r.sender = 5;
+        r.pid = 5;
+        r.pc = 0x1234;
+        r.nframes = 1;
+        r.frames[0] = 0x1234;
+        s.clear();
+        describe(6, Some(&r), &mut s, &no_jit);
+        assert_eq!(
+            s,
+            "the JIT'd program died of SIGABRT (signal 6), raised by itself (abort, raise or \
+             kill), in code at pc 0x1234 (not JIT'd code, nor a library's)"
+        );
+        s.clear();
+        write_signal(&mut s, libc::SIGRTMIN() + 2);
+        assert_eq!(s, format!("SIGRTMIN+2 (signal {})", libc::SIGRTMIN() + 2));
     }
 
     #[test]
     fn formatting_without_allocation() {
-        let mut l = Line {
-            buf: [0; 256],
-            len: 0,
-        };
-        l.hex(0);
+        let mut l = Line::<64>::new();
+        hex(&mut l, 0);
         l.push(b" ");
-        l.hex(0xdead_beef);
+        hex(&mut l, 0xdead_beef);
         l.push(b" ");
-        l.dec(-42);
+        dec(&mut l, -42);
         assert_eq!(&l.buf[..l.len], b"0x0 0xdeadbeef -42");
+        let mut tiny = Line::<4>::new();
+        tiny.push(b"abcdef");
+        assert_eq!(&tiny.buf[..tiny.len], b"abcd");
     }
 }

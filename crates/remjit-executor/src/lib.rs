@@ -5,4 +5,5 @@
 pub mod crash;
 pub mod runtime;
 pub mod server;
+pub mod signals;
 pub mod vm;

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use remjit_executor::{crash, server};
+use remjit_executor::{crash, server, signals};
 
 fn usage() -> ! {
     eprintln!("usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT");
@@ -33,9 +33,11 @@ fn main() {
     if let Err(e) = crash::install(report_fd) {
         eprintln!("remjit-executor: cannot install crash handlers: {e}");
     }
-    // A vanished controller shows up as a write error, not a signal.
-    // SAFETY: setting a signal disposition.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // JIT'd code gets the dispositions a native program starts with (SIGPIPE's default); the
+    // executor's own threads block asynchronous signals, so that they reach JIT'd code, and a
+    // vanished controller shows up as a write error, not a signal.
+    signals::restore_program_dispositions();
+    signals::block_async_signals();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() != 1 {

@@ -8,8 +8,10 @@ use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 
 use remjit::executor::Executor;
-use remjit::remote::{MemoryMode, RemoteExecutor};
+use remjit::remote::{Ending, MemoryMode, RemoteExecutor};
 use remjit::{Session, SessionOptions};
+use remjit_executor::crash::{self, write_function, Sink, Symbolize};
+use remjit_executor::signals;
 
 /// Link relocatable ELF x86-64 objects, archives and C/C++ sources into memory and run them.
 #[derive(Parser, Debug)]
@@ -182,9 +184,42 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
         } else {
             MemoryMode::Shared
         };
-        RemoteExecutor::spawn(&path, memory)?
+        let exec = RemoteExecutor::spawn(&path, memory)?;
+        ignore_terminal_interrupts();
+        exec
     };
     Ok(Mode::Remote(Arc::new(exec)))
+}
+
+/// Like a shell waiting for its child: the executor shares our terminal's foreground process
+/// group, so Ctrl-C and Ctrl-\\ reach it too; its handlers decide, and we report how it ended.
+/// (The executor was spawned with our dispositions, not these.)
+fn ignore_terminal_interrupts() {
+    // SAFETY: setting signal dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+}
+
+/// The JIT'd program died of `sig` out of process: says how (not for SIGPIPE and SIGINT, which
+/// a shell does not comment on either) and gives the status a shell reports, 128 + `sig`. A
+/// program ended by SIGINT ends remjit the same way, so that a calling shell stops too.
+fn died_of_signal(sig: i32, exec: &RemoteExecutor, jit: Symbolize) -> i32 {
+    if sig != libc::SIGPIPE && sig != libc::SIGINT {
+        if let Some(d) = exec.describe_death(jit) {
+            eprintln!("remjit: {d}");
+        }
+    }
+    exec.shutdown();
+    if sig == libc::SIGINT {
+        // SAFETY: restoring the default disposition, then raising it on ourselves.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::raise(libc::SIGINT);
+        }
+    }
+    128 + sig
 }
 
 fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
@@ -207,6 +242,12 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         library_dirs: cli.library_dirs.clone(),
     };
     let mode = start_executor(&cli)?;
+    if let Mode::InProcess = mode {
+        // JIT'd code starts with a native program's dispositions; its crashes are reported
+        // (a stack overflow too), then kill remjit with their signal.
+        signals::restore_program_dispositions();
+        crash::install_in_process().context("cannot install the crash handlers")?;
+    }
     let mut session = match &mode {
         Mode::InProcess => Session::in_process(options)?,
         Mode::Remote(e) => Session::with_executor(e.clone(), options)?,
@@ -219,19 +260,24 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
             Ok(status)
         }
         (Mode::Remote(exec), Err(e)) => {
-            let symbolize = |pc: u64| {
-                session
-                    .symbolize(pc)
-                    .map(|(module, f, off)| format!("`{f}`+{off:#x} (module {module})"))
+            let jit = |pc: u64, out: &mut dyn Sink| match session.symbolize(pc) {
+                Some((module, f, off)) => {
+                    write_function(out, f.as_bytes(), off, module.as_bytes());
+                    true
+                }
+                None => false,
             };
             // A dead executor explains the failure better than the broken call does.
-            let ending = exec.ending();
-            let death = exec.describe_death(&symbolize);
-            exec.shutdown();
-            match (ending, death) {
-                (remjit::remote::Ending::Exited(code), _) => Ok(code),
-                (_, Some(d)) => Err(anyhow!("{d}")),
-                (_, None) => Err(e),
+            match exec.ending() {
+                Ending::Exited(code) => {
+                    exec.shutdown();
+                    Ok(code)
+                }
+                Ending::Signaled(sig, _) => Ok(died_of_signal(sig, exec, &jit)),
+                Ending::Unknown => {
+                    exec.shutdown();
+                    Err(e)
+                }
             }
         }
     }
@@ -260,6 +306,9 @@ fn link_and_run(
     }
     let t_read = t_start.elapsed();
     session.link()?;
+    if let Mode::InProcess = mode {
+        crash::set_jit_functions(session.jit_functions());
+    }
     let times = session.last_link_times();
     if cli.show_times {
         eprintln!(

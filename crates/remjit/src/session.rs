@@ -289,6 +289,25 @@ impl Session {
         None
     }
 
+    /// Every JIT'd function, for crash reports.
+    pub fn jit_functions(&self) -> Vec<remjit_executor::crash::JitFunction> {
+        let mut out = Vec::new();
+        for m in self.modules.values() {
+            let module = m.objects.join(" ");
+            out.extend(
+                m.functions
+                    .iter()
+                    .map(|f| remjit_executor::crash::JitFunction {
+                        start: f.addr,
+                        end: f.addr.saturating_add(f.size.max(1)),
+                        name: f.name.clone(),
+                        module: module.clone(),
+                    }),
+            );
+        }
+        out
+    }
+
     /// Removes a module: its exit handlers and finalizers run, its unwind tables and TLS are
     /// deregistered, its memory returns to the slab, and its symbols leave the session.
     pub fn remove_module(&mut self, id: ModuleId) -> Result<()> {

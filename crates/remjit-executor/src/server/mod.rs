@@ -16,6 +16,7 @@ use remjit_wire::names;
 use remjit_wire::sps::{Bytes, Sps, SpsError};
 use remjit_wire::types::SetupMessage;
 
+use crate::signals::ProgramMask;
 use services::{Kind, Services};
 
 /// Largest frame accepted from a controller (content of a copy-over-the-wire finalize).
@@ -93,6 +94,29 @@ fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes to the controller's socket with MSG_NOSIGNAL: a vanished controller is EPIPE, never
+/// a SIGPIPE (which JIT'd code must keep at its default).
+struct SocketWriter {
+    fd: RawFd,
+    /// The stream that owns `fd`.
+    _owner: Box<dyn Write + Send>,
+}
+
+impl Write for SocketWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: send(2) from a valid buffer on a socket `_owner` keeps open.
+        let n = unsafe { libc::send(self.fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A call that runs JIT'd code: its work gives the reply's payload.
@@ -175,6 +199,10 @@ pub fn serve(
     // Frames arrive as a header then a payload: buffer them, one read for many.
     let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let services = Arc::new(Services::new());
+    let writer: Box<dyn Write + Send> = match socket {
+        Some(fd) => Box::new(SocketWriter { fd, _owner: writer }),
+        None => writer,
+    };
     let replies = Arc::new(Replies {
         writer: Mutex::new(writer),
         socket,
@@ -226,10 +254,15 @@ pub fn serve(
                         let fd = shm::ATTACH_FD.with(|a| a.take());
                         replies.send(Opcode::Result, frame.seq, 0, &out, fd);
                     }
-                    Kind::Runs => {
+                    Kind::Runs | Kind::Main => {
                         let s = services.clone();
                         let job = Job {
-                            work: Box::new(move || handler(&s, &frame.payload)),
+                            work: Box::new(move || {
+                                let mask = (kind == Kind::Runs).then(ProgramMask::enter);
+                                let out = handler(&s, &frame.payload);
+                                drop(mask);
+                                out
+                            }),
                             seq: frame.seq,
                         };
                         if let Err(e) = pool.run(job) {

@@ -32,8 +32,11 @@ pub type Handler = fn(&Services, &[u8]) -> Vec<u8>;
 pub enum Kind {
     /// Quick: answered on the reader thread.
     Quick,
-    /// Runs JIT'd code.
+    /// Runs JIT'd code (on a pool thread, with the program's signal mask).
     Runs,
+    /// Runs `main` on a thread of its own (the pool thread waiting for it keeps signals
+    /// blocked, so that they reach `main`'s thread).
+    Main,
 }
 
 /// The executor's services and their state.
@@ -96,7 +99,7 @@ impl Services {
                 Services::deregister_eh_frame,
                 Quick,
             ),
-            (names::RUN_AS_MAIN, Services::run_as_main, Runs),
+            (names::RUN_AS_MAIN, Services::run_as_main, Main),
             (names::RUN_AS_VOID, Services::run_as_void, Runs),
             (names::RUN_AS_INT, Services::run_as_int, Runs),
             (names::REMJIT_REGISTER_TLS, Services::register_tls, Quick),
@@ -115,7 +118,7 @@ impl Services {
             (names::REMJIT_RUN_FINALIZERS, Services::run_finalizers, Runs),
             (names::REMJIT_SET_ARGS, Services::set_args, Quick),
             (names::REMJIT_RUN_EXIT, Services::run_exit, Runs),
-            (names::REMJIT_RUN_MAIN, Services::run_main, Runs),
+            (names::REMJIT_RUN_MAIN, Services::run_main, Main),
             (names::SHM_RESERVE, super::shm::shm_reserve, Quick),
             (names::SHM_INITIALIZE, super::shm::shm_initialize, Runs),
             (names::SHM_DEINITIALIZE, super::shm::shm_deinitialize, Runs),
@@ -656,8 +659,13 @@ fn run_main_thread(addr: u64) -> i32 {
     let t = std::thread::Builder::new()
         .name("remjit-main".into())
         .stack_size(64 << 20)
-        // SAFETY: an address in finalized JIT'd memory, called as main.
-        .spawn(move || unsafe { runtime::init::run_as_main(addr) });
+        .spawn(move || {
+            // A stack overflow in main reports like any crash: the handler needs a stack.
+            let _alt = crate::crash::AltStack::new();
+            let _mask = crate::signals::ProgramMask::enter();
+            // SAFETY: an address in finalized JIT'd memory, called as main.
+            unsafe { runtime::init::run_as_main(addr) }
+        });
     match t {
         Ok(h) => h.join().unwrap_or(-1),
         Err(e) => {

@@ -11,7 +11,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use remjit_executor::crash::{parse_report, signal_name, CrashReport};
+use remjit_executor::crash::{describe, parse_report, CrashReport, Symbolize};
 use remjit_wire::names;
 use remjit_wire::sps::{Expected, Sps, SpsError};
 use remjit_wire::types::{symbol_flags, ExecutorSymbolDef, LookupElement};
@@ -41,7 +41,7 @@ pub enum Ending {
     /// Exited with a status (JIT'd code called `exit`).
     Exited(i32),
     /// Killed by a signal, with the crash report if it wrote one.
-    Signaled(i32, Option<CrashReport>),
+    Signaled(i32, Option<Box<CrashReport>>),
 }
 
 /// An executor process.
@@ -182,29 +182,21 @@ impl RemoteExecutor {
                     let _ = f.read_to_string(&mut text);
                 }
             }
-            Ending::Signaled(sig, parse_report(&text))
+            Ending::Signaled(sig, parse_report(&text).map(Box::new))
         } else {
             Ending::Exited(status.code().unwrap_or(1))
         }
     }
 
-    /// Describes a dead executor for an error message.
-    pub fn describe_death(&self, symbolize: &dyn Fn(u64) -> Option<String>) -> Option<String> {
+    /// Describes a dead executor: how it ended, and where the JIT'd code crashed (`jit`
+    /// names JIT'd code addresses).
+    pub fn describe_death(&self, jit: Symbolize) -> Option<String> {
         match self.ending() {
             Ending::Unknown => None,
             Ending::Exited(code) => Some(format!("the executor exited with status {code}")),
             Ending::Signaled(sig, report) => {
-                let mut s = format!(
-                    "the JIT'd code crashed the executor: {} (signal {sig})",
-                    signal_name(sig)
-                );
-                if let Some(r) = report {
-                    s.push_str(&format!(" at address {:#x}", r.addr));
-                    match symbolize(r.pc) {
-                        Some(f) => s.push_str(&format!(", in {f} (pc {:#x})", r.pc)),
-                        None => s.push_str(&format!(", pc {:#x} (not in JIT'd code)", r.pc)),
-                    }
-                }
+                let mut s = String::new();
+                describe(sig, report.as_deref(), &mut s, jit);
                 Some(s)
             }
         }

@@ -1,0 +1,89 @@
+//! The signal state JIT'd code starts with: the dispositions and mask a native program gets.
+//!
+//! The Rust runtime ignores SIGPIPE in every Rust binary; JIT'd code gets the default back (a
+//! program writing into a closed pipe dies, as `yes | head` needs). In the executor, every
+//! thread of its own blocks the asynchronous signals, so that process-directed signals (alarm,
+//! Ctrl-C, `kill`) reach the thread running JIT'd code; that thread, and the threads it creates,
+//! run with the mask the executor started with (empty when remjit spawned it).
+
+use std::sync::OnceLock;
+
+/// Signals the kernel sends to the thread that caused them: never blocked, or a fault in
+/// executor code could not report.
+const SYNCHRONOUS: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
+
+struct SigSet(libc::sigset_t);
+// SAFETY: a plain bit set, only read after initialisation.
+unsafe impl Send for SigSet {}
+// SAFETY: as above.
+unsafe impl Sync for SigSet {}
+
+/// The mask the process started with, recorded by [`block_async_signals`].
+static PROGRAM_MASK: OnceLock<SigSet> = OnceLock::new();
+
+/// Gives back the dispositions the host changed: SIGPIPE to its default. Call before any
+/// JIT'd code runs.
+pub fn restore_program_dispositions() {
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// The executor's main thread, before any other thread starts: records the mask JIT'd code
+/// will run with, then blocks the asynchronous signals here (and so in every thread started
+/// from now on).
+pub fn block_async_signals() {
+    // SAFETY: sigset manipulation on locals, then pthread_sigmask on this thread.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut block);
+        for s in SYNCHRONOUS {
+            libc::sigdelset(&mut block, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        let _ = PROGRAM_MASK.set(SigSet(old));
+    }
+}
+
+/// While alive, the current thread runs with the program's mask; the thread's mask is
+/// restored when it drops.
+pub struct ProgramMask {
+    saved: libc::sigset_t,
+    active: bool,
+}
+
+impl ProgramMask {
+    /// Switches the current thread to the program's mask (no-op when no mask was recorded:
+    /// in process, the host's mask is the program's).
+    pub fn enter() -> ProgramMask {
+        // SAFETY: a zeroed sigset_t is a valid (empty) set.
+        let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let Some(mask) = PROGRAM_MASK.get() else {
+            return ProgramMask {
+                saved,
+                active: false,
+            };
+        };
+        // SAFETY: pthread_sigmask on the calling thread with valid sets.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, &mut saved) };
+        ProgramMask {
+            saved,
+            active: true,
+        }
+    }
+}
+
+impl Drop for ProgramMask {
+    fn drop(&mut self) {
+        if self.active {
+            // SAFETY: restores the mask saved by `enter` on the same thread.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.saved, std::ptr::null_mut()) };
+        }
+    }
+}
