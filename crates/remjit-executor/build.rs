@@ -1,4 +1,5 @@
-//! Links the copy-relocation anchors into the executor binary (see csrc/anchors.c).
+//! Gives the executor binary copies of the C and C++ runtimes' exported data (see
+//! anchors_build.rs).
 include!("anchors_build.rs");
 
 fn main() {

@@ -1,6 +1,6 @@
 //! The `remjit` binary, like the executor, is a non-PIE executable holding copy-relocated
 //! instances of the C and C++ runtimes' exported data, for in-process JIT'd code (see
-//! crates/remjit-executor/csrc/anchors.c).
+//! crates/remjit-executor/anchors_build.rs).
 include!("../remjit-executor/anchors_build.rs");
 
 fn main() {
