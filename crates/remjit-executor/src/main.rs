@@ -23,7 +23,7 @@ fn is_socket(fd: RawFd) -> bool {
     }
 }
 
-fn main() {
+pub fn main() {
     // Reports of crashes of JIT'd code go where the controller asked (stderr otherwise).
     let report_fd = std::env::var("REMJIT_REPORT_FD")
         .ok()

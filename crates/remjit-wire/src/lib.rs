@@ -16,13 +16,21 @@ pub mod types;
 pub enum WireError {
     /// The stream failed.
     #[error("transport: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A frame header is invalid.
     #[error("bad frame: {0}")]
     BadFrame(String),
     /// SPS bytes do not decode as the expected type.
     #[error("bad SPS data: {0}")]
     BadData(String),
+}
+
+// Not `#[from]`: that would make the I/O error also the `source()`, and a report printing the
+// chain would say it twice.
+impl From<std::io::Error> for WireError {
+    fn from(e: std::io::Error) -> Self {
+        WireError::Io(e)
+    }
 }
 
 /// Result type of this crate.

@@ -47,12 +47,12 @@ pub struct RelocationError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, so not also a `source()`: said once).
+        error: std::io::Error,
     },
     /// The input is neither ELF, an archive, a linker script nor a source file.
     #[error("{0}: not an ELF object, archive or linker script")]
@@ -89,6 +89,19 @@ pub enum Error {
         /// The directories searched.
         searched: String,
     },
+    /// A file named in a linker script that no search directory holds.
+    #[error("{script}: linker script input `{name}` not found ({searched})")]
+    ScriptInputNotFound {
+        /// The linker script.
+        script: String,
+        /// The name it gives.
+        name: String,
+        /// Where remjit looked.
+        searched: String,
+    },
+    /// An object holding link-time-optimisation bytecode and no machine code.
+    #[error("{0}: compiled with -flto (no machine code): rebuild without -flto")]
+    Lto(String),
     /// A compiler run for a source input failed.
     #[error("compiling {path} failed: {message}")]
     Compile {
@@ -112,6 +125,9 @@ pub enum Error {
     /// Memory could not be reserved, mapped or protected.
     #[error("JIT memory: {0}")]
     Memory(String),
+    /// The entry point is defined by no input.
+    #[error("entry point `{0}` is not defined by the inputs")]
+    EntryNotDefined(String),
     /// A symbol asked for by name (entry point, lookup) does not exist.
     #[error("symbol not found: {0}")]
     SymbolNotFound(String),
@@ -125,14 +141,59 @@ pub enum Error {
 
 fn format_undefined(list: &[UndefinedSymbol]) -> String {
     let mut s = format!("{} undefined symbol(s):", list.len());
+    let mut runtime = false;
     for u in list {
-        s.push_str(&format!(
-            "\n  {} (referenced by {})",
-            u.name,
-            u.referenced_by.join(", ")
-        ));
+        s.push_str(&format!("\n  {}", u.name));
+        if let Some(d) = demangle(&u.name) {
+            s.push_str(&format!(" [{d}]"));
+        }
+        s.push_str(&format!(" (referenced by {})", u.referenced_by.join(", ")));
+        runtime |= is_cxx_runtime(&u.name);
+    }
+    if runtime {
+        s.push_str("\nhint: symbols of the C++ runtime (libstdc++) are missing: add `-l stdc++`");
     }
     s
+}
+
+/// The C++ (Itanium ABI) name behind a mangled symbol, if it is one.
+pub fn demangle(name: &str) -> Option<String> {
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    let symbol = cpp_demangle::Symbol::new(name.as_bytes()).ok()?;
+    symbol.demangle().ok().filter(|d| d != name)
+}
+
+/// Whether the C++ runtime (libstdc++ and its ABI library) defines `name`: the `std`,
+/// `__gnu_cxx` and `__cxxabiv1` namespaces, `operator new`/`delete`, `__cxa_*`, the personality.
+fn is_cxx_runtime(name: &str) -> bool {
+    if name.starts_with("__cxa_") || name.starts_with("__gxx_personality") {
+        return true;
+    }
+    let Some(d) = demangle(name) else {
+        return false;
+    };
+    let mut d = d.as_str();
+    for prefix in [
+        "typeinfo for ",
+        "typeinfo name for ",
+        "vtable for ",
+        "VTT for ",
+        "construction vtable for ",
+        "guard variable for ",
+    ] {
+        d = d.strip_prefix(prefix).unwrap_or(d);
+    }
+    [
+        "std::",
+        "__gnu_cxx::",
+        "__cxxabiv1::",
+        "operator new",
+        "operator delete",
+    ]
+    .iter()
+    .any(|p| d.starts_with(p))
 }
 
 fn format_duplicates(list: &[DuplicateSymbol]) -> String {

@@ -60,6 +60,8 @@ pub enum InputKind {
     SharedLibrary,
     /// A GNU linker script (`GROUP ( ... )`, `INPUT ( ... )`).
     LinkerScript,
+    /// Link-time-optimisation bytecode without machine code (`-flto`).
+    Lto,
     /// Anything else.
     Unknown,
 }
@@ -70,11 +72,15 @@ pub fn classify(bytes: &[u8]) -> InputKind {
         // e_type sits at offset 16 for both classes; decide finer errors when parsing.
         match bytes.get(16..18) {
             // A PIE executable is ET_DYN too; parsing it as an object explains the mistake.
-            Some([3, 0]) if !has_interpreter(bytes) => InputKind::SharedLibrary,
+            Some([3, 0]) if !is_executable(bytes) => InputKind::SharedLibrary,
+            Some([1, 0]) if is_slim_lto(bytes) => InputKind::Lto,
             _ => InputKind::Object,
         }
     } else if bytes.starts_with(b"!<arch>\n") || bytes.starts_with(b"!<thin>\n") {
         InputKind::Archive
+    } else if bytes.starts_with(b"BC\xc0\xde") || bytes.starts_with(b"\xde\xc0\x17\x0b") {
+        // LLVM bitcode (clang -flto), bare or in its wrapper.
+        InputKind::Lto
     } else if is_linker_script(bytes) {
         InputKind::LinkerScript
     } else {
@@ -82,21 +88,68 @@ pub fn classify(bytes: &[u8]) -> InputKind {
     }
 }
 
-/// Whether an ELF64 file has a `PT_INTERP` program header (an executable, PIE or not).
-pub fn has_interpreter(bytes: &[u8]) -> bool {
-    let u = |at: usize, n: usize| -> Option<u64> {
-        let b = bytes.get(at..at + n)?;
-        let mut v = [0u8; 8];
-        v[..n].copy_from_slice(b);
-        Some(u64::from_le_bytes(v))
-    };
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u(32, 8), u(54, 2), u(56, 2)) else {
+type Elf64 = object::elf::FileHeader64<object::LittleEndian>;
+
+/// Whether an ELF64 `ET_DYN` file is an executable (PIE) rather than a shared library. A
+/// library may have a program interpreter too (libc.so.6 does, to run as a program): what
+/// marks a PIE is `DF_1_PIE`, or, from linkers that predate it, an interpreter and no soname.
+pub fn is_executable(bytes: &[u8]) -> bool {
+    use object::read::elf::{Dyn, FileHeader, ProgramHeader};
+    use object::LittleEndian as LE;
+    let Ok(header) = Elf64::parse(bytes) else {
         return false;
     };
-    (0..phnum).any(|i| {
-        let at = phoff.saturating_add(i.saturating_mul(phentsize)) as usize;
-        u(at, 4) == Some(3)
-    })
+    let Ok(phdrs) = header.program_headers(LE, bytes) else {
+        return false;
+    };
+    let interp = phdrs.iter().any(|p| p.p_type(LE) == object::elf::PT_INTERP);
+    let dynamic = phdrs
+        .iter()
+        .find_map(|p| p.dynamic(LE, bytes).ok().flatten());
+    let Some(dynamic) = dynamic else {
+        return interp;
+    };
+    let tag = |t: u32| {
+        dynamic
+            .iter()
+            .find(|d| d.d_tag(LE) == u64::from(t))
+            .map(|d| d.d_val(LE))
+    };
+    let pie =
+        tag(object::elf::DT_FLAGS_1).is_some_and(|f| f & u64::from(object::elf::DF_1_PIE) != 0);
+    pie || (interp && tag(object::elf::DT_SONAME).is_none())
+}
+
+/// Whether an ELF64 file has a `PT_INTERP` program header (an executable, PIE or not).
+pub fn has_interpreter(bytes: &[u8]) -> bool {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::LittleEndian as LE;
+    Elf64::parse(bytes)
+        .and_then(|h| h.program_headers(LE, bytes))
+        .is_ok_and(|p| p.iter().any(|p| p.p_type(LE) == object::elf::PT_INTERP))
+}
+
+/// Whether a relocatable ELF object holds only GCC's LTO bytecode (`-flto` without
+/// `-ffat-lto-objects`): `.gnu.lto_*` sections and no machine code.
+pub fn is_slim_lto(bytes: &[u8]) -> bool {
+    use object::read::elf::{FileHeader, SectionHeader};
+    use object::LittleEndian as LE;
+    let Ok(header) = Elf64::parse(bytes) else {
+        return false;
+    };
+    let Ok(sections) = header.sections(LE, bytes) else {
+        return false;
+    };
+    let mut lto = false;
+    for s in sections.iter() {
+        let name = sections.section_name(LE, s).unwrap_or_default();
+        lto |= name.starts_with(b".gnu.lto_");
+        let code = s.sh_flags(LE) & u64::from(object::elf::SHF_EXECINSTR) != 0;
+        if code && s.sh_size(LE) > 0 {
+            return false;
+        }
+    }
+    lto
 }
 
 fn is_linker_script(bytes: &[u8]) -> bool {
@@ -154,9 +207,9 @@ const SMALL_FILE: u64 = 64 * 1024;
 
 /// Memory-maps `path` (reads it, when small).
 pub fn map_file(path: &Path) -> Result<InputFile> {
-    let io = |source| Error::Io {
+    let io = |error| Error::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
@@ -219,6 +272,30 @@ fn compiler_lib_dirs() -> &'static [PathBuf] {
 }
 
 impl LibrarySearch {
+    /// The first of `candidates` (file names) in the search directories: `-L` ones, the
+    /// system's, then the compiler's (asked only when needed).
+    fn search(&self, candidates: &[String]) -> Option<PathBuf> {
+        let first = self
+            .user_dirs
+            .iter()
+            .cloned()
+            .chain(SYSTEM_LIB_DIRS.iter().map(PathBuf::from));
+        let mut dirs = first.chain(compiler_lib_dirs().iter().cloned());
+        dirs.find_map(|dir| candidates.iter().map(|c| dir.join(c)).find(|p| p.is_file()))
+    }
+
+    /// The directories searched, for messages.
+    fn searched(&self) -> String {
+        let dirs = self
+            .user_dirs
+            .iter()
+            .cloned()
+            .chain(SYSTEM_LIB_DIRS.iter().map(PathBuf::from))
+            .chain(compiler_lib_dirs().iter().cloned());
+        let names: Vec<String> = dirs.map(|p| p.display().to_string()).collect();
+        names.join(" ")
+    }
+
     /// Finds `-l NAME` the way the system linker does: each directory in turn, `libNAME.so`
     /// before `libNAME.a`; `-l :FILE` names a file exactly.
     pub fn find(&self, name: &str) -> Result<PathBuf> {
@@ -226,35 +303,40 @@ impl LibrarySearch {
             Some(exact) => vec![exact.to_string()],
             None => vec![format!("lib{name}.so"), format!("lib{name}.a")],
         };
-        let system = SYSTEM_LIB_DIRS.iter().map(PathBuf::from);
-        let search = |dirs: &mut dyn Iterator<Item = PathBuf>| {
-            for dir in dirs {
-                for c in &candidates {
-                    let p = dir.join(c);
-                    if p.is_file() {
-                        return Some(p);
-                    }
-                }
-            }
-            None
+        self.search(&candidates)
+            .ok_or_else(|| Error::LibraryNotFound {
+                name: name.to_string(),
+                searched: self.searched(),
+            })
+    }
+
+    /// Finds a file named in a linker script as GNU ld does: `-lNAME` as `-l`; an absolute path
+    /// (or `=PATH`, relative to the sysroot `/`) as it is; any other name in the current
+    /// directory, then in the library search directories.
+    pub fn find_script_input(&self, script: &str, name: &str) -> Result<PathBuf> {
+        if let Some(lib) = name.strip_prefix("-l") {
+            return self.find(lib);
+        }
+        let path = match name.strip_prefix('=') {
+            Some(in_sysroot) => Path::new("/").join(in_sysroot.trim_start_matches('/')),
+            None => PathBuf::from(name),
         };
-        if let Some(p) = search(&mut self.user_dirs.iter().cloned().chain(system.clone())) {
-            return Ok(p);
+        if path.is_file() {
+            return Ok(path);
         }
-        if let Some(p) = search(&mut compiler_lib_dirs().iter().cloned()) {
-            return Ok(p);
-        }
-        let searched: Vec<String> = self
-            .user_dirs
-            .iter()
-            .cloned()
-            .chain(system)
-            .chain(compiler_lib_dirs().iter().cloned())
-            .map(|p| p.display().to_string())
-            .collect();
-        Err(Error::LibraryNotFound {
+        let found = if path.is_absolute() {
+            None
+        } else {
+            self.search(&[name.to_string()])
+        };
+        found.ok_or_else(|| Error::ScriptInputNotFound {
+            script: script.to_string(),
             name: name.to_string(),
-            searched: searched.join(" "),
+            searched: if path.is_absolute() {
+                "no such file".to_string()
+            } else {
+                format!("searched the current directory and {}", self.searched())
+            },
         })
     }
 }
@@ -268,45 +350,153 @@ pub fn source_language(path: &Path) -> Option<&'static str> {
     }
 }
 
-/// Compiles a C or C++ source with `$CC`/`$CXX` (`cc`/`c++`) `-c -fPIC -O2` into owned bytes.
-pub fn compile_source(path: &Path, lang: &str) -> Result<InputFile> {
-    let compiler = if lang == "c" {
-        std::env::var("CC").unwrap_or_else(|_| "cc".into())
+/// Compiles a C or C++ source with `$CC`/`$CXX` (`cc`/`c++`) `-c -fPIC -O2`, then `$CFLAGS` or
+/// `$CXXFLAGS` and `extra_flags` (`-Xcc`), into owned bytes. The object is written in a fresh
+/// private directory (random name, mode 0700) that is removed before this returns, and also if
+/// remjit is interrupted meanwhile.
+pub fn compile_source(path: &Path, lang: &str, extra_flags: &[String]) -> Result<InputFile> {
+    let (compiler, flags_var) = if lang == "c" {
+        (
+            std::env::var("CC").unwrap_or_else(|_| "cc".into()),
+            "CFLAGS",
+        )
     } else {
-        std::env::var("CXX").unwrap_or_else(|_| "c++".into())
+        (
+            std::env::var("CXX").unwrap_or_else(|_| "c++".into()),
+            "CXXFLAGS",
+        )
     };
+    let env_flags = std::env::var(flags_var).unwrap_or_default();
     let fail = |message: String| Error::Compile {
         path: path.display().to_string(),
         message,
     };
-    let dir = std::env::temp_dir().join(format!(
-        "remjit-cc-{}-{}",
-        std::process::id(),
-        COMPILE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-    let obj = dir.join("out.o");
-    let result = std::process::Command::new(&compiler)
-        .args(["-c", "-fPIC", "-O2"])
-        .arg(path)
-        .arg("-o")
-        .arg(&obj)
-        .output();
-    let bytes = match result {
-        Err(e) => Err(fail(format!("cannot run {compiler}: {e}"))),
-        Ok(out) if !out.status.success() => Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
-        )),
-        Ok(_) => std::fs::read(&obj).map_err(|e| fail(e.to_string())),
+    let tmp = std::env::temp_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("remjit-cc-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&tmp)
+        .map_err(|e| {
+            fail(format!(
+                "cannot create a private directory in {}: {e}",
+                tmp.display()
+            ))
+        })?;
+    let obj = dir.path().join("out.o");
+    let bytes = {
+        let _cleanup = interrupt::CleanupOnSignal::new(dir.path(), &obj);
+        let result = std::process::Command::new(&compiler)
+            .args(["-c", "-fPIC", "-O2"])
+            .args(env_flags.split_whitespace())
+            .args(extra_flags)
+            .arg(path)
+            .arg("-o")
+            .arg(&obj)
+            .output();
+        match result {
+            Err(e) => Err(fail(format!("cannot run {compiler}: {e}"))),
+            Ok(out) if !out.status.success() => Err(fail(
+                String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+            )),
+            Ok(_) => {
+                std::fs::read(&obj).map_err(|e| fail(format!("cannot read {}: {e}", obj.display())))
+            }
+        }
     };
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir_name = dir.path().display().to_string();
+    dir.close()
+        .map_err(|e| fail(format!("cannot remove {dir_name}: {e}")))?;
     Ok(InputFile {
         name: Arc::from(path.display().to_string()),
         bytes: Arc::new(InputBytes::Owned(bytes?)),
     })
 }
 
-static COMPILE_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Removal of a compiler's scratch directory when SIGINT, SIGTERM or SIGHUP ends remjit while
+/// the compiler runs.
+mod interrupt {
+    use std::ffi::CString;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::Mutex;
+
+    struct Paths {
+        file: CString,
+        dir: CString,
+    }
+
+    /// The paths to remove, owned by the live guard (null when none).
+    static PENDING: AtomicPtr<Paths> = AtomicPtr::new(std::ptr::null_mut());
+    /// One guard at a time (compiles from several threads take turns).
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
+        // SAFETY: unlink, rmdir, signal and raise are async-signal-safe; `p` was leaked by the
+        // guard and is never freed once taken here.
+        unsafe {
+            if !p.is_null() {
+                libc::unlink((*p).file.as_ptr());
+                libc::rmdir((*p).dir.as_ptr());
+            }
+            // Die of the signal, as without the handler, once it returns.
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+
+    /// While alive, the signals above remove `file` and `dir` before ending remjit.
+    pub struct CleanupOnSignal {
+        old: Vec<(libc::c_int, libc::sigaction)>,
+        _turn: std::sync::MutexGuard<'static, ()>,
+    }
+
+    impl CleanupOnSignal {
+        pub fn new(dir: &Path, file: &Path) -> Self {
+            let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+            let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).ok();
+            if let (Some(file), Some(dir)) = (c(file), c(dir)) {
+                let paths = Box::into_raw(Box::new(Paths { file, dir }));
+                PENDING.store(paths, Ordering::SeqCst);
+            }
+            let mut old = Vec::new();
+            for sig in SIGNALS {
+                // SAFETY: installing a handler that only makes async-signal-safe calls; the
+                // previous action is saved and restored on drop.
+                unsafe {
+                    let mut prev: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, std::ptr::null(), &mut prev) != 0
+                        || prev.sa_sigaction == libc::SIG_IGN
+                    {
+                        continue;
+                    }
+                    let mut act: libc::sigaction = std::mem::zeroed();
+                    act.sa_sigaction = on_signal as *const () as usize;
+                    libc::sigemptyset(&mut act.sa_mask);
+                    if libc::sigaction(sig, &act, std::ptr::null_mut()) == 0 {
+                        old.push((sig, prev));
+                    }
+                }
+            }
+            CleanupOnSignal { old, _turn: turn }
+        }
+    }
+
+    impl Drop for CleanupOnSignal {
+        fn drop(&mut self) {
+            for (sig, prev) in &self.old {
+                // SAFETY: restoring the action saved above.
+                unsafe { libc::sigaction(*sig, prev, std::ptr::null_mut()) };
+            }
+            let p = PENDING.swap(std::ptr::null_mut(), Ordering::SeqCst);
+            if !p.is_null() {
+                // SAFETY: `p` came from Box::into_raw above and no handler took it.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

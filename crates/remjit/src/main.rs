@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use clap::Parser;
 
 use remjit::executor::Executor;
@@ -38,8 +38,9 @@ struct Cli {
     /// Link library NAME (libNAME.so before libNAME.a, as the system linker does).
     #[arg(short = 'l', value_name = "NAME")]
     libraries: Vec<String>,
-    /// Load a shared library into the executing process before linking.
-    #[arg(long, value_name = "PATH")]
+    /// Load a shared library into the executing process before linking: a path, or a name
+    /// such as libz.so.1 that the dynamic loader finds.
+    #[arg(long, value_name = "PATH|SONAME")]
     preload: Vec<PathBuf>,
     /// Define an absolute symbol: NAME=ADDR (decimal or 0x hex).
     #[arg(long, value_name = "NAME=ADDR")]
@@ -50,8 +51,9 @@ struct Cli {
     /// Address space per slab reservation, e.g. 1Gb, 512Mb, 64Kb (default 1Gb).
     #[arg(long, value_name = "SIZE")]
     slab_allocate: Option<String>,
-    /// Run the code in an executor process (default: remjit-executor beside remjit).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    /// Run the code in an executor process (the default; =PATH picks the executor binary,
+    /// else remjit-executor beside remjit, else remjit itself acts as the executor).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     oop_executor: Option<String>,
     /// Connect to an executor listening on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
@@ -62,6 +64,13 @@ struct Cli {
     /// Share code and data with the executor through shared memory (the default).
     #[arg(long)]
     use_shared_memory: bool,
+    /// Pass ARG to the compiler of .c/.cc sources (after $CFLAGS/$CXXFLAGS), e.g. -Xcc -DN=3.
+    #[arg(long = "Xcc", value_name = "ARG", allow_hyphen_values = true)]
+    compiler_flags: Vec<String>,
+    /// Everything after --args goes to the program as argv[1..].
+    #[arg(long = "args", value_name = "ARGS", num_args = 0.., allow_hyphen_values = true)]
+    #[allow(dead_code)] // For --help only: normalize_args takes --args and what follows first.
+    program_args_help: Vec<String>,
 }
 
 /// Long options llvm-jitlink also spells with one dash.
@@ -78,6 +87,7 @@ const LONG_OPTIONS: &[&str] = &[
     "oop-executor-connect",
     "no-shared-memory",
     "use-shared-memory",
+    "Xcc",
     "help",
     "version",
 ];
@@ -240,6 +250,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
             .collect::<anyhow::Result<_>>()?,
         run_initializers: !cli.noexec,
         library_dirs: cli.library_dirs.clone(),
+        compile_flags: cli.compiler_flags.clone(),
+        required_entry: (!cli.noexec).then(|| cli.entry.clone()),
     };
     let mode = start_executor(&cli)?;
     if let Mode::InProcess = mode {
@@ -294,9 +306,7 @@ fn link_and_run(
     argv.extend(program_args);
     session.set_program_args(&argv)?;
     for p in &cli.preload {
-        session
-            .load_library(p)
-            .with_context(|| format!("--preload {}", p.display()))?;
+        session.load_library(p)?;
     }
     for input in &cli.inputs {
         session.add_file(input)?;
@@ -312,7 +322,8 @@ fn link_and_run(
     let times = session.last_link_times();
     if cli.show_times {
         eprintln!(
-            "remjit: times: inputs {:.3} ms, read {:.3} ms, resolve {:.3} ms, layout {:.3} ms, \
+            "remjit: times: inputs {:.3} ms (start the executor, load libraries, read and \
+             compile the inputs), read {:.3} ms, resolve {:.3} ms, layout {:.3} ms, \
              fixup {:.3} ms, finalize {:.3} ms",
             t_read.as_secs_f64() * 1e3,
             times.read.as_secs_f64() * 1e3,
@@ -323,6 +334,9 @@ fn link_and_run(
         );
     }
     if cli.noexec {
+        if cli.show_times {
+            eprintln!("remjit: times: total {:.3} ms", ms(t_start));
+        }
         return Ok(0);
     }
     let entry = session
@@ -343,11 +357,17 @@ fn link_and_run(
     };
     if cli.show_times {
         eprintln!(
-            "remjit: times: run {:.3} ms",
-            t_run.elapsed().as_secs_f64() * 1e3
+            "remjit: times: run {:.3} ms, total {:.3} ms",
+            ms(t_run),
+            ms(t_start)
         );
     }
     Ok(status)
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 /// Runs `main` in this process. From here the program may end in `exit()`: the libc hook runs
@@ -366,7 +386,16 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
     Ok(executor.run_main(entry)?)
 }
 
+/// The executor's command line: remjit started as `remjit-executor` (which it does itself when
+/// no remjit-executor binary is installed beside it) is the executor.
+#[path = "../../remjit-executor/src/main.rs"]
+mod executor_main;
+
 fn main() {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some("remjit-executor".as_ref()) {
+        executor_main::main();
+    }
     let (ours, program) = normalize_args(std::env::args().collect());
     let cli = match Cli::try_parse_from(ours) {
         Ok(c) => c,

@@ -34,6 +34,10 @@ pub struct SessionOptions {
     pub run_initializers: bool,
     /// Extra library directories (`-L`).
     pub library_dirs: Vec<PathBuf>,
+    /// Flags for the compiler of C/C++ source inputs, after `$CFLAGS`/`$CXXFLAGS` (`-Xcc`).
+    pub compile_flags: Vec<String>,
+    /// A symbol each link must define, checked before any constructor runs (`--entry`).
+    pub required_entry: Option<String>,
 }
 
 impl Default for SessionOptions {
@@ -44,6 +48,8 @@ impl Default for SessionOptions {
             absolutes: Vec::new(),
             run_initializers: true,
             library_dirs: Vec::new(),
+            compile_flags: Vec::new(),
+            required_entry: None,
         }
     }
 }
@@ -136,10 +142,10 @@ impl Session {
             if !path.exists() {
                 return Err(Error::Io {
                     path: path.display().to_string(),
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                    error: std::io::Error::from_raw_os_error(libc::ENOENT),
                 });
             }
-            let f = input::compile_source(path, lang)?;
+            let f = input::compile_source(path, lang, &self.options.compile_flags)?;
             self.pending.push(LinkInput::Object(f));
             return Ok(());
         }
@@ -151,14 +157,12 @@ impl Session {
         match input::classify(&f.bytes) {
             InputKind::Object => self.pending.push(LinkInput::Object(f)),
             InputKind::Archive => self.pending_archives.push(LinkInput::Archive(f)),
-            InputKind::SharedLibrary => self.executor.load_library(path)?,
+            InputKind::SharedLibrary => self.dlopen(path)?,
+            InputKind::Lto => return Err(Error::Lto(f.name.to_string())),
             InputKind::LinkerScript if depth < 8 => {
                 let text = String::from_utf8_lossy(&f.bytes).into_owned();
                 for name in input::linker_script_inputs(&text) {
-                    let p = match name.strip_prefix("-l") {
-                        Some(lib) => self.search.find(lib)?,
-                        None => PathBuf::from(&name),
-                    };
+                    let p = self.search.find_script_input(&f.name, &name)?;
                     let g = input::map_file(&p)?;
                     self.add_input(g, &p, depth + 1)?;
                 }
@@ -184,15 +188,28 @@ impl Session {
         self.add_file(&p)
     }
 
-    /// Loads a shared library into the executing process (`--preload`).
+    /// Loads a shared library into the executing process (`--preload`): a path, or a bare
+    /// name such as `libz.so.1` that the dynamic loader searches for itself.
     pub fn load_library(&mut self, path: &Path) -> Result<()> {
-        if !path.exists() {
+        let bare_name = !path.as_os_str().as_encoded_bytes().contains(&b'/');
+        if !bare_name && !path.exists() {
             return Err(Error::Io {
                 path: path.display().to_string(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                error: std::io::Error::from_raw_os_error(libc::ENOENT),
             });
         }
-        self.executor.load_library(path)
+        self.dlopen(path)
+    }
+
+    /// Loads a shared library in the executor; the loader's message names the file once.
+    fn dlopen(&self, path: &Path) -> Result<()> {
+        self.executor.load_library(path).map_err(|e| match e {
+            Error::Dylib(m) => {
+                let p = path.display();
+                Error::Dylib(m.replacen(&format!("{p}: {p}: "), &format!("{p}: "), 1))
+            }
+            e => e,
+        })
     }
 
     /// Sets the `argc`/`argv` that constructors and `main` see (argv[0] first).
@@ -218,6 +235,7 @@ impl Session {
             executor: self.executor.as_ref(),
             slab: &self.slab,
             run_initializers: self.options.run_initializers,
+            required_entry: self.options.required_entry.as_deref(),
         };
         let m = link::link(&inputs, &mut self.comdats, &env)?;
         self.last_times = m.times;

@@ -81,6 +81,8 @@ pub struct LinkEnv<'a> {
     pub slab: &'a SlabAllocator,
     /// Run constructors when finalizing (not with `--noexec`).
     pub run_initializers: bool,
+    /// A symbol the link (or an earlier one) must define, checked before anything runs.
+    pub required_entry: Option<&'a str>,
 }
 
 /// Time spent in each stage of a link.
@@ -275,6 +277,12 @@ pub fn link(
     };
     res.load_archive_members(&mut comdats, &provided)?;
     res.check_duplicates()?;
+    if let Some(entry) = env.required_entry {
+        let e = entry.as_bytes();
+        if !res.globals.contains_key(e) && !env.session.contains_key(e) {
+            return Err(Error::EntryNotDefined(entry.to_string()));
+        }
+    }
     let mut name_class: HashMap<&[u8], Class<'_>> = HashMap::new();
     let mut to_look_up: Vec<&[u8]> = Vec::new();
     for (name, _) in &res.references {

@@ -109,6 +109,11 @@ impl AlignedArena {
         if (data.as_ptr() as usize).is_multiple_of(8) {
             return data;
         }
+        self.keep(data)
+    }
+
+    /// An aligned copy of `data` (e.g. read from a file) that lives as long as the arena.
+    pub fn keep<'a>(&'a self, data: &[u8]) -> &'a [u8] {
         let mut words = vec![0u64; data.len().div_ceil(8)].into_boxed_slice();
         let ptr = words.as_mut_ptr() as *mut u8;
         // SAFETY: `words` holds at least `data.len()` bytes; the box's heap block never moves
@@ -119,6 +124,22 @@ impl AlignedArena {
             std::slice::from_raw_parts(ptr, data.len())
         }
     }
+}
+
+/// The contents of a member of a thin archive: the file it names, relative to the archive's
+/// directory.
+fn thin_member(archive: &str, member: &[u8]) -> Result<Vec<u8>> {
+    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(member);
+    let dir = std::path::Path::new(archive)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|e| {
+        Error::malformed(
+            archive,
+            format!("thin archive member {}: {e}", path.display()),
+        )
+    })
 }
 
 /// The resolve stage's result and working state.
@@ -279,9 +300,6 @@ impl<'d> Resolution<'d> {
     pub fn add_archive(&mut self, name: &str, data: &'d [u8]) -> Result<()> {
         let archive = object::read::archive::ArchiveFile::parse(data)
             .map_err(|e| Error::malformed(name, format!("bad archive: {e}")))?;
-        if archive.is_thin() {
-            return Err(Error::malformed(name, "thin archives are not supported"));
-        }
         let mut defines = HashMap::new();
         match archive
             .symbols()
@@ -303,10 +321,9 @@ impl<'d> Resolution<'d> {
                 for member in archive.members() {
                     let member =
                         member.map_err(|e| Error::malformed(name, format!("bad archive: {e}")))?;
-                    let Ok(mdata) = member.data(data) else {
+                    let Ok(mdata) = self.member_bytes(name, data, &member) else {
                         continue;
                     };
-                    let mdata = self.arena.aligned(mdata);
                     let Ok(obj) = ObjectFile::parse(String::new(), mdata) else {
                         continue;
                     };
@@ -331,6 +348,23 @@ impl<'d> Resolution<'d> {
             loaded: HashSet::new(),
         });
         Ok(())
+    }
+
+    /// A member's bytes, 8-byte aligned: in the archive, or for a thin archive in the file it
+    /// names.
+    fn member_bytes(
+        &self,
+        archive: &str,
+        data: &'d [u8],
+        member: &object::read::archive::ArchiveMember<'d>,
+    ) -> Result<&'d [u8]> {
+        if member.is_thin() {
+            return Ok(self.arena.keep(&thin_member(archive, member.name())?));
+        }
+        let bytes = member
+            .data(data)
+            .map_err(|e| Error::malformed(archive, format!("bad archive member: {e}")))?;
+        Ok(self.arena.aligned(bytes))
     }
 
     /// Loads archive members for strongly referenced names until nothing changes. `provided`
@@ -372,12 +406,14 @@ impl<'d> Resolution<'d> {
                     let member = archive
                         .member(object::read::archive::ArchiveOffset(off))
                         .map_err(bad)?;
-                    (member.name(), member.data(adata).map_err(bad)?)
+                    (member.name(), self.member_bytes(&aname, adata, &member)?)
                 }
             };
-            let mname = String::from_utf8_lossy(mname);
-            let mdata = self.arena.aligned(mdata);
-            let file = ObjectFile::parse(format!("{aname}({mname})"), mdata)?;
+            let mname = format!("{aname}({})", String::from_utf8_lossy(mname));
+            if crate::input::is_slim_lto(mdata) {
+                return Err(Error::Lto(mname));
+            }
+            let file = ObjectFile::parse(mname, mdata)?;
             self.add_object(file, kept_comdats)?;
             // A reference that this member satisfied but that came earlier in the list needs
             // no revisit: definitions are looked up when the list is consumed.

@@ -55,7 +55,8 @@ pub struct Spawned {
     pub report: Option<std::fs::File>,
 }
 
-/// The `remjit-executor` installed beside the running `remjit`.
+/// The `remjit-executor` installed beside the running `remjit`, else `remjit` itself, which
+/// acts as the executor when started under that name (`cargo install` installs only `remjit`).
 pub fn default_executor_path() -> Result<PathBuf> {
     let me = std::env::current_exe()
         .map_err(|e| Error::Executor(format!("cannot find remjit's own path: {e}")))?;
@@ -68,11 +69,13 @@ pub fn default_executor_path() -> Result<PathBuf> {
             return Ok(cand);
         }
     }
-    Err(Error::Executor(format!(
-        "remjit-executor not found beside {} (build it with `cargo build --release`, or pass \
-         --oop-executor=PATH)",
-        me.display()
-    )))
+    Ok(me)
+}
+
+/// Whether `path` is the running program (started as an executor, it needs that name).
+fn is_self(path: &Path) -> bool {
+    let me = std::env::current_exe().and_then(std::fs::canonicalize);
+    matches!((me, std::fs::canonicalize(path)), (Ok(a), Ok(b)) if a == b)
 }
 
 fn clear_cloexec(fd: i32) -> std::io::Result<()> {
@@ -111,6 +114,9 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
     let fd_out = child_fds.last().map(|f| f.as_raw_fd()).unwrap_or(fd_in);
     let report_fd = report_w.as_raw_fd();
     let mut cmd = Command::new(path);
+    if is_self(path) {
+        cmd.arg0("remjit-executor");
+    }
     cmd.arg(format!("filedescs={fd_in},{fd_out}"))
         .env("REMJIT_REPORT_FD", report_fd.to_string())
         .stdin(Stdio::inherit())
