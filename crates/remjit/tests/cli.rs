@@ -100,15 +100,22 @@ fn ar(dir: &Path, args: &[&str]) {
     assert!(st.success(), "ar {args:?}");
 }
 
+/// `dir/sub/NAME`: an archive made by `ar MODE` of a copy of `mul.o` in `dir/sub`.
+fn mul_archive(dir: &Path, mul: &Path, sub: &str, mode: &str, name: &str) -> PathBuf {
+    let sub = dir.join(sub);
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(mul, sub.join("mul.o")).unwrap();
+    let _ = std::fs::remove_file(sub.join(name));
+    ar(&sub, &[mode, name, "mul.o"]);
+    sub.join(name)
+}
+
 #[test]
 fn linker_script_names_are_searched_in_l_dirs() {
     let dir = work_dir("cli-script");
     let (mul, main) = mul_objects(&dir);
+    mul_archive(&dir, &mul, "libs", "rcs", "libmul.a");
     let libs = dir.join("libs");
-    std::fs::create_dir_all(&libs).unwrap();
-    std::fs::copy(&mul, libs.join("mul.o")).unwrap();
-    let _ = std::fs::remove_file(libs.join("libmul.a"));
-    ar(&libs, &["rcs", "libmul.a", "mul.o"]);
     write(
         &libs,
         "libscript.so",
@@ -137,17 +144,11 @@ fn linker_script_names_are_searched_in_l_dirs() {
 fn thin_archive_members_come_from_their_files() {
     let dir = work_dir("cli-thin");
     let (mul, main) = mul_objects(&dir);
-    let sub = dir.join("thin");
-    std::fs::create_dir_all(&sub).unwrap();
-    std::fs::copy(&mul, sub.join("mul.o")).unwrap();
-    let _ = std::fs::remove_file(sub.join("libthin.a"));
-    ar(&sub, &["rcT", "libthin.a", "mul.o"]);
-    assert!(std::fs::read(sub.join("libthin.a"))
-        .unwrap()
-        .starts_with(b"!<thin>\n"));
+    let thin = mul_archive(&dir, &mul, "thin", "rcT", "libthin.a");
+    assert!(std::fs::read(&thin).unwrap().starts_with(b"!<thin>\n"));
     for mode in MODES {
         // Run elsewhere: members are found relative to the archive, not the current directory.
-        let out = jit(mode, &[main.clone(), sub.join("libthin.a")], &[], &[]);
+        let out = jit(mode, &[main.clone(), thin.clone()], &[], &[]);
         assert_same(&format!("thin {mode:?}"), &out, &(b"42\n".to_vec(), 0));
     }
 }
