@@ -395,9 +395,14 @@ pub fn compile_source(path: &Path, lang: &str, extra_flags: &[String]) -> Result
             .output();
         match result {
             Err(e) => Err(fail(format!("cannot run {compiler}: {e}"))),
-            Ok(out) if !out.status.success() => Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
-            )),
+            Ok(out) if !out.status.success() => {
+                let said = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+                Err(fail(if said.is_empty() {
+                    format!("{compiler} {} (writing {})", out.status, obj.display())
+                } else {
+                    said
+                }))
+            }
             Ok(_) => {
                 std::fs::read(&obj).map_err(|e| fail(format!("cannot read {}: {e}", obj.display())))
             }
