@@ -151,6 +151,23 @@ fn thin_archive_members_come_from_their_files() {
         let out = jit(mode, &[main.clone(), thin.clone()], &[], &[]);
         assert_same(&format!("thin {mode:?}"), &out, &(b"42\n".to_vec(), 0));
     }
+    // A member that became a device is refused, not read forever.
+    let _ = std::fs::remove_dir_all(dir.join("evil"));
+    let evil = mul_archive(&dir, &dir.join("mul.o"), "evil", "rcT", "libthin.a");
+    let member = dir.join("evil/mul.o");
+    std::fs::remove_file(&member).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &member).unwrap();
+    let out = jit(&["--in-process"], &[main.clone(), evil.clone()], &[], &[]);
+    assert_fails(
+        "thin member /dev/zero",
+        &out,
+        &format!(
+            "remjit: error: {}: malformed ELF object: thin archive member {}: not a regular \
+             file\n",
+            evil.display(),
+            member.display()
+        ),
+    );
 }
 
 #[test]
