@@ -27,7 +27,9 @@ fn start() -> (std::process::Child, UnixStream, SetupMessage) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let fd = theirs.as_raw_fd();
     let mut cmd = executor();
-    cmd.arg(format!("filedescs={fd},{fd}"));
+    // Its complaints are checked by the tests, not printed among their results.
+    cmd.arg(format!("filedescs={fd},{fd}"))
+        .stderr(std::process::Stdio::piped());
     // SAFETY: clears close-on-exec on the inherited socket between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -123,6 +125,18 @@ fn survives_bad_calls_and_refuses_foreign_memory() {
     assert_eq!(status.code(), Some(1));
     let mut rest = Vec::new();
     let _ = r.read_to_end(&mut rest);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        stderr,
+        "remjit-executor: protocol violation: bad frame: message size 3 is below the 32-byte \
+         header\n"
+    );
 }
 
 #[test]

@@ -395,9 +395,14 @@ pub fn compile_source(path: &Path, lang: &str, extra_flags: &[String]) -> Result
             .output();
         match result {
             Err(e) => Err(fail(format!("cannot run {compiler}: {e}"))),
-            Ok(out) if !out.status.success() => Err(fail(
-                String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
-            )),
+            Ok(out) if !out.status.success() => {
+                let said = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+                Err(fail(if said.is_empty() {
+                    format!("{compiler} {} (writing {})", out.status, obj.display())
+                } else {
+                    said
+                }))
+            }
             Ok(_) => {
                 std::fs::read(&obj).map_err(|e| fail(format!("cannot read {}: {e}", obj.display())))
             }
@@ -512,6 +517,41 @@ mod tests {
                 "/lib/x86_64-linux-gnu/libm.so.6",
                 "/lib/x86_64-linux-gnu/libmvec.so.1"
             ]
+        );
+    }
+
+    #[test]
+    fn libraries_with_an_interpreter_are_libraries_and_pies_are_not() {
+        let libc = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        assert!(has_interpreter(&libc), "libc.so.6 runs as a program too");
+        assert_eq!(classify(&libc), InputKind::SharedLibrary);
+        let pie = std::fs::read("/usr/bin/ls").unwrap();
+        assert_eq!(pie.get(16..18), Some(&[3u8, 0][..]), "Debian builds PIEs");
+        assert_eq!(classify(&pie), InputKind::Object);
+    }
+
+    #[test]
+    fn script_names_are_found_as_ld_finds_them() {
+        let search = LibrarySearch::default();
+        let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+        assert_eq!(
+            search.find_script_input("s", libc).unwrap(),
+            Path::new(libc)
+        );
+        let in_sysroot = search.find_script_input("s", &format!("={libc}")).unwrap();
+        assert_eq!(in_sysroot, Path::new(libc));
+        let by_search = search.find_script_input("s", "libc.so.6").unwrap();
+        assert!(
+            by_search.ends_with("x86_64-linux-gnu/libc.so.6"),
+            "{by_search:?}"
+        );
+        assert!(search.find_script_input("s", "-lm").is_ok());
+        let e = search
+            .find_script_input("s", "/nowhere/libx.a")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "s: linker script input `/nowhere/libx.a` not found (no such file)"
         );
     }
 

@@ -134,12 +134,22 @@ fn thin_member(archive: &str, member: &[u8]) -> Result<Vec<u8>> {
         .parent()
         .unwrap_or(std::path::Path::new(""));
     let path = dir.join(name);
-    std::fs::read(&path).map_err(|e| {
+    let bad = |what: String| {
         Error::malformed(
             archive,
-            format!("thin archive member {}: {e}", path.display()),
+            format!("thin archive member {}: {what}", path.display()),
         )
-    })
+    };
+    // Only a regular file: a device such as /dev/zero would never end.
+    let file = std::fs::File::open(&path).map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, meta.len()), &mut bytes)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// The resolve stage's result and working state.

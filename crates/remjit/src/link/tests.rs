@@ -1,16 +1,31 @@
 //! Link real gcc output in process and check the relocated instruction bytes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
 
 use crate::{Error, Session, SessionOptions};
 
-fn compile(name: &str, src: &str, flags: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("remjit-link-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let c = dir.join(format!("{name}.c"));
-    let o = dir.join(format!("{name}.o"));
+/// A compiled object in its own temporary directory, removed when dropped.
+struct Compiled {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Compiled {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn compile(name: &str, src: &str, flags: &[&str]) -> Compiled {
+    let dir = tempfile::Builder::new()
+        .prefix("remjit-link-tests-")
+        .tempdir()
+        .unwrap();
+    let c = dir.path().join(format!("{name}.c"));
+    let o = dir.path().join(format!("{name}.o"));
     std::fs::write(&c, src).unwrap();
     let st = std::process::Command::new("gcc")
         .args(flags)
@@ -21,7 +36,7 @@ fn compile(name: &str, src: &str, flags: &[&str]) -> PathBuf {
         .status()
         .expect("gcc runs");
     assert!(st.success());
-    o
+    Compiled { _dir: dir, path: o }
 }
 
 fn first_instructions(addr: u64, n: usize) -> Vec<Instruction> {

@@ -1,0 +1,472 @@
+//! Libraries found as the system linker finds them, and the command line: each case is run
+//! through the `remjit` binary and compared with the native program or an exact message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+/// In process, out of process copying, out of process with shared memory (the default).
+const MODES: &[&[&str]] = &[&["--in-process"], &["--no-shared-memory"], &[]];
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// remjit with `args`, run in `cwd`, with `env` added.
+fn remjit_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(remjit());
+    cmd.current_dir(cwd).args(args).envs(env.iter().copied());
+    run_with_timeout(&mut cmd, Duration::from_secs(120))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a failure with exactly `message` on stderr and nothing on stdout.
+fn assert_fails(what: &str, out: &Output, message: &str) {
+    assert_eq!(stderr(out), message, "{what}");
+    assert_eq!(out.stdout, b"", "{what}: nothing runs");
+    assert_eq!(out.status.code(), Some(1), "{what}");
+}
+
+fn hello(dir: &Path) -> PathBuf {
+    compile(dir, &program("hello.c"), "hello.o", &["-O2"])
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn libc_by_name_is_a_shared_library() {
+    let dir = work_dir("cli-libc");
+    let o = hello(&dir);
+    let expect = native(&dir, "hello", std::slice::from_ref(&o), &["-lc"], &[]);
+    for mode in MODES {
+        let out = jit(mode, std::slice::from_ref(&o), &["-lc"], &[]);
+        assert_same(&format!("-lc {mode:?}"), &out, &expect);
+    }
+}
+
+#[test]
+fn libgcc_s_through_its_linker_script() {
+    let dir = work_dir("cli-gcc-s");
+    let src = write(
+        &dir,
+        "unwind.c",
+        "#include <stdio.h>\n#include <unwind.h>\n\
+         static _Unwind_Reason_Code count(struct _Unwind_Context *c, void *n) {\n\
+           (void)c; ++*(int *)n; return _URC_NO_REASON; }\n\
+         int main(void) { int n = 0; _Unwind_Backtrace(count, &n);\n\
+           printf(\"unwound: %s\\n\", n > 0 ? \"yes\" : \"no\"); return 0; }\n",
+    );
+    let o = compile(&dir, &src, "unwind.o", &["-O2"]);
+    let expect = native(&dir, "unwind", std::slice::from_ref(&o), &["-lgcc_s"], &[]);
+    assert_eq!(expect.0, b"unwound: yes\n");
+    for mode in MODES {
+        let out = jit(mode, std::slice::from_ref(&o), &["-lgcc_s"], &[]);
+        assert_same(&format!("-lgcc_s {mode:?}"), &out, &expect);
+    }
+}
+
+/// `mul.o` (6 * 7) and a main that prints `mul(6, 7)`.
+fn mul_objects(dir: &Path) -> (PathBuf, PathBuf) {
+    let mul = write(dir, "mul.c", "int mul(int a, int b) { return a * b; }\n");
+    let main = write(
+        dir,
+        "usemul.c",
+        "#include <stdio.h>\nint mul(int, int);\n\
+         int main(void) { printf(\"%d\\n\", mul(6, 7)); return 0; }\n",
+    );
+    (
+        compile(dir, &mul, "mul.o", &["-O2"]),
+        compile(dir, &main, "usemul.o", &["-O2"]),
+    )
+}
+
+fn ar(dir: &Path, args: &[&str]) {
+    let st = Command::new("ar")
+        .current_dir(dir)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ar {args:?}");
+}
+
+/// `dir/sub/NAME`: an archive made by `ar MODE` of a copy of `mul.o` in `dir/sub`.
+fn mul_archive(dir: &Path, mul: &Path, sub: &str, mode: &str, name: &str) -> PathBuf {
+    let sub = dir.join(sub);
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(mul, sub.join("mul.o")).unwrap();
+    let _ = std::fs::remove_file(sub.join(name));
+    ar(&sub, &[mode, name, "mul.o"]);
+    sub.join(name)
+}
+
+#[test]
+fn linker_script_names_are_searched_in_l_dirs() {
+    let dir = work_dir("cli-script");
+    let (mul, main) = mul_objects(&dir);
+    mul_archive(&dir, &mul, "libs", "rcs", "libmul.a");
+    let libs = dir.join("libs");
+    write(
+        &libs,
+        "libscript.so",
+        "/* GNU ld script */\nGROUP ( libmul.a )\n",
+    );
+    for mode in MODES {
+        let mut args = mode.to_vec();
+        args.extend(["-L", "libs", "-lscript", path_str(&main)]);
+        let out = remjit_in(&dir, &args, &[]);
+        assert_same(&format!("script {mode:?}"), &out, &(b"42\n".to_vec(), 0));
+    }
+    // A name that is nowhere says where remjit looked.
+    write(&libs, "libbroken.so", "GROUP ( libnowhere.a )\n");
+    let out = remjit_in(&dir, &["-L", "libs", "-lbroken", path_str(&main)], &[]);
+    let e = stderr(&out);
+    assert!(
+        e.starts_with(
+            "remjit: error: libs/libbroken.so: linker script input `libnowhere.a` not found \
+             (searched the current directory and libs /usr/local/lib/x86_64-linux-gnu "
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn thin_archive_members_come_from_their_files() {
+    let dir = work_dir("cli-thin");
+    let (mul, main) = mul_objects(&dir);
+    let thin = mul_archive(&dir, &mul, "thin", "rcT", "libthin.a");
+    assert!(std::fs::read(&thin).unwrap().starts_with(b"!<thin>\n"));
+    for mode in MODES {
+        // Run elsewhere: members are found relative to the archive, not the current directory.
+        let out = jit(mode, &[main.clone(), thin.clone()], &[], &[]);
+        assert_same(&format!("thin {mode:?}"), &out, &(b"42\n".to_vec(), 0));
+    }
+    // A member that became a device is refused, not read forever.
+    let _ = std::fs::remove_dir_all(dir.join("evil"));
+    let evil = mul_archive(&dir, &dir.join("mul.o"), "evil", "rcT", "libthin.a");
+    let member = dir.join("evil/mul.o");
+    std::fs::remove_file(&member).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &member).unwrap();
+    let out = jit(&["--in-process"], &[main.clone(), evil.clone()], &[], &[]);
+    assert_fails(
+        "thin member /dev/zero",
+        &out,
+        &format!(
+            "remjit: error: {}: malformed ELF object: thin archive member {}: not a regular \
+             file\n",
+            evil.display(),
+            member.display()
+        ),
+    );
+}
+
+#[test]
+fn preload_by_soname() {
+    let dir = work_dir("cli-preload");
+    let src = write(
+        &dir,
+        "zver.c",
+        "#include <stdio.h>\nconst char *zlibVersion(void);\n\
+         int main(void) { printf(\"zlib %s\\n\", zlibVersion()); return 0; }\n",
+    );
+    let o = compile(&dir, &src, "zver.o", &["-O2"]);
+    let expect = native(&dir, "zver", std::slice::from_ref(&o), &["-lz"], &[]);
+    for mode in MODES {
+        let out = jit(
+            mode,
+            std::slice::from_ref(&o),
+            &["--preload", "libz.so.1"],
+            &[],
+        );
+        assert_same(&format!("--preload libz.so.1 {mode:?}"), &out, &expect);
+        let out = jit(
+            mode,
+            std::slice::from_ref(&o),
+            &["--preload", "libnowhere.so.7"],
+            &[],
+        );
+        assert_fails(
+            "unknown soname",
+            &out,
+            "remjit: error: cannot load libnowhere.so.7: cannot open shared object file: No \
+             such file or directory\n",
+        );
+    }
+}
+
+#[test]
+fn lto_objects_are_named_with_the_fix() {
+    let dir = work_dir("cli-lto");
+    let (_, main) = mul_objects(&dir);
+    let lto = compile(&dir, &dir.join("mul.c"), "mul-lto.o", &["-O2", "-flto"]);
+    let out = jit(&[], &[main.clone(), lto.clone()], &[], &[]);
+    assert_fails(
+        "lto object",
+        &out,
+        &format!(
+            "remjit: error: {}: compiled with -flto (no machine code): rebuild without -flto\n",
+            lto.display()
+        ),
+    );
+    let _ = std::fs::remove_file(dir.join("liblto.a"));
+    ar(&dir, &["rcs", "liblto.a", "mul-lto.o"]);
+    let out = jit(&["--in-process"], &[main, dir.join("liblto.a")], &[], &[]);
+    assert_fails(
+        "lto archive member",
+        &out,
+        &format!(
+            "remjit: error: {}(mul-lto.o): compiled with -flto (no machine code): rebuild \
+             without -flto\n",
+            dir.join("liblto.a").display()
+        ),
+    );
+}
+
+#[test]
+fn undefined_cxx_symbols_are_demangled_with_a_hint() {
+    let dir = work_dir("cli-demangle");
+    let src = write(
+        &dir,
+        "cxx.cc",
+        "namespace std { void remjit_not_in_the_runtime(); }\n\
+         namespace mine { int helper(int); }\n\
+         int main() { std::remjit_not_in_the_runtime(); return mine::helper(1); }\n",
+    );
+    let o = compile(&dir, &src, "cxx.o", &["-O2"]);
+    let out = jit(&["--in-process"], std::slice::from_ref(&o), &[], &[]);
+    let d = o.display();
+    assert_fails(
+        "c++ undefined",
+        &out,
+        &format!(
+            "remjit: error: 2 undefined symbol(s):\n  \
+             _ZSt25remjit_not_in_the_runtimev [std::remjit_not_in_the_runtime()] (referenced \
+             by {d})\n  \
+             _ZN4mine6helperEi [mine::helper(int)] (referenced by {d})\n\
+             hint: symbols of the C++ runtime (libstdc++) are missing: add `-l stdc++`\n"
+        ),
+    );
+}
+
+#[test]
+fn bare_oop_executor_leaves_the_input_alone() {
+    let dir = work_dir("cli-oop");
+    let o = hello(&dir);
+    let expect = native(&dir, "hello", std::slice::from_ref(&o), &[], &[]);
+    let out = jit(&["--oop-executor"], std::slice::from_ref(&o), &[], &[]);
+    assert_same("--oop-executor hello.o", &out, &expect);
+    let exe = remjit().with_file_name("remjit-executor");
+    let flag = format!("--oop-executor={}", exe.display());
+    let out = jit(&[&flag], std::slice::from_ref(&o), &[], &[]);
+    assert_same("--oop-executor=PATH hello.o", &out, &expect);
+}
+
+#[test]
+fn entry_is_checked_before_constructors_run() {
+    let dir = work_dir("cli-entry");
+    let src = write(
+        &dir,
+        "ctor.c",
+        "#include <stdio.h>\n\
+         __attribute__((constructor)) static void init(void) { puts(\"constructor ran\"); }\n\
+         int main(void) { return 3; }\n",
+    );
+    let o = compile(&dir, &src, "ctor.o", &["-O2"]);
+    for mode in MODES {
+        let out = jit(mode, std::slice::from_ref(&o), &["--entry=nosuch"], &[]);
+        assert_fails(
+            &format!("--entry=nosuch {mode:?}"),
+            &out,
+            "remjit: error: entry point `nosuch` is not defined by the inputs\n",
+        );
+    }
+}
+
+#[test]
+fn help_lists_args_and_xcc() {
+    let out = remjit_in(Path::new("."), &["--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--args [<ARGS>...]"), "{help}");
+    assert!(
+        help.contains("Everything after --args goes to the program as argv[1..]"),
+        "{help}"
+    );
+    assert!(help.contains("--Xcc <ARG>"), "{help}");
+}
+
+#[test]
+fn show_times_explains_inputs_and_gives_a_total() {
+    let dir = work_dir("cli-times");
+    let o = hello(&dir);
+    for extra in [&[][..], &["--noexec"][..]] {
+        let out = jit(&["--show-times"], std::slice::from_ref(&o), extra, &[]);
+        assert_eq!(out.status.code(), Some(0));
+        let e = stderr(&out);
+        let lines: Vec<&str> = e.lines().collect();
+        assert!(
+            lines[0].starts_with("remjit: times: inputs ")
+                && lines[0].contains(
+                    " ms (start the executor, load libraries, read and compile the inputs), \
+                     read "
+                ),
+            "{e}"
+        );
+        let last = lines.last().unwrap();
+        let total = if extra.is_empty() {
+            last.strip_prefix("remjit: times: run ")
+                .and_then(|l| l.split_once(" ms, total "))
+                .map(|(_, t)| t)
+        } else {
+            last.strip_prefix("remjit: times: total ")
+        };
+        assert!(
+            total.is_some_and(|t| t.ends_with(" ms") && t.len() > 3),
+            "{e}"
+        );
+        assert_eq!(lines.len(), 2, "{e}");
+    }
+}
+
+#[test]
+fn missing_files_say_the_cause_once() {
+    let dir = work_dir("cli-missing");
+    let o = hello(&dir);
+    for mode in [&["--in-process"][..], &[][..]] {
+        for missing in ["/nonexistent/x.o", "/nonexistent/x.c"] {
+            let out = jit(mode, &[PathBuf::from(missing)], &[], &[]);
+            assert_fails(
+                missing,
+                &out,
+                &format!("remjit: error: {missing}: No such file or directory (os error 2)\n"),
+            );
+        }
+        let out = jit(
+            mode,
+            std::slice::from_ref(&o),
+            &["--preload", "/nonexistent/x.so"],
+            &[],
+        );
+        assert_fails(
+            "--preload",
+            &out,
+            "remjit: error: /nonexistent/x.so: No such file or directory (os error 2)\n",
+        );
+    }
+}
+
+#[test]
+fn cflags_and_xcc_reach_the_compiler() {
+    let dir = work_dir("cli-cflags");
+    let inc = dir.join("inc");
+    std::fs::create_dir_all(&inc).unwrap();
+    write(&inc, "extra.h", "#define M 5\n");
+    let src = write(
+        &dir,
+        "defs.c",
+        "#include <stdio.h>\n#include \"extra.h\"\n\
+         int main(void) { printf(\"N=%d M=%d\\n\", N, M); return 0; }\n",
+    );
+    let cxx = write(
+        &dir,
+        "defs.cc",
+        "#include <cstdio>\nint main() { std::printf(\"K=%d\\n\", K); return 0; }\n",
+    );
+    let s = path_str(&src);
+    let out = remjit_in(&dir, &[s], &[("CFLAGS", "-DN=3 -Iinc")]);
+    assert_same("CFLAGS", &out, &(b"N=3 M=5\n".to_vec(), 0));
+    let out = remjit_in(&dir, &["-Xcc", "-DN=4", "-Xcc", "-Iinc", s], &[]);
+    assert_same("-Xcc", &out, &(b"N=4 M=5\n".to_vec(), 0));
+    let out = remjit_in(&dir, &[path_str(&cxx)], &[("CXXFLAGS", "-DK=9")]);
+    assert_same("CXXFLAGS", &out, &(b"K=9\n".to_vec(), 0));
+}
+
+#[test]
+fn compile_dir_is_fresh_private_and_removed() {
+    let dir = work_dir("cli-ccdir");
+    let tmp = tempfile::tempdir().unwrap();
+    let src = program("hello.c");
+    // A compiler that reports the directory it writes to, its mode and how many files it
+    // holds, before compiling.
+    let report_file = dir.join("spy-report");
+    let cc = write(
+        &dir,
+        "spycc",
+        "#!/bin/sh\nfor a; do last=$a; done\nd=$(dirname \"$last\")\n\
+         echo \"$d $(stat -c %a \"$d\") $(ls -A \"$d\" | wc -l)\" > \"$SPY_REPORT\"\nexec gcc \"$@\"\n",
+    );
+    let st = Command::new("chmod").arg("+x").arg(&cc).status().unwrap();
+    assert!(st.success());
+    // The attacker's guess (the old name scheme): remjit runs under the shell's pid.
+    let script = format!(
+        "mkdir \"$TMPDIR/remjit-cc-$$-0\" && echo planted > \"$TMPDIR/remjit-cc-$$-0/marker\" \
+         && exec '{}' '{}'",
+        remjit().display(),
+        src.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script])
+        .env("TMPDIR", tmp.path())
+        .env("CC", &cc)
+        .env("SPY_REPORT", &report_file);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the JIT, argc=1\n"
+    );
+    let report = std::fs::read_to_string(&report_file).unwrap();
+    let (used, rest) = report.trim_end().split_once(' ').unwrap();
+    assert_eq!(rest, "700 0", "private and empty: {report}");
+    let used = Path::new(used);
+    assert_eq!(used.parent(), Some(tmp.path()));
+    let name = used.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("remjit-cc-"), "{name}");
+    assert!(
+        !name["remjit-cc-".len()..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '-'),
+        "unpredictable: {name}"
+    );
+    // Only the planted directory is left, untouched.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let planted = tmp.path().join(&left[0]);
+    let contents: Vec<_> = std::fs::read_dir(&planted)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(contents, vec![std::ffi::OsString::from("marker")]);
+}
+
+#[test]
+fn remjit_alone_is_its_own_executor() {
+    // What `cargo install --path crates/remjit` gives: remjit without remjit-executor.
+    let dir = work_dir("cli-alone");
+    let o = hello(&dir);
+    let expect = native(&dir, "hello", std::slice::from_ref(&o), &[], &[]);
+    let bin = tempfile::tempdir().unwrap();
+    let alone = bin.path().join("remjit");
+    std::fs::copy(remjit(), &alone).unwrap();
+    for mode in [&["--no-shared-memory"][..], &[][..]] {
+        let mut cmd = Command::new(&alone);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .args(mode)
+            .arg(&o);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        assert_same(&format!("alone {mode:?}"), &out, &expect);
+    }
+}
