@@ -63,6 +63,15 @@ impl FreeList {
     }
 }
 
+/// What happened when a low wish for `need` bytes ended at `at`, above 2 GiB.
+fn high_note(at: u64, need: u64) -> String {
+    format!(
+        "JIT'd memory lies at {at:#x}, above 2 GiB: the process that runs the code has no free \
+         range of {} KiB below 2 GiB",
+        need.div_ceil(1024)
+    )
+}
+
 /// An allocation being linked: its range and the controller's working memory for it.
 #[derive(Debug)]
 pub struct InFlightAlloc {
@@ -86,7 +95,15 @@ pub struct FinalizedAlloc {
 struct SlabState {
     reservations: Vec<(u64, u64)>,
     free: FreeList,
+    /// Why a low wish ended above 2 GiB, if it did.
+    high: Option<String>,
 }
+
+/// Below this, 32-bit references reach (absolute addresses, and the host's data copies).
+const TWO_GIB: u64 = 1 << 31;
+
+/// The least a low slab shrinks to before one above 2 GiB is taken instead.
+const MIN_LOW_SLAB: u64 = 2 << 20;
 
 /// The slab allocator over any [`MemoryMapper`].
 pub struct SlabAllocator {
@@ -107,6 +124,7 @@ impl SlabAllocator {
             state: Mutex::new(SlabState {
                 reservations: Vec::new(),
                 free: FreeList::new(),
+                high: None,
             }),
         }
     }
@@ -122,6 +140,12 @@ impl SlabAllocator {
             .lock()
             .map(|s| s.reservations.clone())
             .unwrap_or_default()
+    }
+
+    /// Why JIT'd memory lies above 2 GiB although it was wanted below (`None` if it does not):
+    /// 32-bit references to it and from it to the host's data copies may then fail.
+    pub fn high_placement(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.high.clone())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, SlabState>> {
@@ -144,7 +168,12 @@ impl SlabAllocator {
                     return Err(e);
                 }
             };
-            self.lock()?.reservations.push((base, size));
+            let mut st = self.lock()?;
+            if self.low && base.saturating_add(size) > TWO_GIB {
+                st.high = Some(high_note(base, size));
+            }
+            st.reservations.push((base, size));
+            drop(st);
             return Ok(InFlightAlloc {
                 base,
                 size,
@@ -156,19 +185,14 @@ impl SlabAllocator {
             match st.free.take(size, page) {
                 Some(b) => b,
                 None => {
-                    let mut want = size.max(self.slab_size).div_ceil(page) * page;
+                    let want = size.max(self.slab_size).div_ceil(page) * page;
                     let near = st.reservations.first().map(|r| r.0);
-                    let mut at = self.mapper.reserve(want, near, self.low)?;
-                    // Low address space can be fragmented (a non-PIE host's heap may start
-                    // anywhere in the first GiB): settle for a smaller low slab before a high one.
-                    while self.low
-                        && near.is_none()
-                        && at + want > 1 << 31
-                        && want / 2 >= size.max(64 << 20)
-                    {
-                        self.mapper.release(&[(at, want)])?;
-                        want = (want / 2).div_ceil(page) * page;
-                        at = self.mapper.reserve(want, near, self.low)?;
+                    // Low address space can be fragmented: settle for a smaller low slab (not
+                    // under 2 MiB unless the allocation is smaller) before a high one.
+                    let need = size.max(want.min(MIN_LOW_SLAB));
+                    let (at, want) = self.mapper.reserve_slab(want, need, near, self.low)?;
+                    if self.low && at.saturating_add(want) > TWO_GIB {
+                        st.high = Some(high_note(at, need));
                     }
                     if let Some(first) = near {
                         let far = at.abs_diff(first).max((at + want).abs_diff(first));
