@@ -51,6 +51,9 @@ int main(int argc, char **) {
   std::thread t([&] { out = 42; });
   t.join();
   std::cout << "thread " << out << "\n";
+  // Locale ids (GLOBAL and STB_GNU_UNIQUE ones): one instance, the one libstdc++ indexes by.
+  std::cout << "ids " << std::ctype<char>::id._M_id() << " " << std::numpunct<char>::id._M_id()
+            << " " << std::collate<char>::id._M_id() << "\n";
   const std::ctype<char> &ct = std::use_facet<std::ctype<char>>(std::locale());
   std::cout << ct.toupper('q') << " " << std::has_facet<std::numpunct<char>>(std::locale::classic()) << "\n";
   std::ostringstream os;
