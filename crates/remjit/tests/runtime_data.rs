@@ -132,6 +132,54 @@ fn no_low_memory_is_explained(mode: &[&str]) {
     );
 }
 
+/// Data of a library other than the C and C++ runtimes stays out of reach of PIE and -fno-pie
+/// code: the error says why and what to do.
+fn other_library_data_is_explained(mode: &[&str]) {
+    let dir = work_dir(&format!("otherlib{}", mode.join("")));
+    let lib_src = dir.join("libdata.c");
+    std::fs::write(&lib_src, "int lib_counter = 7;\n").unwrap();
+    let lib = dir.join("libdata.so");
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC"])
+        .arg(&lib_src)
+        .arg("-o")
+        .arg(&lib)
+        .output()
+        .expect("gcc runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let src = dir.join("uses.c");
+    std::fs::write(
+        &src,
+        "extern int lib_counter;\nint main(void) { return lib_counter; }\n",
+    )
+    .unwrap();
+    for (name, flags) in [("pie.o", &[][..]), ("nopie.o", &["-fno-pie"][..])] {
+        let o = compile(&dir, &src, name, flags);
+        let out = jit(mode, &[o, lib.clone()], &[], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let expect = format!(
+            "remjit: error: {}: section .text+0x6: R_X86_64_PC32 against `lib_counter`: this is \
+             data of a shared library, at 0x",
+            dir.join(name).display()
+        );
+        assert!(err.starts_with(&expect), "{err}");
+        assert!(
+            err.ends_with(
+                ", beyond the reach of a 32-bit PC-relative reference from JIT'd code; a native \
+                 link would copy it into the executable, but remjit's host executables hold \
+                 copies (below 2 GiB) of the exported data of libc, libm, libstdc++ and \
+                 libgcc_s only: compile with -fPIC so the access goes through the GOT\n"
+            ),
+            "{err}"
+        );
+    }
+}
+
 macro_rules! mode_tests {
     ($modname:ident, $mode:expr) => {
         mod $modname {
@@ -147,6 +195,10 @@ macro_rules! mode_tests {
             #[test]
             fn blocked_gigabyte() {
                 super::blocked_gigabyte(MODE)
+            }
+            #[test]
+            fn other_library_data_is_explained() {
+                super::other_library_data_is_explained(MODE)
             }
             #[test]
             fn no_low_memory_is_explained() {

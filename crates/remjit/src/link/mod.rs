@@ -1160,13 +1160,14 @@ fn key_name(res: &Resolution<'_>, key: &Key<'_>) -> String {
 
 fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -> String {
     let what = width.describe();
-    // The host executables hold copies, below 2 GiB, of these libraries' exported data only.
-    const COPIED: &str = "remjit's host executables hold copies (below 2 GiB) of the exported \
-                          data of libc, libm, libstdc++ and libgcc_s only";
+    // What a native link does with such data, and why remjit cannot.
+    const COPIED: &str = "a native link would copy it into the executable, but remjit's host \
+                          executables hold copies (below 2 GiB) of the exported data of libc, \
+                          libm, libstdc++ and libgcc_s only";
     match (formula, class) {
         (Formula::Absolute, Class::External { data: true, addr }) => format!(
-            "this data lies at {addr:#x} in a shared library, and its absolute address does not \
-             fit in {what} ({COPIED}): compile with -fPIC so the access goes through the GOT"
+            "this is data of a shared library, at {addr:#x}: its absolute address does not fit \
+             in {what}; {COPIED}: compile with -fPIC so the access goes through the GOT"
         ),
         (Formula::Absolute, _) => format!(
             "the absolute address {value:#x} does not fit in {what}: compile with -fPIC or \
@@ -1174,8 +1175,8 @@ fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -
         ),
         (Formula::PcRelative, Class::External { data: true, addr }) if addr >= 1 << 31 => {
             format!(
-                "this data lies at {addr:#x} in a shared library, out of reach of a 32-bit \
-                 PC-relative reference from JIT'd code ({COPIED}): compile with -fPIC so the \
+                "this is data of a shared library, at {addr:#x}, beyond the reach of a 32-bit \
+                 PC-relative reference from JIT'd code; {COPIED}: compile with -fPIC so the \
                  access goes through the GOT"
             )
         }
