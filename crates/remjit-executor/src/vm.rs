@@ -102,8 +102,8 @@ fn free_between(used: &[(u64, u64)], lo: u64, hi: u64) -> Vec<(u64, u64)> {
 }
 
 /// Where in `gaps` (highest first) a low reservation goes: the top of the highest gap that
-/// holds `want` bytes, else of one that holds `want` halved (page-rounded) as often as needed,
-/// but never less than `need`. Returns (address, size).
+/// holds `want` bytes, else of one that holds a [`smaller_wish`], down to `need`. Returns
+/// (address, size).
 fn pick_low(gaps: &[(u64, u64)], want: u64, need: u64) -> Option<(u64, u64)> {
     const PAGE: u64 = 4096;
     let mut w = want.max(need);
@@ -115,13 +115,18 @@ fn pick_low(gaps: &[(u64, u64)], want: u64, need: u64) -> Option<(u64, u64)> {
                 return Some((at, w));
             }
         }
-        // Halve, and try `need` itself last.
-        let half = (w / 2).div_ceil(PAGE) * PAGE;
-        match half {
-            h if h >= w || w <= need => return None,
-            h if h < need => w = need,
-            h => w = h,
-        }
+        w = smaller_wish(w, need, PAGE)?;
+    }
+}
+
+/// The next size to try after a reservation of `w` bytes did not go where wanted: half of it
+/// (whole pages), or `need` itself last; `None` once `w` is down to `need`.
+pub fn smaller_wish(w: u64, need: u64, page: u64) -> Option<u64> {
+    let half = (w / 2).div_ceil(page) * page;
+    match half {
+        h if h >= w || w <= need => None,
+        h if h < need => Some(need),
+        h => Some(h),
     }
 }
 

@@ -250,3 +250,31 @@ impl Memory {
         vm::reset(addr, len).map_err(|e| format!("freeing {addr:#x}: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_high_range_is_not_handed_out_for_a_smaller_low_wish() {
+        let m = Memory::default();
+        // More than fits below 2 GiB: high. The controller gives it back to ask for less.
+        let high = m.reserve(3 << 30).unwrap();
+        assert!(high >= vm::TWO_GIB, "{high:#x}");
+        m.release(high).unwrap();
+        assert!(
+            m.state.lock().unwrap().slabs.is_empty(),
+            "the wholly free high slab is unmapped"
+        );
+        let low = m.reserve(512 << 20).unwrap();
+        assert!(low + (512 << 20) <= vm::TWO_GIB, "{low:#x} is not low");
+        m.release(low).unwrap();
+        // A low slab stays for reuse.
+        assert_eq!(m.reserve(4096).unwrap(), low);
+        let slabs = m.state.lock().unwrap().slabs.clone();
+        for (s, l) in slabs {
+            // SAFETY: the test's own reservations.
+            unsafe { libc::munmap(s as *mut libc::c_void, l as usize) };
+        }
+    }
+}

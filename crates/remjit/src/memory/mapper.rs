@@ -85,9 +85,9 @@ pub trait MemoryMapper: Send + Sync {
     fn reserve(&self, size: u64, near: Option<u64>, low: bool) -> Result<u64>;
 
     /// Reserves a slab of between `need` and `want` bytes; returns (address, size). With `low`,
-    /// a slab below 2 GiB is worth a smaller size: a reservation that lands above is given
-    /// back and `want` halved, down to `need`, before one above is kept (the executor places
-    /// each wish in the free gaps it finds there).
+    /// a slab below 2 GiB is worth a smaller size: a reservation that lands above is given back
+    /// and `want` halved ([`remjit_executor::vm::smaller_wish`]), down to `need`, before one
+    /// above is kept (the executor places each wish in the free gaps it finds there).
     fn reserve_slab(
         &self,
         want: u64,
@@ -95,16 +95,17 @@ pub trait MemoryMapper: Send + Sync {
         near: Option<u64>,
         low: bool,
     ) -> Result<(u64, u64)> {
-        let page = self.page_size();
         let mut w = want.max(need);
         loop {
             let at = self.reserve(w, near, low)?;
-            let half = (w / 2).div_ceil(page) * page;
-            if !low || at.saturating_add(w) <= 1 << 31 || half < need || half >= w {
-                return Ok((at, w));
+            let smaller = remjit_executor::vm::smaller_wish(w, need, self.page_size());
+            match smaller {
+                Some(s) if low && at.saturating_add(w) > remjit_executor::vm::TWO_GIB => {
+                    self.release(&[(at, w)])?;
+                    w = s;
+                }
+                _ => return Ok((at, w)),
             }
-            self.release(&[(at, w)])?;
-            w = half;
         }
     }
 

@@ -310,6 +310,91 @@ mod tests {
         assert_eq!(f.ranges().collect::<Vec<_>>(), vec![(0x10000, 0x10000)]);
     }
 
+    /// A remote executor whose low address space holds at most `low_room` bytes: larger wishes
+    /// land high. Records every reserve and release.
+    struct FragmentedExecutor {
+        low_room: u64,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl MemoryMapper for FragmentedExecutor {
+        fn page_size(&self) -> u64 {
+            4096
+        }
+        fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
+            let at = if size <= self.low_room {
+                0x4010_0000
+            } else {
+                0x7f00_0000_0000
+            };
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("reserve {size:#x} at {at:#x}"));
+            Ok(at)
+        }
+        fn prepare(&self, _addr: u64, _len: u64) -> Result<*mut u8> {
+            Ok(std::ptr::null_mut())
+        }
+        fn initialize(&self, info: &AllocInfo) -> Result<u64> {
+            Ok(info.mapping_base)
+        }
+        fn deinitialize(&self, _allocations: &[u64]) -> Result<()> {
+            Ok(())
+        }
+        fn release(&self, reservations: &[(u64, u64)]) -> Result<()> {
+            for (at, size) in reservations {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("release {size:#x} at {at:#x}"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_high_slab_is_given_back_and_halved_until_it_goes_low() {
+        let exec = Arc::new(FragmentedExecutor {
+            low_room: 300 << 20,
+            log: Mutex::new(Vec::new()),
+        });
+        let slab = SlabAllocator::new(exec.clone(), 1 << 30, true);
+        let a = slab.allocate(5000).unwrap();
+        assert_eq!((a.base, a.size), (0x4010_0000, 0x2000));
+        assert_eq!(slab.reservations(), vec![(0x4010_0000, 256 << 20)]);
+        assert_eq!(slab.high_placement(), None);
+        assert_eq!(
+            *exec.log.lock().unwrap(),
+            [
+                "reserve 0x40000000 at 0x7f0000000000",
+                "release 0x40000000 at 0x7f0000000000",
+                "reserve 0x20000000 at 0x7f0000000000",
+                "release 0x20000000 at 0x7f0000000000",
+                "reserve 0x10000000 at 0x40100000",
+            ]
+        );
+        // Nothing low at all: down to 2 MiB, then the high slab is kept and the cause noted.
+        let none = Arc::new(FragmentedExecutor {
+            low_room: 0,
+            log: Mutex::new(Vec::new()),
+        });
+        let slab = SlabAllocator::new(none.clone(), 1 << 30, true);
+        assert_eq!(slab.allocate(4096).unwrap().base, 0x7f00_0000_0000);
+        assert_eq!(
+            none.log.lock().unwrap().len(),
+            2 * 9 + 1,
+            "1 GiB halved to 2 MiB"
+        );
+        assert_eq!(
+            slab.high_placement().as_deref(),
+            Some(
+                "JIT'd memory lies at 0x7f0000000000, above 2 GiB: the process that runs the \
+                 code has no free range of 2048 KiB below 2 GiB"
+            )
+        );
+    }
+
     #[test]
     fn alignment_splits_range() {
         let mut f = FreeList::new();
