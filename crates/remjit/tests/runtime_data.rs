@@ -172,8 +172,9 @@ fn other_library_data_is_explained(mode: &[&str]) {
             err.ends_with(
                 ", beyond the reach of a 32-bit PC-relative reference from JIT'd code; a native \
                  link would copy it into the executable, but remjit's host executables hold \
-                 copies (below 2 GiB) of the exported data of libc, libm, libstdc++ and \
-                 libgcc_s only: compile with -fPIC so the access goes through the GOT\n"
+                 copies (below 2 GiB) of the exported data of libc (but for stdio's `_IO_*` \
+                 internals), libm, libstdc++ and libgcc_s only: compile with -fPIC so the access \
+                 goes through the GOT\n"
             ),
             "{err}"
         );

@@ -1162,8 +1162,9 @@ fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -
     let what = width.describe();
     // What a native link does with such data, and why remjit cannot.
     const COPIED: &str = "a native link would copy it into the executable, but remjit's host \
-                          executables hold copies (below 2 GiB) of the exported data of libc, \
-                          libm, libstdc++ and libgcc_s only";
+                          executables hold copies (below 2 GiB) of the exported data of libc \
+                          (but for stdio's `_IO_*` internals), libm, libstdc++ and libgcc_s \
+                          only";
     match (formula, class) {
         (Formula::Absolute, Class::External { data: true, addr }) => format!(
             "this is data of a shared library, at {addr:#x}: its absolute address does not fit \
