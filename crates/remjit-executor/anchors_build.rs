@@ -17,11 +17,27 @@ const ANCHOR_LIBRARIES: [(&str, &str); 4] = [
     ("cc", "libgcc_s.so.1"),
 ];
 
-/// Whether a library's exported object is left to the library. `_IO_*` are stdio's own FILE
-/// objects, vtables and list head: a copy outside libc fails its vtable validation ("invalid
-/// stdio handle") and splits the list of open streams.
+/// Whether a library's exported object is left to the library.
+///
+/// What is copied, by class: libc's public variables (`stdin`/`stdout`/`stderr`, `environ`,
+/// `optind`..., `tzname`, `program_invocation_name`, the argp/error/obstack hooks) and libm's
+/// `signgam`, which libc and libm reach through their GOT, so they use the copy as they do in
+/// a native program; libstdc++'s typeinfos, typeinfo names, vtables and VTTs (copied after the
+/// library's own relocations, so their pointers are right; type comparison works by name
+/// anyway), the standard streams, locale ids and facet statics, and guard variables
+/// (`STB_GNU_UNIQUE` ones included, which the dynamic linker binds to the executable's copy).
+/// Every one of them is what a native link of code naming it copies too.
+///
+/// Left out: `_IO_*` (stdio's own FILE objects, jump tables and list head: a jump table outside
+/// libc's vtable section fails its validation, "invalid stdio handle", and copied FILEs would
+/// split the list of open streams); GLIBC_PRIVATE and old versions (see [`exported_objects`]);
+/// and names that are not plain identifiers (none in practice; they could not be declared).
 fn anchor_excluded(name: &[u8]) -> bool {
     name.starts_with(b"_IO_")
+        || name.is_empty()
+        || !name
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$')
 }
 
 /// Where `compiler` finds `lib` (`-print-file-name`); `None` when it does not.

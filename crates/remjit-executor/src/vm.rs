@@ -2,7 +2,8 @@
 //! non-PIE host's copy-relocated data, and for absolute 32-bit addresses), or within +-2 GiB of
 //! an earlier reservation (the small code model across reservations).
 
-const TWO_GIB: u64 = 1 << 31;
+/// Everything below is in reach of 32-bit absolute and (from the host) PC-relative references.
+pub const TWO_GIB: u64 = 1 << 31;
 
 /// Tries to map `size` bytes of inaccessible address space at exactly `addr`.
 fn map_at(addr: u64, size: u64) -> Option<u64> {
@@ -32,32 +33,35 @@ fn map_at(addr: u64, size: u64) -> Option<u64> {
     Some(addr)
 }
 
-/// Candidate addresses for a reservation of `size` bytes, best first.
-pub fn candidate_addresses(size: u64, near: Option<u64>, low: bool) -> Vec<u64> {
+/// Candidate addresses near `near` for a reservation of `size` bytes, best first: just below
+/// and just above the existing reservation, within +-2 GiB of it.
+fn candidate_addresses(size: u64, near: u64) -> Vec<u64> {
     const STEP: u64 = 1 << 28;
     let mut c = Vec::new();
-    if let Some(n) = near {
-        // Just below and just above the existing reservation, within +-2 GiB of it.
-        for k in 0..8u64 {
-            let below = n.checked_sub(size + k * STEP).map(|a| a & !(STEP - 1));
-            if let Some(a) = below.filter(|&a| a >= 1 << 24) {
-                c.push(a);
-            }
-            c.push((n + (k + 1) * STEP) & !(STEP - 1));
-        }
-    } else if low && size + (1 << 24) <= TWO_GIB {
-        // Highest first below 2 GiB: leaves room under it for a non-PIE host's heap.
-        let mut a = (TWO_GIB - size) & !(STEP - 1);
-        while a >= 1 << 28 {
+    for k in 0..8u64 {
+        let below = near
+            .checked_sub(size.saturating_add(k * STEP))
+            .map(|a| a & !(STEP - 1));
+        if let Some(a) = below.filter(|&a| a >= 1 << 24) {
             c.push(a);
-            a -= STEP;
+        }
+        if let Some(a) = near.checked_add((k + 1) * STEP) {
+            c.push(a & !(STEP - 1));
         }
     }
     c
 }
 
-/// Free gaps of the address space below 2 GiB (from /proc/self/maps), highest first: with a
-/// non-PIE host the heap may start anywhere in the first GiB, so fixed guesses are not enough.
+/// Lowest address given to JIT'd memory: the first MiB stays unmapped, so that a null pointer
+/// with a small offset still faults.
+const FLOOR: u64 = 1 << 20;
+
+/// Alignment of low reservations.
+const ALIGN: u64 = 2 << 20;
+
+/// Free gaps of the address space between [`FLOOR`] and 2 GiB (from /proc/self/maps), highest
+/// first: below and between the executable, its heap and whatever else landed low. Where the
+/// heap or ASLR put things does not matter, only what is free.
 fn low_gaps() -> Vec<(u64, u64)> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
@@ -65,52 +69,88 @@ fn low_gaps() -> Vec<(u64, u64)> {
     let mut used: Vec<(u64, u64)> = maps
         .lines()
         .filter_map(|l| {
-            let range = l.split_whitespace().next()?;
-            let (a, b) = range.split_once('-')?;
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
             Some((
                 u64::from_str_radix(a, 16).ok()?,
                 u64::from_str_radix(b, 16).ok()?,
             ))
         })
         .collect();
-    used.sort();
+    used.sort_unstable();
+    free_between(&used, FLOOR, TWO_GIB)
+}
+
+/// The gaps of `[lo, hi)` that no range of `used` (sorted) covers, highest first.
+fn free_between(used: &[(u64, u64)], lo: u64, hi: u64) -> Vec<(u64, u64)> {
     let mut gaps = Vec::new();
-    let mut prev_end = 1u64 << 24;
-    for (start, end) in used {
-        if start > prev_end {
-            gaps.push((prev_end, start.min(TWO_GIB)));
-        }
-        prev_end = prev_end.max(end);
-        if prev_end >= TWO_GIB {
+    let mut prev_end = lo;
+    for &(start, end) in used {
+        if prev_end >= hi {
             break;
         }
+        if start > prev_end {
+            gaps.push((prev_end, start.min(hi)));
+        }
+        prev_end = prev_end.max(end);
     }
-    if prev_end < TWO_GIB {
-        gaps.push((prev_end, TWO_GIB));
+    if prev_end < hi {
+        gaps.push((prev_end, hi));
     }
     gaps.retain(|g| g.1 > g.0);
     gaps.reverse();
     gaps
 }
 
-/// Reserves `size` bytes of inaccessible address space, preferring the candidates above and
-/// falling back to anywhere.
-pub fn reserve(size: u64, near: Option<u64>, low: bool) -> std::io::Result<u64> {
-    if low && near.is_none() {
-        const ALIGN: u64 = 2 << 20;
-        for (start, end) in low_gaps() {
-            // The top of the gap, leaving a little room above the mappings below (a heap).
-            let Some(at) = end.checked_sub(size).map(|a| a & !(ALIGN - 1)) else {
-                continue;
-            };
-            if at >= start {
-                if let Some(a) = map_at(at, size) {
-                    return Ok(a);
-                }
+/// Where in `gaps` (highest first) a low reservation goes: the top of the highest gap that
+/// holds `want` bytes, else of one that holds a [`smaller_wish`], down to `need`. Returns
+/// (address, size).
+fn pick_low(gaps: &[(u64, u64)], want: u64, need: u64) -> Option<(u64, u64)> {
+    const PAGE: u64 = 4096;
+    let mut w = want.max(need);
+    loop {
+        let align = if w >= ALIGN { ALIGN } else { PAGE };
+        for &(start, end) in gaps {
+            let at = end.checked_sub(w).map(|a| a & !(align - 1));
+            if let Some(at) = at.filter(|&a| a >= start) {
+                return Some((at, w));
             }
         }
+        w = smaller_wish(w, need, PAGE)?;
     }
-    for addr in candidate_addresses(size, near, low) {
+}
+
+/// The next size to try after a reservation of `w` bytes did not go where wanted: half of it
+/// (whole pages), or `need` itself last; `None` once `w` is down to `need`.
+pub fn smaller_wish(w: u64, need: u64, page: u64) -> Option<u64> {
+    let half = (w / 2).div_ceil(page) * page;
+    match half {
+        h if h >= w || w <= need => None,
+        h if h < need => Some(need),
+        h => Some(h),
+    }
+}
+
+/// Reserves between `need` and `want` bytes of inaccessible address space below 2 GiB, in the
+/// real free gaps there (halving `want` until one holds it); `None` when no gap holds `need`.
+/// Returns (address, size).
+pub fn reserve_low(want: u64, need: u64) -> Option<(u64, u64)> {
+    // Another thread may map into a gap between reading the map and mapping: look again.
+    for _ in 0..4 {
+        let (at, size) = pick_low(&low_gaps(), want, need)?;
+        if let Some(a) = map_at(at, size) {
+            return Some((a, size));
+        }
+    }
+    None
+}
+
+/// Reserves `size` bytes of inaccessible address space within +-2 GiB of `near` when possible,
+/// else anywhere.
+pub fn reserve_near(size: u64, near: Option<u64>) -> std::io::Result<u64> {
+    for addr in near
+        .map(|n| candidate_addresses(size, n))
+        .unwrap_or_default()
+    {
         if let Some(a) = map_at(addr, size) {
             return Ok(a);
         }
@@ -130,6 +170,23 @@ pub fn reserve(size: u64, near: Option<u64>, low: bool) -> std::io::Result<u64> 
         return Err(std::io::Error::last_os_error());
     }
     Ok(p as u64)
+}
+
+/// Reserves between `need` and `want` bytes: with `low`, below 2 GiB wherever a free gap
+/// holds it (see [`reserve_low`]); otherwise, or when none does, `want` bytes near `near` or
+/// anywhere. Returns (address, size); the caller tells a failed low wish by the address.
+pub fn place(want: u64, need: u64, near: Option<u64>, low: bool) -> std::io::Result<(u64, u64)> {
+    if low {
+        if let Some(r) = reserve_low(want, need) {
+            return Ok(r);
+        }
+    }
+    Ok((reserve_near(want, near)?, want))
+}
+
+/// Reserves `size` bytes, below 2 GiB with `low` when a free gap holds them (see [`place`]).
+pub fn reserve(size: u64, near: Option<u64>, low: bool) -> std::io::Result<u64> {
+    place(size, size, near, low).map(|r| r.0)
 }
 
 /// Replaces `[addr, addr + len)` with fresh inaccessible pages: gives the memory back (RSS
@@ -155,6 +212,49 @@ pub fn reset(addr: u64, len: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_are_what_nothing_covers() {
+        let used = [
+            (0x40_0000, 0x50_0000),
+            (0x4000_0000, 0x4010_0000),
+            (0x7000_0000, 0x9000_0000),
+        ];
+        assert_eq!(
+            free_between(&used, FLOOR, TWO_GIB),
+            vec![
+                (0x4010_0000, 0x7000_0000),
+                (0x50_0000, 0x4000_0000),
+                (FLOOR, 0x40_0000)
+            ]
+        );
+        assert_eq!(free_between(&[(0, 1 << 40)], FLOOR, TWO_GIB), vec![]);
+    }
+
+    #[test]
+    fn low_pick_halves_into_the_real_gaps() {
+        // A 1 MiB mapping at 1 GiB leaves no 1 GiB gap below 2 GiB: halve to 512 MiB, placed
+        // at the top of the highest gap.
+        let gaps = [(0x4010_0000, TWO_GIB), (0x60_0000, 0x4000_0000)];
+        assert_eq!(
+            pick_low(&gaps, 1 << 30, 4096),
+            Some((TWO_GIB - (512 << 20), 512 << 20))
+        );
+        // Exactly what fits is taken whole; nothing smaller than `need` is accepted.
+        assert_eq!(
+            pick_low(&gaps, 64 << 20, 64 << 20),
+            Some((TWO_GIB - (64 << 20), 64 << 20))
+        );
+        assert_eq!(pick_low(&gaps, 4 << 30, 1 << 30), None);
+        assert_eq!(pick_low(&[], 1 << 30, 4096), None);
+        // A small gap still takes a small need, page aligned.
+        let small = [(0x30_0000, 0x30_3000)];
+        assert_eq!(pick_low(&small, 1 << 30, 0x3000), Some((0x30_0000, 0x3000)));
+        // A size that is not a power of two halves to whole pages.
+        let (at, size) = pick_low(&[(FLOOR, FLOOR + (3 << 20))], 5 << 20, 4096).unwrap();
+        assert_eq!((at % 4096, size % 4096), (0, 0));
+        assert!(at >= FLOOR && at + size <= FLOOR + (3 << 20));
+    }
 
     #[test]
     fn low_reservation_avoids_what_is_mapped_there() {

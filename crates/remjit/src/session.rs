@@ -237,7 +237,8 @@ impl Session {
             run_initializers: self.options.run_initializers,
             required_entry: self.options.required_entry.as_deref(),
         };
-        let m = link::link(&inputs, &mut self.comdats, &env)?;
+        let m =
+            link::link(&inputs, &mut self.comdats, &env).map_err(|e| self.placement_cause(e))?;
         self.last_times = m.times;
         let id = ModuleId(self.next_id);
         self.next_id += 1;
@@ -258,6 +259,18 @@ impl Session {
             },
         );
         Ok(id)
+    }
+
+    /// A relocation out of range when JIT'd memory could not be placed below 2 GiB: that is
+    /// the cause, say so first.
+    fn placement_cause(&self, e: Error) -> Error {
+        match (e, self.slab.high_placement()) {
+            (Error::Relocation(mut r), Some(note)) => {
+                r.problem = format!("{note}; {}", r.problem);
+                Error::Relocation(r)
+            }
+            (e, _) => e,
+        }
     }
 
     /// Stage timings of the last link.

@@ -45,41 +45,76 @@ fn page() -> u64 {
     rustix::param::page_size() as u64
 }
 
-/// Reserves `want` bytes below 2 GiB (or near `near`); when the low address space is too
-/// fragmented for that, halves the wish down to `need` before settling for anywhere.
-fn reserve_low(want: u64, need: u64, near: Option<u64>) -> Result<(u64, u64), String> {
-    let mut w = want;
-    loop {
-        let at = vm::reserve(w, near, true).map_err(|e| format!("mmap: {e}"))?;
-        if near.is_some() || at + w <= 1 << 31 || w / 2 < need.max(64 << 20) {
-            return Ok((at, w));
+/// The lowest free range of at least `size` bytes, below 2 GiB when `low`.
+fn fitting_free(free: &BTreeMap<u64, u64>, size: u64, low: bool) -> Option<(u64, u64)> {
+    free.iter()
+        .find(|(&s, &l)| l >= size && (!low || s + size <= vm::TWO_GIB))
+        .map(|(&s, &l)| (s, l))
+}
+
+impl State {
+    /// Where `size` bytes come from: free space below 2 GiB, else a fresh reservation there
+    /// (as large as the free gaps allow, see [`vm::reserve_low`]), else free space anywhere,
+    /// else a fresh reservation near the first. Returns the free range to carve from.
+    fn find_space(&mut self, size: u64) -> Result<(u64, u64), String> {
+        if let Some(f) = fitting_free(&self.free, size, true) {
+            return Ok(f);
         }
-        // SAFETY: the reservation just made, unused.
-        unsafe { libc::munmap(at as *mut libc::c_void, w as usize) };
-        w /= 2;
+        let fresh = match vm::reserve_low(size.max(SLAB), size) {
+            Some(r) => r,
+            None => {
+                if let Some(f) = fitting_free(&self.free, size, false) {
+                    return Ok(f);
+                }
+                let near = self.slabs.first().map(|s| s.0);
+                let want = size.max(SLAB);
+                (
+                    vm::reserve_near(want, near).map_err(|e| format!("mmap: {e}"))?,
+                    want,
+                )
+            }
+        };
+        self.slabs.push(fresh);
+        Ok(fresh)
+    }
+
+    /// Unmaps slabs above 2 GiB that are wholly free: a low wish that ended high (and was given
+    /// back to retry smaller) must not be handed out again.
+    fn drop_idle_high_slabs(&mut self) {
+        let free = &mut self.free;
+        self.slabs.retain(|&(s, l)| {
+            if s + l <= vm::TWO_GIB {
+                return true;
+            }
+            let Some((&fs, &fl)) = free.range(..=s).next_back() else {
+                return true;
+            };
+            if fs + fl < s + l {
+                return true;
+            }
+            // SAFETY: a slab of ours with nothing handed out in it.
+            if unsafe { libc::munmap(s as *mut libc::c_void, l as usize) } != 0 {
+                return true;
+            }
+            free.remove(&fs);
+            if s > fs {
+                free.insert(fs, s - fs);
+            }
+            if fs + fl > s + l {
+                free.insert(s + l, fs + fl - (s + l));
+            }
+            false
+        });
     }
 }
 
 impl Memory {
     /// Hands out `size` bytes (rounded to pages) of inaccessible address space, below 2 GiB
-    /// when possible and always within +-2 GiB of earlier ranges.
+    /// whenever a free gap there holds them, else near earlier ranges when possible.
     pub fn reserve(&self, size: u64) -> Result<u64, String> {
         let size = size.max(1).div_ceil(page()) * page();
         let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
-        let found = st
-            .free
-            .iter()
-            .find(|(_, &l)| l >= size)
-            .map(|(&s, &l)| (s, l));
-        let (start, len) = match found {
-            Some(f) => f,
-            None => {
-                let near = st.slabs.first().map(|s| s.0);
-                let (at, want) = reserve_low(size.max(SLAB), size, near)?;
-                st.slabs.push((at, want));
-                (at, want)
-            }
-        };
+        let (start, len) = st.find_space(size)?;
         st.free.remove(&start);
         if len > size {
             st.free.insert(start + size, len - size);
@@ -205,6 +240,7 @@ impl Memory {
             len += nl;
         }
         st.free.insert(start, len);
+        st.drop_idle_high_slabs();
         Ok(())
     }
 
@@ -212,5 +248,33 @@ impl Memory {
     pub fn reset_pages(&self, addr: u64, len: u64) -> Result<(), String> {
         self.check(addr, len)?;
         vm::reset(addr, len).map_err(|e| format!("freeing {addr:#x}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_high_range_is_not_handed_out_for_a_smaller_low_wish() {
+        let m = Memory::default();
+        // More than fits below 2 GiB: high. The controller gives it back to ask for less.
+        let high = m.reserve(3 << 30).unwrap();
+        assert!(high >= vm::TWO_GIB, "{high:#x}");
+        m.release(high).unwrap();
+        assert!(
+            m.state.lock().unwrap().slabs.is_empty(),
+            "the wholly free high slab is unmapped"
+        );
+        let low = m.reserve(512 << 20).unwrap();
+        assert!(low + (512 << 20) <= vm::TWO_GIB, "{low:#x} is not low");
+        m.release(low).unwrap();
+        // A low slab stays for reuse.
+        assert_eq!(m.reserve(4096).unwrap(), low);
+        let slabs = m.state.lock().unwrap().slabs.clone();
+        for (s, l) in slabs {
+            // SAFETY: the test's own reservations.
+            unsafe { libc::munmap(s as *mut libc::c_void, l as usize) };
+        }
     }
 }

@@ -1168,19 +1168,31 @@ fn key_name(res: &Resolution<'_>, key: &Key<'_>) -> String {
 
 fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -> String {
     let what = width.describe();
+    // What a native link does with such data, and why remjit cannot.
+    const COPIED: &str = "a native link would copy it into the executable, but remjit's host \
+                          executables hold copies (below 2 GiB) of the exported data of libc \
+                          (but for stdio's `_IO_*` internals), libm, libstdc++ and libgcc_s \
+                          only";
     match (formula, class) {
         (Formula::Absolute, Class::External { data: true, addr }) => format!(
-            "the absolute address {addr:#x} of this shared-library data does not fit in {what}: \
-             compile with -fPIC"
+            "this is data of a shared library, at {addr:#x}: its absolute address does not fit \
+             in {what}; {COPIED}: compile with -fPIC so the access goes through the GOT"
         ),
         (Formula::Absolute, _) => format!(
             "the absolute address {value:#x} does not fit in {what}: compile with -fPIC or \
              -mcmodel=large"
         ),
+        (Formula::PcRelative, Class::External { data: true, addr }) if addr >= 1 << 31 => {
+            format!(
+                "this is data of a shared library, at {addr:#x}, beyond the reach of a 32-bit \
+                 PC-relative reference from JIT'd code; {COPIED}: compile with -fPIC so the \
+                 access goes through the GOT"
+            )
+        }
         (Formula::PcRelative, Class::External { data: true, addr }) => format!(
-            "the shared-library data at {addr:#x} is out of reach of a 32-bit PC-relative \
-             reference ({what}); remjit's host provides copies only of the C and C++ runtimes' \
-             exported data: compile with -fPIC so the access goes through the GOT"
+            "the host's copy of this data at {addr:#x} is out of reach of a 32-bit PC-relative \
+             reference ({what}) from the JIT'd code: compile with -fPIC so the access goes \
+             through the GOT"
         ),
         _ => {
             format!("value {value:#x} does not fit in {what}: compile with -fPIC or -mcmodel=large")

@@ -35,6 +35,17 @@ impl MemoryMapper for InProcessMapper {
             .map_err(|e| Error::Memory(format!("cannot reserve {size} bytes: {e}")))
     }
 
+    fn reserve_slab(
+        &self,
+        want: u64,
+        need: u64,
+        near: Option<u64>,
+        low: bool,
+    ) -> Result<(u64, u64)> {
+        remjit_executor::vm::place(want, need, near, low)
+            .map_err(|e| Error::Memory(format!("cannot reserve {want} bytes: {e}")))
+    }
+
     fn can_map_files(&self) -> bool {
         true
     }

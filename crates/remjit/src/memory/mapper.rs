@@ -84,6 +84,31 @@ pub trait MemoryMapper: Send + Sync {
     /// below 2 GiB (for code using absolute 32-bit addresses). Both are wishes, not guarantees.
     fn reserve(&self, size: u64, near: Option<u64>, low: bool) -> Result<u64>;
 
+    /// Reserves a slab of between `need` and `want` bytes; returns (address, size). With `low`,
+    /// a slab below 2 GiB is worth a smaller size: a reservation that lands above is given back
+    /// and `want` halved ([`remjit_executor::vm::smaller_wish`]), down to `need`, before one
+    /// above is kept (the executor places each wish in the free gaps it finds there).
+    fn reserve_slab(
+        &self,
+        want: u64,
+        need: u64,
+        near: Option<u64>,
+        low: bool,
+    ) -> Result<(u64, u64)> {
+        let mut w = want.max(need);
+        loop {
+            let at = self.reserve(w, near, low)?;
+            let smaller = remjit_executor::vm::smaller_wish(w, need, self.page_size());
+            match smaller {
+                Some(s) if low && at.saturating_add(w) > remjit_executor::vm::TWO_GIB => {
+                    self.release(&[(at, w)])?;
+                    w = s;
+                }
+                _ => return Ok((at, w)),
+            }
+        }
+    }
+
     /// Makes `[addr, addr + len)` writable working memory and returns the controller's pointer
     /// to its first byte.
     fn prepare(&self, addr: u64, len: u64) -> Result<*mut u8>;

@@ -63,6 +63,15 @@ impl FreeList {
     }
 }
 
+/// What happened when a low wish for `need` bytes ended at `at`, above 2 GiB.
+fn high_note(at: u64, need: u64) -> String {
+    format!(
+        "JIT'd memory lies at {at:#x}, above 2 GiB: the process that runs the code has no free \
+         range of {} KiB below 2 GiB",
+        need.div_ceil(1024)
+    )
+}
+
 /// An allocation being linked: its range and the controller's working memory for it.
 #[derive(Debug)]
 pub struct InFlightAlloc {
@@ -86,7 +95,15 @@ pub struct FinalizedAlloc {
 struct SlabState {
     reservations: Vec<(u64, u64)>,
     free: FreeList,
+    /// Why a low wish ended above 2 GiB, if it did.
+    high: Option<String>,
 }
+
+/// Below this, 32-bit references reach (absolute addresses, and the host's data copies).
+const TWO_GIB: u64 = 1 << 31;
+
+/// The least a low slab shrinks to before one above 2 GiB is taken instead.
+const MIN_LOW_SLAB: u64 = 2 << 20;
 
 /// The slab allocator over any [`MemoryMapper`].
 pub struct SlabAllocator {
@@ -107,6 +124,7 @@ impl SlabAllocator {
             state: Mutex::new(SlabState {
                 reservations: Vec::new(),
                 free: FreeList::new(),
+                high: None,
             }),
         }
     }
@@ -122,6 +140,12 @@ impl SlabAllocator {
             .lock()
             .map(|s| s.reservations.clone())
             .unwrap_or_default()
+    }
+
+    /// Why JIT'd memory lies above 2 GiB although it was wanted below (`None` if it does not):
+    /// 32-bit references to it and from it to the host's data copies may then fail.
+    pub fn high_placement(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.high.clone())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, SlabState>> {
@@ -144,7 +168,12 @@ impl SlabAllocator {
                     return Err(e);
                 }
             };
-            self.lock()?.reservations.push((base, size));
+            let mut st = self.lock()?;
+            if self.low && base.saturating_add(size) > TWO_GIB {
+                st.high = Some(high_note(base, size));
+            }
+            st.reservations.push((base, size));
+            drop(st);
             return Ok(InFlightAlloc {
                 base,
                 size,
@@ -156,19 +185,14 @@ impl SlabAllocator {
             match st.free.take(size, page) {
                 Some(b) => b,
                 None => {
-                    let mut want = size.max(self.slab_size).div_ceil(page) * page;
+                    let want = size.max(self.slab_size).div_ceil(page) * page;
                     let near = st.reservations.first().map(|r| r.0);
-                    let mut at = self.mapper.reserve(want, near, self.low)?;
-                    // Low address space can be fragmented (a non-PIE host's heap may start
-                    // anywhere in the first GiB): settle for a smaller low slab before a high one.
-                    while self.low
-                        && near.is_none()
-                        && at + want > 1 << 31
-                        && want / 2 >= size.max(64 << 20)
-                    {
-                        self.mapper.release(&[(at, want)])?;
-                        want = (want / 2).div_ceil(page) * page;
-                        at = self.mapper.reserve(want, near, self.low)?;
+                    // Low address space can be fragmented: settle for a smaller low slab (not
+                    // under 2 MiB unless the allocation is smaller) before a high one.
+                    let need = size.max(want.min(MIN_LOW_SLAB));
+                    let (at, want) = self.mapper.reserve_slab(want, need, near, self.low)?;
+                    if self.low && at.saturating_add(want) > TWO_GIB {
+                        st.high = Some(high_note(at, need));
                     }
                     if let Some(first) = near {
                         let far = at.abs_diff(first).max((at + want).abs_diff(first));
@@ -284,6 +308,91 @@ mod tests {
         f.insert(0x10000, 0x1000);
         f.insert(b, 0x2000);
         assert_eq!(f.ranges().collect::<Vec<_>>(), vec![(0x10000, 0x10000)]);
+    }
+
+    /// A remote executor whose low address space holds at most `low_room` bytes: larger wishes
+    /// land high. Records every reserve and release.
+    struct FragmentedExecutor {
+        low_room: u64,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl MemoryMapper for FragmentedExecutor {
+        fn page_size(&self) -> u64 {
+            4096
+        }
+        fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
+            let at = if size <= self.low_room {
+                0x4010_0000
+            } else {
+                0x7f00_0000_0000
+            };
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("reserve {size:#x} at {at:#x}"));
+            Ok(at)
+        }
+        fn prepare(&self, _addr: u64, _len: u64) -> Result<*mut u8> {
+            Ok(std::ptr::null_mut())
+        }
+        fn initialize(&self, info: &AllocInfo) -> Result<u64> {
+            Ok(info.mapping_base)
+        }
+        fn deinitialize(&self, _allocations: &[u64]) -> Result<()> {
+            Ok(())
+        }
+        fn release(&self, reservations: &[(u64, u64)]) -> Result<()> {
+            for (at, size) in reservations {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("release {size:#x} at {at:#x}"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_high_slab_is_given_back_and_halved_until_it_goes_low() {
+        let exec = Arc::new(FragmentedExecutor {
+            low_room: 300 << 20,
+            log: Mutex::new(Vec::new()),
+        });
+        let slab = SlabAllocator::new(exec.clone(), 1 << 30, true);
+        let a = slab.allocate(5000).unwrap();
+        assert_eq!((a.base, a.size), (0x4010_0000, 0x2000));
+        assert_eq!(slab.reservations(), vec![(0x4010_0000, 256 << 20)]);
+        assert_eq!(slab.high_placement(), None);
+        assert_eq!(
+            *exec.log.lock().unwrap(),
+            [
+                "reserve 0x40000000 at 0x7f0000000000",
+                "release 0x40000000 at 0x7f0000000000",
+                "reserve 0x20000000 at 0x7f0000000000",
+                "release 0x20000000 at 0x7f0000000000",
+                "reserve 0x10000000 at 0x40100000",
+            ]
+        );
+        // Nothing low at all: down to 2 MiB, then the high slab is kept and the cause noted.
+        let none = Arc::new(FragmentedExecutor {
+            low_room: 0,
+            log: Mutex::new(Vec::new()),
+        });
+        let slab = SlabAllocator::new(none.clone(), 1 << 30, true);
+        assert_eq!(slab.allocate(4096).unwrap().base, 0x7f00_0000_0000);
+        assert_eq!(
+            none.log.lock().unwrap().len(),
+            2 * 9 + 1,
+            "1 GiB halved to 2 MiB"
+        );
+        assert_eq!(
+            slab.high_placement().as_deref(),
+            Some(
+                "JIT'd memory lies at 0x7f0000000000, above 2 GiB: the process that runs the \
+                 code has no free range of 2048 KiB below 2 GiB"
+            )
+        );
     }
 
     #[test]
