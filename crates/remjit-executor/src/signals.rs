@@ -34,9 +34,10 @@ pub fn restore_program_dispositions() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// The executor's main thread, before any other thread starts: records the mask JIT'd code
-/// will run with, then blocks the asynchronous signals here (and so in every thread started
-/// from now on).
+/// Before a session starts any thread: records the mask JIT'd code will run with, then blocks
+/// the asynchronous signals on this thread (and so in every thread started from now on) until
+/// [`unblock_async_signals`]. Signals that arrive while no JIT'd code runs wait for it (or for
+/// the end of the session).
 pub fn block_async_signals() {
     // SAFETY: sigset manipulation on locals, then pthread_sigmask on this thread.
     unsafe {
@@ -48,6 +49,31 @@ pub fn block_async_signals() {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
         let _ = PROGRAM_MASK.set(SigSet(old));
+    }
+}
+
+/// At the end of a session: this thread's mask back to the program's, so that a signal sent
+/// meanwhile is delivered. A SIGPIPE our own writes raised (the controller is gone) is dropped.
+pub fn unblock_async_signals() {
+    let Some(mask) = PROGRAM_MASK.get() else {
+        return;
+    };
+    // SAFETY: sigset manipulation on locals; sigtimedwait with a zero timeout does not block;
+    // pthread_sigmask on the calling thread with a valid set.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending);
+        if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&pipe, std::ptr::null_mut(), &now);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut());
     }
 }
 

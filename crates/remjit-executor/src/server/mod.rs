@@ -181,6 +181,8 @@ pub fn serve(
     writer: Box<dyn Write + Send>,
     socket: Option<RawFd>,
 ) -> Result<(), String> {
+    // Asynchronous signals go to the threads running JIT'd code (see crate::signals).
+    crate::signals::block_async_signals();
     // Frames arrive as a header then a payload: buffer them, one read for many.
     let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let services = Arc::new(Services::new());
@@ -263,5 +265,6 @@ pub fn serve(
         }
     };
     shm::unlink_all_names();
+    crate::signals::unblock_async_signals();
     result
 }
