@@ -326,3 +326,37 @@ fn sigkill_from_outside_is_not_a_crash() {
         assert!(!err.contains("crashed"), "{what}: {err}");
     }
 }
+
+#[test]
+fn uncaught_exception_terminates_as_natively() {
+    let dir = work_dir("signals-uncaught");
+    let src = dir.join("uncaught.cc");
+    std::fs::write(
+        &src,
+        "#include <cstdio>\n#include <stdexcept>\n\
+         int main() { std::puts(\"before\"); std::fflush(stdout); throw std::runtime_error(\"boom\"); }\n",
+    )
+    .unwrap();
+    let o = compile(&dir, &src, "uncaught.o", &["-O2", "-fPIC"]);
+    let exe = dir.join("uncaught-native");
+    let st = Command::new("g++")
+        .arg(&o)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let terminate = "terminate called after throwing an instance of 'std::runtime_error'\n  \
+                     what():  boom\n";
+    let native = outcome(Command::new(&exe));
+    assert_eq!(native, ("before\n".into(), terminate.into(), 134));
+    for mode in MODES {
+        let mut cmd = Command::new(remjit());
+        cmd.args(mode).arg(&o).args(["-l", "stdc++"]);
+        let (out, err, st) = outcome(cmd);
+        assert_eq!((out.as_str(), st), ("before\n", 134), "{mode:?}: {err}");
+        // std::terminate's own words, then remjit's report of the abort.
+        assert!(err.starts_with(terminate), "{mode:?}: {err}");
+        assert!(err.contains("SIGABRT (signal 6)"), "{mode:?}: {err}");
+    }
+}
