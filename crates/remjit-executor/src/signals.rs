@@ -113,3 +113,47 @@ impl Drop for ProgramMask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(sig: i32) -> bool {
+        // SAFETY: reads this thread's mask into a local set.
+        unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut now);
+            libc::sigismember(&now, sig) == 1
+        }
+    }
+
+    #[test]
+    fn executor_threads_block_and_jit_code_does_not() {
+        // A thread of its own: the test harness's threads keep their masks.
+        std::thread::spawn(|| {
+            assert!(!blocked(libc::SIGINT));
+            block_async_signals();
+            assert!(blocked(libc::SIGINT) && blocked(libc::SIGALRM) && blocked(libc::SIGPIPE));
+            assert!(
+                !blocked(libc::SIGSEGV),
+                "faults must reach the crash handler"
+            );
+            // Threads started now inherit the block; JIT'd code gets the program's mask.
+            std::thread::spawn(|| assert!(blocked(libc::SIGTERM)))
+                .join()
+                .unwrap();
+            {
+                let _program = ProgramMask::enter();
+                assert!(!blocked(libc::SIGINT));
+                std::thread::spawn(|| assert!(!blocked(libc::SIGINT)))
+                    .join()
+                    .unwrap();
+            }
+            assert!(blocked(libc::SIGINT));
+            unblock_async_signals();
+            assert!(!blocked(libc::SIGINT));
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -70,6 +70,50 @@ fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
     }
 }
 
+/// A running program, in a process group of its own, after its first `lines` lines of output.
+struct Started {
+    child: Child,
+    out: Option<BufReader<ChildStdout>>,
+    text: String,
+    what: String,
+}
+
+fn start(mode: Option<&[&str]>, o: &Path, exe: &Path, args: &[&str], lines: usize) -> Started {
+    let what = format!("{args:?} ({mode:?})");
+    let mut child = command(mode, o, exe, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    for _ in 0..lines {
+        out.read_line(&mut text).unwrap();
+    }
+    Started {
+        child,
+        out: Some(out),
+        text,
+        what,
+    }
+}
+
+impl Started {
+    /// Waits for the end (bounded), reading the rest of stdout: (shell status, stderr).
+    fn finish(&mut self) -> (i32, String) {
+        let st = wait_bounded(&mut self.child, &self.what);
+        if let Some(mut out) = self.out.take() {
+            out.read_to_string(&mut self.text).unwrap();
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (shell_status(st), err)
+    }
+}
+
 /// Runs to the end: (stdout, stderr, shell status).
 fn outcome(mut cmd: Command) -> (String, String, i32) {
     let out = run_with_timeout(&mut cmd, LIMIT);
@@ -85,29 +129,11 @@ fn sigpipe_ends_a_pipeline() {
     let dir = work_dir("signals-sigpipe");
     let (o, exe) = build(&dir);
     let run = |mode: Option<&[&str]>| {
-        let what = format!("yes | head -2 ({mode:?})");
-        let mut child = command(mode, &o, &exe, &["yes"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap());
-        let mut two = String::new();
-        for _ in 0..2 {
-            lines.read_line(&mut two).unwrap();
-        }
+        let mut p = start(mode, &o, &exe, &["yes"], 2);
         // `head` exits: the pipe's read end closes.
-        drop(lines);
-        let st = wait_bounded(&mut child, &what);
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (two, err, shell_status(st))
+        p.out = None;
+        let (st, err) = p.finish();
+        (p.text, err, st)
     };
     let native = run(None);
     assert_eq!(native, ("y\ny\n".into(), String::new(), 141));
@@ -152,22 +178,16 @@ fn signal_mask_and_dispositions_as_natively() {
 /// Starts the program in a process group of its own, waits for `ready`, sends SIGINT to the
 /// whole group as a terminal's Ctrl-C does, and returns (stdout, shell status).
 fn interrupt(mode: Option<&[&str]>, o: &Path, exe: &Path, how: &str) -> (String, i32) {
-    let what = format!("{how} ({mode:?})");
-    let mut child = command(mode, o, exe, &[how])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut text = String::new();
-    out.read_line(&mut text).unwrap();
-    assert_eq!(text, "ready\n", "{what}");
+    let mut p = start(mode, o, exe, &[how], 1);
+    assert_eq!(p.text, "ready\n", "{}", p.what);
     // SAFETY: kill(2) of the group the child leads.
-    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
-    let st = wait_bounded(&mut child, &what);
-    out.read_to_string(&mut text).unwrap();
-    (text, shell_status(st))
+    assert_eq!(
+        unsafe { libc::kill(-(p.child.id() as i32), libc::SIGINT) },
+        0
+    );
+    let (st, err) = p.finish();
+    assert_eq!(err, "", "{}", p.what);
+    (p.text, st)
 }
 
 #[test]
@@ -215,33 +235,39 @@ fn crash_reports(dir_name: &str, args: &[&str], status: i32) -> Vec<String> {
         .collect()
 }
 
+/// Checks a report: how it starts, what it says and what it must not say.
+fn check_report(err: &str, starts: &str, says: &[&str], never: &[&str]) {
+    assert!(err.starts_with(starts), "{err}");
+    for s in says {
+        assert!(err.contains(s), "`{s}` missing: {err}");
+    }
+    for s in never {
+        assert!(!err.contains(s), "`{s}` present: {err}");
+    }
+}
+
 #[test]
 fn segv_gives_139_and_names_the_function() {
     for err in crash_reports("signals-segv", &["segv"], 139) {
-        assert!(
-            err.starts_with(
-                "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x10, in \
-                 `poke_bad_pointer`+0x"
-            ),
-            "{err}"
+        check_report(
+            &err,
+            "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x10, in \
+             `poke_bad_pointer`+0x",
+            &["(module ", "signals.o"],
+            &[],
         );
-        assert!(err.contains("(module "), "{err}");
-        assert!(err.contains("signals.o"), "{err}");
     }
 }
 
 #[test]
 fn abort_gives_134_without_an_address() {
     for err in crash_reports("signals-abort", &["abort"], 134) {
-        assert!(
-            err.starts_with(
-                "remjit: the JIT'd program died of SIGABRT (signal 6), raised by itself"
-            ),
-            "{err}"
+        check_report(
+            &err,
+            "remjit: the JIT'd program died of SIGABRT (signal 6), raised by itself",
+            &["libc.so.6", ", called from `main"],
+            &["address"],
         );
-        assert!(!err.contains("address"), "{err}");
-        assert!(err.contains("libc.so.6"), "{err}");
-        assert!(err.contains(", called from `main"), "{err}");
     }
 }
 
@@ -262,29 +288,24 @@ fn sigusr1_death_is_named() {
 fn crash_in_a_library_names_it_and_the_jit_caller() {
     // strlen(NULL): argv[2] is the NULL that ends argv.
     for err in crash_reports("signals-strlen", &["strlen"], 139) {
-        assert!(
-            err.starts_with(
-                "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x0, in "
-            ),
-            "{err}"
+        check_report(
+            &err,
+            "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x0, in ",
+            &["/libc.so.6", ", called from `call_strlen`+0x"],
+            &[],
         );
-        assert!(err.contains("/libc.so.6"), "{err}");
-        assert!(err.contains(", called from `call_strlen`+0x"), "{err}");
     }
 }
 
 #[test]
 fn stack_overflow_reports_in_every_mode() {
     for err in crash_reports("signals-overflow", &["overflow"], 139) {
-        assert!(
-            err.starts_with("remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address"),
-            "{err}"
+        check_report(
+            &err,
+            "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address",
+            &[" (stack overflow), in `recurse_forever`+0x"],
+            &["overflowed its stack"],
         );
-        assert!(
-            err.contains(" (stack overflow), in `recurse_forever`+0x"),
-            "{err}"
-        );
-        assert!(!err.contains("overflowed its stack"), "{err}");
     }
 }
 
@@ -293,37 +314,21 @@ fn sigkill_from_outside_is_not_a_crash() {
     let dir = work_dir("signals-sigkill");
     let (o, exe) = build(&dir);
     for mode in &MODES[1..] {
-        let what = format!("sigkill ({mode:?})");
-        let mut child = command(Some(mode), &o, &exe, &["sleep"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut text = String::new();
-        out.read_line(&mut text).unwrap();
-        assert_eq!(text, "sleeping\n", "{what}");
-        let children =
-            std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
-                .unwrap();
+        let mut p = start(Some(mode), &o, &exe, &["sleep"], 1);
+        assert_eq!(p.text, "sleeping\n", "{}", p.what);
+        let id = p.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{id}/task/{id}/children")).unwrap();
         let exec: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
         // SAFETY: kill(2) of the executor remjit started.
         assert_eq!(unsafe { libc::kill(exec, libc::SIGKILL) }, 0);
-        let st = wait_bounded(&mut child, &what);
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert_eq!(shell_status(st), 137, "{what}: {err}");
-        assert!(
-            err.starts_with("remjit: the executor was killed by SIGKILL (signal 9) from outside"),
-            "{what}: {err}"
+        let (st, err) = p.finish();
+        assert_eq!(st, 137, "{}: {err}", p.what);
+        check_report(
+            &err,
+            "remjit: the executor was killed by SIGKILL (signal 9) from outside",
+            &[],
+            &["crashed"],
         );
-        assert!(!err.contains("crashed"), "{what}: {err}");
     }
 }
 
@@ -356,7 +361,6 @@ fn uncaught_exception_terminates_as_natively() {
         let (out, err, st) = outcome(cmd);
         assert_eq!((out.as_str(), st), ("before\n", 134), "{mode:?}: {err}");
         // std::terminate's own words, then remjit's report of the abort.
-        assert!(err.starts_with(terminate), "{mode:?}: {err}");
-        assert!(err.contains("SIGABRT (signal 6)"), "{mode:?}: {err}");
+        check_report(&err, terminate, &["SIGABRT (signal 6)"], &[]);
     }
 }
