@@ -434,7 +434,7 @@ fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
     } else {
         out.push(b"code at pc ");
         hex(out, r.pc);
-        out.push(b" (not JIT'd code, nor a library's)");
+        out.push(b" (in no library, nor in a JIT'd function linked so far)");
     }
     // A return address points after its call: name the call's own byte.
     if let Some(&ret) = r
@@ -805,7 +805,7 @@ mod tests {
         assert_eq!(
             s,
             "the JIT'd program died of SIGABRT (signal 6), raised by itself (abort, raise or \
-             kill), in code at pc 0x1234 (not JIT'd code, nor a library's)"
+             kill), in code at pc 0x1234 (in no library, nor in a JIT'd function linked so far)"
         );
         s.clear();
         write_signal(&mut s, libc::SIGRTMIN() + 2);

@@ -144,6 +144,9 @@ impl Pool {
             .name("remjit-call".into())
             .stack_size(CALL_STACK)
             .spawn(move || {
+                // JIT'd code runs here (constructors, exit handlers): the crash handler needs
+                // more stack than the runtime's own signal stack.
+                let _alt = crate::crash::AltStack::new();
                 let mut job = Some(job);
                 while let Some(j) = job.take() {
                     j();
