@@ -233,6 +233,8 @@ pub struct CrashReport {
     pub addr: Option<u64>,
     /// The instruction pointer when the signal arrived.
     pub pc: u64,
+    /// The stack pointer then.
+    pub sp: u64,
     /// The library (path) containing `pc`, if any.
     pub lib: Name,
     /// Its load address.
@@ -256,6 +258,7 @@ impl CrashReport {
             pid: 0,
             addr: None,
             pc: 0,
+            sp: 0,
             lib: Name::EMPTY,
             lib_base: 0,
             sym: Name::EMPTY,
@@ -273,6 +276,14 @@ impl CrashReport {
     /// The return addresses above the crashing frame.
     pub fn callers(&self) -> &[u64] {
         self.frames[..self.nframes].get(1..).unwrap_or(&[])
+    }
+
+    /// Whether this is a fault just beyond the stack pointer: the stack ran out.
+    pub fn is_stack_overflow(&self) -> bool {
+        const NEAR: u64 = 64 * 1024;
+        self.signal == libc::SIGSEGV
+            && self.sp != 0
+            && self.addr.is_some_and(|a| a.abs_diff(self.sp) < NEAR)
     }
 }
 
@@ -306,6 +317,7 @@ pub fn parse_report(text: &str) -> Option<CrashReport> {
                     "pid" => r.pid = n as i32,
                     "addr" => r.addr = Some(n),
                     "pc" => r.pc = n,
+                    "sp" => r.sp = n,
                     _ => {}
                 }
             }
@@ -354,6 +366,8 @@ fn write_signal_line(r: &CrashReport, out: &mut dyn Sink) {
     }
     out.push(b" pc=");
     hex(out, r.pc);
+    out.push(b" sp=");
+    hex(out, r.sp);
     out.push(b"\n");
 }
 
@@ -420,7 +434,7 @@ fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
     } else {
         out.push(b"code at pc ");
         hex(out, r.pc);
-        out.push(b" (not JIT'd code, nor a library's)");
+        out.push(b" (in no library, nor in a JIT'd function linked so far)");
     }
     // A return address points after its call: name the call's own byte.
     if let Some(&ret) = r
@@ -455,6 +469,9 @@ pub fn describe(sig: i32, report: Option<&CrashReport>, out: &mut dyn Sink, jit:
         if let Some(a) = r.addr {
             out.push(b" at address ");
             hex(out, a);
+        }
+        if r.is_stack_overflow() {
+            out.push(b" (stack overflow)");
         }
     } else {
         out.push(b"the JIT'd program died of ");
@@ -605,6 +622,7 @@ extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut c_void) {
         if !ctx.is_null() {
             let uc = ctx as *const libc::ucontext_t;
             r.pc = (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+            r.sp = (*uc).uc_mcontext.gregs[libc::REG_RSP as usize] as u64;
         }
     }
     let in_process = IN_PROCESS.load(Ordering::Relaxed);
@@ -741,6 +759,7 @@ mod tests {
         r.pid = 77;
         r.addr = Some(0x10);
         r.pc = 0x7f00_0000_1010;
+        r.sp = 0x7ffe_0000_0000;
         r.lib = Name::from_bytes(b"/lib/with space/libc.so.6");
         r.lib_base = 0x7f00_0000_0000;
         r.sym = Name::from_bytes(b"strlen");
@@ -786,7 +805,7 @@ mod tests {
         assert_eq!(
             s,
             "the JIT'd program died of SIGABRT (signal 6), raised by itself (abort, raise or \
-             kill), in code at pc 0x1234 (not JIT'd code, nor a library's)"
+             kill), in code at pc 0x1234 (in no library, nor in a JIT'd function linked so far)"
         );
         s.clear();
         write_signal(&mut s, libc::SIGRTMIN() + 2);

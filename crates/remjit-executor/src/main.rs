@@ -33,11 +33,9 @@ pub fn main() {
     if let Err(e) = crash::install(report_fd) {
         eprintln!("remjit-executor: cannot install crash handlers: {e}");
     }
-    // JIT'd code gets the dispositions a native program starts with (SIGPIPE's default); the
-    // executor's own threads block asynchronous signals, so that they reach JIT'd code, and a
-    // vanished controller shows up as a write error, not a signal.
+    // JIT'd code gets the dispositions a native program starts with (SIGPIPE's default); a
+    // vanished controller shows up as a write error, not a signal (see server::serve).
     signals::restore_program_dispositions();
-    signals::block_async_signals();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() != 1 {

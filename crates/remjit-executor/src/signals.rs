@@ -34,9 +34,10 @@ pub fn restore_program_dispositions() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// The executor's main thread, before any other thread starts: records the mask JIT'd code
-/// will run with, then blocks the asynchronous signals here (and so in every thread started
-/// from now on).
+/// Before a session starts any thread: records the mask JIT'd code will run with, then blocks
+/// the asynchronous signals on this thread (and so in every thread started from now on) until
+/// [`unblock_async_signals`]. Signals that arrive while no JIT'd code runs wait for it (or for
+/// the end of the session).
 pub fn block_async_signals() {
     // SAFETY: sigset manipulation on locals, then pthread_sigmask on this thread.
     unsafe {
@@ -48,6 +49,31 @@ pub fn block_async_signals() {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
         let _ = PROGRAM_MASK.set(SigSet(old));
+    }
+}
+
+/// At the end of a session: this thread's mask back to the program's, so that a signal sent
+/// meanwhile is delivered. A SIGPIPE our own writes raised (the controller is gone) is dropped.
+pub fn unblock_async_signals() {
+    let Some(mask) = PROGRAM_MASK.get() else {
+        return;
+    };
+    // SAFETY: sigset manipulation on locals; sigtimedwait with a zero timeout does not block;
+    // pthread_sigmask on the calling thread with a valid set.
+    unsafe {
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut pending);
+        if libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&pipe, std::ptr::null_mut(), &now);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut());
     }
 }
 
@@ -85,5 +111,49 @@ impl Drop for ProgramMask {
             // SAFETY: restores the mask saved by `enter` on the same thread.
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.saved, std::ptr::null_mut()) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(sig: i32) -> bool {
+        // SAFETY: reads this thread's mask into a local set.
+        unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut now);
+            libc::sigismember(&now, sig) == 1
+        }
+    }
+
+    #[test]
+    fn executor_threads_block_and_jit_code_does_not() {
+        // A thread of its own: the test harness's threads keep their masks.
+        std::thread::spawn(|| {
+            assert!(!blocked(libc::SIGINT));
+            block_async_signals();
+            assert!(blocked(libc::SIGINT) && blocked(libc::SIGALRM) && blocked(libc::SIGPIPE));
+            assert!(
+                !blocked(libc::SIGSEGV),
+                "faults must reach the crash handler"
+            );
+            // Threads started now inherit the block; JIT'd code gets the program's mask.
+            std::thread::spawn(|| assert!(blocked(libc::SIGTERM)))
+                .join()
+                .unwrap();
+            {
+                let _program = ProgramMask::enter();
+                assert!(!blocked(libc::SIGINT));
+                std::thread::spawn(|| assert!(!blocked(libc::SIGINT)))
+                    .join()
+                    .unwrap();
+            }
+            assert!(blocked(libc::SIGINT));
+            unblock_async_signals();
+            assert!(!blocked(libc::SIGINT));
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -194,16 +194,15 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
         } else {
             MemoryMode::Shared
         };
-        let exec = RemoteExecutor::spawn(&path, memory)?;
-        ignore_terminal_interrupts();
-        exec
+        RemoteExecutor::spawn(&path, memory)?
     };
     Ok(Mode::Remote(Arc::new(exec)))
 }
 
 /// Like a shell waiting for its child: the executor shares our terminal's foreground process
-/// group, so Ctrl-C and Ctrl-\\ reach it too; its handlers decide, and we report how it ended.
-/// (The executor was spawned with our dispositions, not these.)
+/// group, so Ctrl-C and Ctrl-\\ reach it too; while `main` runs, its handlers decide, and we
+/// report how it ended. (The executor was spawned with our dispositions, not these; before
+/// `main`, Ctrl-C ends remjit, and the executor with it.)
 fn ignore_terminal_interrupts() {
     // SAFETY: setting signal dispositions.
     unsafe {
@@ -346,6 +345,9 @@ fn link_and_run(
     let t_run = Instant::now();
     let status = match mode {
         Mode::Remote(exec) => {
+            if exec.pid().is_some() {
+                ignore_terminal_interrupts();
+            }
             let status = exec.run_main(entry)?;
             session.run_exit()?;
             status

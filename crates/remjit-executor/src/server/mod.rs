@@ -156,6 +156,9 @@ impl Pool {
             .name("remjit-call".into())
             .stack_size(CALL_STACK)
             .spawn(move || {
+                // JIT'd code runs here (constructors, exit handlers): the crash handler needs
+                // more stack than the runtime's own signal stack.
+                let _alt = crate::crash::AltStack::new();
                 let mut job = Some(job);
                 while let Some(j) = job.take() {
                     let out = (j.work)();
@@ -196,6 +199,8 @@ pub fn serve(
     writer: Box<dyn Write + Send>,
     socket: Option<RawFd>,
 ) -> Result<(), String> {
+    // Asynchronous signals go to the threads running JIT'd code (see crate::signals).
+    crate::signals::block_async_signals();
     // Frames arrive as a header then a payload: buffer them, one read for many.
     let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let services = Arc::new(Services::new());
@@ -281,5 +286,6 @@ pub fn serve(
         }
     };
     shm::unlink_all_names();
+    crate::signals::unblock_async_signals();
     result
 }
