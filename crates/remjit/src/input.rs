@@ -85,7 +85,7 @@ pub fn classify(bytes: &[u8]) -> InputKind {
 /// Whether an ELF64 file has a `PT_INTERP` program header (an executable, PIE or not).
 pub fn has_interpreter(bytes: &[u8]) -> bool {
     let u = |at: usize, n: usize| -> Option<u64> {
-        let b = bytes.get(at..at + n)?;
+        let b = bytes.get(at..at.checked_add(n)?)?;
         let mut v = [0u8; 8];
         v[..n].copy_from_slice(b);
         Some(u64::from_le_bytes(v))

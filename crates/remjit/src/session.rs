@@ -282,7 +282,7 @@ impl Session {
             }
             let i = m.functions.partition_point(|f| f.addr <= addr);
             let f = m.functions.get(i.checked_sub(1)?)?;
-            if addr < f.addr + f.size.max(1) {
+            if addr < f.addr.saturating_add(f.size.max(1)) {
                 return Some((m.objects.join(" "), f.name.clone(), addr - f.addr));
             }
         }
