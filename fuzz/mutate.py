@@ -13,6 +13,7 @@ timeout. Every outcome is classified:
   panic    "panicked" on stderr or exit 101
   signal   killed by a signal
   timeout  still running after --timeout seconds
+  silent   exit 0 although a relocation was moved outside its section (a silent wrong link)
   other    anything else (exit 1 without the error line, other codes)
 
 Mutants of the last four kinds are saved in WORK/findings. Exit status 1 when any was found.
@@ -182,9 +183,15 @@ def elf_fields(data, base=0):
                 for o, w in [(0, 4), (4, 1), (5, 1), (6, 2), (8, 8), (16, 8)]:
                     out.append((s + o, w, "sym", 0))
         elif sh_type == 4:  # SHT_RELA: the target section's size is the interesting bound
+            target, = struct.unpack_from("<I", data, sh + 44)
+            tsh = base + shoff + target * 64
+            tflags, = struct.unpack_from("<Q", data, tsh + 8) if target < shnum else (0,)
+            tsize, = struct.unpack_from("<Q", data, tsh + 32) if target < shnum else (0,)
+            # r_offset of a relocation applied to a loaded section: "roff", with an oracle.
+            roff = "roff" if tflags & 2 else "rela"
             for r in range(start, start + size - 23, 24):
-                for o, w, k in [(0, 8, "rela"), (8, 4, "rtype"), (12, 4, "rela"), (16, 8, "rela")]:
-                    out.append((r + o, w, k, 0))
+                for o, w, k in [(0, 8, roff), (8, 4, "rtype"), (12, 4, "rela"), (16, 8, "rela")]:
+                    out.append((r + o, w, k, tsize))
         elif sh_type == 17:  # SHT_GROUP
             for g in range(start, start + size - 3, 4):
                 out.append((g, 4, "group", 0))
@@ -233,21 +240,23 @@ def boundary_values(width, orig, size, flen):
 
 
 def mutate_field(data, rnd, field):
+    """Mutates one field; returns a note and whether the mutant must fail to link (a
+    relocation moved outside its loaded section)."""
     off, width, kind, size = field
     if kind == "bytes":
         # A few random bytes of the section's contents.
         for _ in range(rnd.randint(1, 4)):
             i = off + rnd.randrange(width)
             data[i] = rnd.choice([0, 0xff, 0x80, rnd.randrange(256), data[i] ^ (1 << rnd.randrange(8))])
-        return f"bytes@{off:#x}"
+        return f"bytes@{off:#x}", False
     if kind == "arsize":
         text = rnd.choice([b"0", b"1", b"-1", b"9999999999", b"abc", str(rnd.randrange(1 << 20)).encode()])
         data[off:off + 10] = text.ljust(10)
-        return f"arsize@{off:#x}={text!r}"
+        return f"arsize@{off:#x}={text!r}", False
     if kind == "arname":
         text = rnd.choice([b"/", b"//", b"/999999", b"/0", b"#1/99999", b"x.o/"])
         data[off:off + 16] = text.ljust(16)
-        return f"arname@{off:#x}={text!r}"
+        return f"arname@{off:#x}={text!r}", False
     fmt = {1: "B", 2: "H", 4: "I", 8: "Q"}[width]
     endian = ">" if kind in ("arcount", "aroff") else "<"
     orig, = struct.unpack_from(endian + fmt, data, off)
@@ -258,20 +267,23 @@ def mutate_field(data, rnd, field):
     else:
         value = rnd.choice(boundary_values(width, orig, size, len(data)))
     struct.pack_into(endian + fmt, data, off, value)
-    return f"{kind}@{off:#x}:{width}={value:#x}"
+    return f"{kind}@{off:#x}:{width}={value:#x}", kind == "roff" and value > size
 
 
 def mutate(seed, rnd):
     data = bytearray(seed.data)
-    notes = []
+    notes, must_fail = [], []
     for _ in range(rnd.choice([1, 1, 1, 2, 3])):
         if seed.fields and rnd.random() < 0.9:
-            notes.append(mutate_field(data, rnd, rnd.choice(seed.fields)))
+            note, fail = mutate_field(data, rnd, rnd.choice(seed.fields))
+            notes.append(note)
+            must_fail.append(fail)
         else:
             i = rnd.randrange(len(data))
             data[i] = rnd.randrange(256)
             notes.append(f"byte@{i:#x}")
-    return bytes(data), notes
+    # Only a lone mutation has a known outcome.
+    return bytes(data), notes, must_fail == [True]
 
 
 # --- Running --------------------------------------------------------------------------------
@@ -309,18 +321,21 @@ def run_remjit(remjit, mode, inputs, extra, timeout):
 def one(args, seeds, mdir, index):
     rnd = random.Random(args.seed * 1_000_003 + index)
     seed = rnd.choice(seeds)
-    data, notes = mutate(seed, rnd)
+    data, notes, must_fail = mutate(seed, rnd)
     ext = ".a" if data.startswith(b"!<arch>\n") else ".o"
     path = os.path.join(mdir, f"m{index}{ext}")
     with open(path, "wb") as f:
         f.write(data)
     inputs = list(seed.inputs)
     inputs[seed.target] = path
-    results = {}
+    results, errors = {}, {}
     for mode in args.modes:
         code, err = run_remjit(args.remjit, mode, inputs, seed.extra, args.timeout)
         kind = classify(code, err)
+        if kind == "ok" and must_fail:
+            kind = "silent"  # a relocation outside its section linked without an error
         results[mode] = kind
+        errors[mode] = err.strip()[-300:]
         if kind not in ("ok", "error"):
             fdir = os.path.join(args.work, "findings")
             os.makedirs(fdir, exist_ok=True)
@@ -332,7 +347,7 @@ def one(args, seeds, mdir, index):
     if len(set(results.values())) > 1:
         # Not a failure (a mode may know more symbols), but worth a look.
         with open(os.path.join(args.work, "mismatches.txt"), "a") as f:
-            f.write(f"m{index} seed {seed.name} {notes} {results}\n")
+            f.write(f"m{index} seed {seed.name} {notes} {results} {errors}\n")
     os.unlink(path)
     return seed.name, results
 

@@ -79,7 +79,9 @@ pub struct LinkEnv<'a> {
     pub executor: &'a dyn Executor,
     /// Where the memory comes from.
     pub slab: &'a SlabAllocator,
-    /// Run constructors when finalizing (not with `--noexec`).
+    /// Run code of the inputs when finalizing: constructors and IFUNC resolvers, with the
+    /// `.eh_frame` registered for them. Off for `--noexec`, which runs no code of the inputs:
+    /// an IFUNC's GOT slot then holds its resolver's address.
     pub run_initializers: bool,
 }
 
@@ -332,10 +334,8 @@ pub fn link(
             .iter()
             .map(|name| {
                 let referenced_by = res
-                    .references
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, r)| {
+                    .referrers(name)
+                    .map(|r| {
                         r.objects
                             .iter()
                             .map(|&o| res.objects[o].file.name.clone())

@@ -408,6 +408,13 @@ impl<'d> Resolution<'d> {
         }
     }
 
+    /// Who references `name`, if it is referenced and not defined by the link.
+    pub fn referrers(&self, name: &[u8]) -> Option<&Reference> {
+        self.reference_index
+            .get(name)
+            .map(|&i| &self.references[i].1)
+    }
+
     /// Whether the name is referenced strongly somewhere.
     pub fn is_strong_reference(&self, name: &[u8]) -> bool {
         self.reference_index
