@@ -24,9 +24,13 @@ struct Patchable {
 
 impl Patchable {
     fn compile(dir: &Path, name: &str, source: &str) -> Patchable {
+        Patchable::compile_with(dir, name, source, &["-O2"])
+    }
+
+    fn compile_with(dir: &Path, name: &str, source: &str, flags: &[&str]) -> Patchable {
         let src = dir.join(format!("{name}.c"));
         std::fs::write(&src, source).unwrap();
-        let obj = compile(dir, &src, &format!("{name}.o"), &["-O2"]);
+        let obj = compile(dir, &src, &format!("{name}.o"), flags);
         Patchable {
             bytes: std::fs::read(obj).unwrap(),
         }
@@ -188,6 +192,25 @@ fn huge_zero_fill_is_an_error() {
         &format!(
             "{}: malformed ELF object: section .bss: size 0x8000000000000000 makes the link \
              larger than remjit's limit of 0x1000000000 bytes (64 GiB)",
+            p.display()
+        ),
+    );
+}
+
+#[test]
+fn bad_common_symbol_alignment_is_an_error() {
+    let dir = work_dir("hostile-common");
+    let src = "int counter;\nint main(void) { return counter; }\n";
+    let obj = Patchable::compile_with(&dir, "common", src, &["-O2", "-fcommon"]);
+    // A common symbol's st_value is its alignment.
+    let at = obj.symbol_at("counter") + 8;
+    let p = obj.patched(&dir, "common-align.o", at, &3u64.to_le_bytes());
+    fails_exactly(
+        &p,
+        &["--noexec"],
+        &format!(
+            "{}: malformed ELF object: common symbol `counter`: alignment 0x3 is not a power \
+             of two",
             p.display()
         ),
     );
