@@ -73,7 +73,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("fixup: GOTPCRELX mov -> lea relaxation", |b| {
         b.iter(|| {
             let mut code = [0x48u8, 0x8b, 0x05, 0, 0, 0, 0];
-            let r = relaxation_for(&code, 3).unwrap();
+            let r = relaxation_for(&code, 3, 1).unwrap();
             apply_relaxation(&mut code, 3, r, 0x1003, black_box(0x2000), -4)
         })
     });

@@ -30,7 +30,8 @@ pub struct SessionOptions {
     pub phony_externals: bool,
     /// Absolute symbols (`--abs NAME=ADDR`).
     pub absolutes: Vec<(String, u64)>,
-    /// Run constructors when a module is finalized (off for `--noexec`).
+    /// Run constructors and IFUNC resolvers when a module is finalized (off for `--noexec`,
+    /// which runs no code of the inputs).
     pub run_initializers: bool,
     /// Extra library directories (`-L`).
     pub library_dirs: Vec<PathBuf>,
@@ -313,7 +314,7 @@ impl Session {
             }
             let i = m.functions.partition_point(|f| f.addr <= addr);
             let f = m.functions.get(i.checked_sub(1)?)?;
-            if addr < f.addr + f.size.max(1) {
+            if addr < f.addr.saturating_add(f.size.max(1)) {
                 return Some((m.objects.join(" "), f.name.clone(), addr - f.addr));
             }
         }

@@ -173,10 +173,13 @@ pub enum Relaxation {
     JmpToDirect,
 }
 
-/// Which relaxation the instruction bytes before a GOTPCRELX field allow (`field` is the offset
-/// of the 32-bit displacement in `code`).
-pub fn relaxation_for(code: &[u8], field: usize) -> Option<Relaxation> {
-    if field < 2 {
+/// Which relaxation the instruction bytes before a GOTPCRELX field allow. `code` is the
+/// relocated section alone (never its neighbours), `field` the offset of the 32-bit
+/// displacement in it, and `prefix_bytes` the bytes the instruction has before its ModRM byte
+/// and opcode (1 for `R_X86_64_REX_GOTPCRELX`, whose REX prefix must lie in the section too).
+/// `None` when the bytes do not fit in the section or name no known instruction.
+pub fn relaxation_for(code: &[u8], field: usize, prefix_bytes: usize) -> Option<Relaxation> {
+    if field < 2 + prefix_bytes || field.checked_add(4)? > code.len() {
         return None;
     }
     let (op, modrm) = (code[field - 2], code[field - 1]);
@@ -191,6 +194,7 @@ pub fn relaxation_for(code: &[u8], field: usize) -> Option<Relaxation> {
 
 /// Rewrites the instruction around the displacement at `field` and writes a direct PC-relative
 /// displacement to `target` (`place` is the address of the field; `addend` the relocation's).
+/// `kind` comes from [`relaxation_for`] on the same `code` and `field`, which checked bounds.
 /// Returns false when the direct displacement would not fit (nothing is written then).
 pub fn apply_relaxation(
     code: &mut [u8],
@@ -217,7 +221,7 @@ pub fn apply_relaxation(
         }
         Relaxation::JmpToDirect => {
             // `e9 rel32` starts one byte earlier; the displacement is relative to its end.
-            let end = place + 3;
+            let end = place.wrapping_add(3);
             let v = target
                 .wrapping_add(addend as u64)
                 .wrapping_add(4)
@@ -270,7 +274,7 @@ mod tests {
     fn mov_from_got_becomes_lea() {
         // mov rax, [rip + 0] ; field at 3, place 0x1003, target 0x2000, addend -4
         let mut code = vec![0x48, 0x8b, 0x05, 0, 0, 0, 0];
-        let k = relaxation_for(&code, 3).unwrap();
+        let k = relaxation_for(&code, 3, 1).unwrap();
         assert_eq!(k, Relaxation::MovToLea);
         assert!(apply_relaxation(&mut code, 3, k, 0x1003, 0x2000, -4));
         assert_eq!(decode(&code, 0x1000), vec!["lea rax,[rel 2000h]"]);
@@ -279,7 +283,7 @@ mod tests {
     #[test]
     fn call_through_got_becomes_direct() {
         let mut code = vec![0xff, 0x15, 0, 0, 0, 0];
-        let k = relaxation_for(&code, 2).unwrap();
+        let k = relaxation_for(&code, 2, 0).unwrap();
         assert!(apply_relaxation(&mut code, 2, k, 0x1002, 0x5000, -4));
         assert_eq!(code[..2], [0x67, 0xe8]);
         assert_eq!(decode(&code, 0x1000), vec!["call 0000000000005000h"]);
@@ -288,9 +292,25 @@ mod tests {
     #[test]
     fn jmp_through_got_becomes_direct() {
         let mut code = vec![0xff, 0x25, 0, 0, 0, 0];
-        let k = relaxation_for(&code, 2).unwrap();
+        let k = relaxation_for(&code, 2, 0).unwrap();
         assert!(apply_relaxation(&mut code, 2, k, 0x1002, 0x5000, -4));
         assert_eq!(decode(&code, 0x1000), vec!["jmp 0000000000005000h", "nop"]);
+    }
+
+    #[test]
+    fn relaxation_needs_the_instruction_inside_the_section() {
+        // The opcode would lie before the section, or the field past its end.
+        assert_eq!(relaxation_for(&[0x05, 0, 0, 0, 0], 1, 0), None);
+        assert_eq!(relaxation_for(&[0x8b, 0x05, 0, 0, 0, 0], 2, 1), None);
+        assert_eq!(relaxation_for(&[0x8b, 0x05, 0, 0, 0], 2, 0), None);
+        assert_eq!(
+            relaxation_for(&[0x8b, 0x05, 0, 0, 0, 0], usize::MAX, 0),
+            None
+        );
+        assert_eq!(
+            relaxation_for(&[0x8b, 0x05, 0, 0, 0, 0], 2, 0),
+            Some(Relaxation::MovToLea)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use object::elf;
 use object::read::elf::SectionHeader;
 use object::LittleEndian as LE;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::link::resolve::LinkObject;
 
 /// Size of a stub: `jmp *slot(%rip)` padded with `int3`.
@@ -124,6 +124,9 @@ pub struct Synthesized {
     pub tls_descs: u64,
 }
 
+/// A TLS image: template offset in the read-only segment, template size, block size, align.
+pub type TlsImage = (u64, u64, u64, u64);
+
 /// The result of layout: segment sizes and offsets and every section's place.
 #[derive(Debug)]
 pub struct Layout {
@@ -150,7 +153,7 @@ pub struct Layout {
     /// `.eh_frame` in the read-only segment: (offset, size including the zero terminator).
     pub eh_frame: Option<(u64, u64)>,
     /// TLS image: template offset in the read-only segment, template size, block size, align.
-    pub tls: Option<(u64, u64, u64, u64)>,
+    pub tls: Option<TlsImage>,
     /// Common symbols: name -> offset in the read-write segment (in the zero fill).
     pub commons: HashMap<Vec<u8>, u64>,
     /// Sections named like C identifiers, for `__start_`/`__stop_`: name -> (seg, start, end).
@@ -166,9 +169,60 @@ impl Layout {
     }
 }
 
+/// The strictest alignment a section or common symbol may ask for (a larger one is an error).
+pub const MAX_ALIGN: u64 = 1 << 20;
+
+/// The most memory one link may lay out; every offset of a layout stays below it, so sums of
+/// an offset, a size and an alignment never overflow.
+pub const MAX_LINK_SIZE: u64 = 1 << 36;
+
+/// Checks an alignment read from a file: 0 or a power of two, at most [`MAX_ALIGN`]. Returns
+/// the alignment to use (at least 1) or what is wrong with it.
+pub fn check_align(a: u64) -> std::result::Result<u64, String> {
+    if a > 1 && !a.is_power_of_two() {
+        Err(format!("alignment {a:#x} is not a power of two"))
+    } else if a > MAX_ALIGN {
+        Err(format!(
+            "alignment {a:#x} exceeds remjit's limit of {MAX_ALIGN:#x} (1 MiB)"
+        ))
+    } else {
+        Ok(a.max(1))
+    }
+}
+
+/// `v` rounded up to a multiple of `a`. Callers keep `v` at most [`MAX_LINK_SIZE`] and `a` at
+/// most a page or [`MAX_ALIGN`], so this cannot overflow.
 fn align_up(v: u64, a: u64) -> u64 {
     let a = a.max(1);
     v.div_ceil(a) * a
+}
+
+/// `off + size`, if it stays within [`MAX_LINK_SIZE`].
+fn grow(off: u64, size: u64) -> Option<u64> {
+    off.checked_add(size).filter(|&e| e <= MAX_LINK_SIZE)
+}
+
+/// The error for a section whose size does not fit in one link.
+fn too_large(objects: &[LinkObject<'_>], obj: usize, sec: usize, size: u64) -> Error {
+    let f = &objects[obj].file;
+    let name = f
+        .section_name(sec)
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .unwrap_or_else(|_| format!("#{sec}"));
+    Error::malformed(
+        &f.name,
+        format!(
+            "section {name}: size {size:#x} makes the link larger than remjit's limit of \
+             {MAX_LINK_SIZE:#x} bytes (64 GiB)"
+        ),
+    )
+}
+
+/// The error for linker-made parts that would not fit in one link.
+fn link_too_large(what: &str) -> Error {
+    Error::Memory(format!(
+        "{what} make the link larger than remjit's limit of {MAX_LINK_SIZE:#x} bytes (64 GiB)"
+    ))
 }
 
 fn is_c_identifier(name: &[u8]) -> bool {
@@ -197,39 +251,69 @@ struct Item {
     file_page_off: Option<u64>,
 }
 
-/// Lays out all loaded sections of `objects` plus the linker-made parts.
-///
-/// `mappable(obj, sec)` gives, for a large section that will be mapped from its file rather than
-/// copied, its file offset; such a section gets pages of its own at an address congruent to
-/// that offset modulo the page size.
-pub fn layout(
+/// The sections of each kind, in the order they are laid out.
+#[derive(Default)]
+struct Lists {
+    text: Vec<Item>,
+    ro: Vec<Item>,
+    rw: Vec<Item>,
+    bss: Vec<Item>,
+    eh: Vec<Item>,
+    tdata: Vec<Item>,
+    tbss: Vec<Item>,
+}
+
+impl Lists {
+    fn push(&mut self, item: Item, shdr: &crate::object::Shdr, name: &[u8]) {
+        let flags = shdr.sh_flags(LE);
+        let nobits = shdr.sh_type(LE) == elf::SHT_NOBITS;
+        let list = if flags & u64::from(elf::SHF_TLS) != 0 {
+            if nobits {
+                &mut self.tbss
+            } else {
+                &mut self.tdata
+            }
+        } else if shdr.sh_type(LE) == elf::SHT_X86_64_UNWIND || name == b".eh_frame" {
+            &mut self.eh
+        } else if flags & u64::from(elf::SHF_EXECINSTR) != 0 {
+            &mut self.text
+        } else if nobits {
+            // Read-only zero fill is rare; it can live with the writable zero fill.
+            &mut self.bss
+        } else if flags & u64::from(elf::SHF_WRITE) != 0 {
+            &mut self.rw
+        } else {
+            &mut self.ro
+        };
+        list.push(item);
+    }
+}
+
+/// Sorts the loaded sections of `objects` into lists, checking each one's size and alignment.
+fn collect(
     objects: &[LinkObject<'_>],
-    synth: Synthesized,
-    commons: &[(Vec<u8>, u64, u64)],
     page: u64,
     mappable: &dyn Fn(usize, usize) -> Option<u64>,
-) -> Result<Layout> {
-    let mut places: Vec<Vec<Place>> = objects
-        .iter()
-        .map(|o| vec![Place::None; o.file.sections.len()])
-        .collect();
-    let mut text: Vec<Item> = Vec::new();
-    let mut ro: Vec<Item> = Vec::new();
-    let mut rw: Vec<Item> = Vec::new();
-    let mut bss: Vec<Item> = Vec::new();
-    let mut eh: Vec<Item> = Vec::new();
-    let mut tdata: Vec<Item> = Vec::new();
-    let mut tbss: Vec<Item> = Vec::new();
+    group_names: &mut Vec<Vec<u8>>,
+) -> Result<Lists> {
+    let mut lists = Lists::default();
     let mut group_of: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut group_names: Vec<Vec<u8>> = vec![Vec::new()];
     for (oi, o) in objects.iter().enumerate() {
         for (si, shdr) in o.file.sections.iter().enumerate() {
             if !is_loaded(o, si, shdr) {
                 continue;
             }
-            let flags = shdr.sh_flags(LE);
             let name = o.file.section_name(si)?;
-            let nobits = shdr.sh_type(LE) == elf::SHT_NOBITS;
+            let align = check_align(shdr.sh_addralign(LE)).map_err(|why| {
+                Error::malformed(
+                    &o.file.name,
+                    format!("section {}: {why}", String::from_utf8_lossy(name)),
+                )
+            })?;
+            let size = shdr.sh_size(LE);
+            if size > MAX_LINK_SIZE {
+                return Err(too_large(objects, oi, si, size));
+            }
             let group = if is_c_identifier(name) {
                 let next = group_names.len();
                 let g = *group_of.entry(name.to_vec()).or_insert(next);
@@ -243,137 +327,204 @@ pub fn layout(
             let item = Item {
                 obj: oi,
                 sec: si,
-                size: shdr.sh_size(LE),
-                align: shdr.sh_addralign(LE).max(1),
+                size,
+                align,
                 group,
                 file_page_off: mappable(oi, si)
                     .map(|fo| fo % page)
-                    .filter(|fpo| fpo % shdr.sh_addralign(LE).max(1) == 0),
+                    .filter(|fpo| fpo % align == 0),
             };
-            if flags & u64::from(elf::SHF_TLS) != 0 {
-                if nobits {
-                    tbss.push(item)
-                } else {
-                    tdata.push(item)
-                }
-            } else if shdr.sh_type(LE) == elf::SHT_X86_64_UNWIND || name == b".eh_frame" {
-                eh.push(item)
-            } else if flags & u64::from(elf::SHF_EXECINSTR) != 0 {
-                text.push(item)
-            } else if flags & u64::from(elf::SHF_WRITE) != 0 {
-                if nobits {
-                    bss.push(item)
-                } else {
-                    rw.push(item)
-                }
-            } else if nobits {
-                // Read-only zero fill is rare; it can live with the writable zero fill.
-                bss.push(item)
-            } else {
-                ro.push(item)
-            }
+            lists.push(item, shdr, name);
         }
     }
     // Sections named like C identifiers are kept together for `__start_`/`__stop_`.
-    for list in [&mut text, &mut ro, &mut rw, &mut bss] {
+    for list in [
+        &mut lists.text,
+        &mut lists.ro,
+        &mut lists.rw,
+        &mut lists.bss,
+    ] {
         list.sort_by_key(|i| i.group);
     }
-    let mut named_groups: HashMap<Vec<u8>, (Seg, u64, u64)> = HashMap::new();
-    let mut file_maps = Vec::new();
-    let mut place_list = |list: &[Item], seg: Seg, mut off: u64, places: &mut Vec<Vec<Place>>| {
+    Ok(lists)
+}
+
+/// Places lists of sections one after the other, recording `__start_`/`__stop_` groups and
+/// sections mapped from their files.
+struct Placer<'a, 'o> {
+    objects: &'a [LinkObject<'o>],
+    page: u64,
+    group_names: Vec<Vec<u8>>,
+    named_groups: HashMap<Vec<u8>, (Seg, u64, u64)>,
+    file_maps: Vec<(usize, usize, Seg, u64)>,
+}
+
+impl Placer<'_, '_> {
+    /// Places `list` in `seg` from `off`; returns the end offset.
+    fn place(
+        &mut self,
+        list: &[Item],
+        seg: Seg,
+        mut off: u64,
+        places: &mut [Vec<Place>],
+    ) -> Result<u64> {
         for it in list {
+            let too_large = || too_large(self.objects, it.obj, it.sec, it.size);
             if let Some(fpo) = it.file_page_off {
                 // Pages of its own, at the file offset's position within a page.
-                off = align_up(off, page) + fpo;
+                off = align_up(off, self.page) + fpo;
                 places[it.obj][it.sec] = Place::Mem { seg, off };
-                file_maps.push((it.obj, it.sec, seg, off));
-                off = align_up(off + it.size, page);
+                self.file_maps.push((it.obj, it.sec, seg, off));
+                off = align_up(grow(off, it.size).ok_or_else(too_large)?, self.page);
                 continue;
             }
             off = align_up(off, it.align);
             places[it.obj][it.sec] = Place::Mem { seg, off };
+            let end = grow(off, it.size).ok_or_else(too_large)?;
             if it.group != 0 {
-                let e = named_groups
-                    .entry(group_names[it.group].clone())
+                let e = self
+                    .named_groups
+                    .entry(self.group_names[it.group].clone())
                     .or_insert((seg, off, off));
-                e.2 = off + it.size;
+                e.2 = end;
             }
-            off += it.size;
+            off = end;
         }
-        off
-    };
-
-    // Text: sections, then stubs.
-    let mut t = place_list(&text, Seg::Text, 0, &mut places);
-    let stubs_off = align_up(t, 16);
-    t = stubs_off + synth.stubs * STUB_SIZE;
-
-    // Read-only: sections, TLS template, then `.eh_frame` packed and zero terminated.
-    let mut r = place_list(&ro, Seg::Ro, 0, &mut places);
-    let mut tls = None;
-    if !tdata.is_empty() || !tbss.is_empty() {
-        let align = tdata
-            .iter()
-            .chain(&tbss)
-            .map(|i| i.align)
-            .max()
-            .unwrap_or(1);
-        r = align_up(r, align);
-        let template = r;
-        let mut toff = 0;
-        for it in &tdata {
-            toff = align_up(toff, it.align);
-            places[it.obj][it.sec] = Place::TlsData {
-                off: template + toff,
-                tls_off: toff,
-            };
-            toff += it.size;
-        }
-        let init_size = toff;
-        for it in &tbss {
-            toff = align_up(toff, it.align);
-            places[it.obj][it.sec] = Place::TlsBss { tls_off: toff };
-            toff += it.size;
-        }
-        r += init_size;
-        tls = Some((template, init_size, align_up(toff, align), align));
+        Ok(off)
     }
-    let mut eh_frame = None;
-    if !eh.is_empty() {
+
+    /// Packs `.eh_frame` sections from `r` in the read-only segment, zero terminated; returns
+    /// the end offset and the table's (offset, size).
+    fn place_eh_frame(
+        &self,
+        eh: &[Item],
+        mut r: u64,
+        places: &mut [Vec<Place>],
+    ) -> Result<(u64, Option<(u64, u64)>)> {
+        if eh.is_empty() {
+            return Ok((r, None));
+        }
         // Records must follow each other without gaps: a zero word would end the table.
         r = align_up(r, 8);
         let start = r;
-        for it in &eh {
+        for it in eh {
             r = align_up(r, 4);
             places[it.obj][it.sec] = Place::Mem {
                 seg: Seg::Ro,
                 off: r,
             };
-            r += it.size;
+            r = grow(r, it.size).ok_or_else(|| too_large(self.objects, it.obj, it.sec, it.size))?;
         }
-        r += 4;
-        eh_frame = Some((start, r - start));
+        r = grow(r, 4).ok_or_else(|| link_too_large(".eh_frame sections"))?;
+        Ok((r, Some((start, r - start))))
     }
 
+    /// Lays out the TLS template (`.tdata`) from `r` in the read-only segment and the TLS
+    /// block; returns the end offset and (template offset, template size, block size, align).
+    fn place_tls(
+        &self,
+        tdata: &[Item],
+        tbss: &[Item],
+        r: u64,
+        places: &mut [Vec<Place>],
+    ) -> Result<(u64, Option<TlsImage>)> {
+        if tdata.is_empty() && tbss.is_empty() {
+            return Ok((r, None));
+        }
+        let align = tdata.iter().chain(tbss).map(|i| i.align).max().unwrap_or(1);
+        let template = align_up(r, align);
+        let mut toff = 0;
+        let mut init_size = 0;
+        for (i, it) in tdata.iter().chain(tbss).enumerate() {
+            toff = align_up(toff, it.align);
+            places[it.obj][it.sec] = if i < tdata.len() {
+                Place::TlsData {
+                    off: template + toff,
+                    tls_off: toff,
+                }
+            } else {
+                Place::TlsBss { tls_off: toff }
+            };
+            toff = grow(toff, it.size)
+                .ok_or_else(|| too_large(self.objects, it.obj, it.sec, it.size))?;
+            if i + 1 == tdata.len() {
+                init_size = toff;
+            }
+        }
+        let end = grow(template, init_size).ok_or_else(|| link_too_large("TLS sections"))?;
+        Ok((
+            end,
+            Some((template, init_size, align_up(toff, align), align)),
+        ))
+    }
+}
+
+/// Lays out all loaded sections of `objects` plus the linker-made parts.
+///
+/// `mappable(obj, sec)` gives, for a large section that will be mapped from its file rather than
+/// copied, its file offset; such a section gets pages of its own at an address congruent to
+/// that offset modulo the page size. Sizes and alignments come from hostile files: a size that
+/// would take the link past [`MAX_LINK_SIZE`] or a bad alignment is an error naming the object
+/// and section.
+pub fn layout(
+    objects: &[LinkObject<'_>],
+    synth: Synthesized,
+    commons: &[(Vec<u8>, u64, u64)],
+    page: u64,
+    mappable: &dyn Fn(usize, usize) -> Option<u64>,
+) -> Result<Layout> {
+    let mut places: Vec<Vec<Place>> = objects
+        .iter()
+        .map(|o| vec![Place::None; o.file.sections.len()])
+        .collect();
+    let mut group_names: Vec<Vec<u8>> = vec![Vec::new()];
+    let lists = collect(objects, page, mappable, &mut group_names)?;
+    let mut placer = Placer {
+        objects,
+        page,
+        group_names,
+        named_groups: HashMap::new(),
+        file_maps: Vec::new(),
+    };
+    // `off` followed by `n` entries of `each` bytes.
+    let after = |off: u64, n: u64, each: u64, what: &str| {
+        n.checked_mul(each)
+            .and_then(|size| grow(off, size))
+            .ok_or_else(|| link_too_large(what))
+    };
+
+    // Text: sections, then stubs.
+    let t = placer.place(&lists.text, Seg::Text, 0, &mut places)?;
+    let stubs_off = align_up(t, 16);
+    let t = after(stubs_off, synth.stubs, STUB_SIZE, "stubs")?;
+
+    // Read-only: sections, TLS template, then `.eh_frame` packed and zero terminated.
+    let r = placer.place(&lists.ro, Seg::Ro, 0, &mut places)?;
+    let (r, tls) = placer.place_tls(&lists.tdata, &lists.tbss, r, &mut places)?;
+    let (r, eh_frame) = placer.place_eh_frame(&lists.eh, r, &mut places)?;
+
     // Read-write: sections, GOT, TLS pairs and descriptors, `__dso_handle`, then zero fill.
-    let mut w = place_list(&rw, Seg::Rw, 0, &mut places);
+    let w = placer.place(&lists.rw, Seg::Rw, 0, &mut places)?;
     let got_off = align_up(w, 16);
-    let tls_pairs_off = got_off + synth.got_entries * 8;
-    let tls_descs_off = tls_pairs_off + synth.tls_pairs * 16;
-    let dso_off = tls_descs_off + synth.tls_descs * 32;
+    let entries = "GOT and TLS entries";
+    let tls_pairs_off = after(got_off, synth.got_entries, 8, entries)?;
+    let tls_descs_off = after(tls_pairs_off, synth.tls_pairs, 16, entries)?;
+    let dso_off = after(tls_descs_off, synth.tls_descs, 32, entries)?;
     // `__dso_handle`, then a word holding this module's TLS id.
-    w = dso_off + 16;
-    let content_w = w;
-    let mut z = place_list(&bss, Seg::Rw, w, &mut places);
+    let content_w = after(dso_off, 2, 8, entries)?;
+    let mut z = placer.place(&lists.bss, Seg::Rw, content_w, &mut places)?;
     let mut common_offs = HashMap::new();
     for (name, size, align) in commons {
         z = align_up(z, *align);
         common_offs.insert(name.clone(), z);
-        z += size;
+        z = grow(z, *size).ok_or_else(|| link_too_large("common symbols"))?;
     }
 
     let seg_start = [0, align_up(t, page), align_up(t, page) + align_up(r, page)];
     let total = seg_start[2] + align_up(z, page);
+    if total > MAX_LINK_SIZE {
+        return Err(link_too_large("the sections together"));
+    }
     Ok(Layout {
         places,
         seg_start,
@@ -388,8 +539,8 @@ pub fn layout(
         eh_frame,
         tls,
         commons: common_offs,
-        named_groups,
-        file_maps,
+        named_groups: placer.named_groups,
+        file_maps: placer.file_maps,
     })
 }
 

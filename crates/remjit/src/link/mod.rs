@@ -79,7 +79,9 @@ pub struct LinkEnv<'a> {
     pub executor: &'a dyn Executor,
     /// Where the memory comes from.
     pub slab: &'a SlabAllocator,
-    /// Run constructors when finalizing (not with `--noexec`).
+    /// Run code of the inputs when finalizing: constructors and IFUNC resolvers, with the
+    /// `.eh_frame` registered for them. Off for `--noexec`, which runs no code of the inputs:
+    /// an IFUNC's GOT slot then holds its resolver's address.
     pub run_initializers: bool,
     /// A symbol the link (or an earlier one) must define, checked before anything runs.
     pub required_entry: Option<&'a str>,
@@ -340,10 +342,8 @@ pub fn link(
             .iter()
             .map(|name| {
                 let referenced_by = res
-                    .references
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, r)| {
+                    .referrers(name)
+                    .map(|r| {
                         r.objects
                             .iter()
                             .map(|&o| res.objects[o].file.name.clone())
@@ -554,13 +554,35 @@ fn section_class<'d>(o: &LinkObject<'d>, index: usize) -> Result<Class<'d>> {
     if o.discarded.get(sec).copied().unwrap_or(true) {
         return Ok(Class::Discarded);
     }
+    let ifunc = sym.st_type() == elf::STT_GNU_IFUNC;
+    if ifunc {
+        check_ifunc_section(o, sec, sym)?;
+    }
     Ok(Class::Section {
         obj: o.index,
         sec,
         value: sym.st_value(LE),
         size: sym.st_size(LE),
-        ifunc: sym.st_type() == elf::STT_GNU_IFUNC,
+        ifunc,
     })
+}
+
+/// An IFUNC symbol names its resolver, a function: it must lie in an executable section (a
+/// resolver in data would be "called" at finalize time).
+fn check_ifunc_section(o: &LinkObject<'_>, sec: usize, sym: &crate::object::ElfSym) -> Result<()> {
+    let shdr = o.file.section(sec)?;
+    if shdr.sh_flags(LE) & u64::from(elf::SHF_EXECINSTR) != 0 {
+        return Ok(());
+    }
+    Err(Error::malformed(
+        &o.file.name,
+        format!(
+            "IFUNC symbol `{}` lies in section {}, which is not executable (an IFUNC symbol \
+             names its resolver function)",
+            lossy(o.file.symbol_name(sym)?),
+            lossy(o.file.section_name(sec)?)
+        ),
+    ))
 }
 
 fn key_of<'d>(o: &LinkObject<'d>, oi: usize, sym: usize) -> Result<Key<'d>> {
@@ -651,7 +673,8 @@ fn write_and_fix<'d>(
             Class::Section {
                 obj, sec, value, ..
             } => match lay.places[obj][sec] {
-                Place::Mem { seg, off } => addr_in(seg, off) + value,
+                // Symbol values come from the file: any value is an address, never an index.
+                Place::Mem { seg, off } => addr_in(seg, off).wrapping_add(value),
                 Place::TlsData { .. } | Place::TlsBss { .. } => return Ok(None),
                 Place::None => return Err("symbol in a section that is not loaded".into()),
             },
@@ -678,7 +701,9 @@ fn write_and_fix<'d>(
             Class::Section {
                 obj, sec, value, ..
             } => match lay.places[obj][sec] {
-                Place::TlsData { tls_off, .. } | Place::TlsBss { tls_off } => Some(tls_off + value),
+                Place::TlsData { tls_off, .. } | Place::TlsBss { tls_off } => {
+                    Some(tls_off.wrapping_add(value))
+                }
                 _ => None,
             },
             _ => None,
@@ -718,13 +743,19 @@ fn write_and_fix<'d>(
         mem[end - 4..end].fill(0);
     }
 
-    // GOT words (IFUNC slots are filled by their resolver at finalize time).
+    // GOT words. IFUNC slots are filled by their resolver at finalize time; when no code of
+    // the inputs may run (`--noexec`), the resolver is not called and the slot holds the
+    // resolver's own address.
     for (i, (key, class)) in entries.got.iter().enumerate() {
         let slot = lay.offset(Seg::Rw, lay.got_off) + i as u64 * 8;
         let value = if let Class::Section { ifunc: true, .. } = class {
             let resolver = address(*class).ok().flatten().unwrap_or(0);
-            ifuncs.push((base + slot, resolver));
-            0
+            if !env.run_initializers {
+                resolver
+            } else {
+                ifuncs.push((base + slot, resolver));
+                0
+            }
         } else {
             match address(*class) {
                 Ok(Some(a)) => a,
@@ -800,6 +831,13 @@ fn write_and_fix<'d>(
                 _ => continue,
             };
             let sec_size = shdr.sh_size(LE);
+            let executable = shdr.sh_flags(LE) & u64::from(elf::SHF_EXECINSTR) != 0;
+            // The section alone: every write of its relocations is bounded by it, never by the
+            // allocation around it.
+            let code = usize::try_from(sec_size)
+                .ok()
+                .and_then(|n| mem.get_mut(sec_off as usize..)?.get_mut(..n))
+                .ok_or_else(|| Error::Memory("a section lies outside its allocation".into()))?;
             let is_eh_frame = matches!(lay.places[oi][si], Place::Mem { seg: Seg::Ro, off } if lay.eh_frame.is_some_and(|(s, n)| off >= s && off < s + n))
                 && o.file.section_name(si)? == b".eh_frame";
             for rela in o.file.relocations(si)? {
@@ -816,14 +854,21 @@ fn write_and_fix<'d>(
                 let Some(kind) = fixup::reloc_kind(r_type) else {
                     return Err(ctx.error("relocation type not supported by remjit"));
                 };
-                if r_offset + kind.width.bytes() as u64 > sec_size {
-                    return Err(ctx.error("relocation lies outside its section (malformed object)"));
+                let width = kind.width.bytes() as u64;
+                if r_offset.checked_add(width).is_none_or(|end| end > sec_size) {
+                    return Err(ctx.error(format!(
+                        "its {width}-byte field lies outside the section ({sec_size:#x} bytes): \
+                         malformed object"
+                    )));
                 }
-                let at = (sec_off + r_offset) as usize;
+                // Within the section.
+                let at = r_offset as usize;
                 let place = base + sec_off + r_offset;
                 let addend = rela.r_addend(LE);
                 let a = addend as u64;
-                let class = classes[oi][sym];
+                let class = *classes[oi]
+                    .get(sym)
+                    .ok_or_else(|| ctx.error("no such symbol"))?;
                 let key = key_of(o, oi, sym)?;
                 if class == Class::Discarded {
                     if is_eh_frame {
@@ -835,7 +880,7 @@ fn write_and_fix<'d>(
                             0
                         };
                         if kind.width.fits(v) {
-                            fixup::write_value(mem, at, kind.width, v);
+                            fixup::write_value(code, at, kind.width, v);
                         }
                         continue;
                     }
@@ -907,11 +952,12 @@ fn write_and_fix<'d>(
                                 | Class::DsoHandle
                                 | Class::SectionBound { .. }
                         );
+                        // Only code is rewritten; elsewhere the GOT serves.
+                        let prefix = usize::from(r_type == elf::R_X86_64_REX_GOTPCRELX);
+                        let relax = fixup::relaxation_for(code, at, prefix).filter(|_| executable);
                         if direct_ok {
-                            if let (Some(relax), Ok(Some(s))) =
-                                (fixup::relaxation_for(mem, at), address(class))
-                            {
-                                if fixup::apply_relaxation(mem, at, relax, place, s, addend) {
+                            if let (Some(relax), Ok(Some(s))) = (relax, address(class)) {
+                                if fixup::apply_relaxation(code, at, relax, place, s, addend) {
                                     continue;
                                 }
                             }
@@ -972,7 +1018,7 @@ fn write_and_fix<'d>(
                 if !kind.width.fits(value) {
                     return Err(ctx.error(range_problem(kind.formula, kind.width, class, value)));
                 }
-                fixup::write_value(mem, at, kind.width, value);
+                fixup::write_value(code, at, kind.width, value);
             }
         }
     }
@@ -1031,7 +1077,9 @@ fn write_and_fix<'d>(
 
     // Finalize actions: unwind tables, TLS, IFUNCs, then constructors.
     let mut actions = Vec::new();
-    if let Some((off, _)) = lay.eh_frame {
+    // Without running code nothing unwinds: `--noexec` leaves the unwinder alone (its parser
+    // would be the first to read a hostile `.eh_frame`).
+    if let Some((off, _)) = lay.eh_frame.filter(|_| env.run_initializers) {
         let addr = addr_in(Seg::Ro, off);
         actions.push(AllocActionPair {
             finalize: AllocAction::RegisterEhFrame { addr },

@@ -8,7 +8,7 @@ use object::read::elf::Sym;
 use object::LittleEndian as LE;
 
 use crate::error::{DuplicateSymbol, Error, Result};
-use crate::object::ObjectFile;
+use crate::object::{ElfSym, ObjectFile};
 
 /// An object taking part in a link, with what the resolve stage decided about it.
 pub struct LinkObject<'d> {
@@ -170,6 +170,24 @@ fn is_global_binding(bind: u8) -> bool {
     bind == elf::STB_GLOBAL || bind == elf::STB_WEAK || bind == elf::STB_GNU_UNIQUE
 }
 
+/// A common symbol's definition, its size and alignment checked (both come from the file).
+fn common_def(file: &ObjectFile<'_>, obj: usize, sym: &ElfSym, name: &[u8]) -> Result<GlobalDef> {
+    let bad = |why: String| {
+        Error::malformed(
+            &file.name,
+            format!("common symbol `{}`: {why}", String::from_utf8_lossy(name)),
+        )
+    };
+    let align = crate::link::layout::check_align(sym.st_value(LE)).map_err(bad)?;
+    let size = sym.st_size(LE);
+    if size > crate::link::layout::MAX_LINK_SIZE {
+        return Err(bad(format!(
+            "size {size:#x} exceeds remjit's limit of 64 GiB for one link"
+        )));
+    }
+    Ok(GlobalDef::Common { obj, size, align })
+}
+
 impl<'d> Resolution<'d> {
     /// An empty resolution; misaligned archive members are copied into `arena`.
     pub fn new(arena: &'d AlignedArena) -> Self {
@@ -217,11 +235,7 @@ impl<'d> Resolution<'d> {
             let def = if shndx == elf::SHN_UNDEF {
                 None
             } else if shndx == elf::SHN_COMMON {
-                Some(GlobalDef::Common {
-                    obj,
-                    size: sym.st_size(LE),
-                    align: sym.st_value(LE).max(1),
-                })
+                Some(common_def(&file, obj, sym, name)?)
             } else if shndx == elf::SHN_ABS {
                 Some(GlobalDef::Absolute {
                     obj,
@@ -438,6 +452,13 @@ impl<'d> Resolution<'d> {
         } else {
             Err(Error::Duplicate(std::mem::take(&mut self.duplicates)))
         }
+    }
+
+    /// Who references `name`, if it is referenced and not defined by the link.
+    pub fn referrers(&self, name: &[u8]) -> Option<&Reference> {
+        self.reference_index
+            .get(name)
+            .map(|&i| &self.references[i].1)
     }
 
     /// Whether the name is referenced strongly somewhere.
