@@ -8,7 +8,9 @@
 //! Out of process the handler writes machine lines to a report descriptor and the controller,
 //! which knows the JIT'd functions, turns them into a sentence ([`describe`]). In process the
 //! handler writes that sentence itself, symbolizing with the table [`set_jit_functions`] left.
-//! The handler allocates nothing and takes no lock but the loader's (in `dladdr`).
+//! The handler allocates nothing and takes no lock but the loader's (in `dladdr`) and the
+//! unwinder's; should one of those be held by the code that crashed, a watchdog (SIGALRM) ends
+//! the process with the original signal after a few seconds.
 //!
 //! The lines (parsed by [`parse_report`]):
 //! ```text
@@ -605,7 +607,49 @@ fn find_library(r: &mut CrashReport) {
     }
 }
 
+/// The signal being reported, for the watchdog.
+static DYING_OF: AtomicI32 = AtomicI32::new(0);
+
+/// Seconds the report may take before the watchdog ends the process anyway.
+const REPORT_SECONDS: u32 = 3;
+
+/// If the report hangs (the unwinder's lock, held by the code that crashed): die of the
+/// signal being reported, now.
+extern "C" fn on_watchdog(_: i32) {
+    let sig = DYING_OF.load(Ordering::Relaxed);
+    // SAFETY: signal(2), raise(3), sigprocmask and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::raise(sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::_exit(128 + sig);
+    }
+}
+
+/// Arms the watchdog: SIGALRM (unblocked here) after [`REPORT_SECONDS`].
+fn arm_watchdog(sig: i32) {
+    DYING_OF.store(sig, Ordering::Relaxed);
+    // SAFETY: sigaction, sigprocmask and alarm(2) are async-signal-safe; the process is dying,
+    // so the program's own SIGALRM disposition and alarm no longer matter.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_watchdog as *const () as usize;
+        sa.sa_flags = libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGALRM);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::alarm(REPORT_SECONDS);
+    }
+}
+
 extern "C" fn on_crash(sig: i32, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    arm_watchdog(sig);
     let mut r = CrashReport::new(sig);
     // SAFETY: the kernel passes valid siginfo and ucontext pointers to SA_SIGINFO handlers;
     // getpid(2) is async-signal-safe.
