@@ -316,6 +316,18 @@ fn crash_in_a_library_names_it_and_the_jit_caller() {
 }
 
 #[test]
+fn call_through_null_names_the_caller() {
+    for err in crash_reports("signals-null", &["null"], 139) {
+        check_report(
+            &err,
+            "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x0, in code at pc 0x0",
+            &[", called from `call_through_null`+0x"],
+            &[],
+        );
+    }
+}
+
+#[test]
 fn stack_overflow_reports_in_every_mode() {
     for err in crash_reports("signals-overflow", &["overflow"], 139) {
         check_report(

@@ -132,6 +132,31 @@ fn collect_frames(r: &mut CrashReport) {
         r.frames[0] = r.pc;
         r.nframes = 1;
     }
+    if r.nframes == 1 {
+        // No unwind information at the pc (a call through a bad pointer lands nowhere): the
+        // word on top of the stack is likely the caller's return address.
+        if let Some(ret) = read_word(r.sp) {
+            r.frames[1] = ret;
+            r.nframes = 2;
+        }
+    }
+}
+
+/// Reads a word of our own memory without faulting on a bad address.
+fn read_word(addr: u64) -> Option<u64> {
+    let mut word = 0u64;
+    let local = libc::iovec {
+        iov_base: (&mut word as *mut u64).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: 8,
+    };
+    // SAFETY: process_vm_readv(2) on our own process writes only into `word`, and reports
+    // an unmapped `addr` as an error instead of faulting.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == 8).then_some(word)
 }
 
 /// Fills the library and exported symbol containing `pc`.
