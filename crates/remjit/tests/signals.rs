@@ -49,7 +49,25 @@ fn command(mode: Option<&[&str]>, o: &Path, exe: &Path, args: &[&str]) -> Comman
         }
     };
     cmd.args(args).stdin(Stdio::null());
+    no_core_dumps(&mut cmd);
     cmd
+}
+
+/// Crashing programs leave no core files behind, whatever the machine's limit.
+fn no_core_dumps(cmd: &mut Command) {
+    // SAFETY: only setrlimit(2), async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &zero) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Waits for `child` at most [`LIMIT`], killing it (and its process group) on time-out.
@@ -298,6 +316,18 @@ fn crash_in_a_library_names_it_and_the_jit_caller() {
 }
 
 #[test]
+fn call_through_null_names_the_caller() {
+    for err in crash_reports("signals-null", &["null"], 139) {
+        check_report(
+            &err,
+            "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x0, in code at pc 0x0",
+            &[", called from `call_through_null`+0x"],
+            &[],
+        );
+    }
+}
+
+#[test]
 fn stack_overflow_reports_in_every_mode() {
     for err in crash_reports("signals-overflow", &["overflow"], 139) {
         check_report(
@@ -353,11 +383,14 @@ fn uncaught_exception_terminates_as_natively() {
     assert!(st.success());
     let terminate = "terminate called after throwing an instance of 'std::runtime_error'\n  \
                      what():  boom\n";
-    let native = outcome(Command::new(&exe));
+    let mut native = Command::new(&exe);
+    no_core_dumps(&mut native);
+    let native = outcome(native);
     assert_eq!(native, ("before\n".into(), terminate.into(), 134));
     for mode in MODES {
         let mut cmd = Command::new(remjit());
         cmd.args(mode).arg(&o).args(["-l", "stdc++"]);
+        no_core_dumps(&mut cmd);
         let (out, err, st) = outcome(cmd);
         assert_eq!((out.as_str(), st), ("before\n", 134), "{mode:?}: {err}");
         // std::terminate's own words, then remjit's report of the abort.

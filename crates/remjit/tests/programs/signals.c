@@ -11,6 +11,11 @@ static void note(int s) { got = s; }
 
 __attribute__((noinline)) int poke_bad_pointer(int *p) { return *p + 1; }
 __attribute__((noinline)) size_t call_strlen(const char *p) { return strlen(p) + 1; }
+void (*volatile no_function)(void);
+__attribute__((noinline)) void call_through_null(void) {
+  no_function();
+  puts("not reached");
+}
 __attribute__((noinline)) int recurse_forever(int n) {
   volatile char buf[256];
   if (n < 0)
@@ -92,6 +97,8 @@ int main(int argc, char **argv) {
     raise(SIGUSR1);
   if (!strcmp(what, "strlen"))
     return (int)call_strlen(argv[2]);
+  if (!strcmp(what, "null"))
+    call_through_null();
   if (!strcmp(what, "overflow"))
     return recurse_forever(0);
   return 0;
