@@ -487,6 +487,24 @@ pub fn check(rule: &Rule, env: &dyn CheckEnv) -> Outcome {
     }
 }
 
+/// Checks every rule of a check file's text; returns the number of rules and one message per
+/// failed rule (`line N: rule: values`).
+pub fn check_text(text: &str, env: &dyn CheckEnv) -> Result<(usize, Vec<String>), String> {
+    let rules = parse_file(text)?;
+    let failures = rules
+        .iter()
+        .filter_map(|r| {
+            let why = match check(r, env) {
+                Outcome::Pass => return None,
+                Outcome::Fail { lhs, rhs } => format!("{lhs:#x} != {rhs:#x}"),
+                Outcome::Error(e) => e,
+            };
+            Some(format!("line {}: `{}`: {why}", r.line, r.text))
+        })
+        .collect();
+    Ok((rules.len(), failures))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,7 +524,11 @@ mod tests {
                 .ok_or_else(|| format!("no symbol {name}"))
         }
         fn got_addr(&self, file: &str, sym: &str) -> Result<u64, String> {
-            Ok(if file == "a.o" && sym == "x" { 0x100 } else { 1 })
+            Ok(if file == "a.o" && sym == "x" {
+                0x100
+            } else {
+                1
+            })
         }
         fn stub_addr(&self, _: &str, _: &str) -> Result<u64, String> {
             Ok(0x200)
@@ -570,7 +592,9 @@ mod tests {
         // As in LLVM, a slice right after a load binds to the address.
         assert_eq!(value("*{1}(call + 0x10001)[15:0]"), Ok(0xfb));
         assert!(value("*{8}(jmp + 1)").unwrap_err().contains("outside"));
-        assert!(parse_rule("*{3}call = 0").unwrap_err().contains("load size"));
+        assert!(parse_rule("*{3}call = 0")
+            .unwrap_err()
+            .contains("load size"));
     }
 
     #[test]
@@ -578,7 +602,10 @@ mod tests {
         assert_eq!(value("decode_operand(call, 0)"), Ok((-5i64) as u64));
         assert_eq!(value("next_pc(call)"), Ok(0x1005));
         assert_eq!(value("decode_operand(load, 4)"), Ok(0x10));
-        assert_eq!(value("decode_operand(movabs, 1)"), Ok(0x0102_0304_0506_0708));
+        assert_eq!(
+            value("decode_operand(movabs, 1)"),
+            Ok(0x0102_0304_0506_0708)
+        );
         // add: tied destination, then the memory operand.
         assert_eq!(value("decode_operand(add, 5)"), Ok((-8i64) as u64));
         assert_eq!(value("decode_operand(jmp, 0)"), Ok(2));
