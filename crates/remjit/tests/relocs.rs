@@ -107,3 +107,206 @@ fn size_and_none() {
 fn thread_locals() {
     check_file("tls");
 }
+
+/// `remjit: error: t.o: section SEC+OFF: TYPE against `x`: PROBLEM` and a newline.
+fn reloc_error(place: &str, kind: &str, sym: &str, problem: &str) -> String {
+    format!("remjit: error: t.o: section {place}: {kind} against `{sym}`: {problem}\n")
+}
+
+fn absolute_too_big(addr: &str, range: &str) -> String {
+    format!(
+        "the absolute address {addr} does not fit in {range}: compile with -fPIC or -mcmodel=large"
+    )
+}
+
+fn value_too_big(value: &str, range: &str) -> String {
+    format!("value {value} does not fit in {range}: compile with -fPIC or -mcmodel=large")
+}
+
+#[test]
+fn absolute_one_step_past_the_range() {
+    let cases = [
+        (
+            ".data\n.long x",
+            "0x100000000",
+            "R_X86_64_32",
+            ".data+0x0",
+            "an unsigned 32-bit value (below 4 GiB)",
+        ),
+        (
+            ".data\n.long x",
+            "0xffffffffffffffff",
+            "R_X86_64_32",
+            ".data+0x0",
+            "an unsigned 32-bit value (below 4 GiB)",
+        ),
+        (
+            ".text\nmovq x, %rax",
+            "0x80000000",
+            "R_X86_64_32S",
+            ".text+0x4",
+            "a signed 32-bit value (+-2 GiB)",
+        ),
+        (
+            ".text\nmovq x, %rax",
+            "0xffffffff7fffffff",
+            "R_X86_64_32S",
+            ".text+0x4",
+            "a signed 32-bit value (+-2 GiB)",
+        ),
+        (
+            ".data\n.word x",
+            "0x10000",
+            "R_X86_64_16",
+            ".data+0x0",
+            "16 bits",
+        ),
+        (
+            ".data\n.word x",
+            "0xffffffffffff7fff",
+            "R_X86_64_16",
+            ".data+0x0",
+            "16 bits",
+        ),
+        (
+            ".data\n.byte x",
+            "0x100",
+            "R_X86_64_8",
+            ".data+0x0",
+            "8 bits",
+        ),
+        (
+            ".data\n.byte x",
+            "0xffffffffffffff7f",
+            "R_X86_64_8",
+            ".data+0x0",
+            "8 bits",
+        ),
+    ];
+    for (src, addr, kind, place, range) in cases {
+        let problem = absolute_too_big(addr, range);
+        expect_failure(
+            src,
+            &format!("-abs x={addr}"),
+            &reloc_error(place, kind, "x", &problem),
+        );
+    }
+}
+
+#[test]
+fn pc_relative_one_step_past_the_range() {
+    // .text starts the slab at 0x40000000: the field is there.
+    let cases = [
+        (
+            ".long x - .",
+            "0xc0000000",
+            "R_X86_64_PC32",
+            "0x80000000",
+            "a signed 32-bit value (+-2 GiB)",
+        ),
+        (
+            ".long x - .",
+            "0xffffffffbfffffff",
+            "R_X86_64_PC32",
+            "0xffffffff7fffffff",
+            "a signed 32-bit value (+-2 GiB)",
+        ),
+        (
+            ".word x - .",
+            "0x40008000",
+            "R_X86_64_PC16",
+            "0x8000",
+            "a signed 16-bit value",
+        ),
+        (
+            ".word x - .",
+            "0x3fff7fff",
+            "R_X86_64_PC16",
+            "0xffffffffffff7fff",
+            "a signed 16-bit value",
+        ),
+        (
+            ".byte x - .",
+            "0x40000080",
+            "R_X86_64_PC8",
+            "0x80",
+            "a signed 8-bit value",
+        ),
+        (
+            ".byte x - .",
+            "0x3fffff7f",
+            "R_X86_64_PC8",
+            "0xffffffffffffff7f",
+            "a signed 8-bit value",
+        ),
+    ];
+    for (src, addr, kind, value, range) in cases {
+        let problem = value_too_big(value, range);
+        expect_failure(
+            &format!(".text\n{src}"),
+            &format!("-slab-address=0x40000000 -abs x={addr}"),
+            &reloc_error(".text+0x0", kind, "x", &problem),
+        );
+    }
+}
+
+#[test]
+fn static_tls_models_are_refused() {
+    let tbss = "\n.section .tbss,\"awT\",@nobits\nx: .zero 4";
+    let problem = "initial-exec/local-exec thread-local access cannot reach a JIT'd module's \
+                   thread-locals: compile with -fPIC (or -ftls-model=global-dynamic)";
+    let cases = [
+        (
+            ".text\nmovq x@gottpoff(%rip), %rax",
+            "R_X86_64_GOTTPOFF",
+            ".text+0x3",
+        ),
+        (
+            ".text\nmovl %fs:x@tpoff, %eax",
+            "R_X86_64_TPOFF32",
+            ".text+0x4",
+        ),
+        (".data\n.quad x@tpoff", "R_X86_64_TPOFF64", ".data+0x0"),
+    ];
+    for (src, kind, place) in cases {
+        expect_failure(
+            &format!("{src}{tbss}"),
+            "",
+            &reloc_error(place, kind, "x", problem),
+        );
+    }
+}
+
+#[test]
+fn unsupported_type_is_named() {
+    expect_failure(
+        ".data\n.reloc ., R_X86_64_COPY, y\n.quad 0",
+        "-abs y=1",
+        &reloc_error(
+            ".data+0x0",
+            "R_X86_64_COPY",
+            "y",
+            "relocation type not supported by remjit",
+        ),
+    );
+}
+
+#[test]
+fn failed_rules_print_both_values() {
+    expect_failure(
+        ".data\n# jitlink-check: *{8}w = y + 1\n# jitlink-check: *{8}w = y\n\
+         # jitlink-check: *{8}w = nosuch\nw: .quad y",
+        "-abs y=5",
+        "remjit: check failed: t.s: line 2: `*{8}w = y + 1`: 0x5 != 0x6\n\
+         remjit: check failed: t.s: line 4: `*{8}w = nosuch`: no symbol `nosuch` in this link\n",
+    );
+}
+
+#[test]
+fn check_file_without_rules_is_an_error() {
+    expect_failure(
+        ".data\n# jitlink-check is not a rule without its colon\nw: .quad 1",
+        "",
+        "remjit: error: check file t.s: no `# jitlink-check:` rules in the check file\n",
+    );
+}
