@@ -220,7 +220,8 @@ impl Parser<'_> {
                 1 | 2 | 4 | 8 => n as u8,
                 _ => return Err(self.error("load size must be 1, 2, 4 or 8")),
             };
-            Expr::Load(size, Box::new(self.simple()?))
+            // As in LLVM, the address is the rest of the chain: `*{1}f+1` loads from f+1.
+            Expr::Load(size, Box::new(self.expr()?))
         } else if self.rest().starts_with(|c: char| c.is_ascii_digit()) {
             Expr::Num(self.number()?)
         } else {
@@ -589,8 +590,10 @@ mod tests {
         assert_eq!(value("*{4}call"), Ok(0xfffffbe8));
         assert_eq!(value("*{1}(call + 1)"), Ok(0xfb));
         assert_eq!(value("(*{8}movabs)[63:16]"), Ok(0x0304_0506_0708));
-        // As in LLVM, a slice right after a load binds to the address.
+        // As in LLVM, a load's address is the rest of the chain, slices included.
         assert_eq!(value("*{1}(call + 0x10001)[15:0]"), Ok(0xfb));
+        assert_eq!(value("*{1}call+1"), Ok(0xfb));
+        assert_eq!(value("(*{1}call)+1"), Ok(0xe9));
         assert!(value("*{8}(jmp + 1)").unwrap_err().contains("outside"));
         assert!(parse_rule("*{3}call = 0")
             .unwrap_err()

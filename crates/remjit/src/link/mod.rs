@@ -928,6 +928,7 @@ fn write_and_fix<'d>(
                         let direct_ok = matches!(
                             class,
                             Class::Section { ifunc: false, .. }
+                                | Class::Absolute(_)
                                 | Class::Common { .. }
                                 | Class::External { .. }
                                 | Class::DsoHandle

@@ -22,6 +22,12 @@ call_far:
 jmp_far:
         jmp far@PLT
 
+# A function of the executing process (libc's puts, far from the slab) goes through a stub.
+# jitlink-check: decode_operand(call_libc, 0) = stub_addr(branches.o, puts) - next_pc(call_libc)
+# jitlink-check: *{8}got_addr(branches.o, puts) = puts
+call_libc:
+        callq puts@PLT
+
 # The stub jumps through the GOT slot, which holds the target.
 # jitlink-check: *{2}stub_addr(branches.o, far) = 0x25ff
 # jitlink-check: *{4}(stub_addr(branches.o, far) + 2) = \

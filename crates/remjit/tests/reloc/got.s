@@ -1,6 +1,6 @@
 # GOT relocations: R_X86_64_GOTPCREL, GOTPCRELX and REX_GOTPCRELX (relaxed and not),
 # GOTPCREL64, GOT32, GOT64, GOTPLT64, GOTPC32, GOTPC64, GOTOFF64, PLTOFF64.
-# ARGS: -slab-address=0x40000000 -abs ext=0x7fff00001000
+# ARGS: -slab-address=0x40000000 -abs ext=0x7fff00001000 -abs near=0x40100000
 
         .text
 # Global: llvm-mc would turn `.reloc` references to a local into its section's symbol.
@@ -39,18 +39,30 @@ call_relaxed:
 jmp_relaxed:
         jmp *target@GOTPCREL(%rip)
 
+# An absolute symbol in reach is relaxed too (as JITLink does): `lea near(%rip), %rcx`.
+# jitlink-check: *{1}(mov_abs_relaxed + 1) = 0x8d
+# jitlink-check: decode_operand(mov_abs_relaxed, 4) = near - next_pc(mov_abs_relaxed)
+mov_abs_relaxed:
+        movq near@GOTPCREL(%rip), %rcx
+
 # Not relaxable: an instruction other than mov/call/jmp keeps the GOT load.
 # jitlink-check: *{1}(add_kept + 1) = 0x03
 # jitlink-check: decode_operand(add_kept, 5) = got_addr(got.o, target) - next_pc(add_kept)
 add_kept:
         addq target@GOTPCREL(%rip), %rax
-# Not relaxable: an absolute symbol stays behind its GOT entry.
+# Not relaxable: an absolute symbol out of reach stays behind its GOT entry.
 # jitlink-check: *{1}(mov_abs_kept + 1) = 0x8b
 # jitlink-check: decode_operand(mov_abs_kept, 4) = got_addr(got.o, ext) - next_pc(mov_abs_kept)
 # jitlink-check: *{8}got_addr(got.o, ext) = ext
 mov_abs_kept:
         movq ext@GOTPCREL(%rip), %rax
-# Not relaxable: the call through the GOT to an absolute symbol stays indirect.
+# Relaxable form, but the target (libc's puts) is out of reach: the GOT load stays.
+# jitlink-check: *{1}(mov_far_kept + 1) = 0x8b
+# jitlink-check: decode_operand(mov_far_kept, 4) = got_addr(got.o, puts) - next_pc(mov_far_kept)
+# jitlink-check: *{8}got_addr(got.o, puts) = puts
+mov_far_kept:
+        movq puts@GOTPCREL(%rip), %rax
+# Not relaxable: the call through the GOT to an absolute symbol out of reach stays indirect.
 # jitlink-check: *{2}call_abs_kept = 0x15ff
 # jitlink-check: decode_operand(call_abs_kept, 3) = got_addr(got.o, ext) - next_pc(call_abs_kept)
 call_abs_kept:
