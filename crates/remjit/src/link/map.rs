@@ -63,11 +63,23 @@ pub struct LinkMap {
 }
 
 impl LinkMap {
-    fn object(&self, file: &str) -> std::result::Result<&ObjectMap, String> {
-        self.objects
+    /// Looks up `key` in the table `pick` of input `file`; `what` names the table in errors.
+    fn find(
+        &self,
+        file: &str,
+        key: &str,
+        what: &str,
+        pick: impl Fn(&ObjectMap) -> &HashMap<String, u64>,
+    ) -> std::result::Result<u64, String> {
+        let o = self
+            .objects
             .iter()
             .find(|o| o.is_named(file))
-            .ok_or_else(|| format!("no input file `{file}` in this link"))
+            .ok_or_else(|| format!("no input file `{file}` in this link"))?;
+        pick(o)
+            .get(key)
+            .copied()
+            .ok_or_else(|| format!("`{file}` has no {what} `{key}`"))
     }
 }
 
@@ -80,27 +92,15 @@ impl CheckEnv for LinkMap {
     }
 
     fn got_addr(&self, file: &str, sym: &str) -> std::result::Result<u64, String> {
-        let o = self.object(file)?;
-        o.got
-            .get(sym)
-            .copied()
-            .ok_or_else(|| format!("`{file}` has no GOT entry for `{sym}`"))
+        self.find(file, sym, "GOT entry for", |o| &o.got)
     }
 
     fn stub_addr(&self, file: &str, sym: &str) -> std::result::Result<u64, String> {
-        let o = self.object(file)?;
-        o.stubs
-            .get(sym)
-            .copied()
-            .ok_or_else(|| format!("`{file}` has no stub for `{sym}`"))
+        self.find(file, sym, "stub for", |o| &o.stubs)
     }
 
     fn section_addr(&self, file: &str, section: &str) -> std::result::Result<u64, String> {
-        let o = self.object(file)?;
-        o.sections
-            .get(section)
-            .copied()
-            .ok_or_else(|| format!("`{file}` has no loaded section `{section}`"))
+        self.find(file, section, "loaded section", |o| &o.sections)
     }
 
     fn read(&self, addr: u64, len: usize) -> Option<Vec<u8>> {

@@ -90,12 +90,7 @@ impl MemoryMapper for PretendMapper {
     }
 
     fn initialize(&self, info: &AllocInfo) -> Result<u64> {
-        let extent = info
-            .segments
-            .iter()
-            .map(|s| s.offset + s.content_size + s.zero_fill_size)
-            .max()
-            .unwrap_or(0);
+        let extent = info.extent();
         self.lock()?.live.insert(info.mapping_base, extent);
         Ok(info.mapping_base)
     }

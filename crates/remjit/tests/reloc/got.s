@@ -84,6 +84,10 @@ got64:
 # jitlink-check: decode_operand(pltoff64, 1) = target - _GLOBAL_OFFSET_TABLE_
 pltoff64:
         movabsq $target@PLTOFF, %rax
+# A function of the executing process goes through its stub: PLTOFF64 is the stub's address.
+# jitlink-check: decode_operand(pltoff64_libc, 1) = stub_addr(got.o, puts) - _GLOBAL_OFFSET_TABLE_
+pltoff64_libc:
+        movabsq $puts@PLTOFF, %rax
 # GOTPC32: the GOT's address, PC-relative.
 # jitlink-check: decode_operand(gotpc32, 4) = _GLOBAL_OFFSET_TABLE_ - next_pc(gotpc32)
 gotpc32:
