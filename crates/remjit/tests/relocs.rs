@@ -261,6 +261,18 @@ fn pc_relative_one_step_past_the_range() {
 }
 
 #[test]
+fn size_one_step_past_the_range() {
+    let src = ".data\n.globl t\n.type t,@object\nt: .zero 24\n.size t, 24\n.long t@SIZE - 25";
+    let problem = "the symbol's size plus the addend, 0xffffffffffffffff, does not fit in an \
+                   unsigned 32-bit value (below 4 GiB)";
+    expect_link_error(
+        src,
+        "",
+        &reloc_error(".data+0x18", "R_X86_64_SIZE32", "t", problem),
+    );
+}
+
+#[test]
 fn static_tls_models_are_refused() {
     let tbss = "\n.section .tbss,\"awT\",@nobits\nx: .zero 4";
     let problem = "initial-exec/local-exec thread-local access cannot reach a JIT'd module's \
@@ -319,4 +331,42 @@ fn check_file_without_rules_is_an_error() {
         "",
         "remjit: error: check file t.s: no `# jitlink-check:` rules in the check file\n",
     );
+}
+
+/// Without -noexec the rules are checked after the link and before `main` runs; a failed rule
+/// stops remjit before running anything.
+#[test]
+fn checks_run_before_main() {
+    let program = |rule: &str| {
+        format!(
+            "# jitlink-check: {rule}\n.text\n.globl main\nmain:\n  subq $8, %rsp\n  \
+             leaq msg(%rip), %rdi\n  callq puts@PLT\n  movl $7, %eax\n  addq $8, %rsp\n  ret\n\
+             .section .rodata\nmsg: .asciz \"ran\"\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (rule, status, stdout) in [("*{1}msg = 0x72", 7, "ran\n"), ("*{1}msg = 0x52", 1, "")] {
+        assemble(dir.path(), "t", &program(rule));
+        let check = format!("-check={}", dir.path().join("t.s").display());
+        for mode in MODES {
+            let out = common::jit(mode, &[dir.path().join("t.o")], &[&check], &[]);
+            assert_eq!(out.status.code(), Some(status), "{rule} {mode:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                stdout,
+                "{rule} {mode:?}"
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            if status == 1 {
+                let t = dir.path().join("t.s");
+                let want = format!(
+                    "remjit: check failed: {}: line 1: `*{{1}}msg = 0x52`: 0x72 != 0x52\n",
+                    t.display()
+                );
+                assert_eq!(stderr, want, "{mode:?}");
+            } else {
+                assert_eq!(stderr, "", "{mode:?}");
+            }
+        }
+    }
 }

@@ -1200,6 +1200,9 @@ fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -
             "the absolute address {addr:#x} of this shared-library data does not fit in {what}: \
              compile with -fPIC"
         ),
+        (Formula::Size, _) => {
+            format!("the symbol's size plus the addend, {value:#x}, does not fit in {what}")
+        }
         (Formula::Absolute, _) => format!(
             "the absolute address {value:#x} does not fit in {what}: compile with -fPIC or \
              -mcmodel=large"

@@ -10,6 +10,9 @@ table:  .zero 24
 
 # jitlink-check: *{4}size32 = 24
 size32: .long table@SIZE
+# The largest value SIZE32 takes.
+# jitlink-check: *{4}size32_max = 0xffffffff
+size32_max: .long table@SIZE + 0xffffffe7
 # jitlink-check: *{8}size64 = 24 + 100
 size64: .quad table@SIZE + 100
         .text
