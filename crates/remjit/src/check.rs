@@ -135,7 +135,11 @@ pub fn parse_file(file: &str) -> Result<Vec<Rule>, String> {
 
 /// Parses `LHS = RHS`.
 pub fn parse_rule(text: &str) -> Result<(Expr, Expr), String> {
-    let mut p = Parser { s: text, pos: 0 };
+    let mut p = Parser {
+        s: text,
+        pos: 0,
+        depth: 0,
+    };
     let lhs = p.expr()?;
     p.expect("=")?;
     let rhs = p.expr()?;
@@ -146,9 +150,13 @@ pub fn parse_rule(text: &str) -> Result<(Expr, Expr), String> {
     Ok((lhs, rhs))
 }
 
+/// Deepest nesting of parentheses and loads a rule may have.
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -207,6 +215,16 @@ impl Parser<'_> {
 
     /// A literal, symbol, call, load or parenthesized expression, with an optional slice.
     fn simple(&mut self) -> Result<Expr, String> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error("expression nested too deeply"));
+        }
+        self.depth += 1;
+        let e = self.simple_inner();
+        self.depth -= 1;
+        e
+    }
+
+    fn simple_inner(&mut self) -> Result<Expr, String> {
         self.skip_ws();
         let e = if self.eat("(") {
             let e = self.expr()?;
@@ -574,6 +592,32 @@ mod tests {
         eval(&l, &env())
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hostile_rules_give_errors_not_panics(text in "[ -~]{0,60}") {
+            if let Ok((l, r)) = parse_rule(&text) {
+                let _ = (eval(&l, &env()), eval(&r, &env()));
+            }
+        }
+
+        #[test]
+        fn rule_like_text_gives_errors_not_panics(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "*{8}", "*{3}", "(", ")", "[63:0]", "[1:2]", "[99:0]", " + ", " << ", " >> ",
+                    " - ", "call", "0x", "0xffffffffffffffffff", "7", "decode_operand(call, 9)",
+                    "next_pc(jmp)", "got_addr(a.o, x)", " = ", ",",
+                ]),
+                0..12,
+            )
+        ) {
+            let text = parts.concat();
+            if let Ok((l, r)) = parse_rule(&text) {
+                let _ = (eval(&l, &env()), eval(&r, &env()));
+            }
+        }
+    }
+
     #[test]
     fn strictly_left_to_right() {
         assert_eq!(value("1 + 2 << 3"), Ok(24));
@@ -652,5 +696,11 @@ mod tests {
         assert!(parse_file("# nothing\n").unwrap_err().contains("no `"));
         assert!(parse_rule("1 = 2 3").unwrap_err().contains("unexpected"));
         assert!(parse_rule("1 + = 2").is_err());
+        let deep = format!("{}1{} = 1", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse_rule(&deep).unwrap_err().contains("nested too deeply"));
+        assert_eq!(
+            value(&format!("{}1{}", "(".repeat(60), ")".repeat(60))),
+            Ok(1)
+        );
     }
 }

@@ -28,6 +28,18 @@ jmp_far:
 call_libc:
         callq puts@PLT
 
+# An IFUNC is always called through its stub; its slot is filled when the module is finalized
+# by running the resolver (here never: -slab-address links are not run), so the image holds 0.
+        .globl ifn
+        .type ifn,@gnu_indirect_function
+ifn:
+        leaq local_func(%rip), %rax
+        retq
+# jitlink-check: decode_operand(call_ifunc, 0) = stub_addr(branches.o, ifn) - next_pc(call_ifunc)
+# jitlink-check: *{8}got_addr(branches.o, ifn) = 0
+call_ifunc:
+        callq ifn@PLT
+
 # The stub jumps through the GOT slot, which holds the target.
 # jitlink-check: *{2}stub_addr(branches.o, far) = 0x25ff
 # jitlink-check: *{4}(stub_addr(branches.o, far) + 2) = \
