@@ -370,3 +370,8 @@ fn checks_run_before_main() {
         }
     }
 }
+
+#[test]
+fn code_models() {
+    check_file("code_models");
+}
