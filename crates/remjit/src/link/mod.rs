@@ -746,7 +746,7 @@ fn write_and_fix<'d>(
 
     // GOT words (IFUNC slots are filled by their resolver at finalize time).
     for (i, (key, class)) in entries.got.iter().enumerate() {
-        let slot = lay.offset(Seg::Rw, lay.got_off) + i as u64 * 8;
+        let slot = map::got_entry_addr(lay, base, i) - base;
         let value = if let Class::Section { ifunc: true, .. } = class {
             let resolver = address(*class).ok().flatten().unwrap_or(0);
             ifuncs.push((base + slot, resolver));
@@ -766,7 +766,7 @@ fn write_and_fix<'d>(
         fixup::write_value(mem, slot as usize, Width::B64, value);
     }
     for (i, key) in entries.stubs.iter().enumerate() {
-        let at = lay.offset(Seg::Text, lay.stubs_off) + i as u64 * layout::STUB_SIZE;
+        let at = map::stub_entry_addr(lay, base, i) - base;
         let slot = got_base + entries.got_index[key] as u64 * 8;
         if !fixup::write_stub(mem, at as usize, base + at, slot) {
             return Err(Error::Memory("stub cannot reach its GOT slot".into()));
