@@ -325,6 +325,32 @@ fn failed_rules_print_both_values() {
 }
 
 #[test]
+fn check_files_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    assemble(
+        dir.path(),
+        "t",
+        "# jitlink-check: *{8}w = y\n.data\nw: .quad y",
+    );
+    std::fs::write(dir.path().join("more.s"), "# jitlink-check: *{4}w = 6\n").unwrap();
+    for mode in MODES {
+        let args = [
+            "-abs".to_string(),
+            "y=5".into(),
+            "--check".into(),
+            "more.s".into(),
+        ];
+        let out = link(dir.path(), "t", mode, &args);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "remjit: check failed: more.s: line 1: `*{4}w = 6`: 0x5 != 0x6\n",
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
 fn check_file_without_rules_is_an_error() {
     expect_failure(
         ".data\n# jitlink-check is not a rule without its colon\nw: .quad 1",
