@@ -45,6 +45,18 @@ struct Cli {
     /// Define an absolute symbol: NAME=ADDR (decimal or 0x hex).
     #[arg(long, value_name = "NAME=ADDR")]
     abs: Vec<String>,
+    /// Old spelling of --abs.
+    #[arg(long, value_name = "NAME=ADDR", hide = true)]
+    define_abs: Vec<String>,
+    /// Check the linked memory against the `# jitlink-check:` rules of FILE (repeatable).
+    #[arg(long, value_name = "FILE")]
+    check: Vec<PathBuf>,
+    /// Place the slab at this address (decimal or 0x hex; only with --noexec).
+    #[arg(long, value_name = "ADDR")]
+    slab_address: Option<String>,
+    /// The slab's page size: accepted when it is the host's page size.
+    #[arg(long, value_name = "N")]
+    slab_page_size: Option<String>,
     /// Resolve otherwise undefined symbols to address 0.
     #[arg(long)]
     phony_externals: bool,
@@ -81,6 +93,10 @@ const LONG_OPTIONS: &[&str] = &[
     "show-times",
     "preload",
     "abs",
+    "define-abs",
+    "check",
+    "slab-address",
+    "slab-page-size",
     "phony-externals",
     "slab-allocate",
     "oop-executor",
@@ -138,16 +154,58 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow!("bad size `{s}`"))
 }
 
+fn parse_number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
 fn parse_abs(s: &str) -> anyhow::Result<(String, u64)> {
     let (name, addr) = s
         .split_once('=')
         .ok_or_else(|| anyhow!("bad --abs `{s}`: expected NAME=ADDR"))?;
-    let addr = match addr.strip_prefix("0x").or_else(|| addr.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => addr.parse(),
-    }
-    .map_err(|_| anyhow!("bad --abs `{s}`: ADDR must be a decimal or 0x hex number"))?;
+    let addr = parse_number(addr)
+        .ok_or_else(|| anyhow!("bad --abs `{s}`: ADDR must be a decimal or 0x hex number"))?;
     Ok((name.to_string(), addr))
+}
+
+/// `--slab-address` (only with `--noexec`) and `--slab-page-size` (only the host's).
+fn slab_placement(cli: &Cli) -> anyhow::Result<Option<u64>> {
+    if let Some(p) = &cli.slab_page_size {
+        let host = rustix::param::page_size() as u64;
+        if parse_size(p)? != host {
+            bail!("--slab-page-size {p}: remjit uses the host's page size, {host}");
+        }
+    }
+    let Some(a) = &cli.slab_address else {
+        return Ok(None);
+    };
+    let addr = parse_number(a)
+        .ok_or_else(|| anyhow!("bad --slab-address `{a}`: expected a decimal or 0x hex number"))?;
+    if !cli.noexec {
+        bail!("--slab-address needs --noexec: code placed at a chosen address cannot run");
+    }
+    Ok(Some(addr))
+}
+
+/// Checks the module's link map against each `--check` file; false when a rule failed.
+fn run_checks(cli: &Cli, session: &Session, id: remjit::ModuleId) -> anyhow::Result<bool> {
+    let map = session
+        .link_map(id)
+        .ok_or_else(|| anyhow!("no link map was recorded"))?;
+    let mut ok = true;
+    for f in &cli.check {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read check file {}", f.display()))?;
+        let (_, failures) = remjit::check::check_text(&text, map)
+            .map_err(|e| anyhow!("check file {}: {e}", f.display()))?;
+        for m in &failures {
+            eprintln!("remjit: check failed: {}: {m}", f.display());
+        }
+        ok &= failures.is_empty();
+    }
+    Ok(ok)
 }
 
 /// Finalizers to run when the program ends, however it ends (return from main or `exit()`).
@@ -245,12 +303,15 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         absolutes: cli
             .abs
             .iter()
+            .chain(&cli.define_abs)
             .map(|s| parse_abs(s))
             .collect::<anyhow::Result<_>>()?,
         run_initializers: !cli.noexec,
         library_dirs: cli.library_dirs.clone(),
         compile_flags: cli.compiler_flags.clone(),
         required_entry: (!cli.noexec).then(|| cli.entry.clone()),
+        record_link_map: !cli.check.is_empty(),
+        slab_address: slab_placement(&cli)?,
     };
     let mode = start_executor(&cli)?;
     if let Mode::InProcess = mode {
@@ -314,7 +375,10 @@ fn link_and_run(
         session.add_library(lib)?;
     }
     let t_read = t_start.elapsed();
-    session.link()?;
+    let module = session.link()?;
+    if !cli.check.is_empty() && !run_checks(cli, session, module)? {
+        return Ok(1);
+    }
     if let Mode::InProcess = mode {
         crash::set_jit_functions(session.jit_functions());
     }

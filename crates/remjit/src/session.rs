@@ -18,8 +18,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, InProcessExecutor};
 use crate::input::{self, InputFile, InputKind, LibrarySearch};
+use crate::link::map::LinkMap;
 use crate::link::{self, FunctionSymbol, LinkEnv, LinkInput, LinkTimes, SessionSymbol};
-use crate::memory::{FinalizedAlloc, SlabAllocator};
+use crate::memory::{FinalizedAlloc, MemoryMapper, PretendMapper, SlabAllocator};
 
 /// How a session behaves.
 #[derive(Debug, Clone)]
@@ -39,6 +40,10 @@ pub struct SessionOptions {
     pub compile_flags: Vec<String>,
     /// A symbol each link must define, checked before any constructor runs (`--entry`).
     pub required_entry: Option<String>,
+    /// Keep each module's [`LinkMap`] (for `-check`).
+    pub record_link_map: bool,
+    /// Place the slab at this address without running anything (`-noexec -slab-address`).
+    pub slab_address: Option<u64>,
 }
 
 impl Default for SessionOptions {
@@ -51,6 +56,8 @@ impl Default for SessionOptions {
             library_dirs: Vec::new(),
             compile_flags: Vec::new(),
             required_entry: None,
+            record_link_map: false,
+            slab_address: None,
         }
     }
 }
@@ -66,6 +73,7 @@ struct Module {
     finalizers: Vec<u64>,
     objects: Vec<String>,
     finalized_for_exit: bool,
+    map: Option<LinkMap>,
 }
 
 /// A JIT session over one executor.
@@ -105,7 +113,11 @@ impl Session {
             .collect();
         // The slab goes below 2 GiB: next to the host's copies of the C runtime's data, which
         // position-dependent and PIE code reach with 32-bit references.
-        let slab = SlabAllocator::new(executor.mapper(), options.slab_size, true);
+        let mapper: Arc<dyn MemoryMapper> = match options.slab_address {
+            Some(a) => Arc::new(PretendMapper::new(a)?),
+            None => executor.mapper(),
+        };
+        let slab = SlabAllocator::new(mapper, options.slab_size, true);
         let search = LibrarySearch {
             user_dirs: options.library_dirs.clone(),
         };
@@ -237,6 +249,7 @@ impl Session {
             slab: &self.slab,
             run_initializers: self.options.run_initializers,
             required_entry: self.options.required_entry.as_deref(),
+            record_map: self.options.record_link_map,
         };
         let m =
             link::link(&inputs, &mut self.comdats, &env).map_err(|e| self.placement_cause(e))?;
@@ -257,6 +270,7 @@ impl Session {
                 finalizers: m.finalizers,
                 objects: m.objects,
                 finalized_for_exit: false,
+                map: m.map,
             },
         );
         Ok(id)
@@ -272,6 +286,11 @@ impl Session {
             }
             (e, _) => e,
         }
+    }
+
+    /// Where module `id`'s link put everything, when [`SessionOptions::record_link_map`] is on.
+    pub fn link_map(&self, id: ModuleId) -> Option<&LinkMap> {
+        self.modules.get(&id)?.map.as_ref()
     }
 
     /// Stage timings of the last link.

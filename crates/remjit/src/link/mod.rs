@@ -8,6 +8,7 @@
 
 pub mod fixup;
 pub mod layout;
+pub mod map;
 pub mod resolve;
 #[cfg(test)]
 mod tests;
@@ -85,6 +86,8 @@ pub struct LinkEnv<'a> {
     pub run_initializers: bool,
     /// A symbol the link (or an earlier one) must define, checked before anything runs.
     pub required_entry: Option<&'a str>,
+    /// Record a [`map::LinkMap`] of the link (for `-check`).
+    pub record_map: bool,
 }
 
 /// Time spent in each stage of a link.
@@ -130,6 +133,8 @@ pub struct LinkedModule {
     pub objects: Vec<String>,
     /// Stage timings.
     pub times: LinkTimes,
+    /// Where everything went, when [`LinkEnv::record_map`] asked for it.
+    pub map: Option<map::LinkMap>,
 }
 
 /// A symbol as the linker sees it once resolved: where its address comes from.
@@ -431,6 +436,11 @@ pub fn link(
                     Formula::Branch | Formula::PltGotRelative if ifunc || external_fn => {
                         entries.stub(key, class)
                     }
+                    // As JITLink does: a branch to an absolute address goes through a stub
+                    // when the address is out of the call's reach.
+                    Formula::Branch if matches!(class, Class::Absolute(_)) => {
+                        entries.stub(key, class)
+                    }
                     Formula::PcRelative | Formula::Absolute
                         if ifunc || (external_fn && kind.width != Width::B64) =>
                     {
@@ -490,7 +500,14 @@ pub fn link(
     // SAFETY: `working` is the controller's writable view of the whole allocation.
     let mem = unsafe { std::slice::from_raw_parts_mut(alloc.working, alloc.size as usize) };
     let written = write_and_fix(&res, &classes, &entries, &lay, base, mem, env);
-    let (actions, finalizers, exports, functions) = match written {
+    let written = written.and_then(|w| {
+        let recorded = env
+            .record_map
+            .then(|| map::build(&res, &classes, &entries, &lay, base, mem, env.absolutes))
+            .transpose()?;
+        Ok((w, recorded))
+    });
+    let ((actions, finalizers, exports, functions), recorded) = match written {
         Ok(w) => w,
         Err(e) => {
             env.slab.abandon(alloc);
@@ -536,7 +553,43 @@ pub fn link(
         finalizers,
         objects: res.objects.iter().map(|o| o.file.name.clone()).collect(),
         times,
+        map: recorded,
     })
+}
+
+/// Address of a resolved symbol (None: a thread-local, which has no address).
+fn symbol_address(
+    lay: &Layout,
+    base: u64,
+    got_base: u64,
+    c: Class<'_>,
+) -> std::result::Result<Option<u64>, String> {
+    let addr_in = |seg: Seg, off: u64| base + lay.offset(seg, off);
+    Ok(Some(match c {
+        Class::Section {
+            obj, sec, value, ..
+        } => match lay.places[obj][sec] {
+            // Symbol values come from the file: any value is an address, never an index.
+            Place::Mem { seg, off } => addr_in(seg, off).wrapping_add(value),
+            Place::TlsData { .. } | Place::TlsBss { .. } => return Ok(None),
+            Place::None => return Err("symbol in a section that is not loaded".into()),
+        },
+        Class::Common { name, .. } => addr_in(
+            Seg::Rw,
+            *lay.commons.get(name).ok_or("common not laid out")?,
+        ),
+        Class::Absolute(v) => v,
+        Class::GotBase => got_base,
+        Class::DsoHandle => addr_in(Seg::Rw, lay.dso_off),
+        Class::SectionBound { section, stop } => match lay.named_groups.get(section) {
+            Some(&(seg, start, end)) => addr_in(seg, if stop { end } else { start }),
+            None => 0,
+        },
+        Class::External { addr, .. } => addr,
+        Class::ForeignTls { .. } | Class::TlsModuleBase => return Ok(None),
+        Class::Null => 0,
+        Class::Discarded => return Err("symbol in a discarded COMDAT section".into()),
+    }))
 }
 
 fn section_class<'d>(o: &LinkObject<'d>, index: usize) -> Result<Class<'d>> {
@@ -655,7 +708,7 @@ fn write_and_fix<'d>(
     env: &LinkEnv<'_>,
 ) -> Result<Written> {
     let addr_in = |seg: Seg, off: u64| base + lay.offset(seg, off);
-    let got_base = addr_in(Seg::Rw, lay.got_off);
+    let got_base = map::got_entry_addr(lay, base, 0);
     let tls_template = lay.tls.map(|t| addr_in(Seg::Ro, t.0));
     // The TLS module id is written into the first word of each pair and descriptor argument.
     let dso = lay.offset(Seg::Rw, lay.dso_off);
@@ -667,34 +720,7 @@ fn write_and_fix<'d>(
     let mut copy_words: Vec<(u64, u64)> = Vec::new();
     let mut ifuncs: Vec<(u64, u64)> = Vec::new();
 
-    // Address of a resolved symbol (None: a thread-local, which has no address).
-    let address = |c: Class<'d>| -> std::result::Result<Option<u64>, String> {
-        Ok(Some(match c {
-            Class::Section {
-                obj, sec, value, ..
-            } => match lay.places[obj][sec] {
-                // Symbol values come from the file: any value is an address, never an index.
-                Place::Mem { seg, off } => addr_in(seg, off).wrapping_add(value),
-                Place::TlsData { .. } | Place::TlsBss { .. } => return Ok(None),
-                Place::None => return Err("symbol in a section that is not loaded".into()),
-            },
-            Class::Common { name, .. } => addr_in(
-                Seg::Rw,
-                *lay.commons.get(name).ok_or("common not laid out")?,
-            ),
-            Class::Absolute(v) => v,
-            Class::GotBase => got_base,
-            Class::DsoHandle => addr_in(Seg::Rw, lay.dso_off),
-            Class::SectionBound { section, stop } => match lay.named_groups.get(section) {
-                Some(&(seg, start, end)) => addr_in(seg, if stop { end } else { start }),
-                None => 0,
-            },
-            Class::External { addr, .. } => addr,
-            Class::ForeignTls { .. } | Class::TlsModuleBase => return Ok(None),
-            Class::Null => 0,
-            Class::Discarded => return Err("symbol in a discarded COMDAT section".into()),
-        }))
-    };
+    let address = |c: Class<'d>| symbol_address(lay, base, got_base, c);
     let tls_offset = |c: Class<'d>| -> Option<u64> {
         match c {
             Class::TlsModuleBase => lay.tls.map(|_| 0),
@@ -713,7 +739,7 @@ fn write_and_fix<'d>(
         entries
             .stub_index
             .get(key)
-            .map(|&i| addr_in(Seg::Text, lay.stubs_off + i as u64 * layout::STUB_SIZE))
+            .map(|&i| map::stub_entry_addr(lay, base, i))
     };
 
     // Section contents: the one copy, from the input map into working memory (sections mapped
@@ -747,7 +773,7 @@ fn write_and_fix<'d>(
     // the inputs may run (`--noexec`), the resolver is not called and the slot holds the
     // resolver's own address.
     for (i, (key, class)) in entries.got.iter().enumerate() {
-        let slot = lay.offset(Seg::Rw, lay.got_off) + i as u64 * 8;
+        let slot = map::got_entry_addr(lay, base, i) - base;
         let value = if let Class::Section { ifunc: true, .. } = class {
             let resolver = address(*class).ok().flatten().unwrap_or(0);
             if !env.run_initializers {
@@ -771,7 +797,7 @@ fn write_and_fix<'d>(
         fixup::write_value(mem, slot as usize, Width::B64, value);
     }
     for (i, key) in entries.stubs.iter().enumerate() {
-        let at = lay.offset(Seg::Text, lay.stubs_off) + i as u64 * layout::STUB_SIZE;
+        let at = map::stub_entry_addr(lay, base, i) - base;
         let slot = got_base + entries.got_index[key] as u64 * 8;
         if !fixup::write_stub(mem, at as usize, base + at, slot) {
             return Err(Error::Memory("stub cannot reach its GOT slot".into()));
@@ -947,6 +973,7 @@ fn write_and_fix<'d>(
                         let direct_ok = matches!(
                             class,
                             Class::Section { ifunc: false, .. }
+                                | Class::Absolute(_)
                                 | Class::Common { .. }
                                 | Class::External { .. }
                                 | Class::DsoHandle
@@ -1226,6 +1253,9 @@ fn range_problem(formula: Formula, width: Width, class: Class<'_>, value: u64) -
             "this is data of a shared library, at {addr:#x}: its absolute address does not fit \
              in {what}; {COPIED}: compile with -fPIC so the access goes through the GOT"
         ),
+        (Formula::Size, _) => {
+            format!("the symbol's size plus the addend, {value:#x}, does not fit in {what}")
+        }
         (Formula::Absolute, _) => format!(
             "the absolute address {value:#x} does not fit in {what}: compile with -fPIC or \
              -mcmodel=large"

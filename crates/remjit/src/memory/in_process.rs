@@ -106,12 +106,7 @@ impl MemoryMapper for InProcessMapper {
                 }
             }
         }
-        let extent = info
-            .segments
-            .iter()
-            .map(|s| s.offset + s.content_size + s.zero_fill_size)
-            .max()
-            .unwrap_or(0);
+        let extent = info.extent();
         let mut dealloc = Vec::new();
         let mut result = Ok(());
         for pair in &info.actions {

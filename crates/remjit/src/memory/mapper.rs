@@ -59,6 +59,17 @@ pub struct AllocInfo {
     pub file_maps: Vec<FileMap>,
 }
 
+impl AllocInfo {
+    /// Bytes from the base to the end of the last segment.
+    pub fn extent(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.offset + s.content_size + s.zero_fill_size)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// A page range of an allocation whose content comes straight from a file: a large section
 /// without relocations, mapped privately so its pages are shared with the page cache until
 /// written.

@@ -5,9 +5,11 @@
 pub mod actions;
 pub mod in_process;
 pub mod mapper;
+pub mod pretend;
 pub mod slab;
 
 pub use actions::{AllocAction, AllocActionPair};
 pub use in_process::InProcessMapper;
 pub use mapper::{AllocInfo, FileMap, MemoryMapper, Prot, SegmentInfo};
+pub use pretend::PretendMapper;
 pub use slab::{FinalizedAlloc, FreeList, InFlightAlloc, SlabAllocator};

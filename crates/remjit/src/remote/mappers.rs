@@ -469,12 +469,7 @@ impl MemoryMapper for SharedMapper {
             .conn
             .call_named(names::SHM_INITIALIZE, &(self.instance, reservation, req))?;
         let base = r.0.map_err(exec_err)?;
-        let extent = info
-            .segments
-            .iter()
-            .map(|s| s.offset + s.content_size + s.zero_fill_size)
-            .max()
-            .unwrap_or(0);
+        let extent = info.extent();
         if let Ok(mut l) = self.live.lock() {
             l.insert(base, (reservation, extent));
         }
