@@ -652,3 +652,30 @@ fn stopped_executor_is_reported_once_and_waited_for() {
     assert!(child.wait().unwrap().success());
     assert!(rx.try_recv().is_err(), "said once");
 }
+
+#[test]
+fn copy_mode_sends_big_content_in_pieces() {
+    // 80 MiB of initialized data: more than the executor takes in one frame.
+    let dir = work_dir("remote-big-copy");
+    let o = source(
+        &dir,
+        "big",
+        "#include <stdio.h>\n#define N (80 << 20)\n\
+         char big[N] = { 1, [N / 2] = 5, [N - 1] = 2 };\n\
+         int main(void) { printf(\"%d\\n\", big[0] + big[N / 2] + big[N - 1]); return 0; }\n",
+        &["-O2"],
+    );
+    for mode in [&["--no-shared-memory"][..], &[][..]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&out.stdout).as_ref(),
+                out.status.code()
+            ),
+            ("8\n", Some(0)),
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_file(&o).unwrap();
+}
