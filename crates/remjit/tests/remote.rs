@@ -326,6 +326,15 @@ fn remjit_tcp(
     run_with_timeout(&mut cmd, Duration::from_secs(120))
 }
 
+/// remjit failed with exit status 1 and an error message containing `what`.
+fn assert_fails_with(out: &std::process::Output, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("remjit: error: "), "{err}");
+    assert!(err.contains(what), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// The program's output is the executor's (its stdout); one session per executor: it ends
 /// with the session.
 fn assert_served_hello(exec: std::process::Child, out: &std::process::Output) {
@@ -367,9 +376,7 @@ fn executor_over_tcp_with_a_token() {
     // A token file others may read is refused by both.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = remjit_tcp("127.0.0.1:1", None, &[&remjit_arg], &hello);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("is readable by others (mode 0644)"), "{err}");
+    assert_fails_with(&out, "is readable by others (mode 0644)");
     let out = Command::new(executor_path())
         .args(["listen=127.0.0.1:0", &exec_arg])
         .output()
@@ -404,9 +411,7 @@ fn plain_listen_refuses_to_start_and_llvm_jitlink_runs_nothing() {
     expect_line(&log, "dropped");
     // remjit without a token is told what is missing.
     let out = remjit_tcp(&addr, None, &[], &hello);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("the executor asks for a token"), "{err}");
+    assert_fails_with(&out, "the executor asks for a token");
     assert_served_hello(exec, &remjit_tcp(&addr, Some(&t), &[], &hello));
 }
 
@@ -417,12 +422,7 @@ fn wrong_token_is_refused_on_both_sides() {
     let t = test_token(4);
     let (exec, addr, log) = listen(&[], Some(&t));
     let out = remjit_tcp(&addr, Some(&test_token(5)), &[], &hello);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        err.starts_with("remjit: error: ") && err.contains("the executor refused the token"),
-        "{err}"
-    );
+    assert_fails_with(&out, "the executor refused the token");
     assert!(out.stdout.is_empty());
     expect_line(&log, "(wrong token)");
     // The executor keeps listening for the right controller.
@@ -523,20 +523,13 @@ fn silent_executor_is_reported_within_the_bound() {
         &[],
         &[],
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.starts_with("remjit: error: ") && err.contains("did not answer within 1 s"),
-        "{err}"
-    );
+    assert_fails_with(&out, "did not answer within 1 s");
     // One that listens over TCP and never speaks.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let keep = std::thread::spawn(move || l.accept().map(|c| c.0));
     let out = remjit_tcp(&addr, None, &["--oop-executor-timeout=1"], &hello);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no answer within 1 s"), "{err}");
+    assert_fails_with(&out, "no answer within 1 s");
     drop(keep.join());
 }
 
@@ -590,19 +583,14 @@ fn protocol_violations_end_the_session() {
     // A Result for a call nobody made.
     let addr = fake_executor(fake_setup(4096), |seq| seq + 1000);
     let out = remjit_tcp(&addr, None, &[], &hello);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("protocol violation: the executor answered call"),
-        "{err}"
-    );
+    assert_fails_with(&out, "protocol violation: the executor answered call");
     // A Setup with an absurd page size.
     let addr = fake_executor(fake_setup(3 << 40), |seq| seq);
     let out = remjit_tcp(&addr, None, &[], &hello);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("protocol violation"), "{err}");
-    assert!(err.contains("page size of 3298534883328 bytes"), "{err}");
+    assert_fails_with(
+        &out,
+        "protocol violation: the executor's Setup announces a page size of 3298534883328 bytes",
+    );
 }
 
 #[test]
