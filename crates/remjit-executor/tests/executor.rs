@@ -260,3 +260,36 @@ fn oversized_frame_header_ends_the_session_without_reading_it() {
     assert!(msg.contains("exceeds the limit"), "{msg}");
     assert_eq!(child.wait().unwrap().code(), Some(1));
 }
+
+#[test]
+fn a_reply_that_cannot_be_sent_ends_the_session() {
+    use std::io::BufRead;
+    // Over TCP a descriptor cannot travel: the memfd reply fails to send (as sendmsg failing
+    // with ENOBUFS would). The executor must end the session, not leave the caller waiting.
+    let mut exec = executor()
+        .args(["listen=127.0.0.1:0", "--insecure-no-auth"])
+        .env_remove("REMJIT_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(exec.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap()
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let setup = read_frame(&mut s, 1 << 20).unwrap().unwrap();
+    let info = SetupMessage::from_bytes(&setup.payload).unwrap();
+    let reserve = sym(&info, names::REMJIT_MEMFD_RESERVE);
+    write_frame(&mut s, Opcode::CallWrapper, 1, reserve, &4096u64.to_bytes()).unwrap();
+    // The stream ends (no reply ever comes), and the executor says why.
+    assert!(matches!(read_frame(&mut s, 1 << 20), Ok(None) | Err(_)));
+    assert_eq!(exec.wait().unwrap().code(), Some(1));
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("cannot send a reply"), "{rest}");
+}

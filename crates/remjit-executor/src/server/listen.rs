@@ -155,7 +155,7 @@ fn handle(s: TcpStream, opts: &Options, listener: &Listener) -> Outcome {
         got_data: got_data.clone(),
         listener: Some(listener.clone()),
     };
-    let result = super::serve(Box::new(reader), Box::new(w), Some(s.as_raw_fd()));
+    let result = super::serve_on(Box::new(reader), Box::new(w), None, Some(s.as_raw_fd()));
     if result.is_err() && !got_data.load(Ordering::SeqCst) {
         return Outcome::Dropped(format!("sent no request within {DEADLINE:?}"));
     }

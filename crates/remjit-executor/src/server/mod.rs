@@ -31,9 +31,10 @@ const CALL_STACK: usize = 64 << 20;
 /// Where replies go.
 pub struct Replies {
     writer: Mutex<Box<dyn Write + Send>>,
-    /// The socket, when there is one: replies that carry a descriptor use sendmsg on it, and
-    /// a failed send shuts it down.
+    /// The unix socket, when there is one: replies that carry a descriptor use sendmsg on it.
     socket: Option<RawFd>,
+    /// The socket (unix or TCP) to shut down when a send fails.
+    shutdown: Option<RawFd>,
     /// Why a reply could not be sent: the session is over (the controller waits for a reply
     /// that will never come, so the stream is shut down to tell it).
     failed: Mutex<Option<String>>,
@@ -62,7 +63,7 @@ impl Replies {
             if let Ok(mut f) = self.failed.lock() {
                 f.get_or_insert(format!("cannot send a reply: {e}"));
             }
-            if let Some(sock) = self.socket {
+            if let Some(sock) = self.shutdown {
                 // SAFETY: shutdown of the session's socket; both sides' reads then end.
                 unsafe { libc::shutdown(sock, libc::SHUT_RDWR) };
             }
@@ -178,12 +179,24 @@ pub fn serve(
     writer: Box<dyn Write + Send>,
     socket: Option<RawFd>,
 ) -> Result<(), String> {
+    serve_on(reader, writer, socket, socket)
+}
+
+/// [`serve`], with `shutdown`: a socket that cannot carry descriptors (TCP), shut down when
+/// a reply cannot be sent.
+pub fn serve_on(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    socket: Option<RawFd>,
+    shutdown: Option<RawFd>,
+) -> Result<(), String> {
     // Frames arrive as a header then a payload: buffer them, one read for many.
     let mut reader = std::io::BufReader::with_capacity(1 << 16, reader);
     let services = Arc::new(Services::new());
     let replies = Arc::new(Replies {
         writer: Mutex::new(writer),
         socket,
+        shutdown,
         failed: Mutex::new(None),
     });
     let pool = Pool::default();
