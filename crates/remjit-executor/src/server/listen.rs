@@ -37,6 +37,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         }
     }
     let token = Token::load(file.as_deref())?;
+    // Not for the programs this executor runs, nor their children. No other thread reads the
+    // environment yet: no code has been run.
+    std::env::remove_var(TOKEN_ENV);
     match (&token, insecure) {
         (None, false) => Err(format!(
             "refusing to listen without a token: anyone who can connect could run code as this \
