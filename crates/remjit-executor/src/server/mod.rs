@@ -70,6 +70,18 @@ impl Replies {
         }
     }
 
+    /// Ends the session for `why`: tells the controller (Hangup with the reason), returns it.
+    fn hang_up(&self, why: String) -> String {
+        self.send(
+            Opcode::Hangup,
+            0,
+            0,
+            &SpsError(Some(why.clone())).to_bytes(),
+            None,
+        );
+        why
+    }
+
     fn failure(&self) -> Option<String> {
         self.failed.lock().ok().and_then(|f| f.clone())
     }
@@ -214,33 +226,17 @@ pub fn serve_on(
             }
             Err(e) => {
                 // A corrupt stream cannot be resynchronised: say why and end the session.
-                let msg = format!("protocol violation: {e}");
-                replies.send(
-                    Opcode::Hangup,
-                    0,
-                    0,
-                    &SpsError(Some(msg.clone())).to_bytes(),
-                    None,
-                );
-                break Err(msg);
+                break Err(replies.hang_up(format!("protocol violation: {e}")));
             }
         };
         match frame.opcode {
             Opcode::Hangup => break Ok(()),
             Opcode::Setup | Opcode::Result => {
                 // We never call the controller, so no Result is expected; neither is Setup.
-                let msg = format!(
+                break Err(replies.hang_up(format!(
                     "protocol violation: unexpected {:?} frame (seq {}) from the controller",
                     frame.opcode, frame.seq
-                );
-                replies.send(
-                    Opcode::Hangup,
-                    0,
-                    0,
-                    &SpsError(Some(msg.clone())).to_bytes(),
-                    None,
-                );
-                break Err(msg);
+                )));
             }
             Opcode::CallWrapper => {
                 let Some((handler, kind, _name)) = services.lookup(frame.tag) else {
