@@ -1,17 +1,22 @@
 //! `remjit-executor`: runs JIT'd code for a remjit or LLVM ORC controller.
 //!
 //!     remjit-executor filedescs=IN,OUT      inherited descriptors (two pipe ends, or one socket twice)
-//!     remjit-executor listen=[HOST:]PORT    one TCP connection (HOST defaults to 127.0.0.1)
+//!     remjit-executor listen=[HOST:]PORT [token-file=PATH | --insecure-no-auth]
+//!                                           one authenticated TCP session (HOST defaults to
+//!                                           127.0.0.1; the token comes from the file or from
+//!                                           REMJIT_TOKEN)
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use remjit_executor::{crash, server, signals};
 
 fn usage() -> ! {
-    eprintln!("usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT");
+    eprintln!(
+        "usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT [token-file=PATH | \
+         --insecure-no-auth]"
+    );
     std::process::exit(2);
 }
 
@@ -38,7 +43,7 @@ pub fn main() {
     signals::restore_program_dispositions();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 1 {
+    if args.is_empty() || (args.len() > 1 && !args[0].starts_with("listen=")) {
         usage();
     }
     let result = if let Some(fds) = args[0].strip_prefix("filedescs=") {
@@ -64,31 +69,7 @@ pub fn main() {
             server::serve(Box::new(r), Box::new(w), None)
         }
     } else if let Some(addr) = args[0].strip_prefix("listen=") {
-        let addr = if addr.contains(':') {
-            addr.to_string()
-        } else {
-            format!("127.0.0.1:{addr}")
-        };
-        match TcpListener::bind(&addr) {
-            Err(e) => Err(format!("cannot listen on {addr}: {e}")),
-            Ok(l) => {
-                eprintln!(
-                    "remjit-executor: listening on {}",
-                    l.local_addr().map(|a| a.to_string()).unwrap_or(addr)
-                );
-                match l.accept() {
-                    Err(e) => Err(format!("accept: {e}")),
-                    Ok((s, _)) => {
-                        drop(l);
-                        let _ = s.set_nodelay(true);
-                        match s.try_clone() {
-                            Ok(r) => server::serve(Box::new(r), Box::new(s), None),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                }
-            }
-        }
+        server::listen::run(addr, &args[1..])
     } else {
         usage()
     };

@@ -6,6 +6,7 @@
 //! huge allocation.
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod frame;
 pub mod names;
 pub mod sps;

@@ -70,6 +70,14 @@ struct Cli {
     /// Connect to an executor listening on HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     oop_executor_connect: Option<String>,
+    /// With --oop-executor-connect: the token shared with the executor, from a file of mode
+    /// 0600 (default: $REMJIT_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    oop_executor_token_file: Option<PathBuf>,
+    /// Seconds the executor gets to answer when it starts (default 10, or
+    /// $REMJIT_EXECUTOR_TIMEOUT).
+    #[arg(long, value_name = "SECS")]
+    oop_executor_timeout: Option<f64>,
     /// Copy code and data to the executor over the wire instead of sharing memory.
     #[arg(long)]
     no_shared_memory: bool,
@@ -101,6 +109,8 @@ const LONG_OPTIONS: &[&str] = &[
     "slab-allocate",
     "oop-executor",
     "oop-executor-connect",
+    "oop-executor-token-file",
+    "oop-executor-timeout",
     "no-shared-memory",
     "use-shared-memory",
     "Xcc",
@@ -227,12 +237,36 @@ enum Mode {
     Remote(Arc<RemoteExecutor>),
 }
 
+/// How long the executor gets to answer at start: --oop-executor-timeout, else
+/// $REMJIT_EXECUTOR_TIMEOUT, else 10 s.
+fn setup_timeout(cli: &Cli) -> anyhow::Result<std::time::Duration> {
+    let secs = match (
+        cli.oop_executor_timeout,
+        std::env::var("REMJIT_EXECUTOR_TIMEOUT"),
+    ) {
+        (Some(s), _) => s,
+        (None, Ok(v)) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("REMJIT_EXECUTOR_TIMEOUT=`{v}`: expected seconds"))?,
+        (None, Err(_)) => return Ok(remjit::remote::DEFAULT_SETUP_TIMEOUT),
+    };
+    if !(secs > 0.0 && secs <= 1e6) {
+        bail!("executor timeout {secs}: expected a number of seconds above 0");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
     if cli.in_process {
         if cli.oop_executor.is_some() || cli.oop_executor_connect.is_some() {
             bail!("--in-process cannot be combined with --oop-executor or --oop-executor-connect");
         }
         return Ok(Mode::InProcess);
+    }
+    let timeout = setup_timeout(cli)?;
+    if cli.oop_executor_token_file.is_some() && cli.oop_executor_connect.is_none() {
+        bail!("--oop-executor-token-file applies only with --oop-executor-connect");
     }
     let exec = if let Some(addr) = &cli.oop_executor_connect {
         // Over TCP the pages cannot be shared unless the peer asks for LLVM's named flavour.
@@ -241,7 +275,9 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
         } else {
             MemoryMode::Copy
         };
-        RemoteExecutor::connect(addr, memory)?
+        let token = remjit::remote::Token::load(cli.oop_executor_token_file.as_deref())
+            .map_err(|e| anyhow!("{e}"))?;
+        RemoteExecutor::connect(addr, memory, token.as_ref(), timeout)?
     } else {
         let path = match cli.oop_executor.as_deref() {
             Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -252,7 +288,7 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
         } else {
             MemoryMode::Shared
         };
-        RemoteExecutor::spawn(&path, memory)?
+        RemoteExecutor::spawn_with(&path, memory, timeout)?
     };
     Ok(Mode::Remote(Arc::new(exec)))
 }

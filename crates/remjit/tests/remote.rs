@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use remjit_wire::sps::Sps;
 
 fn executor_path() -> PathBuf {
     remjit().with_file_name("remjit-executor")
@@ -250,45 +251,230 @@ fn remjit_runs_on_llvms_executor() {
     }
 }
 
-#[test]
-fn executor_over_tcp() {
+/// A token (64 hex digits) made from `seed`: tests need distinct ones, not secret ones.
+fn test_token(seed: u8) -> String {
+    (0..32u8).map(|i| format!("{:02x}", i ^ seed)).collect()
+}
+
+/// `remjit-executor listen=127.0.0.1:0 ARGS` with `REMJIT_TOKEN` set to `token` (or unset):
+/// the child (stdout piped), its address, and its stderr lines as they come.
+fn listen(
+    args: &[&str],
+    token: Option<&str>,
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
     use std::io::BufRead;
-    let dir = work_dir("remote-tcp");
-    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
-    // Port 0: the executor picks one and says which.
-    let mut exec = Command::new(executor_path())
-        .arg("listen=127.0.0.1:0")
+    let mut cmd = Command::new(executor_path());
+    cmd.arg("listen=127.0.0.1:0")
+        .args(args)
+        .env_remove("REMJIT_TOKEN")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(exec.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("REMJIT_TOKEN", t);
+    }
+    let mut exec = cmd.spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(exec.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    // "remjit-executor: listening on HOST:PORT (...)"
     let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("listening on HOST:PORT")
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{line}");
-    let flag = format!("--oop-executor-connect={addr}");
-    let out = jit(&[flag.as_str()], &[hello], &[], &["tcp"]);
+    (exec, addr, rx)
+}
+
+/// The next stderr line of a listening executor that contains `what`.
+fn expect_line(rx: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(what) => return l,
+            Ok(_) => {}
+            Err(e) => panic!("executor never said {what:?}: {e}"),
+        }
+    }
+}
+
+/// remjit over TCP to `addr`, with `REMJIT_TOKEN` = `token` (or unset) and `extra` options.
+fn remjit_tcp(
+    addr: &str,
+    token: Option<&str>,
+    extra: &[&str],
+    input: &Path,
+) -> std::process::Output {
+    let mut cmd = Command::new(remjit());
+    cmd.arg(format!("--oop-executor-connect={addr}"))
+        .args(extra)
+        .arg(input)
+        .args(["--args", "tcp"])
+        .env_remove("REMJIT_TOKEN");
+    if let Some(t) = token {
+        cmd.env("REMJIT_TOKEN", t);
+    }
+    run_with_timeout(&mut cmd, Duration::from_secs(120))
+}
+
+/// remjit failed with exit status 1 and an error message containing `what`.
+fn assert_fails_with(out: &std::process::Output, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("remjit: error: "), "{err}");
+    assert!(err.contains(what), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The program's output is the executor's (its stdout); one session per executor: it ends
+/// with the session.
+fn assert_served_hello(exec: std::process::Child, out: &std::process::Output) {
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The program's output is the executor's (its terminal); one connection per executor: it
-    // ends with the session.
     let done = exec.wait_with_output().unwrap();
     assert!(done.status.success());
     assert_eq!(
         String::from_utf8_lossy(&done.stdout),
         "hello from the JIT, argc=2 [tcp]\n"
     );
+}
+
+#[test]
+fn executor_over_tcp_with_a_token() {
+    let dir = work_dir("remote-tcp");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    // The token in the environment of both.
+    let t = test_token(1);
+    let (exec, addr, _log) = listen(&[], Some(&t));
+    assert_served_hello(exec, &remjit_tcp(&addr, Some(&t), &[], &hello));
+    // The token in files of mode 0600 (copy mode: the default over TCP; and shared memory).
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{}\n", test_token(2))).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let exec_arg = format!("token-file={}", file.display());
+    let remjit_arg = format!("--oop-executor-token-file={}", file.display());
+    for extra in [&[][..], &["--use-shared-memory"][..]] {
+        let (exec, addr, _log) = listen(&[&exec_arg], None);
+        let mut opts = vec![remjit_arg.as_str()];
+        opts.extend_from_slice(extra);
+        assert_served_hello(exec, &remjit_tcp(&addr, None, &opts, &hello));
+    }
+    // A token file others may read is refused by both.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = remjit_tcp("127.0.0.1:1", None, &[&remjit_arg], &hello);
+    assert_fails_with(&out, "is readable by others (mode 0644)");
+    let out = Command::new(executor_path())
+        .args(["listen=127.0.0.1:0", &exec_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("readable by others"));
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn plain_listen_refuses_to_start_and_llvm_jitlink_runs_nothing() {
+    let dir = work_dir("remote-noauth");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    // No token, no --insecure-no-auth: the executor does not start.
+    let out = Command::new(executor_path())
+        .arg("listen=127.0.0.1:0")
+        .env_remove("REMJIT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen without a token"), "{err}");
+    // With a token, LLVM's controller (which cannot authenticate) runs nothing, and the
+    // executor goes on waiting for one that can.
+    let t = test_token(3);
+    let (exec, addr, log) = listen(&[], Some(&t));
+    let mut cmd = Command::new(llvm_jitlink());
+    cmd.arg(format!("--oop-executor-connect={addr}"))
+        .arg(&hello);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert_ne!(out.status.code(), Some(0));
+    expect_line(&log, "dropped");
+    // remjit without a token is told what is missing.
+    let out = remjit_tcp(&addr, None, &[], &hello);
+    assert_fails_with(&out, "the executor asks for a token");
+    assert_served_hello(exec, &remjit_tcp(&addr, Some(&t), &[], &hello));
+}
+
+#[test]
+fn wrong_token_is_refused_on_both_sides() {
+    let dir = work_dir("remote-wrong-token");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    let t = test_token(4);
+    let (exec, addr, log) = listen(&[], Some(&t));
+    let out = remjit_tcp(&addr, Some(&test_token(5)), &[], &hello);
+    assert_fails_with(&out, "the executor refused the token");
+    assert!(out.stdout.is_empty());
+    expect_line(&log, "(wrong token)");
+    // The executor keeps listening for the right controller.
+    assert_served_hello(exec, &remjit_tcp(&addr, Some(&t), &[], &hello));
+}
+
+#[test]
+fn idle_connection_does_not_keep_the_controller_out() {
+    let dir = work_dir("remote-idle");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    let t = test_token(6);
+    let (exec, addr, log) = listen(&[], Some(&t));
+    // Connected first and never says a word.
+    let idle = std::net::TcpStream::connect(&addr).unwrap();
+    assert_served_hello(exec, &remjit_tcp(&addr, Some(&t), &[], &hello));
+    expect_line(&log, "no answer to the token challenge");
+    drop(idle);
+}
+
+#[test]
+fn llvm_jitlink_runs_on_an_insecure_tcp_executor() {
+    use std::io::BufRead;
+    let dir = work_dir("remote-insecure");
+    // Flushed at once: the session does not end (below), so stdio's exit flush never comes.
+    let hello = source(
+        &dir,
+        "flushed",
+        "#include <stdio.h>\nint main(int argc, char **argv) { printf(\"hello from the JIT, \
+         argc=%d\\n\", argc); fflush(stdout); return 0; }\n",
+        &["-O2"],
+    );
+    let (mut exec, addr, _log) = listen(&["--insecure-no-auth"], None);
+    let stdout = exec.stdout.take().unwrap();
+    let mut llvm = Command::new(llvm_jitlink())
+        .arg(format!("--oop-executor-connect={addr}"))
+        .arg(&hello)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "hello from the JIT, argc=0\n");
+    // llvm-jitlink-19 does not end a TCP session by itself (it closes its socket while its
+    // reader thread still reads it; the same with llvm-jitlink-executor-19): end it here,
+    // and the executor ends with the connection.
+    llvm.kill().unwrap();
+    llvm.wait().unwrap();
+    let status = exec.wait().unwrap();
+    assert!(status.code().is_some(), "the executor exits: {status:?}");
 }
 
 #[test]
@@ -319,4 +505,165 @@ fn unreachable_executor_is_a_clear_error() {
         err.contains("cannot start executor /nonexistent/executor"),
         "{err}"
     );
+}
+
+#[test]
+fn silent_executor_is_reported_within_the_bound() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = work_dir("remote-silent");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    // A spawned "executor" that never speaks.
+    let script = dir.join("mute-executor");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let oop = format!("--oop-executor={}", script.display());
+    let out = jit(
+        &[&oop, "--oop-executor-timeout=1"],
+        std::slice::from_ref(&hello),
+        &[],
+        &[],
+    );
+    assert_fails_with(&out, "did not answer within 1 s");
+    // One that listens over TCP and never speaks.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let keep = std::thread::spawn(move || l.accept().map(|c| c.0));
+    let out = remjit_tcp(&addr, None, &["--oop-executor-timeout=1"], &hello);
+    assert_fails_with(&out, "no answer within 1 s");
+    drop(keep.join());
+}
+
+/// A fake executor over TCP: sends `setup`, then answers the first call with `reply_seq(seq)`.
+fn fake_executor(setup: Vec<u8>, reply_seq: fn(u64) -> u64) -> String {
+    use remjit_wire::frame::{read_frame, write_frame, Opcode};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write_frame(&mut s, Opcode::Setup, 0, 0, &setup).unwrap();
+        if let Ok(Some(f)) = read_frame(&mut s, 1 << 20) {
+            let reply = remjit_wire::sps::Expected::<u64>(Ok(1)).to_bytes();
+            let _ = write_frame(&mut s, Opcode::Result, reply_seq(f.seq), 0, &reply);
+        }
+        // Stay until the controller is done with us.
+        let _ = read_frame(&mut s, 1 << 20);
+    });
+    addr
+}
+
+fn fake_setup(page_size: u64) -> Vec<u8> {
+    use remjit_wire::names;
+    remjit_wire::types::SetupMessage {
+        target_triple: "x86_64-unknown-linux-gnu".into(),
+        page_size,
+        bootstrap_map: vec![],
+        bootstrap_symbols: [
+            names::DYLIB_MANAGER_INSTANCE,
+            names::DYLIB_MANAGER_OPEN,
+            names::DYLIB_MANAGER_LOOKUP,
+            names::MEMORY_MANAGER_INSTANCE,
+            names::MEMORY_MANAGER_RESERVE,
+            names::MEMORY_MANAGER_FINALIZE,
+            names::MEMORY_MANAGER_DEALLOCATE,
+            names::RUN_AS_MAIN,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_string(), 0x1000 * (i as u64 + 1)))
+        .collect(),
+    }
+    .to_bytes()
+}
+
+#[test]
+fn protocol_violations_end_the_session() {
+    let dir = work_dir("remote-violation");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    // A Result for a call nobody made.
+    let addr = fake_executor(fake_setup(4096), |seq| seq + 1000);
+    let out = remjit_tcp(&addr, None, &[], &hello);
+    assert_fails_with(&out, "protocol violation: the executor answered call");
+    // A Setup with an absurd page size.
+    let addr = fake_executor(fake_setup(3 << 40), |seq| seq);
+    let out = remjit_tcp(&addr, None, &[], &hello);
+    assert_fails_with(
+        &out,
+        "protocol violation: the executor's Setup announces a page size of 3298534883328 bytes",
+    );
+}
+
+#[test]
+fn stopped_executor_is_reported_once_and_waited_for() {
+    use std::io::BufRead;
+    let dir = work_dir("remote-stopped");
+    let o = source(
+        &dir,
+        "slow",
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) { printf(\"started\\n\"); fflush(stdout); sleep(2); printf(\"done\\n\"); return 0; }\n",
+        &["-O2"],
+    );
+    let mut child = Command::new(remjit())
+        .arg(&o)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let exec = *children(child.id()).first().expect("the executor");
+    // SAFETY: signals to the executor we started.
+    unsafe { libc::kill(exec as i32, libc::SIGSTOP) };
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let said = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        said,
+        format!("remjit: executor pid {exec} is stopped; waiting")
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(exec as i32, libc::SIGCONT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "done\n");
+    assert!(child.wait().unwrap().success());
+    assert!(rx.try_recv().is_err(), "said once");
+}
+
+#[test]
+fn copy_mode_sends_big_content_in_pieces() {
+    // 80 MiB of initialized data: more than the executor takes in one frame.
+    let dir = work_dir("remote-big-copy");
+    let o = source(
+        &dir,
+        "big",
+        "#include <stdio.h>\n#define N (80 << 20)\n\
+         char big[N] = { 1, [N / 2] = 5, [N - 1] = 2 };\n\
+         int main(void) { printf(\"%d\\n\", big[0] + big[N / 2] + big[N - 1]); return 0; }\n",
+        &["-O2"],
+    );
+    for mode in [&["--no-shared-memory"][..], &[][..]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&out.stdout).as_ref(),
+                out.status.code()
+            ),
+            ("8\n", Some(0)),
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_file(&o).unwrap();
 }

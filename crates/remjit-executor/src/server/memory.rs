@@ -32,6 +32,50 @@ struct State {
     unfinalized: std::collections::HashSet<u64>,
     /// When a shared-memory allocation was last initialized.
     last_shared: Option<std::time::Instant>,
+    /// Access in force, by page-aligned start: (end, LLVM protection bits: 1 read, 2 write,
+    /// 4 execute). Pages of a range not listed are inaccessible.
+    prots: BTreeMap<u64, (u64, u8)>,
+}
+
+impl State {
+    /// Records that `[start, end)` (page-aligned) now has protection `prot` (0: none).
+    fn set_prot(&mut self, start: u64, end: u64, prot: u8) {
+        // Trim or split the entries that overlap.
+        let overlapping: Vec<(u64, u64, u8)> = self
+            .prots
+            .range(..end)
+            .rev()
+            .take_while(|(_, &(e, _))| e > start)
+            .map(|(&s, &(e, p))| (s, e, p))
+            .collect();
+        for (s, e, p) in overlapping {
+            self.prots.remove(&s);
+            if s < start {
+                self.prots.insert(s, (start, p));
+            }
+            if e > end {
+                self.prots.insert(end, (e, p));
+            }
+        }
+        if prot != 0 && start < end {
+            self.prots.insert(start, (end, prot));
+        }
+    }
+
+    /// Whether every byte of `[addr, addr + len)` has all the protection bits in `need`.
+    fn covered(&self, addr: u64, len: u64, need: u8) -> bool {
+        let Some(end) = addr.checked_add(len.max(1)) else {
+            return false;
+        };
+        let mut at = addr;
+        while at < end {
+            match self.prots.range(..=at).next_back() {
+                Some((_, &(e, p))) if e > at && p & need == need => at = e,
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 /// The executor's memory.
@@ -181,6 +225,37 @@ impl Memory {
         }
     }
 
+    /// Notes the protection now in force on `[addr, addr + len)` (rounded out to pages).
+    pub fn note_prot(&self, addr: u64, len: u64, prot: u8) {
+        let start = addr & !(page() - 1);
+        let end = addr
+            .saturating_add(len)
+            .div_ceil(page())
+            .saturating_mul(page());
+        if let Ok(mut st) = self.state.lock() {
+            st.set_prot(start, end, prot);
+        }
+    }
+
+    /// Whether `addr` lies in executable memory (finalized code).
+    pub fn is_executable(&self, addr: u64) -> bool {
+        self.state.lock().is_ok_and(|st| st.covered(addr, 1, 4))
+    }
+
+    /// Checks that `[addr, addr + len)` lies in memory handed out and writable now.
+    pub fn check_writable(&self, addr: u64, len: u64) -> Result<u64, String> {
+        let base = self.check(addr, len)?;
+        let st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        if len > 0 && !st.covered(addr, len, 2) {
+            return Err(format!(
+                "{addr:#x}..{:#x} is not writable (finalized read-only or executable, or never \
+                 made accessible)",
+                addr + len
+            ));
+        }
+        Ok(base)
+    }
+
     /// The range `[addr, addr + len)` lies in one range handed out: returns that range's base.
     pub fn check(&self, addr: u64, len: u64) -> Result<u64, String> {
         let st = self.state.lock().map_err(|_| "memory state poisoned")?;
@@ -223,6 +298,7 @@ impl Memory {
             .remove(&base)
             .ok_or_else(|| format!("no reservation at {base:#x}"))?;
         st.unfinalized.remove(&base);
+        st.set_prot(base, base + r.size, 0);
         self.finalized.notify_all();
         vm::reset(base, r.size).map_err(|e| format!("freeing {base:#x}: {e}"))?;
         drop(r.shared);
@@ -247,6 +323,7 @@ impl Memory {
     /// Resets pages of an allocation inside a range (its range stays handed out).
     pub fn reset_pages(&self, addr: u64, len: u64) -> Result<(), String> {
         self.check(addr, len)?;
+        self.note_prot(addr, len, 0);
         vm::reset(addr, len).map_err(|e| format!("freeing {addr:#x}: {e}"))
     }
 }

@@ -3,6 +3,7 @@
 //! A malformed frame or call is answered with an error (or ends the session cleanly); it never
 //! crashes the executor.
 
+pub mod listen;
 pub mod memory;
 pub mod services;
 pub mod shm;
@@ -19,8 +20,11 @@ use remjit_wire::types::SetupMessage;
 use crate::signals::ProgramMask;
 use services::{Kind, Services};
 
-/// Largest frame accepted from a controller (content of a copy-over-the-wire finalize).
-const MAX_FRAME: u64 = 1 << 34;
+/// Largest frame accepted from a controller. The biggest are copy-over-the-wire finalizes:
+/// LLVM's copying memory manager sends whole segments in one frame (the largest in our test
+/// corpus are a few MiB); remjit's own splits bigger content over several calls. A frame is
+/// read as its bytes arrive, so a lying header costs nothing.
+pub const MAX_FRAME: u64 = 64 << 20;
 
 /// Stack for threads that run JIT'd code (as generous as a main thread's).
 const CALL_STACK: usize = 64 << 20;
@@ -30,6 +34,11 @@ pub struct Replies {
     writer: Mutex<Box<dyn Write + Send>>,
     /// The unix socket, when there is one: replies that carry a descriptor use sendmsg on it.
     socket: Option<RawFd>,
+    /// The socket (unix or TCP) to shut down when a send fails.
+    shutdown: Option<RawFd>,
+    /// Why a reply could not be sent: the session is over (the controller waits for a reply
+    /// that will never come, so the stream is shut down to tell it).
+    failed: Mutex<Option<String>>,
 }
 
 impl Replies {
@@ -37,20 +46,45 @@ impl Replies {
         let Ok(mut w) = self.writer.lock() else {
             return;
         };
-        match (fd, self.socket) {
-            (Some(fd), Some(sock)) => {
-                let _ = w.flush();
+        let sent = match (fd, self.socket) {
+            (Some(fd), Some(sock)) => w.flush().and_then(|_| {
                 let mut msg = encode_header(opcode, seq, tag, payload.len()).to_vec();
                 msg.extend_from_slice(payload);
-                if let Err(e) = send_with_fd(sock, &msg, fd) {
-                    eprintln!("remjit-executor: cannot send a descriptor: {e}");
-                }
+                send_with_fd(sock, &msg, fd)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("passing the memfd: {e}")))
+            }),
+            (Some(_), None) => Err(std::io::Error::other(
+                "cannot pass a descriptor over this transport",
+            )),
+            _ => write_frame(&mut **w, opcode, seq, tag, payload)
+                .map_err(std::io::Error::other)
+                .and_then(|_| w.flush()),
+        };
+        if let Err(e) = sent {
+            if let Ok(mut f) = self.failed.lock() {
+                f.get_or_insert(format!("cannot send a reply: {e}"));
             }
-            _ => {
-                let _ = write_frame(&mut **w, opcode, seq, tag, payload);
-                let _ = w.flush();
+            if let Some(sock) = self.shutdown {
+                // SAFETY: shutdown of the session's socket; both sides' reads then end.
+                unsafe { libc::shutdown(sock, libc::SHUT_RDWR) };
             }
         }
+    }
+
+    /// Ends the session for `why`: tells the controller (Hangup with the reason), returns it.
+    fn hang_up(&self, why: String) -> String {
+        self.send(
+            Opcode::Hangup,
+            0,
+            0,
+            &SpsError(Some(why.clone())).to_bytes(),
+            None,
+        );
+        why
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.lock().ok().and_then(|f| f.clone())
     }
 }
 
@@ -199,6 +233,17 @@ pub fn serve(
     writer: Box<dyn Write + Send>,
     socket: Option<RawFd>,
 ) -> Result<(), String> {
+    serve_on(reader, writer, socket, socket)
+}
+
+/// [`serve`], with `shutdown`: a socket that cannot carry descriptors (TCP), shut down when
+/// a reply cannot be sent.
+pub fn serve_on(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    socket: Option<RawFd>,
+    shutdown: Option<RawFd>,
+) -> Result<(), String> {
     // Asynchronous signals go to the threads running JIT'd code (see crate::signals).
     crate::signals::block_async_signals();
     // Frames arrive as a header then a payload: buffer them, one read for many.
@@ -211,35 +256,35 @@ pub fn serve(
     let replies = Arc::new(Replies {
         writer: Mutex::new(writer),
         socket,
+        shutdown,
+        failed: Mutex::new(None),
     });
     let pool = Pool::new(replies.clone());
     let setup = setup_message(&services).to_bytes();
     replies.send(Opcode::Setup, 0, 0, &setup, None);
     let result = loop {
+        if let Some(why) = replies.failure() {
+            break Err(why);
+        }
         let frame = match read_frame(&mut reader, MAX_FRAME) {
             Ok(Some(f)) => f,
-            Ok(None) => break Ok(()),
+            Ok(None) => break replies.failure().map_or(Ok(()), Err),
+            Err(e) if replies.failure().is_some() => {
+                break Err(replies.failure().unwrap_or_else(|| e.to_string()))
+            }
             Err(e) => {
                 // A corrupt stream cannot be resynchronised: say why and end the session.
-                let msg = format!("protocol violation: {e}");
-                replies.send(
-                    Opcode::Hangup,
-                    0,
-                    0,
-                    &SpsError(Some(msg.clone())).to_bytes(),
-                    None,
-                );
-                break Err(msg);
+                break Err(replies.hang_up(format!("protocol violation: {e}")));
             }
         };
         match frame.opcode {
             Opcode::Hangup => break Ok(()),
             Opcode::Setup | Opcode::Result => {
                 // We never call the controller, so no Result is expected; neither is Setup.
-                eprintln!(
-                    "remjit-executor: ignoring unexpected {:?} frame (seq {})",
+                break Err(replies.hang_up(format!(
+                    "protocol violation: unexpected {:?} frame (seq {}) from the controller",
                     frame.opcode, frame.seq
-                );
+                )));
             }
             Opcode::CallWrapper => {
                 let Some((handler, kind, _name)) = services.lookup(frame.tag) else {

@@ -46,6 +46,8 @@ pub struct Services {
     table: HashMap<u64, (Handler, Kind, &'static str)>,
     /// Bootstrap symbols: name -> tag.
     pub symbols: Vec<(String, u64)>,
+    /// Handles `dylib_open` returned: the only ones `dylib_lookup` accepts.
+    dylibs: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 fn err(msg: impl Into<String>) -> Vec<u8> {
@@ -65,6 +67,7 @@ impl Services {
             memory: Memory::default(),
             table: HashMap::new(),
             symbols: Vec::new(),
+            dylibs: Default::default(),
         };
         use Kind::*;
         let entries: &[(&'static str, Handler, Kind)] = &[
@@ -252,6 +255,9 @@ impl Services {
             if h.is_null() {
                 return Err(format!("cannot load {path}: {}", dlerror()));
             }
+            if let Ok(mut d) = self.dylibs.lock() {
+                d.insert(h as u64);
+            }
             Ok(h as u64)
         })();
         Expected(r).to_bytes()
@@ -260,6 +266,12 @@ impl Services {
     fn dylib_lookup(&self, args: &[u8]) -> Vec<u8> {
         let r = (|| {
             let (_, handle, names): (u64, u64, Vec<LookupElement>) = decode(args, "dylib lookup")?;
+            let known = handle == 0 || self.dylibs.lock().is_ok_and(|d| d.contains(&handle));
+            if !known {
+                return Err(format!(
+                    "dylib lookup: {handle:#x} is no handle this executor's dylib open returned"
+                ));
+            }
             let mut out = Vec::with_capacity(names.len());
             let mut missing = Vec::new();
             for n in &names {
@@ -310,6 +322,7 @@ impl Services {
             let base = self.memory.reserve(size)?;
             let len = self.memory.with_range(base, |r| r.size)?;
             self.memory.mark_unfinalized(base);
+            self.memory.note_prot(base, len, 3);
             // LLVM's memory manager hands out writable memory.
             // SAFETY: a range of our own reservation.
             if unsafe {
@@ -344,10 +357,10 @@ impl Services {
                         s.addr
                     ));
                 }
-                self.memory.check(s.addr, s.size)?;
+                self.memory.check_writable(s.addr, s.size)?;
             }
             for s in &req.segments {
-                // SAFETY: checked to lie in memory we handed out, mapped writable at reserve.
+                // SAFETY: checked to lie in memory we handed out, writable (since reserve).
                 unsafe {
                     let p = s.addr as *mut u8;
                     std::ptr::copy_nonoverlapping(s.content.0.as_ptr(), p, s.content.0.len());
@@ -357,7 +370,7 @@ impl Services {
                         (s.size - s.content.0.len() as u64) as usize,
                     );
                 }
-                protect(s.addr, s.size, s.prot)?;
+                self.protect(s.addr, s.size, s.prot)?;
             }
             self.memory.mark_finalized(base);
             let dealloc = self.run_finalize_actions(&req.actions)?;
@@ -396,7 +409,7 @@ impl Services {
             let writes: Vec<(u64, T)> = decode(args, "memory write")?;
             let n = std::mem::size_of::<T>() as u64;
             for (addr, _) in &writes {
-                self.memory.check(*addr, n)?;
+                self.memory.check_writable(*addr, n)?;
             }
             for (addr, v) in writes {
                 // SAFETY: checked to lie in JIT memory; the controller owns its contents.
@@ -423,7 +436,7 @@ impl Services {
         let r = (|| {
             let writes: Vec<(u64, Bytes)> = decode(args, "buffer write")?;
             for (addr, b) in &writes {
-                self.memory.check(*addr, b.0.len() as u64)?;
+                self.memory.check_writable(*addr, b.0.len() as u64)?;
             }
             for (addr, b) in writes {
                 // SAFETY: checked to lie in JIT memory.
@@ -456,15 +469,31 @@ impl Services {
         SpsError::from(r).to_bytes()
     }
 
+    /// Code to call: in finalized executable memory this executor handed out.
     fn code(&self, addr: u64) -> Result<(), String> {
-        self.memory.check(addr, 1).map(|_| ())
+        self.memory.check(addr, 1)?;
+        if !self.memory.is_executable(addr) {
+            return Err(format!(
+                "{addr:#x} is not in finalized executable memory; refusing to call it"
+            ));
+        }
+        Ok(())
     }
 
     /// An entry point: in our memory, and run only once the code it may call has arrived.
     fn entry(&self, addr: u64) -> Result<(), String> {
-        self.code(addr)?;
+        self.memory.check(addr, 1)?;
         self.memory
             .wait_for_pending(std::time::Duration::from_secs(10));
+        self.code(addr)
+    }
+
+    /// mprotect, and the memory map remembers it (to refuse calls and writes it would fault).
+    fn protect(&self, addr: u64, size: u64, prot: u8) -> Result<(), String> {
+        protect(addr, size, prot)?;
+        if size != 0 {
+            self.memory.note_prot(addr, size, prot);
+        }
         Ok(())
     }
 
@@ -472,8 +501,8 @@ impl Services {
         let Ok((addr, argv)) = decode::<(u64, Vec<String>)>(args, "run_as_main") else {
             return (-1i64).to_bytes();
         };
-        if self.entry(addr).is_err() {
-            return (-1i64).to_bytes();
+        if let Err(e) = self.entry(addr) {
+            return refused("run_as_main", e, -1i64);
         }
         runtime::init::set_program_args(&argv);
         i64::from(run_main_thread(addr)).to_bytes()
@@ -483,8 +512,8 @@ impl Services {
         let Ok(addr) = decode::<u64>(args, "run_main") else {
             return (-1i64).to_bytes();
         };
-        if self.code(addr).is_err() {
-            return (-1i64).to_bytes();
+        if let Err(e) = self.code(addr) {
+            return refused("run_main", e, -1i64);
         }
         i64::from(run_main_thread(addr)).to_bytes()
     }
@@ -493,8 +522,8 @@ impl Services {
         let Ok(addr) = decode::<u64>(args, "run_as_void") else {
             return (-1i32).to_bytes();
         };
-        if self.entry(addr).is_err() {
-            return (-1i32).to_bytes();
+        if let Err(e) = self.entry(addr) {
+            return refused("run_as_void", e, -1i32);
         }
         // SAFETY: a void(void) function of JIT'd code.
         unsafe { runtime::init::run_finalizers(&[addr]) };
@@ -505,8 +534,8 @@ impl Services {
         let Ok((addr, arg)) = decode::<(u64, i32)>(args, "run_as_int") else {
             return (-1i32).to_bytes();
         };
-        if self.entry(addr).is_err() {
-            return (-1i32).to_bytes();
+        if let Err(e) = self.entry(addr) {
+            return refused("run_as_int", e, -1i32);
         }
         // SAFETY: an int(int) function of JIT'd code.
         let f: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(addr as usize) };
@@ -636,7 +665,7 @@ impl Services {
             self.memory.check(s.addr, s.size)?;
         }
         for s in &req.segments {
-            protect(s.addr, s.size, s.prot)?;
+            self.protect(s.addr, s.size, s.prot)?;
         }
         let dealloc = self.run_finalize_actions(&req.actions)?;
         let range = self.memory.check(base, 1)?;
@@ -650,6 +679,13 @@ impl Default for Services {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The reply to a run call refused before running anything: LLVM's signatures carry only a
+/// status, so the reason goes to stderr.
+fn refused<T: Sps>(what: &str, why: String, status: T) -> Vec<u8> {
+    eprintln!("remjit-executor: {what}: {why}");
+    status.to_bytes()
 }
 
 /// Runs `main` on a thread of its own and waits for the thread to end, so that its

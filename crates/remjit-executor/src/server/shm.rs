@@ -255,6 +255,7 @@ pub fn map_files(s: &Services, args: &[u8]) -> Vec<u8> {
             if p == libc::MAP_FAILED {
                 return Err(format!("mmap {path}: {}", std::io::Error::last_os_error()));
             }
+            s.memory.note_prot(addr, len, 3);
         }
         Ok(())
     })();
@@ -289,6 +290,7 @@ pub fn restore_shared(s: &Services, args: &[u8]) -> Vec<u8> {
             if p == libc::MAP_FAILED {
                 return Err(format!("mmap: {}", std::io::Error::last_os_error()));
             }
+            s.memory.note_prot(addr, len, 0);
         }
         Ok(())
     })();

@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use remjit_wire::frame::{read_frame, write_frame, Frame, Opcode};
 use remjit_wire::sps::{Sps, SpsError};
@@ -14,8 +15,11 @@ use remjit_wire::types::SetupMessage;
 
 use crate::error::{Error, Result};
 
-/// Largest frame accepted from an executor.
-const MAX_FRAME: u64 = 1 << 32;
+/// Largest frame accepted from an executor (its results and Setup are small).
+const MAX_FRAME: u64 = 64 << 20;
+
+/// How often a waiting call looks whether a local executor is stopped.
+const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
 
 type Reply = std::result::Result<Vec<u8>, String>;
 
@@ -23,6 +27,8 @@ struct Shared {
     writer: Mutex<Box<dyn Write + Send>>,
     pending: Mutex<HashMap<u64, mpsc::Sender<Reply>>>,
     dead: AtomicBool,
+    /// The executor closed the stream or hung up (rather than breaking the protocol).
+    peer_gone: AtomicBool,
     why_dead: Mutex<Option<String>>,
 }
 
@@ -60,43 +66,84 @@ pub struct Connection {
     /// What the executor announced.
     pub setup: SetupInfo,
     reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The executor's process id, when it is a local child (to see whether it is stopped).
+    pid: Option<u32>,
+    /// Whether we said that the executor is stopped (said once per stop).
+    said_stopped: AtomicBool,
 }
 
 impl Connection {
-    /// Takes over a stream: waits for Setup, then starts the reader thread.
+    /// Takes over a stream: the reader thread starts and must deliver the executor's Setup
+    /// within `setup_timeout`. `pid`: the executor's, when it is our child.
     pub fn start(
-        mut reader: Box<dyn Read + Send>,
+        reader: Box<dyn Read + Send>,
         writer: Box<dyn Write + Send>,
+        pid: Option<u32>,
+        setup_timeout: Duration,
     ) -> Result<Connection> {
-        let first = read_frame(&mut *reader, MAX_FRAME)
-            .map_err(|e| Error::Executor(format!("reading the executor's Setup: {e}")))?
-            .ok_or_else(|| {
-                Error::Executor("the executor closed the connection before Setup".into())
-            })?;
-        if first.opcode != Opcode::Setup {
-            return Err(Error::Executor(format!(
-                "protocol violation: expected Setup, got {:?}",
-                first.opcode
-            )));
-        }
-        let setup = decode_setup(&first.payload)?;
         let shared = Arc::new(Shared {
             writer: Mutex::new(writer),
             pending: Mutex::new(HashMap::new()),
             dead: AtomicBool::new(false),
+            peer_gone: AtomicBool::new(false),
             why_dead: Mutex::new(None),
         });
+        let (setup_tx, setup_rx) = mpsc::channel();
         let sh = shared.clone();
         let handle = std::thread::Builder::new()
             .name("remjit-epc-reader".into())
-            .spawn(move || reader_loop(reader, sh))
+            .spawn(move || reader_loop(reader, sh, setup_tx))
             .map_err(|e| Error::Executor(format!("cannot start reader thread: {e}")))?;
+        let setup = match setup_rx.recv_timeout(setup_timeout) {
+            Ok(r) => r?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let stopped = pid.is_some_and(is_stopped);
+                return Err(Error::Executor(format!(
+                    "the executor{} did not answer within {} s{} (no Setup message); is it a \
+                     remjit or LLVM executor? (--oop-executor-timeout=SECS waits longer)",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    setup_timeout.as_secs_f64(),
+                    if stopped { ": it is stopped" } else { "" }
+                )));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::Executor("the executor connection failed".into()))
+            }
+        };
         Ok(Connection {
             shared,
             next_seq: AtomicU64::new(1),
             setup,
             reader: Mutex::new(Some(handle)),
+            pid,
+            said_stopped: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the executor closed the connection or hung up (it is probably ending), as
+    /// opposed to still being there.
+    pub fn peer_gone(&self) -> bool {
+        self.shared.peer_gone.load(Ordering::SeqCst)
+    }
+
+    /// Waits for a call's reply. A local executor that is stopped (SIGSTOP, a debugger) is
+    /// waited for, as one still running is, but we say so once per stop.
+    fn wait_reply(&self, rx: &mpsc::Receiver<Reply>) -> std::result::Result<Reply, ()> {
+        loop {
+            match rx.recv_timeout(LIVENESS_PERIOD) {
+                Ok(r) => return Ok(r),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(()),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let Some(pid) = self.pid else { continue };
+                    let stopped = is_stopped(pid);
+                    if stopped && !self.said_stopped.swap(true, Ordering::SeqCst) {
+                        eprintln!("remjit: executor pid {pid} is stopped; waiting");
+                    } else if !stopped {
+                        self.said_stopped.store(false, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the peer is gone.
@@ -164,18 +211,19 @@ impl Connection {
                 self.why_dead().unwrap_or_else(|| "executor is gone".into()),
             ));
         }
-        match rx.recv() {
+        match self.wait_reply(&rx) {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => Err(Error::Executor(e)),
-            Err(_) => Err(Error::Executor(
+            Err(()) => Err(Error::Executor(
                 self.why_dead().unwrap_or_else(|| "executor is gone".into()),
             )),
         }
     }
 
-    /// Sends Hangup (the peer then ends the session).
+    /// Sends Hangup (the peer then ends the session), also after a protocol violation of the
+    /// peer's (it may still be listening).
     pub fn hangup(&self) {
-        if !self.is_dead() {
+        if !self.peer_gone() {
             if let Ok(mut w) = self.shared.writer.lock() {
                 // SPS Error "success": a single false byte.
                 let _ = write_frame(&mut **w, Opcode::Hangup, 0, 0, &[0]);
@@ -195,16 +243,56 @@ impl Connection {
     }
 }
 
-fn reader_loop(mut reader: Box<dyn Read + Send>, shared: Arc<Shared>) {
+/// Whether process `pid` is stopped (state T or t in /proc/PID/stat).
+pub fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may contain anything.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|s| s == "T" || s == "t")
+}
+
+/// Reads the Setup frame (first) and hands it over through `setup_tx`.
+fn read_setup(reader: &mut dyn Read) -> Result<SetupInfo> {
+    let first = read_frame(reader, MAX_FRAME)
+        .map_err(|e| Error::Executor(format!("reading the executor's Setup: {e}")))?
+        .ok_or_else(|| Error::Executor("the executor closed the connection before Setup".into()))?;
+    if first.opcode != Opcode::Setup {
+        return Err(Error::Executor(format!(
+            "protocol violation: expected Setup, got {:?}",
+            first.opcode
+        )));
+    }
+    decode_setup(&first.payload)
+}
+
+fn reader_loop(
+    mut reader: Box<dyn Read + Send>,
+    shared: Arc<Shared>,
+    setup_tx: mpsc::Sender<Result<SetupInfo>>,
+) {
+    let setup = read_setup(&mut *reader);
+    let failed = setup.is_err();
+    let _ = setup_tx.send(setup);
+    if failed {
+        shared.fail_all("no valid Setup from the executor".into());
+        return;
+    }
+    let gone = |why: String| {
+        shared.peer_gone.store(true, Ordering::SeqCst);
+        shared.fail_all(why);
+    };
     loop {
         let frame: Frame = match read_frame(&mut *reader, MAX_FRAME) {
             Ok(Some(f)) => f,
-            Ok(None) => {
-                shared.fail_all("the executor closed the connection".into());
-                return;
+            Ok(None) => return gone("the executor closed the connection".into()),
+            Err(remjit_wire::WireError::Io(e)) => {
+                return gone(format!("executor connection failed: {e}"))
             }
             Err(e) => {
-                shared.fail_all(format!("executor connection failed: {e}"));
+                shared.fail_all(format!("protocol violation: {e}"));
                 return;
             }
         };
@@ -215,13 +303,26 @@ fn reader_loop(mut reader: Box<dyn Read + Send>, shared: Arc<Shared>) {
                     .lock()
                     .ok()
                     .and_then(|mut p| p.remove(&frame.seq));
-                if let Some(tx) = tx {
-                    let _ = tx.send(Ok(frame.payload));
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send(Ok(frame.payload));
+                    }
+                    None => {
+                        shared.fail_all(format!(
+                            "protocol violation: the executor answered call {}, which is not \
+                             waiting for an answer",
+                            frame.seq
+                        ));
+                        return;
+                    }
                 }
             }
             Opcode::Hangup => {
-                shared.fail_all("the executor hung up".into());
-                return;
+                let why = match SpsError::from_bytes(&frame.payload) {
+                    Ok(SpsError(Some(msg))) => format!("the executor hung up: {msg}"),
+                    _ => "the executor hung up".into(),
+                };
+                return gone(why);
             }
             Opcode::CallWrapper => {
                 // The controller exports no wrapper functions: answer with an error.
@@ -246,6 +347,12 @@ fn reader_loop(mut reader: Box<dyn Read + Send>, shared: Arc<Shared>) {
 fn decode_setup(payload: &[u8]) -> Result<SetupInfo> {
     let s = SetupMessage::from_bytes(payload)
         .map_err(|e| Error::Executor(format!("bad Setup message: {e}")))?;
+    if !s.page_size.is_power_of_two() || !(4096..=1 << 30).contains(&s.page_size) {
+        return Err(Error::Executor(format!(
+            "protocol violation: the executor's Setup announces a page size of {} bytes",
+            s.page_size
+        )));
+    }
     Ok(SetupInfo {
         triple: s.target_triple,
         page_size: s.page_size,

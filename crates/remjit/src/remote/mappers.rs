@@ -107,6 +107,58 @@ pub fn encode_actions(conn: &Connection, info: &AllocInfo) -> Result<Vec<AllocAc
     Ok(out)
 }
 
+/// Content bytes per finalize request to our executor.
+const FINALIZE_CHUNK: usize = 16 << 20;
+
+/// Splits finalize segments so that each request carries about `limit` content bytes at most
+/// (never more than twice that): big segments are cut at page boundaries, and a request only
+/// ends before a page-aligned piece, so protecting one request's pages never covers bytes the
+/// next one still has to write.
+fn split_for_frames(
+    segs: Vec<SegFinalizeRequest>,
+    limit: usize,
+    page: u64,
+) -> Vec<Vec<SegFinalizeRequest>> {
+    let mut pieces = Vec::new();
+    for s in segs {
+        let (mut addr, mut size, mut content) = (s.addr, s.size, &s.content.0[..]);
+        while content.len() > limit {
+            let cut = (addr.saturating_add(limit as u64) & !(page - 1)).saturating_sub(addr);
+            if cut == 0 {
+                break;
+            }
+            let (head, tail) = content.split_at(cut as usize);
+            pieces.push(SegFinalizeRequest {
+                prot: s.prot,
+                addr,
+                size: cut,
+                content: Bytes(head.to_vec()),
+            });
+            (addr, size, content) = (addr + cut, size - cut, tail);
+        }
+        pieces.push(SegFinalizeRequest {
+            prot: s.prot,
+            addr,
+            size,
+            content: Bytes(content.to_vec()),
+        });
+    }
+    let mut batches: Vec<Vec<SegFinalizeRequest>> = vec![Vec::new()];
+    let mut in_batch = 0;
+    for p in pieces {
+        let full = in_batch + p.content.0.len() > limit;
+        if full && p.addr % page == 0 && batches.last().is_some_and(|b| !b.is_empty()) {
+            batches.push(Vec::new());
+            in_batch = 0;
+        }
+        in_batch += p.content.0.len();
+        if let Some(b) = batches.last_mut() {
+            b.push(p);
+        }
+    }
+    batches
+}
+
 /// LLVM's copy-over-the-wire memory manager: each allocation is a reservation of its own;
 /// content travels in the finalize message.
 pub struct CopyMapper {
@@ -197,14 +249,30 @@ impl MemoryMapper for CopyMapper {
                 content: Bytes(buf[start..start + s.content_size as usize].to_vec()),
             });
         }
-        let req = FinalizeRequest {
-            segments,
-            actions: encode_actions(&self.conn, info)?,
+        let mut actions = encode_actions(&self.conn, info)?;
+        // Our executor takes content in several requests (each frame stays far below its
+        // frame limit); LLVM's wants one request per allocation.
+        let batches = if self.conn.has(names::REMJIT_RUN_MAIN) {
+            split_for_frames(segments, FINALIZE_CHUNK, self.page)
+        } else {
+            vec![segments]
         };
-        let r: SpsError = self
-            .conn
-            .call_named(names::MEMORY_MANAGER_FINALIZE, &(self.instance, req))?;
-        r.into_result().map_err(exec_err)?;
+        let last = batches.len() - 1;
+        for (i, segments) in batches.into_iter().enumerate() {
+            let req = FinalizeRequest {
+                segments,
+                // The actions (registrations, initializers) once all the content is there.
+                actions: if i == last {
+                    std::mem::take(&mut actions)
+                } else {
+                    Vec::new()
+                },
+            };
+            let r: SpsError = self
+                .conn
+                .call_named(names::MEMORY_MANAGER_FINALIZE, &(self.instance, req))?;
+            r.into_result().map_err(exec_err)?;
+        }
         if let Ok(mut f) = self.finalized.lock() {
             f.insert(info.mapping_base);
         }
@@ -519,5 +587,47 @@ impl MemoryMapper for SharedMapper {
             }
         }
         r.into_result().map_err(exec_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(addr: u64, size: u64, content: usize) -> SegFinalizeRequest {
+        SegFinalizeRequest {
+            prot: 1,
+            addr,
+            size,
+            content: Bytes((0..content).map(|i| i as u8).collect()),
+        }
+    }
+
+    #[test]
+    fn big_content_is_split_at_page_boundaries() {
+        // 10 pages of content in a 12-page segment, 3 pages per request; then a small one.
+        let segs = vec![seg(0x10000, 12 * 4096, 10 * 4096), seg(0x20000, 100, 100)];
+        let batches = split_for_frames(segs.clone(), 3 * 4096, 4096);
+        let pieces: Vec<&SegFinalizeRequest> = batches.iter().flatten().collect();
+        // Same bytes, same addresses, in order.
+        let mut joined = Vec::new();
+        let mut at = 0x10000;
+        for p in &pieces[..pieces.len() - 1] {
+            assert_eq!(p.addr, at);
+            assert_eq!(p.addr % 4096, 0);
+            joined.extend_from_slice(&p.content.0);
+            at += p.size;
+        }
+        assert_eq!(at, 0x10000 + 12 * 4096);
+        assert_eq!(joined, segs[0].content.0);
+        assert_eq!(pieces.last().unwrap(), &&segs[1]);
+        for b in &batches {
+            let n: usize = b.iter().map(|p| p.content.0.len()).sum();
+            assert!(n <= 2 * 3 * 4096, "{n}");
+        }
+        assert!(batches.len() >= 4);
+        // Small content stays in one request.
+        let one = split_for_frames(vec![seg(0x1000, 8192, 5000)], 1 << 20, 4096);
+        assert_eq!(one, vec![vec![seg(0x1000, 8192, 5000)]]);
     }
 }

@@ -17,6 +17,10 @@ use remjit_wire::sps::{Expected, Sps, SpsError};
 use remjit_wire::types::{symbol_flags, ExecutorSymbolDef, LookupElement};
 
 use crate::error::{Error, Result};
+pub use remjit_wire::auth::Token;
+
+/// How long an executor gets to send its Setup message, unless told otherwise.
+pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 use crate::executor::{Executor, ExternalSymbol};
 use crate::memory::MemoryMapper;
 use connection::Connection;
@@ -60,14 +64,30 @@ pub struct RemoteExecutor {
 impl RemoteExecutor {
     /// Spawns `path` (our executor or LLVM's) over a unix socketpair.
     pub fn spawn(path: &Path, memory: MemoryMode) -> Result<RemoteExecutor> {
-        let spawned = transport::spawn(path, false)?;
-        Self::start(spawned.stream, Some(spawned.child), spawned.report, memory)
+        Self::spawn_with(path, memory, DEFAULT_SETUP_TIMEOUT)
     }
 
-    /// Connects to an executor listening on `addr`.
-    pub fn connect(addr: &str, memory: MemoryMode) -> Result<RemoteExecutor> {
-        let stream = transport::connect(addr)?;
-        Self::start(stream, None, None, memory)
+    /// Spawns `path`, which must send its Setup within `setup_timeout`.
+    pub fn spawn_with(
+        path: &Path,
+        memory: MemoryMode,
+        setup_timeout: Duration,
+    ) -> Result<RemoteExecutor> {
+        let spawned = transport::spawn(path, false)?;
+        let child = Some(spawned.child);
+        Self::start(spawned.stream, child, spawned.report, memory, setup_timeout)
+    }
+
+    /// Connects to an executor listening on `addr`, proving we know `token` when given (see
+    /// [`remjit_wire::auth`]); the executor must then send its Setup within `setup_timeout`.
+    pub fn connect(
+        addr: &str,
+        memory: MemoryMode,
+        token: Option<&Token>,
+        setup_timeout: Duration,
+    ) -> Result<RemoteExecutor> {
+        let stream = transport::connect(addr, token, setup_timeout)?;
+        Self::start(stream, None, None, memory, setup_timeout)
     }
 
     fn start(
@@ -75,7 +95,9 @@ impl RemoteExecutor {
         child: Option<Child>,
         report: Option<std::fs::File>,
         memory: MemoryMode,
+        setup_timeout: Duration,
     ) -> Result<RemoteExecutor> {
+        let pid = child.as_ref().map(|c| c.id());
         let fds = Arc::new(ReceivedFds::default());
         let is_unix = stream.unix().is_some();
         let unix = stream.unix().and_then(|s| s.try_clone().ok());
@@ -86,7 +108,7 @@ impl RemoteExecutor {
             (Stream::Unix(s), Some(r)) => (Box::new(FdReader::new(r, fds.clone())), Box::new(s)),
             (other, _) => other.split()?,
         };
-        let conn = match Connection::start(reader, writer) {
+        let conn = match Connection::start(reader, writer, pid, setup_timeout) {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 if let Some(mut c) = child {
@@ -160,7 +182,10 @@ impl RemoteExecutor {
         let Some(child) = guard.as_mut() else {
             return Ending::Unknown;
         };
-        let deadline = Instant::now() + Duration::from_secs(2);
+        // A live connection means a live executor: a failure of our own (a bad input, an
+        // undefined symbol) is reported at once, not after waiting for an exit that won't come.
+        let patience = if self.conn.peer_gone() { 2000 } else { 0 };
+        let deadline = Instant::now() + Duration::from_millis(patience);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),

@@ -7,6 +7,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use remjit_wire::auth::{controller_handshake, AuthError, Token, MAGIC, TOKEN_ENV};
 
 use crate::error::{Error, Result};
 
@@ -151,11 +154,56 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
     })
 }
 
-/// Connects to an executor listening on `HOST:PORT`.
-pub fn connect(addr: &str) -> Result<Stream> {
-    let s = TcpStream::connect(addr)
+/// Connects to an executor listening on `HOST:PORT` and, with a `token`, proves we know it
+/// (and checks that the executor does too). Every wait is bounded by `timeout`.
+pub fn connect(addr: &str, token: Option<&Token>, timeout: Duration) -> Result<Stream> {
+    let mut s = TcpStream::connect(addr)
         .map_err(|e| Error::Executor(format!("cannot connect to executor at {addr}: {e}")))?;
     let _ = s.set_nodelay(true);
+    let fail = |what: String| Error::Executor(format!("{addr}: {what}"));
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => fail(format!(
+            "no answer within {} s (--oop-executor-timeout=SECS waits longer)",
+            timeout.as_secs_f64()
+        )),
+        _ => fail(e.to_string()),
+    };
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    match token {
+        Some(t) => controller_handshake(&mut s, t, None).map_err(|e| match e {
+            AuthError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                fail("the executor closed the connection during authentication".into())
+            }
+            AuthError::Io(e) => io(e),
+            AuthError::NotAuth => fail(
+                "the executor does not ask for a token (started with --insecure-no-auth, or not \
+                 remjit-executor); refusing to use it while a token is set (unset REMJIT_TOKEN \
+                 to connect without one)"
+                    .into(),
+            ),
+            e => fail(e.to_string()),
+        })?,
+        None => {
+            // An executor that wants a token says so first: tell the user rather than
+            // misreading its challenge as a frame.
+            let mut first = [0u8; 8];
+            let deadline = std::time::Instant::now() + timeout;
+            let mut n = s.peek(&mut first).map_err(io)?;
+            while n > 0 && n < 8 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+                n = s.peek(&mut first).map_err(io)?;
+            }
+            if n == 8 && first == MAGIC[..8] {
+                return Err(fail(format!(
+                    "the executor asks for a token: set {TOKEN_ENV} or pass \
+                     --oop-executor-token-file=PATH (the executor's token)"
+                )));
+            }
+        }
+    }
+    s.set_read_timeout(None).map_err(io)?;
+    s.set_write_timeout(None).map_err(io)?;
     Ok(Stream::Tcp(s))
 }
 
