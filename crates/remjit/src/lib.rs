@@ -7,6 +7,7 @@
 //! runs; [`session`] is the API a REPL or JIT compiler uses, module by module.
 #![deny(missing_docs)]
 
+pub mod debug;
 pub mod error;
 pub mod executor;
 pub mod input;

@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use remjit_executor::runtime::perf::PerfOutputs;
+
+use crate::debug::{self, ModuleDebug};
 use crate::error::{Error, Result};
 use crate::executor::{Executor, InProcessExecutor};
 use crate::input::{self, InputFile, InputKind, LibrarySearch};
@@ -38,6 +41,8 @@ pub struct SessionOptions {
     pub compile_flags: Vec<String>,
     /// A symbol each link must define, checked before any constructor runs (`--entry`).
     pub required_entry: Option<String>,
+    /// perf records to write for each module (`--perf-map`, `--jitdump`).
+    pub perf: PerfOutputs,
 }
 
 impl Default for SessionOptions {
@@ -50,6 +55,7 @@ impl Default for SessionOptions {
             library_dirs: Vec::new(),
             compile_flags: Vec::new(),
             required_entry: None,
+            perf: PerfOutputs::default(),
         }
     }
 }
@@ -65,6 +71,7 @@ struct Module {
     finalizers: Vec<u64>,
     objects: Vec<String>,
     finalized_for_exit: bool,
+    debug: ModuleDebug,
 }
 
 /// A JIT session over one executor.
@@ -246,6 +253,12 @@ impl Session {
             self.symbols.insert(name.clone(), sym);
             exports.push(name);
         }
+        let debug = debug::module_linked(
+            self.executor.as_ref(),
+            self.options.perf,
+            &m.functions,
+            &m.debug_inputs,
+        );
         self.modules.insert(
             id,
             Module {
@@ -255,8 +268,12 @@ impl Session {
                 finalizers: m.finalizers,
                 objects: m.objects,
                 finalized_for_exit: false,
+                debug: ModuleDebug::default(),
             },
         );
+        if let Some(module) = self.modules.get_mut(&id) {
+            module.debug = debug?;
+        }
         Ok(id)
     }
 
@@ -336,6 +353,7 @@ impl Session {
         for name in &m.exports {
             self.symbols.remove(name);
         }
+        debug::module_removed(self.executor.as_ref(), m.debug)?;
         self.slab.deallocate(&[m.alloc])
     }
 

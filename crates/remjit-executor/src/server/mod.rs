@@ -3,6 +3,7 @@
 //! A malformed frame or call is answered with an error (or ends the session cleanly); it never
 //! crashes the executor.
 
+pub mod debug;
 pub mod memory;
 pub mod services;
 pub mod shm;

@@ -126,6 +126,8 @@ pub struct LinkedModule {
     pub finalizers: Vec<u64>,
     /// Names of the objects linked (archive members included).
     pub objects: Vec<String>,
+    /// The objects that carry DWARF, for debuggers and profilers.
+    pub debug_inputs: Vec<crate::debug::DebugInput>,
     /// Stage timings.
     pub times: LinkTimes,
 }
@@ -535,6 +537,7 @@ pub fn link(
         dso: base + lay.offset(Seg::Rw, lay.dso_off),
         finalizers,
         objects: res.objects.iter().map(|o| o.file.name.clone()).collect(),
+        debug_inputs: crate::debug::collect_inputs(&res.objects, &lay, base),
         times,
     })
 }
