@@ -194,7 +194,6 @@ impl Executor for InProcessExecutor {
     }
 
     fn wait_for_debugger(&self) -> Result<()> {
-        runtime::jit_debug::wait_for_debugger("remjit");
-        Ok(())
+        runtime::jit_debug::wait_for_debugger("remjit", &|| false).map_err(Error::Executor)
     }
 }

@@ -150,12 +150,17 @@ pub fn tracer_pid() -> u32 {
         .unwrap_or(0)
 }
 
-/// Says how to attach a debugger to this process (on stderr), then waits until one is.
-pub fn wait_for_debugger(who: &str) {
+/// Says how to attach a debugger to this process (on stderr), then waits until one is, or
+/// until `abandoned` says that nobody wants the program run any more.
+pub fn wait_for_debugger(who: &str, abandoned: &dyn Fn() -> bool) -> Result<(), String> {
     let pid = std::process::id();
     eprintln!("{who}: waiting for a debugger to attach to process {pid}: gdb -p {pid}");
     while tracer_pid() == 0 {
+        if abandoned() {
+            return Err("stopped waiting for a debugger: the controller is gone".into());
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     eprintln!("{who}: debugger attached; running the program");
+    Ok(())
 }

@@ -53,8 +53,12 @@ pub fn perf_record(s: &Services, args: &[u8]) -> Vec<u8> {
     SpsError::from(r).to_bytes()
 }
 
-/// `Error()`: prints the gdb command and waits until a debugger is attached.
+/// `Error()`: prints the gdb command and waits until a debugger is attached (or the process
+/// that started the executor, its controller as a rule, is gone).
 pub fn wait_for_debugger(_: &Services, _: &[u8]) -> Vec<u8> {
-    jit_debug::wait_for_debugger("remjit-executor");
-    SpsError::OK.to_bytes()
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: as above.
+    let abandoned = || unsafe { libc::getppid() } != parent;
+    SpsError::from(jit_debug::wait_for_debugger("remjit-executor", &abandoned)).to_bytes()
 }
