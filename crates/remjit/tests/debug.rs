@@ -358,3 +358,69 @@ fn jitdump_has_code_and_lines_in_every_mode() {
         );
     }
 }
+
+/// Where gdb stops in `module_life_for_gdb`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn remjit_test_checkpoint() {
+    // SAFETY: an empty asm statement: keeps the function and its calls.
+    unsafe { std::arch::asm!("", options(nostack, preserves_flags)) };
+}
+
+#[test]
+#[ignore = "run under gdb by gdb_forgets_a_removed_module"]
+fn module_life_for_gdb() {
+    let obj = PathBuf::from(std::env::var("REMJIT_DEBUG_OBJECT").unwrap());
+    let options = remjit::SessionOptions {
+        run_initializers: false,
+        ..Default::default()
+    };
+    let mut s = remjit::Session::in_process(options).unwrap();
+    s.add_file(&obj).unwrap();
+    let m = s.link().unwrap();
+    remjit_test_checkpoint();
+    s.remove_module(m).unwrap();
+    remjit_test_checkpoint();
+}
+
+#[test]
+fn gdb_forgets_a_removed_module() {
+    // -fPIC: the test binary has no copy of libc's `stdout` within 32-bit reach.
+    let dir = work_dir("gdb-remove");
+    let obj = compile(
+        &dir,
+        &program("debugme.c"),
+        "debugme.o",
+        &["-g", "-O0", "-fPIC"],
+    );
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break remjit_test_checkpoint"])
+            .args(["-ex", "run", "-ex", "info functions ^compute$"])
+            .args([
+                "-ex",
+                "continue",
+                "-ex",
+                "info functions ^compute$",
+                "-ex",
+                "kill",
+            ])
+            .arg("--args")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "module_life_for_gdb"])
+            .env("REMJIT_DEBUG_OBJECT", &obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lists: Vec<&str> = text.split("All functions matching").skip(1).collect();
+    assert_eq!(lists.len(), 2, "{text}");
+    assert!(
+        lists[0].contains("int compute(int);"),
+        "while linked: {text}"
+    );
+    assert!(
+        !lists[1].contains("int compute(int);"),
+        "after removal: {text}"
+    );
+}

@@ -164,3 +164,62 @@ pub fn wait_for_debugger(who: &str, abandoned: &dyn Fn() -> bool) -> Result<(), 
     eprintln!("{who}: debugger attached; running the program");
     Ok(())
 }
+
+/// The registered objects, newest first, as a debugger walks the list: `(address, size)`.
+/// (A diagnostic: registration itself never walks the list.)
+pub fn registered() -> Vec<(u64, u64)> {
+    let _live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    // SAFETY: the list is read under LIVE's lock; every linked entry is a live node.
+    unsafe {
+        let mut e = (*addr_of_mut!(__jit_debug_descriptor)).first_entry;
+        while !e.is_null() {
+            out.push(((*e).symfile_addr as u64, (*e).symfile_size));
+            e = (*e).next_entry;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn descriptor() -> (u32, u32, u64) {
+        // SAFETY: reading plain fields (tests of this module run one at a time under LIVE).
+        unsafe {
+            let d = addr_of_mut!(__jit_debug_descriptor);
+            ((*d).version, (*d).action_flag, (*d).relevant_entry as u64)
+        }
+    }
+
+    #[test]
+    fn insert_at_head_unlink_anywhere() {
+        let objs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let handles: Vec<u64> = objs.iter().map(|o| register_owned(o.clone())).collect();
+        let (version, action, relevant) = descriptor();
+        assert_eq!(
+            (version, action, relevant),
+            (1, JIT_REGISTER_FN, handles[2])
+        );
+        let sizes = |v: Vec<(u64, u64)>| v.into_iter().map(|e| e.1).collect::<Vec<_>>();
+        let listed = sizes(registered());
+        let pos = listed
+            .iter()
+            .position(|&s| s == 102)
+            .expect("newest is listed");
+        assert_eq!(&listed[pos..pos + 3], &[102, 101, 100], "newest first");
+        deregister(handles[1]).unwrap();
+        assert_eq!(descriptor().1, JIT_UNREGISTER_FN);
+        let listed = sizes(registered());
+        assert!(!listed.contains(&101) && listed.contains(&100) && listed.contains(&102));
+        assert!(
+            deregister(handles[1]).is_err(),
+            "a handle is deregistered once"
+        );
+        assert!(deregister(12345).is_err(), "unknown handles are refused");
+        deregister(handles[2]).unwrap();
+        deregister(handles[0]).unwrap();
+        assert!(!sizes(registered()).iter().any(|s| (100..103).contains(s)));
+    }
+}
