@@ -424,3 +424,52 @@ fn gdb_forgets_a_removed_module() {
         "after removal: {text}"
     );
 }
+
+#[test]
+fn perf_inject_attributes_samples_to_jit_source_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = compile(dir.path(), &program("spin.c"), "spin.o", &["-g", "-O1"]);
+    // perf keeps a build-id cache under $HOME: keep it in the temporary directory.
+    let perf = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new("perf")
+                .current_dir(dir.path())
+                .env("HOME", dir.path())
+                .args(args),
+            LIMIT,
+        );
+        assert!(out.status.success(), "perf {args:?}: {out:?}");
+        out
+    };
+    let remjit = remjit().display().to_string();
+    let spin = obj.display().to_string();
+    perf(&[
+        "record",
+        "-k",
+        "1",
+        "-e",
+        "cpu-clock",
+        "-o",
+        "perf.data",
+        &remjit,
+        "--jitdump",
+        &spin,
+    ]);
+    perf(&["inject", "--jit", "-i", "perf.data", "-o", "perf.jit.data"]);
+    let report = perf(&[
+        "report",
+        "-i",
+        "perf.jit.data",
+        "--stdio",
+        "--sort",
+        "sym,srcline",
+    ]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    // `work` is inlined into main at -O1: the samples land in JIT'd main, on spin.c's loop.
+    let hot = text
+        .lines()
+        .find(|l| l.contains("[.] main") && l.contains("spin.c:"))
+        .unwrap_or_else(|| panic!("no sample in JIT'd main with a spin.c line:\n{text}"));
+    let percent: f64 = hot.split('%').next().unwrap().trim().parse().unwrap();
+    assert!(percent > 10.0, "{hot}");
+}
