@@ -165,6 +165,9 @@ fn debug_record(out: &mut Vec<u8>, f: &PerfFunction) {
         .iter()
         .map(|(_, _, n)| 16 + n.len() as u64 + 1)
         .sum();
+    if entries > MAX_RECORD {
+        return; // Too large for a record's 32-bit size: the code loads without lines.
+    }
     record_header(out, JIT_CODE_DEBUG_INFO, 16 + 16 + entries);
     out.extend_from_slice(&f.addr.to_le_bytes());
     out.extend_from_slice(&(f.lines.len() as u64).to_le_bytes());
