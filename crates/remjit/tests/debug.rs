@@ -193,6 +193,20 @@ fn reported(stdout: &[u8]) -> (u32, Vec<(String, u64)>) {
     (pid, addrs)
 }
 
+/// Runs debugme.o in `cwd` with `mode` and `flag`; returns what the program reported.
+fn run_reporting(cwd: &Path, mode: &[&str], flag: &str, obj: &Path) -> (u32, Vec<(String, u64)>) {
+    let out = run_with_timeout(
+        Command::new(remjit())
+            .current_dir(cwd)
+            .args(mode)
+            .arg(flag)
+            .arg(obj),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{mode:?} {flag}: {out:?}");
+    reported(&out.stdout)
+}
+
 /// Each function's (size, bytes) in the object (bytes as compiled, before relocation).
 fn object_functions(obj: &Path) -> Vec<(String, u64, Vec<u8>)> {
     let data = std::fs::read(obj).unwrap();
@@ -221,15 +235,7 @@ fn perf_map_lists_every_function_where_it_runs() {
     let obj = debug_object("perf-map");
     let functions = object_functions(&obj);
     for mode in MODES {
-        let out = run_with_timeout(
-            Command::new(remjit())
-                .args(mode)
-                .arg("--perf-map")
-                .arg(&obj),
-            LIMIT,
-        );
-        assert!(out.status.success(), "{mode:?}: {out:?}");
-        let (pid, addrs) = reported(&out.stdout);
+        let (pid, addrs) = run_reporting(obj.parent().unwrap(), mode, "--perf-map", &obj);
         let path = format!("/tmp/perf-{pid}.map");
         let map = std::fs::read_to_string(&path);
         let _ = std::fs::remove_file(&path);
@@ -300,16 +306,7 @@ fn jitdump_has_code_and_lines_in_every_mode() {
     let square = functions.iter().find(|f| f.0 == "square").unwrap();
     for mode in MODES {
         let dir = tempfile::tempdir().unwrap();
-        let out = run_with_timeout(
-            Command::new(remjit())
-                .current_dir(dir.path())
-                .args(mode)
-                .arg("--jitdump")
-                .arg(&obj),
-            LIMIT,
-        );
-        assert!(out.status.success(), "{mode:?}: {out:?}");
-        let (pid, addrs) = reported(&out.stdout);
+        let (pid, addrs) = run_reporting(dir.path(), mode, "--jitdump", &obj);
         let dump = std::fs::read(dir.path().join(format!("jit-{pid}.dump"))).unwrap();
         assert_eq!(&dump[0..4], &0x4A69_5444u32.to_le_bytes(), "magic");
         assert_eq!(&dump[4..8], &1u32.to_le_bytes(), "version");
