@@ -199,8 +199,7 @@ pub fn module_linked(
 ) -> Result<ModuleDebug> {
     let mut d = ModuleDebug::default();
     for input in inputs {
-        let obj = debug_object(input)?;
-        if let Some(h) = exec.register_debug_object(&obj)? {
+        if let Some(h) = exec.register_debug_object(debug_object(input)?)? {
             d.handles.push(h);
         }
     }

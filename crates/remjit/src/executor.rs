@@ -52,7 +52,7 @@ pub trait Executor: Send + Sync {
 
     /// Registers a debug object with the GDB JIT interface of the executing process; `None`
     /// when that process has no such interface.
-    fn register_debug_object(&self, _object: &[u8]) -> Result<Option<u64>> {
+    fn register_debug_object(&self, _object: Vec<u8>) -> Result<Option<u64>> {
         Ok(None)
     }
 
@@ -180,8 +180,8 @@ impl Executor for InProcessExecutor {
         Ok(())
     }
 
-    fn register_debug_object(&self, object: &[u8]) -> Result<Option<u64>> {
-        Ok(Some(runtime::jit_debug::register_owned(object.to_vec())))
+    fn register_debug_object(&self, object: Vec<u8>) -> Result<Option<u64>> {
+        Ok(Some(runtime::jit_debug::register_owned(object)))
     }
 
     fn deregister_debug_object(&self, handle: u64) -> Result<()> {

@@ -331,13 +331,13 @@ impl Executor for RemoteExecutor {
         Ok(())
     }
 
-    fn register_debug_object(&self, object: &[u8]) -> Result<Option<u64>> {
+    fn register_debug_object(&self, object: Vec<u8>) -> Result<Option<u64>> {
         if !self.conn.has(names::REMJIT_GDB_REGISTER) {
             return Ok(None);
         }
         let r: Expected<u64> = self
             .conn
-            .call_named(names::REMJIT_GDB_REGISTER, &Bytes(object.to_vec()))?;
+            .call_named(names::REMJIT_GDB_REGISTER, &Bytes(object))?;
         r.0.map(Some).map_err(Error::Executor)
     }
 
