@@ -2,7 +2,7 @@
 //! 10,000 already registered. Registration inserts at the head and removal unlinks through the
 //! entry's own links, so both should cost the same. The objects are real `-g` objects, so the
 //! bench can also run under gdb (`gdb -batch -ex run --args BENCH_BINARY --bench`) to see what a
-//! debugger adds.
+//! debugger adds; `REMJIT_BENCH_RESIDENT=10,1000` sets the counts of resident objects.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use remjit_executor::runtime::jit_debug::{deregister, register_owned};
@@ -27,7 +27,12 @@ fn debug_object() -> Vec<u8> {
 fn registration(c: &mut Criterion) {
     let obj = debug_object();
     let mut group = c.benchmark_group("gdb_jit_register");
-    for resident in [10usize, 10_000] {
+    // REMJIT_BENCH_RESIDENT=10,1000 picks other counts (e.g. under gdb, whose own cost grows).
+    let counts: Vec<usize> = std::env::var("REMJIT_BENCH_RESIDENT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 10_000]);
+    for resident in counts {
         let handles: Vec<u64> = (0..resident).map(|_| register_owned(obj.clone())).collect();
         group.bench_with_input(
             BenchmarkId::new("register+deregister", resident),
