@@ -101,7 +101,9 @@ fn write_map(functions: &[PerfFunction]) -> Result<(), String> {
     }
     let mut text = String::new();
     for f in functions {
-        text.push_str(&format!("{:x} {:x} {}\n", f.addr, f.size, f.name));
+        // One line per function, whatever bytes the name holds.
+        let name = f.name.replace(['\n', '\r'], " ");
+        text.push_str(&format!("{:x} {:x} {name}\n", f.addr, f.size));
     }
     let file = guard.as_mut().ok_or("perf map closed")?;
     file.write_all(text.as_bytes())
