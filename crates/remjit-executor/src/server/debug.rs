@@ -62,3 +62,33 @@ pub fn wait_for_debugger(_: &Services, _: &[u8]) -> Vec<u8> {
     let abandoned = || unsafe { libc::getppid() } != parent;
     SpsError::from(jit_debug::wait_for_debugger("remjit-executor", &abandoned)).to_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remjit_wire::sps::Expected;
+
+    fn error_of(reply: &[u8]) -> String {
+        SpsError::from_bytes(reply).unwrap().0.unwrap_or_default()
+    }
+
+    #[test]
+    fn hostile_requests_are_refused() {
+        let s = Services::new();
+        let r = Expected::<u64>::from_bytes(&gdb_register(&s, &Bytes(vec![0x7f; 10]).to_bytes()));
+        assert_eq!(
+            r.unwrap().0.unwrap_err(),
+            "GDB JIT registration: a debug object of 10 bytes is not an ELF file"
+        );
+        assert!(error_of(&gdb_deregister(&s, &0xdead_beefu64.to_bytes()))
+            .starts_with("no debug object is registered under handle 0xdeadbeef"));
+        assert!(error_of(&gdb_deregister(&s, &[1, 2])).contains("malformed arguments"));
+        let fns: Vec<WireFunction> = vec![(0x1000, 16, "f".into(), Vec::new())];
+        let reply = perf_record(&s, &(true, false, fns).to_bytes());
+        assert!(
+            error_of(&reply).contains("is not in memory this executor handed out"),
+            "{}",
+            error_of(&reply)
+        );
+    }
+}
