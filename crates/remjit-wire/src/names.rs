@@ -97,3 +97,13 @@ pub const GDB_JIT_REGISTER_ACTION: &str = "llvm_orc_registerJITLoaderGDBAllocAct
 /// `Error(seq<(addr, len)>)`: map the reservation's shared pages back over ranges that
 /// `REMJIT_MAP_FILES` had mapped from files (their allocation was freed).
 pub const REMJIT_RESTORE_SHARED: &str = "__remjit_restore_shared_wrapper";
+/// `Expected<u64>(seq<char>)`: register a copy of a debug object with the GDB JIT interface;
+/// the result is its handle.
+pub const REMJIT_GDB_REGISTER: &str = "__remjit_gdb_register_wrapper";
+/// `Error(u64)`: deregister the debug object with that handle.
+pub const REMJIT_GDB_DEREGISTER: &str = "__remjit_gdb_deregister_wrapper";
+/// `Error((bool map, bool jitdump, seq<(addr, size, name, seq<(addr, line, file)>)>))`: record
+/// JIT'd functions in the perf map and/or the jitdump file.
+pub const REMJIT_PERF_RECORD: &str = "__remjit_perf_record_wrapper";
+/// `Error()`: print the gdb command and wait until a debugger is attached.
+pub const REMJIT_WAIT_FOR_DEBUGGER: &str = "__remjit_wait_for_debugger_wrapper";

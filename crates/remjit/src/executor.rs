@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use remjit_executor::runtime;
+use remjit_executor::runtime::perf::{PerfFunction, PerfOutputs};
 
 use crate::error::{Error, Result};
 use crate::memory::{InProcessMapper, MemoryMapper};
@@ -48,6 +49,31 @@ pub trait Executor: Send + Sync {
 
     /// Runs the exit handlers JIT'd code registered (newest first), then the finalizers given.
     fn run_exit(&self, finalizers: &[u64]) -> Result<()>;
+
+    /// Registers a debug object with the GDB JIT interface of the executing process; `None`
+    /// when that process has no such interface.
+    fn register_debug_object(&self, _object: Vec<u8>) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Deregisters what [`Executor::register_debug_object`] registered.
+    fn deregister_debug_object(&self, _handle: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Writes perf map / jitdump records for JIT'd functions in the executing process.
+    fn record_perf(&self, _functions: &[PerfFunction], _out: PerfOutputs) -> Result<()> {
+        Err(Error::Usage(
+            "this executor cannot write perf maps or jitdump files".into(),
+        ))
+    }
+
+    /// Prints the gdb command for the executing process and waits until a debugger attaches.
+    fn wait_for_debugger(&self) -> Result<()> {
+        Err(Error::Usage(
+            "this executor cannot wait for a debugger".into(),
+        ))
+    }
 }
 
 /// Runs JIT'd code in remjit's own process.
@@ -152,5 +178,22 @@ impl Executor for InProcessExecutor {
         // SAFETY: finalizers of finalized modules.
         unsafe { runtime::init::run_finalizers(finalizers) };
         Ok(())
+    }
+
+    fn register_debug_object(&self, object: Vec<u8>) -> Result<Option<u64>> {
+        Ok(Some(runtime::jit_debug::register_owned(object)))
+    }
+
+    fn deregister_debug_object(&self, handle: u64) -> Result<()> {
+        runtime::jit_debug::deregister(handle).map_err(Error::Executor)
+    }
+
+    fn record_perf(&self, functions: &[PerfFunction], out: PerfOutputs) -> Result<()> {
+        // SAFETY: the functions of a module just finalized in this process.
+        unsafe { runtime::perf::record(functions, out) }.map_err(Error::Executor)
+    }
+
+    fn wait_for_debugger(&self) -> Result<()> {
+        runtime::jit_debug::wait_for_debugger("remjit", &|| false).map_err(Error::Executor)
     }
 }

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+pub mod debug;
 pub mod error;
 pub mod executor;
 pub mod input;

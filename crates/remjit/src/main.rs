@@ -87,6 +87,17 @@ struct Cli {
     /// Pass ARG to the compiler of .c/.cc sources (after $CFLAGS/$CXXFLAGS), e.g. -Xcc -DN=3.
     #[arg(long = "Xcc", value_name = "ARG", allow_hyphen_values = true)]
     compiler_flags: Vec<String>,
+    /// Print the pid of the process that runs the code and a gdb command for it on stderr, and
+    /// wait until a debugger is attached before running main.
+    #[arg(long)]
+    wait_for_debugger: bool,
+    /// Write /tmp/perf-PID.map (perf's map of JIT'd functions) in the process that runs the code.
+    #[arg(long)]
+    perf_map: bool,
+    /// Write jit-PID.dump (perf's jitdump, with line tables) in the working directory of the
+    /// process that runs the code.
+    #[arg(long)]
+    jitdump: bool,
     /// Everything after --args goes to the program as argv[1..].
     #[arg(long = "args", value_name = "ARGS", num_args = 0.., allow_hyphen_values = true)]
     #[allow(dead_code)] // For --help only: normalize_args takes --args and what follows first.
@@ -114,6 +125,9 @@ const LONG_OPTIONS: &[&str] = &[
     "no-shared-memory",
     "use-shared-memory",
     "Xcc",
+    "wait-for-debugger",
+    "perf-map",
+    "jitdump",
     "help",
     "version",
 ];
@@ -283,7 +297,9 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => remjit::remote::transport::default_executor_path()?,
         };
-        let memory = if cli.no_shared_memory {
+        // A debugger cannot plant breakpoints in code pages shared with us (read-execute
+        // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
+        let memory = if cli.no_shared_memory || cli.wait_for_debugger {
             MemoryMode::Copy
         } else {
             MemoryMode::Shared
@@ -348,6 +364,10 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         required_entry: (!cli.noexec).then(|| cli.entry.clone()),
         record_link_map: !cli.check.is_empty(),
         slab_address: slab_placement(&cli)?,
+        perf: remjit_executor::runtime::perf::PerfOutputs {
+            map: cli.perf_map,
+            jitdump: cli.jitdump,
+        },
     };
     let mode = start_executor(&cli)?;
     if let Mode::InProcess = mode {
@@ -442,6 +462,9 @@ fn link_and_run(
         .lookup(&cli.entry)
         .filter(|&a| a != 0)
         .ok_or_else(|| anyhow!("entry point `{}` is not defined by the inputs", cli.entry))?;
+    if cli.wait_for_debugger {
+        session.executor().wait_for_debugger()?;
+    }
     let t_run = Instant::now();
     let status = match mode {
         Mode::Remote(exec) => {

@@ -166,6 +166,11 @@ impl<'d> ObjectFile<'d> {
         })
     }
 
+    /// The whole file.
+    pub fn data(&self) -> &'d [u8] {
+        self.data
+    }
+
     /// The section header at `index`.
     pub fn section(&self, index: usize) -> Result<&'d Shdr> {
         self.sections

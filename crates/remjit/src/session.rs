@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use remjit_executor::runtime::perf::PerfOutputs;
+
+use crate::debug::{self, ModuleDebug};
 use crate::error::{Error, Result};
 use crate::executor::{Executor, InProcessExecutor};
 use crate::input::{self, InputFile, InputKind, LibrarySearch};
@@ -44,6 +47,8 @@ pub struct SessionOptions {
     pub record_link_map: bool,
     /// Place the slab at this address without running anything (`-noexec -slab-address`).
     pub slab_address: Option<u64>,
+    /// perf records to write for each module (`--perf-map`, `--jitdump`).
+    pub perf: PerfOutputs,
 }
 
 impl Default for SessionOptions {
@@ -58,6 +63,7 @@ impl Default for SessionOptions {
             required_entry: None,
             record_link_map: false,
             slab_address: None,
+            perf: PerfOutputs::default(),
         }
     }
 }
@@ -74,6 +80,7 @@ struct Module {
     objects: Vec<String>,
     finalized_for_exit: bool,
     map: Option<LinkMap>,
+    debug: ModuleDebug,
 }
 
 /// A JIT session over one executor.
@@ -261,6 +268,12 @@ impl Session {
             self.symbols.insert(name.clone(), sym);
             exports.push(name);
         }
+        let debug = debug::module_linked(
+            self.executor.as_ref(),
+            self.options.perf,
+            &m.functions,
+            &m.debug_inputs,
+        );
         self.modules.insert(
             id,
             Module {
@@ -271,8 +284,12 @@ impl Session {
                 objects: m.objects,
                 finalized_for_exit: false,
                 map: m.map,
+                debug: ModuleDebug::default(),
             },
         );
+        if let Some(module) = self.modules.get_mut(&id) {
+            module.debug = debug?;
+        }
         Ok(id)
     }
 
@@ -369,6 +386,7 @@ impl Session {
         for name in &m.exports {
             self.symbols.remove(name);
         }
+        debug::module_removed(self.executor.as_ref(), m.debug)?;
         self.slab.deallocate(&[m.alloc])
     }
 

@@ -1,6 +1,7 @@
 //! The runtime that JIT'd code calls into, in whichever process runs it: thread-locals
 //! (`__tls_get_addr`, TLS descriptors), exit handlers (`atexit`, `__cxa_atexit`), constructors and
-//! destructors, unwind-table registration, and running an entry point.
+//! destructors, unwind-table registration, running an entry point, and what debuggers and
+//! profilers read (the GDB JIT interface, perf map and jitdump).
 //!
 //! The in-process mode of the controller calls these directly; the executor binary exposes them
 //! as services. Both therefore share one implementation.
@@ -8,6 +9,8 @@
 pub mod eh_frame;
 pub mod exit;
 pub mod init;
+pub mod jit_debug;
+pub mod perf;
 pub mod tls;
 
 /// Names that JIT'd code must bind to this runtime instead of to the process's libraries, with

@@ -4,6 +4,7 @@
 //! crashes the executor.
 
 pub mod listen;
+pub mod debug;
 pub mod memory;
 pub mod services;
 pub mod shm;

@@ -54,7 +54,7 @@ fn err(msg: impl Into<String>) -> Vec<u8> {
     SpsError(Some(msg.into())).to_bytes()
 }
 
-fn decode<T: Sps>(args: &[u8], what: &str) -> Result<T, String> {
+pub(crate) fn decode<T: Sps>(args: &[u8], what: &str) -> Result<T, String> {
     T::from_bytes(args).map_err(|e| format!("{what}: malformed arguments: {e}"))
 }
 
@@ -142,6 +142,22 @@ impl Services {
                 names::GDB_JIT_REGISTER_ACTION,
                 Services::gdb_register,
                 Quick,
+            ),
+            (
+                names::REMJIT_GDB_REGISTER,
+                super::debug::gdb_register,
+                Quick,
+            ),
+            (
+                names::REMJIT_GDB_DEREGISTER,
+                super::debug::gdb_deregister,
+                Quick,
+            ),
+            (names::REMJIT_PERF_RECORD, super::debug::perf_record, Quick),
+            (
+                names::REMJIT_WAIT_FOR_DEBUGGER,
+                super::debug::wait_for_debugger,
+                Runs,
             ),
         ];
         for &(name, h, kind) in entries {
@@ -231,9 +247,20 @@ impl Services {
         first
     }
 
-    /// Debugger registration of JIT'd objects: accepted and ignored (no debugger interface).
-    fn gdb_register(&self, _: &[u8]) -> Vec<u8> {
-        SpsError::OK.to_bytes()
+    /// LLVM's debugger registration (`SPSError(SPSExecutorAddrRange, bool)`): the debug object
+    /// lies in JIT memory already; it is registered where it is.
+    fn gdb_register(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (range, _auto): (AddrRange, bool) = decode(args, "GDB JIT registration")?;
+            let size = range
+                .end
+                .checked_sub(range.start)
+                .ok_or("empty debug object range")?;
+            self.memory.check(range.start, size)?;
+            runtime::jit_debug::register_in_place(range.start, size);
+            Ok(())
+        })();
+        SpsError::from(r).to_bytes()
     }
 
     fn dispatch_fn(&self, _: &[u8]) -> Vec<u8> {

@@ -131,6 +131,8 @@ pub struct LinkedModule {
     pub finalizers: Vec<u64>,
     /// Names of the objects linked (archive members included).
     pub objects: Vec<String>,
+    /// The objects that carry DWARF, for debuggers and profilers.
+    pub debug_inputs: Vec<crate::debug::DebugInput>,
     /// Stage timings.
     pub times: LinkTimes,
     /// Where everything went, when [`LinkEnv::record_map`] asked for it.
@@ -552,6 +554,7 @@ pub fn link(
         dso: base + lay.offset(Seg::Rw, lay.dso_off),
         finalizers,
         objects: res.objects.iter().map(|o| o.file.name.clone()).collect(),
+        debug_inputs: crate::debug::collect_inputs(&res.objects, &lay, base),
         times,
         map: recorded,
     })

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use remjit_executor::crash::{describe, parse_report, CrashReport, Symbolize};
+use remjit_executor::runtime::perf::{PerfFunction, PerfOutputs};
 use remjit_wire::names;
-use remjit_wire::sps::{Expected, Sps, SpsError};
+use remjit_wire::sps::{Bytes, Expected, Sps, SpsError};
 use remjit_wire::types::{symbol_flags, ExecutorSymbolDef, LookupElement};
 
 use crate::error::{Error, Result};
@@ -353,6 +354,40 @@ impl Executor for RemoteExecutor {
     fn call_void(&self, addr: u64) -> Result<()> {
         let _: i32 = self.conn.call_named(names::RUN_AS_VOID, &addr)?;
         Ok(())
+    }
+
+    fn register_debug_object(&self, object: Vec<u8>) -> Result<Option<u64>> {
+        if !self.conn.has(names::REMJIT_GDB_REGISTER) {
+            return Ok(None);
+        }
+        let r: Expected<u64> = self
+            .conn
+            .call_named(names::REMJIT_GDB_REGISTER, &Bytes(object))?;
+        r.0.map(Some).map_err(Error::Executor)
+    }
+
+    fn deregister_debug_object(&self, handle: u64) -> Result<()> {
+        let r: SpsError = self
+            .conn
+            .call_named(names::REMJIT_GDB_DEREGISTER, &handle)?;
+        Self::sps_error(r)
+    }
+
+    fn record_perf(&self, functions: &[PerfFunction], out: PerfOutputs) -> Result<()> {
+        let fns: Vec<_> = functions
+            .iter()
+            .map(|f| (f.addr, f.size, f.name.clone(), f.lines.clone()))
+            .collect();
+        let r: SpsError = self
+            .conn
+            .call_named(names::REMJIT_PERF_RECORD, &(out.map, out.jitdump, fns))?;
+        Self::sps_error(r)
+    }
+
+    fn wait_for_debugger(&self) -> Result<()> {
+        let tag = self.conn.symbol(names::REMJIT_WAIT_FOR_DEBUGGER)?;
+        let out = self.conn.call(tag, &[])?;
+        Self::sps_error(SpsError::from_bytes(&out).map_err(|e| Error::Executor(e.to_string()))?)
     }
 
     fn run_exit(&self, finalizers: &[u64]) -> Result<()> {

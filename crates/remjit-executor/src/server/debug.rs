@@ -1,0 +1,94 @@
+//! Services for debuggers and profilers: the GDB JIT interface (register a copy of a debug
+//! object, deregister it), perf map and jitdump records, and waiting for a debugger.
+
+use remjit_wire::sps::{Bytes, Expected, Sps, SpsError};
+
+use super::services::{decode, Services};
+use crate::runtime::{jit_debug, perf};
+
+/// Largest debug object accepted (a copy of an input object with its DWARF).
+const MAX_DEBUG_OBJECT: usize = 1 << 31;
+
+/// `Expected<u64>(seq<char>)`: registers a copy of the object, returns its handle.
+pub fn gdb_register(_: &Services, args: &[u8]) -> Vec<u8> {
+    let r = decode::<Bytes>(args, "GDB JIT registration").and_then(|b| {
+        if b.0.len() > MAX_DEBUG_OBJECT || b.0.len() < 64 {
+            return Err(format!(
+                "GDB JIT registration: a debug object of {} bytes is not an ELF file",
+                b.0.len()
+            ));
+        }
+        Ok(jit_debug::register_owned(b.0))
+    });
+    Expected(r).to_bytes()
+}
+
+/// `Error(u64)`: deregisters the object with that handle.
+pub fn gdb_deregister(_: &Services, args: &[u8]) -> Vec<u8> {
+    let r = decode::<u64>(args, "GDB JIT deregistration").and_then(jit_debug::deregister);
+    SpsError::from(r).to_bytes()
+}
+
+type WireFunction = (u64, u64, String, Vec<(u64, u32, String)>);
+
+/// `Error((bool, bool, seq<function>))`: records functions in the perf map / jitdump file.
+pub fn perf_record(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = (|| {
+        let (map, jitdump, fns): (bool, bool, Vec<WireFunction>) = decode(args, "perf record")?;
+        let fns: Vec<perf::PerfFunction> = fns
+            .into_iter()
+            .map(|(addr, size, name, lines)| perf::PerfFunction {
+                addr,
+                size,
+                name,
+                lines,
+            })
+            .collect();
+        for f in &fns {
+            s.memory.check(f.addr, f.size)?;
+        }
+        // SAFETY: every function lies in memory this executor handed out (checked above).
+        unsafe { perf::record(&fns, perf::PerfOutputs { map, jitdump }) }
+    })();
+    SpsError::from(r).to_bytes()
+}
+
+/// `Error()`: prints the gdb command and waits until a debugger is attached (or the process
+/// that started the executor, its controller as a rule, is gone).
+pub fn wait_for_debugger(_: &Services, _: &[u8]) -> Vec<u8> {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: as above.
+    let abandoned = || unsafe { libc::getppid() } != parent;
+    SpsError::from(jit_debug::wait_for_debugger("remjit-executor", &abandoned)).to_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remjit_wire::sps::Expected;
+
+    fn error_of(reply: &[u8]) -> String {
+        SpsError::from_bytes(reply).unwrap().0.unwrap_or_default()
+    }
+
+    #[test]
+    fn hostile_requests_are_refused() {
+        let s = Services::new();
+        let r = Expected::<u64>::from_bytes(&gdb_register(&s, &Bytes(vec![0x7f; 10]).to_bytes()));
+        assert_eq!(
+            r.unwrap().0.unwrap_err(),
+            "GDB JIT registration: a debug object of 10 bytes is not an ELF file"
+        );
+        assert!(error_of(&gdb_deregister(&s, &0xdead_beefu64.to_bytes()))
+            .starts_with("no debug object is registered under handle 0xdeadbeef"));
+        assert!(error_of(&gdb_deregister(&s, &[1, 2])).contains("malformed arguments"));
+        let fns: Vec<WireFunction> = vec![(0x1000, 16, "f".into(), Vec::new())];
+        let reply = perf_record(&s, &(true, false, fns).to_bytes());
+        assert!(
+            error_of(&reply).contains("is not in memory this executor handed out"),
+            "{}",
+            error_of(&reply)
+        );
+    }
+}

@@ -1,0 +1,223 @@
+//! What debuggers and profilers learn of each module, told to the process that runs it:
+//!
+//! - GDB's JIT interface: each input object that carries DWARF is registered as a copy with
+//!   every loaded section's `sh_addr` set to where it was loaded (a debugger relocates the DWARF
+//!   of a relocatable object itself); removing the module deregisters the copies.
+//! - perf: the perf map and the jitdump file (with line tables, from the DWARF relocated here).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use object::elf;
+use object::read::elf::{Rela, SectionHeader, Sym};
+use object::LittleEndian as LE;
+use remjit_executor::runtime::perf::{PerfFunction, PerfOutputs};
+
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::link::layout::{Layout, Place};
+use crate::link::resolve::LinkObject;
+use crate::link::FunctionSymbol;
+use crate::object::ObjectFile;
+
+/// An input object with debug info, and where each of its sections was loaded (0: not loaded).
+#[derive(Debug, Clone)]
+pub struct DebugInput {
+    /// The object's name, for messages.
+    pub name: String,
+    /// The object file.
+    pub bytes: Vec<u8>,
+    /// Load address of each section, by section index (0 when not loaded).
+    pub section_addrs: Vec<u64>,
+}
+
+/// What a module registered: the handles of its debug objects in the executing process.
+#[derive(Debug, Default)]
+pub struct ModuleDebug {
+    handles: Vec<u64>,
+}
+
+fn has_debug_info(o: &ObjectFile<'_>) -> bool {
+    (1..o.sections.len()).any(|i| o.section_name(i).is_ok_and(|n| n == b".debug_info"))
+}
+
+/// The objects of a link that carry DWARF, with their sections' load addresses.
+pub(crate) fn collect_inputs(
+    objects: &[LinkObject<'_>],
+    lay: &Layout,
+    base: u64,
+) -> Vec<DebugInput> {
+    let mut out = Vec::new();
+    for (oi, o) in objects.iter().enumerate() {
+        if !has_debug_info(&o.file) {
+            continue;
+        }
+        let places = lay.places.get(oi).map(Vec::as_slice).unwrap_or(&[]);
+        let section_addrs = (0..o.file.sections.len())
+            .map(|si| match places.get(si) {
+                Some(Place::Mem { seg, off }) => base + lay.offset(*seg, *off),
+                Some(Place::TlsData { off, .. }) => {
+                    base + lay.offset(crate::link::layout::Seg::Ro, *off)
+                }
+                _ => 0,
+            })
+            .collect();
+        out.push(DebugInput {
+            name: o.file.name.clone(),
+            bytes: o.file.data().to_vec(),
+            section_addrs,
+        });
+    }
+    out
+}
+
+/// The object as a debugger should see it: a copy with each loaded section's `sh_addr` set.
+pub fn debug_object(input: &DebugInput) -> Result<Vec<u8>> {
+    let bad = |what: &str| Error::malformed(&input.name, format!("debug object: {what}"));
+    let mut out = input.bytes.clone();
+    let field = |off: usize, len: usize| -> Result<u64> {
+        let b = out
+            .get(off..off + len)
+            .ok_or_else(|| bad("truncated ELF header"))?;
+        let mut a = [0u8; 8];
+        a[..len].copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    };
+    let shoff = field(0x28, 8)?;
+    let shentsize = field(0x3a, 2)?;
+    if shentsize < 64 {
+        return Err(bad("section header entries are too small"));
+    }
+    for (i, &addr) in input.section_addrs.iter().enumerate() {
+        if addr == 0 {
+            continue;
+        }
+        let at = (i as u64)
+            .checked_mul(shentsize)
+            .and_then(|o| o.checked_add(shoff))
+            .and_then(|o| o.checked_add(16))
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o.checked_add(8).is_some_and(|e| e <= out.len()))
+            .ok_or_else(|| bad("section header table out of bounds"))?;
+        out[at..at + 8].copy_from_slice(&addr.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// The DWARF sections of an object, relocated as if linked at the load addresses.
+fn relocated_dwarf(input: &DebugInput) -> Result<HashMap<String, Vec<u8>>> {
+    let o = ObjectFile::parse(input.name.clone(), &input.bytes)?;
+    let mut out = HashMap::new();
+    for i in 1..o.sections.len() {
+        let name = o.section_name(i)?;
+        let shdr = o.section(i)?;
+        if !name.starts_with(b".debug") || shdr.sh_type(LE) == elf::SHT_RELA {
+            continue;
+        }
+        let mut data = o.section_data(shdr)?.to_vec();
+        for rela in o.relocations(i)? {
+            let index = rela.r_sym(LE, false) as usize;
+            let Some(sym) = o.symbols().get(index) else {
+                continue;
+            };
+            let base = match o.symbol_section(sym, index)? {
+                Some(s) => input.section_addrs.get(s).copied().unwrap_or(0),
+                None => 0,
+            };
+            let value = base
+                .wrapping_add(sym.st_value(LE))
+                .wrapping_add(rela.r_addend(LE) as u64);
+            let width = match rela.r_type(LE, false) {
+                elf::R_X86_64_64 | elf::R_X86_64_DTPOFF64 => 8,
+                elf::R_X86_64_32 | elf::R_X86_64_32S | elf::R_X86_64_DTPOFF32 => 4,
+                _ => continue,
+            };
+            let at = rela.r_offset(LE) as usize;
+            if let Some(dst) = at.checked_add(width).and_then(|e| data.get_mut(at..e)) {
+                dst.copy_from_slice(&value.to_le_bytes()[..width]);
+            }
+        }
+        out.insert(String::from_utf8_lossy(name).into_owned(), data);
+    }
+    Ok(out)
+}
+
+type Reader = gimli::EndianArcSlice<gimli::LittleEndian>;
+
+fn line_context(input: &DebugInput) -> Option<addr2line::Context<Reader>> {
+    let sections = relocated_dwarf(input).ok()?;
+    let dwarf = gimli::Dwarf::load(|id| -> std::result::Result<Reader, gimli::Error> {
+        let data = sections.get(id.name()).cloned().unwrap_or_default();
+        Ok(gimli::EndianArcSlice::new(
+            Arc::from(data),
+            gimli::LittleEndian,
+        ))
+    })
+    .ok()?;
+    addr2line::Context::from_dwarf(dwarf).ok()
+}
+
+/// The module's functions with their line tables (where some input has DWARF for them; DWARF
+/// that cannot be read only leaves the line tables out: they are an aid, not the code).
+pub fn perf_functions(functions: &[FunctionSymbol], inputs: &[DebugInput]) -> Vec<PerfFunction> {
+    let contexts: Vec<_> = inputs.iter().filter_map(line_context).collect();
+    functions
+        .iter()
+        .filter(|f| f.size > 0)
+        .map(|f| {
+            let mut lines = Vec::new();
+            for ctx in &contexts {
+                let Ok(rows) = ctx.find_location_range(f.addr, f.addr + f.size) else {
+                    continue;
+                };
+                for (addr, _, loc) in rows {
+                    if let (Some(file), Some(line)) = (loc.file, loc.line) {
+                        lines.push((addr, line, file.to_string()));
+                    }
+                }
+                if !lines.is_empty() {
+                    break;
+                }
+            }
+            PerfFunction {
+                addr: f.addr,
+                size: f.size,
+                name: f.name.clone(),
+                lines,
+            }
+        })
+        .collect()
+}
+
+/// After a module is finalized: registers its debug objects and writes the perf records asked
+/// for, in the process that runs the code.
+pub fn module_linked(
+    exec: &dyn Executor,
+    perf: PerfOutputs,
+    functions: &[FunctionSymbol],
+    inputs: &[DebugInput],
+) -> Result<ModuleDebug> {
+    let mut d = ModuleDebug::default();
+    for input in inputs {
+        if let Some(h) = exec.register_debug_object(debug_object(input)?)? {
+            d.handles.push(h);
+        }
+    }
+    if perf.map || perf.jitdump {
+        let fns = if perf.jitdump {
+            perf_functions(functions, inputs)
+        } else {
+            perf_functions(functions, &[])
+        };
+        exec.record_perf(&fns, perf)?;
+    }
+    Ok(d)
+}
+
+/// Before a module's memory is freed: deregisters its debug objects.
+pub fn module_removed(exec: &dyn Executor, d: ModuleDebug) -> Result<()> {
+    for h in d.handles {
+        exec.deregister_debug_object(h)?;
+    }
+    Ok(())
+}

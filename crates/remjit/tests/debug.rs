@@ -1,0 +1,472 @@
+//! Debuggers and profilers on JIT'd code: gdb (Debian's, in batch mode) through the GDB JIT
+//! interface in process, attached to the executor, and with llvm-jitlink-19's registration;
+//! the perf map and the jitdump file in every mode, read back and checked against the program's
+//! own view of its addresses and the object's bytes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{compile, program, remjit, run_with_timeout, work_dir};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Line of the source carrying `marker`.
+fn line_of(marker: &str) -> usize {
+    let text = std::fs::read_to_string(program("debugme.c")).unwrap();
+    text.lines()
+        .position(|l| l.contains(marker))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no {marker} in debugme.c"))
+}
+
+fn debug_object(test: &str) -> PathBuf {
+    let dir = work_dir(test);
+    compile(&dir, &program("debugme.c"), "debugme.o", &["-g", "-O0"])
+}
+
+/// Asserts gdb's output shows the stop at BREAK with two JIT'd callers and the local.
+fn assert_stopped_in_jit(out: &str) {
+    let (b, s, c) = (
+        line_of("BREAK"),
+        line_of("CALL_SQUARE"),
+        line_of("CALL_COMPUTE"),
+    );
+    for want in [
+        "square (x=0) at ".to_string(),
+        format!("debugme.c:{b}"),
+        "compute (n=4) at ".to_string(),
+        format!("debugme.c:{s}"),
+        "main () at ".to_string(),
+        format!("debugme.c:{c}"),
+        "result = 0".to_string(),
+    ] {
+        assert!(out.contains(&want), "gdb output lacks `{want}`:\n{out}");
+    }
+}
+
+#[test]
+fn gdb_in_process_breaks_by_file_and_line() {
+    let obj = debug_object("gdb-in-process");
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
+            .args(["-ex", &format!("break debugme.c:{}", line_of("BREAK"))])
+            .args([
+                "-ex",
+                "run",
+                "-ex",
+                "bt",
+                "-ex",
+                "info locals",
+                "-ex",
+                "kill",
+            ])
+            .arg("--args")
+            .arg(remjit())
+            .arg("--in-process")
+            .arg(&obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    assert_stopped_in_jit(&String::from_utf8_lossy(&out.stdout));
+}
+
+/// Kills the child on drop (a failed test leaves no process behind).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pid remjit's `--wait-for-debugger` message names, read from its stderr.
+fn waiting_pid(child: &mut Child) -> u32 {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("remjit names the process to attach to");
+        if let Some(pid) = line.split("gdb -p ").nth(1) {
+            return pid.trim().parse().expect("a pid");
+        }
+    }
+}
+
+#[test]
+fn gdb_attaches_to_the_waiting_executor() {
+    let obj = debug_object("gdb-attach");
+    let mut child = Reaped(
+        Command::new(remjit())
+            .arg("--wait-for-debugger")
+            .arg(&obj)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = waiting_pid(&mut child.0);
+    assert_ne!(pid, child.0.id(), "the executor, not remjit, runs the code");
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-p", &pid.to_string()])
+            .args(["-ex", &format!("break debugme.c:{}", line_of("BREAK"))])
+            .args(["-ex", "continue", "-ex", "bt", "-ex", "info locals"])
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    assert_stopped_in_jit(&String::from_utf8_lossy(&out.stdout));
+    // gdb detached: the program runs to its end.
+    let deadline = Instant::now() + LIMIT;
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "remjit did not finish after detach"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.ends_with("\n14\n"), "program output: {stdout}");
+}
+
+#[test]
+fn llvm_jitlink_registers_with_our_executor() {
+    if Command::new("llvm-jitlink-19")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("llvm-jitlink-19 is required (Debian package llvm-19)");
+    }
+    let obj = debug_object("llvm-jitlink-gdb");
+    let executor = remjit().with_file_name("remjit-executor");
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "set follow-fork-mode child"])
+            .args(["-ex", "set breakpoint pending on", "-ex", "break square"])
+            .args(["-ex", "run", "-ex", "bt", "-ex", "kill"])
+            .arg("--args")
+            .arg("llvm-jitlink-19")
+            .arg("--debugger-support")
+            .arg(format!("--oop-executor={}", executor.display()))
+            .arg(&obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hit Breakpoint 1, square (x=0) at "),
+        "{text}"
+    );
+    assert!(text.contains("in compute (n=4) at "), "{text}");
+}
+
+/// The program's report: its pid and the addresses of square, compute and main.
+fn reported(stdout: &[u8]) -> (u32, Vec<(String, u64)>) {
+    let text = String::from_utf8_lossy(stdout);
+    let words: Vec<&str> = text.lines().next().unwrap().split(' ').collect();
+    let pid = words[1].parse().unwrap();
+    let addrs = words[2..]
+        .chunks(2)
+        .map(|p| {
+            let a = u64::from_str_radix(p[1].trim_start_matches("0x"), 16).unwrap();
+            (p[0].to_string(), a)
+        })
+        .collect();
+    (pid, addrs)
+}
+
+/// Runs debugme.o in `cwd` with `mode` and `flag`; returns what the program reported.
+fn run_reporting(cwd: &Path, mode: &[&str], flag: &str, obj: &Path) -> (u32, Vec<(String, u64)>) {
+    let out = run_with_timeout(
+        Command::new(remjit())
+            .current_dir(cwd)
+            .args(mode)
+            .arg(flag)
+            .arg(obj),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{mode:?} {flag}: {out:?}");
+    reported(&out.stdout)
+}
+
+/// Each function's (size, bytes) in the object (bytes as compiled, before relocation).
+fn object_functions(obj: &Path) -> Vec<(String, u64, Vec<u8>)> {
+    let data = std::fs::read(obj).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mut out = Vec::new();
+    for s in file.symbols() {
+        if s.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        let sec = file.section_by_index(s.section_index().unwrap()).unwrap();
+        let bytes = sec.data().unwrap();
+        let at = s.address() as usize;
+        out.push((
+            s.name().unwrap().to_string(),
+            s.size(),
+            bytes[at..at + s.size() as usize].to_vec(),
+        ));
+    }
+    out
+}
+
+const MODES: [&[&str]; 3] = [&["--in-process"], &[], &["--no-shared-memory"]];
+
+#[test]
+fn perf_map_lists_every_function_where_it_runs() {
+    let obj = debug_object("perf-map");
+    let functions = object_functions(&obj);
+    for mode in MODES {
+        let (pid, addrs) = run_reporting(obj.parent().unwrap(), mode, "--perf-map", &obj);
+        let path = format!("/tmp/perf-{pid}.map");
+        let map = std::fs::read_to_string(&path);
+        let _ = std::fs::remove_file(&path);
+        let map = map.unwrap_or_else(|e| panic!("{mode:?}: no {path}: {e}"));
+        let mut lines: Vec<(u64, u64, String)> = map
+            .lines()
+            .map(|l| {
+                let mut w = l.splitn(3, ' ');
+                let start = u64::from_str_radix(w.next().unwrap(), 16).unwrap();
+                let size = u64::from_str_radix(w.next().unwrap(), 16).unwrap();
+                (start, size, w.next().unwrap().to_string())
+            })
+            .collect();
+        lines.sort_by(|a, b| a.2.cmp(&b.2));
+        let mut want: Vec<(u64, u64, String)> = addrs
+            .iter()
+            .map(|(name, addr)| {
+                let size = functions.iter().find(|f| &f.0 == name).unwrap().1;
+                (*addr, size, name.clone())
+            })
+            .collect();
+        want.sort_by(|a, b| a.2.cmp(&b.2));
+        assert_eq!(lines, want, "{mode:?}: {map}");
+    }
+}
+
+/// One jitdump record: its type and body (after the 16-byte record header).
+fn records(dump: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut off = 40;
+    while off < dump.len() {
+        let id = u32::from_le_bytes(dump[off..off + 4].try_into().unwrap());
+        let size = u32::from_le_bytes(dump[off + 4..off + 8].try_into().unwrap()) as usize;
+        assert!(size >= 16 && off + size <= dump.len(), "record at {off}");
+        out.push((id, dump[off + 16..off + size].to_vec()));
+        off += size;
+    }
+    out
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn c_string(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap();
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// The `(address, line, file)` rows of a debug-info record body.
+fn debug_rows(body: &[u8]) -> (u64, Vec<(u64, i32, String)>) {
+    let n = u64_at(body, 8) as usize;
+    let mut at = 16;
+    let mut rows = Vec::new();
+    for _ in 0..n {
+        let line = i32::from_le_bytes(body[at + 8..at + 12].try_into().unwrap());
+        let file = c_string(&body[at + 16..]);
+        rows.push((u64_at(body, at), line, file.clone()));
+        at += 16 + file.len() + 1;
+    }
+    (u64_at(body, 0), rows)
+}
+
+#[test]
+fn jitdump_has_code_and_lines_in_every_mode() {
+    let obj = debug_object("jitdump");
+    let functions = object_functions(&obj);
+    let square = functions.iter().find(|f| f.0 == "square").unwrap();
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let (pid, addrs) = run_reporting(dir.path(), mode, "--jitdump", &obj);
+        let dump = std::fs::read(dir.path().join(format!("jit-{pid}.dump"))).unwrap();
+        assert_eq!(&dump[0..4], &0x4A69_5444u32.to_le_bytes(), "magic");
+        assert_eq!(&dump[4..8], &1u32.to_le_bytes(), "version");
+        assert_eq!(&dump[12..16], &62u32.to_le_bytes(), "EM_X86_64");
+        assert_eq!(&dump[20..24], &pid.to_le_bytes(), "pid");
+        let recs = records(&dump);
+        assert_eq!(
+            recs.last().map(|r| r.0),
+            Some(3),
+            "{mode:?}: ends with CLOSE"
+        );
+        let addr_of = |n: &str| addrs.iter().find(|a| a.0 == n).unwrap().1;
+        let loads: Vec<_> = recs.iter().filter(|r| r.0 == 0).collect();
+        assert_eq!(loads.len(), 3, "{mode:?}: one load per function");
+        for (i, (_, body)) in loads.iter().enumerate() {
+            let name = c_string(&body[40..]);
+            assert_eq!(
+                u64_at(body, 16),
+                addr_of(&name),
+                "{mode:?}: {name}'s address"
+            );
+            assert_eq!(u64_at(body, 32), i as u64, "code index");
+            let code = &body[40 + name.len() + 1..];
+            assert_eq!(code.len() as u64, u64_at(body, 24), "code size");
+            if name == "square" {
+                assert_eq!(code, &square.2[..], "{mode:?}: square's code bytes");
+            }
+        }
+        // Each load is preceded by the function's line table.
+        let pos = recs
+            .iter()
+            .position(|r| r.0 == 0 && c_string(&r.1[40..]) == "compute")
+            .unwrap();
+        assert_eq!(
+            recs[pos - 1].0,
+            2,
+            "{mode:?}: debug info before compute's load"
+        );
+        let (addr, rows) = debug_rows(&recs[pos - 1].1);
+        assert_eq!(addr, addr_of("compute"));
+        let line = line_of("CALL_SQUARE") as i32;
+        assert!(
+            rows.iter()
+                .any(|r| r.1 == line && r.2.ends_with("debugme.c") && r.0 > addr),
+            "{mode:?}: no row for debugme.c:{line} in {rows:?}"
+        );
+    }
+}
+
+/// Where gdb stops in `module_life_for_gdb`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn remjit_test_checkpoint() {
+    // SAFETY: an empty asm statement: keeps the function and its calls.
+    unsafe { std::arch::asm!("", options(nostack, preserves_flags)) };
+}
+
+#[test]
+#[ignore = "run under gdb by gdb_forgets_a_removed_module"]
+fn module_life_for_gdb() {
+    let obj = PathBuf::from(std::env::var("REMJIT_DEBUG_OBJECT").unwrap());
+    let options = remjit::SessionOptions {
+        run_initializers: false,
+        ..Default::default()
+    };
+    let mut s = remjit::Session::in_process(options).unwrap();
+    s.add_file(&obj).unwrap();
+    let m = s.link().unwrap();
+    remjit_test_checkpoint();
+    s.remove_module(m).unwrap();
+    remjit_test_checkpoint();
+}
+
+#[test]
+fn gdb_forgets_a_removed_module() {
+    // -fPIC: the test binary has no copy of libc's `stdout` within 32-bit reach.
+    let dir = work_dir("gdb-remove");
+    let obj = compile(
+        &dir,
+        &program("debugme.c"),
+        "debugme.o",
+        &["-g", "-O0", "-fPIC"],
+    );
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break remjit_test_checkpoint"])
+            .args(["-ex", "run", "-ex", "info functions ^compute$"])
+            .args([
+                "-ex",
+                "continue",
+                "-ex",
+                "info functions ^compute$",
+                "-ex",
+                "kill",
+            ])
+            .arg("--args")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "module_life_for_gdb"])
+            .env("REMJIT_DEBUG_OBJECT", &obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lists: Vec<&str> = text.split("All functions matching").skip(1).collect();
+    assert_eq!(lists.len(), 2, "{text}");
+    assert!(
+        lists[0].contains("int compute(int);"),
+        "while linked: {text}"
+    );
+    assert!(
+        !lists[1].contains("int compute(int);"),
+        "after removal: {text}"
+    );
+}
+
+#[test]
+fn perf_inject_attributes_samples_to_jit_source_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = compile(dir.path(), &program("spin.c"), "spin.o", &["-g", "-O1"]);
+    // perf keeps a build-id cache under $HOME: keep it in the temporary directory.
+    let perf = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new("perf")
+                .current_dir(dir.path())
+                .env("HOME", dir.path())
+                .args(args),
+            LIMIT,
+        );
+        assert!(out.status.success(), "perf {args:?}: {out:?}");
+        out
+    };
+    let remjit = remjit().display().to_string();
+    let spin = obj.display().to_string();
+    perf(&[
+        "record",
+        "-k",
+        "1",
+        "-e",
+        "cpu-clock",
+        "-o",
+        "perf.data",
+        &remjit,
+        "--jitdump",
+        &spin,
+    ]);
+    perf(&["inject", "--jit", "-i", "perf.data", "-o", "perf.jit.data"]);
+    let report = perf(&[
+        "report",
+        "-i",
+        "perf.jit.data",
+        "--stdio",
+        "--sort",
+        "sym,srcline",
+    ]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    // `work` is inlined into main at -O1: the samples land in JIT'd main, on spin.c's loop.
+    let hot = text
+        .lines()
+        .find(|l| l.contains("[.] main") && l.contains("spin.c:"))
+        .unwrap_or_else(|| panic!("no sample in JIT'd main with a spin.c line:\n{text}"));
+    let percent: f64 = hot.split('%').next().unwrap().trim().parse().unwrap();
+    assert!(percent > 10.0, "{hot}");
+}
