@@ -17,4 +17,5 @@ pub mod remote;
 pub mod session;
 
 pub use error::{Error, Result};
-pub use session::{ModuleId, Session, SessionOptions};
+pub use link::SymbolKind;
+pub use session::{ModuleId, Session, SessionOptions, SymbolInfo};
