@@ -48,6 +48,17 @@ fn call(s: &Session, name: &str) -> i32 {
     s.run_main(name, &[name.to_string()]).unwrap()
 }
 
+/// The error refusing to remove `module` (of one object) that `user` uses.
+fn refusal(module: (ModuleId, &Path), user: (ModuleId, &Path)) -> String {
+    format!(
+        "cannot remove module {} ({}): used by module {} ({}); remove those first",
+        module.0,
+        module.1.display(),
+        user.0,
+        user.1.display()
+    )
+}
+
 const SCALER_H: &str =
     "struct Scaler {\n  int k;\n  int apply(int x) const { return k * x + 1; }\n};\n";
 const USE_A: &str =
@@ -99,12 +110,7 @@ fn removing_a_comdat_owner_is_refused_while_a_user_lives() {
         let ma = link_one(&mut s, &a);
         let mb = link_one(&mut s, &b);
         let err = s.remove_module(ma).unwrap_err().to_string();
-        let want = format!(
-            "cannot remove module {ma} ({}): used by module {mb} ({}); remove those first",
-            a.display(),
-            b.display()
-        );
-        assert_eq!(err, want, "{mode}");
+        assert_eq!(err, refusal((ma, &a), (mb, &b)), "{mode}");
         // Refused means untouched: both still run.
         assert_eq!(call(&s, "use_a") + call(&s, "use_b"), 67, "{mode}");
         s.remove_module(mb).unwrap();
@@ -172,12 +178,7 @@ fn removing_a_used_module_is_refused_naming_its_users() {
         assert_eq!(s.module_dependencies(mg), vec![m2], "{mode}");
         assert_eq!(s.module_users(m1), Vec::<ModuleId>::new(), "{mode}");
         let err = s.remove_module(m2).unwrap_err().to_string();
-        let want = format!(
-            "cannot remove module {m2} ({}): used by module {mg} ({}); remove those first",
-            f2.display(),
-            g.display()
-        );
-        assert_eq!(err, want, "{mode}");
+        assert_eq!(err, refusal((m2, &f2), (mg, &g)), "{mode}");
         assert_eq!(call(&s, "g"), 12, "{mode}");
         s.remove_module(m1).unwrap();
         s.remove_module(mg).unwrap();
