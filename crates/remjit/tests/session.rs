@@ -226,3 +226,40 @@ fn lookup_symbol_gives_kind_and_size() {
         assert!(s.lookup_symbol("nothing").is_none(), "{mode}");
     }
 }
+
+#[test]
+fn a_dropped_comdat_definition_without_a_kept_copy_is_an_error_not_address_0() {
+    let group = ".section .text.grp,\"axG\",@progbits,grp,comdat\n";
+    let dir = sources(
+        "comdat-missing",
+        &[
+            (
+                "keeps.s",
+                &format!("{group}.globl foo_a\n.type foo_a,@function\nfoo_a: mov $1, %eax\nret\n"),
+            ),
+            (
+                "drops.s",
+                &format!(
+                    "{group}.weak foo_b\n.hidden foo_b\n.type foo_b,@function\n\
+                     foo_b: mov $2, %eax\nret\n.text\n.globl use_b\nuse_b: call foo_b\nret\n"
+                ),
+            ),
+        ],
+    );
+    let keeps = compile(&dir, &dir.join("keeps.s"), "keeps.o", &[]);
+    let drops = compile(&dir, &dir.join("drops.s"), "drops.o", &[]);
+    for (mode, mut s) in sessions() {
+        let kept = link_one(&mut s, &keeps);
+        s.add_file(&drops).unwrap();
+        let err = s.link().unwrap_err().to_string();
+        let want = format!(
+            "1 undefined symbol(s):\n  foo_b (referenced by {})",
+            drops.display()
+        );
+        assert_eq!(err, want, "{mode}");
+        // Alone, the object keeps its own copy of the group.
+        s.remove_module(kept).unwrap();
+        link_one(&mut s, &drops);
+        assert_eq!(call(&s, "use_b"), 2, "{mode}");
+    }
+}
