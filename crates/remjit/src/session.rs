@@ -453,7 +453,8 @@ impl Session {
         out
     }
 
-    /// Removes a module: its memory returns to the slab, its symbols leave the session (a
+    /// Removes a module: its exit handlers and finalizers run, its unwind tables and TLS are
+    /// deregistered, its memory returns to the slab, its symbols leave the session (a
     /// definition it shadowed becomes visible again) and its COMDAT groups are released.
     ///
     /// Removing a module that live modules depend on (they call its functions, use its data,
