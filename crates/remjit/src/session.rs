@@ -11,7 +11,7 @@
 //! # let _ = status; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,7 +22,9 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, InProcessExecutor};
 use crate::input::{self, InputFile, InputKind, LibrarySearch};
 use crate::link::map::LinkMap;
-use crate::link::{self, FunctionSymbol, LinkEnv, LinkInput, LinkTimes, SessionSymbol};
+use crate::link::{
+    self, FunctionSymbol, LinkEnv, LinkInput, LinkTimes, LinkedModule, SessionSymbol, SymbolKind,
+};
 use crate::memory::{FinalizedAlloc, MemoryMapper, PretendMapper, SlabAllocator};
 
 /// How a session behaves.
@@ -72,6 +74,26 @@ impl Default for SessionOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ModuleId(pub u64);
 
+impl std::fmt::Display for ModuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What [`Session::lookup_symbol`] knows of a symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolInfo {
+    /// Its address in the executing process (0 for thread-locals, whose address differs
+    /// per thread).
+    pub addr: u64,
+    /// Function, data or thread-local.
+    pub kind: SymbolKind,
+    /// Its size in bytes, from the object's symbol table (0 when the compiler gave none).
+    pub size: u64,
+    /// The module whose definition is visible.
+    pub module: ModuleId,
+}
+
 struct Module {
     alloc: FinalizedAlloc,
     exports: Vec<Vec<u8>>,
@@ -81,6 +103,11 @@ struct Module {
     finalized_for_exit: bool,
     map: Option<LinkMap>,
     debug: ModuleDebug,
+    /// Modules whose code or data this one's relocations bound to.
+    deps: BTreeSet<ModuleId>,
+    /// COMDAT groups this module kept, and the group symbols it registered.
+    comdats: Vec<Vec<u8>>,
+    comdat_symbols: Vec<Vec<u8>>,
 }
 
 /// A JIT session over one executor.
@@ -88,10 +115,17 @@ pub struct Session {
     executor: Arc<dyn Executor>,
     slab: SlabAllocator,
     options: SessionOptions,
+    /// The visible definition of each name: the top of its stack in `defs`.
     symbols: HashMap<Vec<u8>, SessionSymbol>,
+    /// Every live definition of each name, oldest first: a redefinition shadows, removing it
+    /// uncovers the one below.
+    defs: HashMap<Vec<u8>, Vec<(ModuleId, SessionSymbol)>>,
     overrides: HashMap<Vec<u8>, u64>,
     absolutes: HashMap<Vec<u8>, u64>,
-    comdats: HashSet<Vec<u8>>,
+    /// Kept COMDAT groups by signature, with the module holding the copy.
+    comdats: HashMap<Vec<u8>, ModuleId>,
+    /// Symbols (any visibility) of the kept COMDAT groups, with their module.
+    comdat_symbols: HashMap<Vec<u8>, (SessionSymbol, ModuleId)>,
     modules: BTreeMap<ModuleId, Module>,
     pending: Vec<LinkInput>,
     pending_archives: Vec<LinkInput>,
@@ -133,9 +167,11 @@ impl Session {
             slab,
             options,
             symbols: HashMap::new(),
+            defs: HashMap::new(),
             overrides,
             absolutes,
-            comdats: HashSet::new(),
+            comdats: HashMap::new(),
+            comdat_symbols: HashMap::new(),
             modules: BTreeMap::new(),
             pending: Vec::new(),
             pending_archives: Vec::new(),
@@ -239,6 +275,12 @@ impl Session {
 
     /// Links everything added since the last link into one module and finalizes it
     /// (constructors run unless disabled).
+    ///
+    /// A definition of a name some live module already defines shadows it: later links and
+    /// [`Session::lookup`] see the newest, and removing the newest uncovers the one below.
+    /// A COMDAT group (C++ inline functions, templates) already kept by a live module is
+    /// dropped from this link, and references to its symbols bind to the kept copy, hidden
+    /// ones included. The new module depends on every module its references bound to.
     pub fn link(&mut self) -> Result<ModuleId> {
         let mut inputs = std::mem::take(&mut self.pending);
         inputs.append(&mut self.pending_archives);
@@ -247,6 +289,8 @@ impl Session {
                 "nothing to link: no object files given".into(),
             ));
         }
+        let comdat_kept = |sig: &[u8]| self.comdats.contains_key(sig);
+        let comdat_symbol = |name: &[u8]| self.comdat_symbols.get(name).map(|s| s.0);
         let env = LinkEnv {
             session: &self.symbols,
             overrides: &self.overrides,
@@ -257,40 +301,68 @@ impl Session {
             run_initializers: self.options.run_initializers,
             required_entry: self.options.required_entry.as_deref(),
             record_map: self.options.record_link_map,
+            comdat_kept: &comdat_kept,
+            comdat_symbol: &comdat_symbol,
         };
-        let m =
-            link::link(&inputs, &mut self.comdats, &env).map_err(|e| self.placement_cause(e))?;
+        let m = link::link(&inputs, &env).map_err(|e| self.placement_cause(e))?;
         self.last_times = m.times;
         let id = ModuleId(self.next_id);
         self.next_id += 1;
-        let mut exports = Vec::with_capacity(m.exports.len());
-        for (name, sym) in m.exports {
-            self.symbols.insert(name.clone(), sym);
-            exports.push(name);
-        }
         let debug = debug::module_linked(
             self.executor.as_ref(),
             self.options.perf,
             &m.functions,
             &m.debug_inputs,
         );
-        self.modules.insert(
-            id,
-            Module {
-                alloc: m.alloc,
-                exports,
-                functions: m.functions,
-                finalizers: m.finalizers,
-                objects: m.objects,
-                finalized_for_exit: false,
-                map: m.map,
-                debug: ModuleDebug::default(),
-            },
-        );
+        let module = self.register(id, m);
+        self.modules.insert(id, module);
         if let Some(module) = self.modules.get_mut(&id) {
             module.debug = debug?;
         }
         Ok(id)
+    }
+
+    /// Records a linked module: its dependencies, then its definitions and COMDAT groups.
+    fn register(&mut self, id: ModuleId, m: LinkedModule) -> Module {
+        let mut deps = BTreeSet::new();
+        let visible = |name: &Vec<u8>| self.defs.get(name).and_then(|d| d.last()).map(|d| d.0);
+        deps.extend(m.imports.iter().filter_map(visible));
+        let group_owner = |name: &Vec<u8>| self.comdat_symbols.get(name).map(|s| s.1);
+        deps.extend(m.comdat_imports.iter().filter_map(group_owner));
+        deps.extend(
+            m.used_comdats
+                .iter()
+                .filter_map(|g| self.comdats.get(g).copied()),
+        );
+        let mut exports = Vec::with_capacity(m.exports.len());
+        for (name, sym) in m.exports {
+            self.symbols.insert(name.clone(), sym);
+            self.defs.entry(name.clone()).or_default().push((id, sym));
+            exports.push(name);
+        }
+        let mut comdat_symbols = Vec::new();
+        for (name, sym) in m.comdat_symbols {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.comdat_symbols.entry(name) {
+                comdat_symbols.push(v.key().clone());
+                v.insert((sym, id));
+            }
+        }
+        for g in &m.kept_comdats {
+            self.comdats.insert(g.clone(), id);
+        }
+        Module {
+            alloc: m.alloc,
+            exports,
+            functions: m.functions,
+            finalizers: m.finalizers,
+            objects: m.objects,
+            finalized_for_exit: false,
+            deps,
+            comdats: m.kept_comdats,
+            comdat_symbols,
+            map: m.map,
+            debug: ModuleDebug::default(),
+        }
     }
 
     /// A relocation out of range when JIT'd memory could not be placed below 2 GiB: that is
@@ -315,9 +387,50 @@ impl Session {
         self.last_times
     }
 
-    /// The address of an exported symbol of any module.
+    /// The address of an exported symbol of any module (the newest definition).
     pub fn lookup(&self, name: &str) -> Option<u64> {
         self.symbols.get(name.as_bytes()).map(|s| s.addr)
+    }
+
+    /// The visible (newest) definition of an exported symbol: address, kind, size, module.
+    pub fn lookup_symbol(&self, name: &str) -> Option<SymbolInfo> {
+        let &(module, s) = self.defs.get(name.as_bytes())?.last()?;
+        Some(SymbolInfo {
+            addr: s.addr,
+            kind: s.kind,
+            size: s.size,
+            module,
+        })
+    }
+
+    /// The live modules, oldest first.
+    pub fn modules(&self) -> Vec<ModuleId> {
+        self.modules.keys().copied().collect()
+    }
+
+    /// The modules `id`'s relocations bound to (symbols it uses, COMDAT copies it shares).
+    pub fn module_dependencies(&self, id: ModuleId) -> Vec<ModuleId> {
+        self.modules
+            .get(&id)
+            .map(|m| m.deps.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The live modules that depend on `id`.
+    pub fn module_users(&self, id: ModuleId) -> Vec<ModuleId> {
+        self.modules
+            .iter()
+            .filter(|(&k, m)| k != id && m.deps.contains(&id))
+            .map(|(&k, _)| k)
+            .collect()
+    }
+
+    /// How a module is named in messages: its number and objects.
+    fn describe(&self, id: ModuleId) -> String {
+        match self.modules.get(&id) {
+            Some(m) => format!("module {id} ({})", m.objects.join(" ")),
+            None => format!("module {id}"),
+        }
     }
 
     fn entry(&self, name: &str) -> Result<u64> {
@@ -377,17 +490,57 @@ impl Session {
     }
 
     /// Removes a module: its exit handlers and finalizers run, its unwind tables and TLS are
-    /// deregistered, its memory returns to the slab, and its symbols leave the session.
+    /// deregistered, its memory returns to the slab, its symbols leave the session (a
+    /// definition it shadowed becomes visible again) and its COMDAT groups are released.
+    ///
+    /// Removing a module that live modules depend on (they call its functions, use its data,
+    /// or share its copy of a COMDAT group) is refused: the error names those modules, to be
+    /// removed first (newest first). Nothing changes then. The newest module is never used
+    /// by another, so removing modules in reverse order of linking always works.
     pub fn remove_module(&mut self, id: ModuleId) -> Result<()> {
-        let m = self
-            .modules
-            .remove(&id)
-            .ok_or_else(|| Error::Usage(format!("no module {}", id.0)))?;
+        if !self.modules.contains_key(&id) {
+            return Err(Error::Usage(format!("no module {id}")));
+        }
+        let users = self.module_users(id);
+        if !users.is_empty() {
+            let list: Vec<String> = users.iter().map(|&u| self.describe(u)).collect();
+            return Err(Error::Usage(format!(
+                "cannot remove {}: used by {}; remove those first",
+                self.describe(id),
+                list.join(", ")
+            )));
+        }
+        let Some(m) = self.modules.remove(&id) else {
+            return Err(Error::Usage(format!("no module {id}")));
+        };
         for name in &m.exports {
-            self.symbols.remove(name);
+            self.undefine(name, id);
+        }
+        for g in &m.comdats {
+            self.comdats.remove(g);
+        }
+        for name in &m.comdat_symbols {
+            self.comdat_symbols.remove(name);
         }
         debug::module_removed(self.executor.as_ref(), m.debug)?;
         self.slab.deallocate(&[m.alloc])
+    }
+
+    /// Drops `id`'s definition of `name`; the one below on the stack becomes visible.
+    fn undefine(&mut self, name: &[u8], id: ModuleId) {
+        let Some(stack) = self.defs.get_mut(name) else {
+            return;
+        };
+        stack.retain(|d| d.0 != id);
+        match stack.last() {
+            Some(&(_, sym)) => {
+                self.symbols.insert(name.to_vec(), sym);
+            }
+            None => {
+                self.defs.remove(name);
+                self.symbols.remove(name);
+            }
+        }
     }
 
     /// For a program's end: runs every exit handler JIT'd code registered, then the modules'

@@ -3,8 +3,8 @@
 //! A malformed frame or call is answered with an error (or ends the session cleanly); it never
 //! crashes the executor.
 
-pub mod listen;
 pub mod debug;
+pub mod listen;
 pub mod memory;
 pub mod services;
 pub mod shm;

@@ -13,7 +13,7 @@ pub mod resolve;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use object::elf;
@@ -55,6 +55,8 @@ pub struct SessionSymbol {
     pub addr: u64,
     /// What it is.
     pub kind: SymbolKind,
+    /// Its size in bytes (`st_size`; 0 when unknown).
+    pub size: u64,
 }
 
 /// One input of a link.
@@ -88,6 +90,12 @@ pub struct LinkEnv<'a> {
     pub required_entry: Option<&'a str>,
     /// Record a [`map::LinkMap`] of the link (for `-check`).
     pub record_map: bool,
+    /// Whether an earlier link kept the COMDAT group with this signature (this link then
+    /// drops its copy).
+    pub comdat_kept: &'a dyn Fn(&[u8]) -> bool,
+    /// A symbol of any visibility defined in a COMDAT group an earlier link kept: where a
+    /// dropped copy's definitions resolve.
+    pub comdat_symbol: &'a dyn Fn(&[u8]) -> Option<SessionSymbol>,
 }
 
 /// Time spent in each stage of a link.
@@ -133,6 +141,16 @@ pub struct LinkedModule {
     pub objects: Vec<String>,
     /// The objects that carry DWARF, for debuggers and profilers.
     pub debug_inputs: Vec<crate::debug::DebugInput>,
+    /// COMDAT groups this link kept (new to the session).
+    pub kept_comdats: Vec<Vec<u8>>,
+    /// Symbols of any visibility defined in those groups.
+    pub comdat_symbols: Vec<(Vec<u8>, SessionSymbol)>,
+    /// COMDAT groups dropped because an earlier link kept them.
+    pub used_comdats: Vec<Vec<u8>>,
+    /// Names bound to symbols of earlier links ([`LinkEnv::session`]).
+    pub imports: Vec<Vec<u8>>,
+    /// Names bound to the kept copy of a dropped COMDAT definition.
+    pub comdat_imports: Vec<Vec<u8>>,
     /// Stage timings.
     pub times: LinkTimes,
     /// Where everything went, when [`LinkEnv::record_map`] asked for it.
@@ -251,25 +269,35 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Links `inputs` into one module of the session. `kept_comdats` is the session's set of kept
-/// COMDAT group signatures; it gains this link's groups.
-pub fn link(
-    inputs: &[LinkInput],
-    kept_comdats: &mut HashSet<Vec<u8>>,
-    env: &LinkEnv<'_>,
-) -> Result<LinkedModule> {
+/// How code of this link reaches a symbol of an earlier link.
+fn foreign_class(s: SessionSymbol) -> Class<'static> {
+    match s.kind {
+        SymbolKind::ThreadLocal { id_slot, offset } => Class::ForeignTls { id_slot, offset },
+        SymbolKind::Function => Class::External {
+            addr: s.addr,
+            data: false,
+        },
+        SymbolKind::Data => Class::External {
+            addr: s.addr,
+            data: true,
+        },
+    }
+}
+
+/// Links `inputs` into one module of the session. COMDAT groups that the session already
+/// holds ([`LinkEnv::comdat_kept`]) are dropped; the result names the groups this link kept.
+pub fn link(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<LinkedModule> {
     let mut times = LinkTimes::default();
     let t0 = Instant::now();
 
     // Read: parse every object in place; index archives.
     let arena = resolve::AlignedArena::default();
     let mut res = Resolution::new(&arena);
-    let mut comdats = kept_comdats.clone();
     for input in inputs {
         match input {
             LinkInput::Object(f) => {
                 let file = ObjectFile::parse(f.name.to_string(), &f.bytes)?;
-                res.add_object(file, &mut comdats)?;
+                res.add_object(file, env.comdat_kept)?;
             }
             LinkInput::Archive(f) => res.add_archive(&f.name, &f.bytes)?,
         }
@@ -284,7 +312,7 @@ pub fn link(
             || env.overrides.contains_key(name)
             || env.absolutes.contains_key(name)
     };
-    res.load_archive_members(&mut comdats, &provided)?;
+    res.load_archive_members(env.comdat_kept, &provided)?;
     res.check_duplicates()?;
     if let Some(entry) = env.required_entry {
         let e = entry.as_bytes();
@@ -294,26 +322,20 @@ pub fn link(
     }
     let mut name_class: HashMap<&[u8], Class<'_>> = HashMap::new();
     let mut to_look_up: Vec<&[u8]> = Vec::new();
+    let (mut imports, mut comdat_imports) = (Vec::new(), Vec::new());
     for (name, _) in &res.references {
         if res.globals.contains_key(name) {
             continue;
         }
+        let kept_copy = || (env.comdat_symbol)(name);
         let class = if let Some(c) = synthetic(name) {
             c
+        } else if let Some(s) = res.comdat_dropped.contains(name).then(kept_copy).flatten() {
+            comdat_imports.push(name.to_vec());
+            foreign_class(s)
         } else if let Some(s) = env.session.get(*name) {
-            match s.kind {
-                SymbolKind::ThreadLocal { id_slot, offset } => {
-                    Class::ForeignTls { id_slot, offset }
-                }
-                SymbolKind::Function => Class::External {
-                    addr: s.addr,
-                    data: false,
-                },
-                SymbolKind::Data => Class::External {
-                    addr: s.addr,
-                    data: true,
-                },
-            }
+            imports.push(name.to_vec());
+            foreign_class(*s)
         } else if let Some(&addr) = env.overrides.get(*name) {
             Class::External { addr, data: false }
         } else if let Some(&v) = env.absolutes.get(*name) {
@@ -336,6 +358,11 @@ pub fn link(
                 addr: s.addr,
                 data: s.is_data,
             },
+            // A dropped COMDAT definition never becomes a weak 0: it has a kept copy.
+            None if res.comdat_dropped.contains(name) => {
+                undefined.push(*name);
+                continue;
+            }
             None if env.phony_externals || !res.is_strong_reference(name) => Class::Null,
             None => {
                 undefined.push(*name);
@@ -509,7 +536,7 @@ pub fn link(
             .transpose()?;
         Ok((w, recorded))
     });
-    let ((actions, finalizers, exports, functions), recorded) = match written {
+    let ((actions, finalizers, mut exports, functions), recorded) = match written {
         Ok(w) => w,
         Err(e) => {
             env.slab.abandon(alloc);
@@ -546,7 +573,17 @@ pub fn link(
     };
     let fin = env.slab.finalize(alloc, &info)?;
     times.finalize = t4.elapsed();
-    *kept_comdats = comdats;
+    // Symbols of kept groups come back whatever their visibility; only exported ones leave.
+    let mut comdat_symbols = Vec::new();
+    exports.retain(|(name, sym)| match res.globals.get(name.as_slice()) {
+        Some(g) => {
+            if res.in_kept_comdat(g.def) {
+                comdat_symbols.push((name.clone(), *sym));
+            }
+            g.exported
+        }
+        None => true,
+    });
     Ok(LinkedModule {
         alloc: fin,
         exports,
@@ -555,6 +592,11 @@ pub fn link(
         finalizers,
         objects: res.objects.iter().map(|o| o.file.name.clone()).collect(),
         debug_inputs: crate::debug::collect_inputs(&res.objects, &lay, base),
+        kept_comdats: res.kept_comdats.iter().map(|s| s.to_vec()).collect(),
+        comdat_symbols,
+        used_comdats: res.session_comdats.iter().map(|s| s.to_vec()).collect(),
+        imports,
+        comdat_imports,
         times,
         map: recorded,
     })
@@ -1154,7 +1196,7 @@ fn write_and_fix<'d>(
     // Exports and function symbols.
     let mut exports = Vec::new();
     for (name, g) in &res.globals {
-        if !g.exported {
+        if !g.exported && !res.in_kept_comdat(g.def) {
             continue;
         }
         let class = classes_of_global(res, classes, name, g.def);
@@ -1184,7 +1226,11 @@ fn write_and_fix<'d>(
                 _ => continue,
             },
         };
-        exports.push((name.to_vec(), SessionSymbol { addr, kind }));
+        let size = match class {
+            Class::Section { size, .. } | Class::Common { size, .. } => size,
+            _ => 0,
+        };
+        exports.push((name.to_vec(), SessionSymbol { addr, kind, size }));
     }
     let mut functions = Vec::new();
     for (oi, o) in res.objects.iter().enumerate() {

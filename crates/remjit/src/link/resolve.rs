@@ -18,6 +18,8 @@ pub struct LinkObject<'d> {
     pub index: usize,
     /// For each section: dropped because another copy of its COMDAT group is kept.
     pub discarded: Vec<bool>,
+    /// For each section: a member of a COMDAT group (kept or dropped).
+    pub in_comdat: Vec<bool>,
 }
 
 /// Where a global symbol of this link is defined.
@@ -164,6 +166,13 @@ pub struct Resolution<'d> {
     archives: Vec<ArchiveIndex<'d>>,
     duplicates: Vec<DuplicateSymbol>,
     arena: &'d AlignedArena,
+    /// COMDAT groups this link keeps (none of them is in the session yet).
+    pub kept_comdats: Vec<&'d [u8]>,
+    kept_index: HashSet<&'d [u8]>,
+    /// COMDAT groups dropped because an earlier link of the session kept them.
+    pub session_comdats: Vec<&'d [u8]>,
+    /// Names whose definition was dropped with a COMDAT group: they resolve to the kept copy.
+    pub comdat_dropped: HashSet<&'d [u8]>,
 }
 
 fn is_global_binding(bind: u8) -> bool {
@@ -199,26 +208,54 @@ impl<'d> Resolution<'d> {
             reference_index: HashMap::new(),
             archives: Vec::new(),
             duplicates: Vec::new(),
+            kept_comdats: Vec::new(),
+            kept_index: HashSet::new(),
+            session_comdats: Vec::new(),
+            comdat_dropped: HashSet::new(),
         }
     }
 
-    /// Adds an object; `kept_comdats` is the session-wide set of COMDAT signatures already kept.
+    /// Which COMDAT groups of `file` this link keeps: a group is dropped when this link or
+    /// an earlier one of the session (`in_session`) already keeps a copy. Returns the
+    /// sections dropped and the sections in any group.
+    fn comdat_sections(
+        &mut self,
+        file: &ObjectFile<'d>,
+        in_session: &dyn Fn(&[u8]) -> bool,
+    ) -> (Vec<bool>, Vec<bool>) {
+        let mut discarded = vec![false; file.sections.len()];
+        let mut in_comdat = vec![false; file.sections.len()];
+        for group in &file.comdat_groups {
+            let sig = group.signature;
+            let drop = if self.kept_index.contains(sig) {
+                true
+            } else if in_session(sig) {
+                if !self.session_comdats.contains(&sig) {
+                    self.session_comdats.push(sig);
+                }
+                true
+            } else {
+                self.kept_index.insert(sig);
+                self.kept_comdats.push(sig);
+                false
+            };
+            for &m in &group.members {
+                discarded[m] |= drop;
+                in_comdat[m] = true;
+            }
+        }
+        (discarded, in_comdat)
+    }
+
+    /// Adds an object; `in_session` tells which COMDAT groups earlier links of the session
+    /// kept.
     pub fn add_object(
         &mut self,
         file: ObjectFile<'d>,
-        kept_comdats: &mut HashSet<Vec<u8>>,
+        in_session: &dyn Fn(&[u8]) -> bool,
     ) -> Result<()> {
         let obj = self.objects.len();
-        let mut discarded = vec![false; file.sections.len()];
-        for group in &file.comdat_groups {
-            if kept_comdats.contains(group.signature) {
-                for &m in &group.members {
-                    discarded[m] = true;
-                }
-            } else {
-                kept_comdats.insert(group.signature.to_vec());
-            }
-        }
+        let (discarded, in_comdat) = self.comdat_sections(&file, in_session);
         for (index, sym) in file.symbols().iter().enumerate().skip(1) {
             let bind = sym.st_bind();
             if !is_global_binding(bind) {
@@ -246,7 +283,10 @@ impl<'d> Resolution<'d> {
                     Some(s) if s < discarded.len() && !discarded[s] => {
                         Some(GlobalDef::Section { obj, sym: index })
                     }
-                    Some(s) if s < discarded.len() => None,
+                    Some(s) if s < discarded.len() => {
+                        self.comdat_dropped.insert(name);
+                        None
+                    }
                     _ => {
                         return Err(Error::malformed(
                             &file.name,
@@ -264,6 +304,7 @@ impl<'d> Resolution<'d> {
             file,
             index: obj,
             discarded,
+            in_comdat,
         });
         Ok(())
     }
@@ -395,7 +436,7 @@ impl<'d> Resolution<'d> {
     /// tells which names something outside the link's objects already defines.
     pub fn load_archive_members(
         &mut self,
-        kept_comdats: &mut HashSet<Vec<u8>>,
+        in_session: &dyn Fn(&[u8]) -> bool,
         provided: &dyn Fn(&[u8]) -> bool,
     ) -> Result<()> {
         if self.archives.is_empty() {
@@ -438,7 +479,7 @@ impl<'d> Resolution<'d> {
                 return Err(Error::Lto(mname));
             }
             let file = ObjectFile::parse(mname, mdata)?;
-            self.add_object(file, kept_comdats)?;
+            self.add_object(file, in_session)?;
             // A reference that this member satisfied but that came earlier in the list needs
             // no revisit: definitions are looked up when the list is consumed.
         }
@@ -459,6 +500,23 @@ impl<'d> Resolution<'d> {
         self.reference_index
             .get(name)
             .map(|&i| &self.references[i].1)
+    }
+
+    /// Whether a definition lies in a COMDAT group this link keeps.
+    pub fn in_kept_comdat(&self, def: GlobalDef) -> bool {
+        let GlobalDef::Section { obj, sym } = def else {
+            return false;
+        };
+        let Some(o) = self.objects.get(obj) else {
+            return false;
+        };
+        let Some(s) = o.file.symbols().get(sym) else {
+            return false;
+        };
+        match o.file.symbol_section(s, sym) {
+            Ok(Some(sec)) => o.in_comdat.get(sec) == Some(&true),
+            _ => false,
+        }
     }
 
     /// Whether the name is referenced strongly somewhere.

@@ -1,0 +1,265 @@
+//! The session model through the library API, in process and out of process: COMDAT groups
+//! shared between modules (hidden inline members included), definition shadowing and its
+//! undoing, refusal to remove a module others use, and symbol kinds and sizes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{compile, remjit, work_dir};
+use object::{Object, ObjectSymbol, SymbolScope};
+use remjit::remote::{MemoryMode, RemoteExecutor};
+use remjit::{ModuleId, Session, SessionOptions, SymbolKind};
+
+/// An in-process session and one over a spawned executor.
+fn sessions() -> Vec<(&'static str, Session)> {
+    let exec = remjit().with_file_name("remjit-executor");
+    let remote = RemoteExecutor::spawn(&exec, MemoryMode::Shared).expect("executor starts");
+    vec![
+        (
+            "in-process",
+            Session::in_process(SessionOptions::default()).unwrap(),
+        ),
+        (
+            "out-of-process",
+            Session::with_executor(Arc::new(remote), SessionOptions::default()).unwrap(),
+        ),
+    ]
+}
+
+/// Writes `files` (name, text) into a fresh directory for test `name`.
+fn sources(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = work_dir(&format!("session-{name}"));
+    for (f, text) in files {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    dir
+}
+
+/// Links `obj` alone as a new module.
+fn link_one(s: &mut Session, obj: &Path) -> ModuleId {
+    s.add_file(obj).unwrap();
+    s.link().unwrap()
+}
+
+/// Calls `int name()` (run as `main`, which ignores its arguments).
+fn call(s: &Session, name: &str) -> i32 {
+    s.run_main(name, &[name.to_string()]).unwrap()
+}
+
+/// The error refusing to remove `module` (of one object) that `user` uses.
+fn refusal(module: (ModuleId, &Path), user: (ModuleId, &Path)) -> String {
+    format!(
+        "cannot remove module {} ({}): used by module {} ({}); remove those first",
+        module.0,
+        module.1.display(),
+        user.0,
+        user.1.display()
+    )
+}
+
+const SCALER_H: &str =
+    "struct Scaler {\n  int k;\n  int apply(int x) const { return k * x + 1; }\n};\n";
+const USE_A: &str =
+    "#include \"scaler.h\"\nextern \"C\" int use_a() { Scaler s{3}; return s.apply(10); }\n";
+const USE_B: &str =
+    "#include \"scaler.h\"\nextern \"C\" int use_b() { Scaler s{5}; return s.apply(7); }\n";
+const APPLY: &str = "_ZNK6Scaler5applyEi";
+
+/// a.o and b.o, each with its own COMDAT copy of the hidden inline `Scaler::apply`.
+fn scaler_objects(name: &str) -> (PathBuf, PathBuf) {
+    let dir = sources(
+        name,
+        &[("scaler.h", SCALER_H), ("a.cc", USE_A), ("b.cc", USE_B)],
+    );
+    let flags = ["-O0", "-fPIC", "-fvisibility-inlines-hidden"];
+    let a = compile(&dir, &dir.join("a.cc"), "a.o", &flags);
+    let b = compile(&dir, &dir.join("b.cc"), "b.o", &flags);
+    // The premise: the inline member is a hidden definition in each object.
+    for o in [&a, &b] {
+        let bytes = std::fs::read(o).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let sym = file
+            .symbol_by_name(APPLY)
+            .expect("the inline member is emitted");
+        assert!(sym.is_definition() && sym.scope() == SymbolScope::Linkage);
+    }
+    (a, b)
+}
+
+#[test]
+fn dropped_hidden_comdat_copy_binds_to_the_kept_one() {
+    let (a, b) = scaler_objects("comdat-hidden");
+    for (mode, mut s) in sessions() {
+        let ma = link_one(&mut s, &a);
+        let mb = link_one(&mut s, &b);
+        assert_eq!(call(&s, "use_a"), 31, "{mode}");
+        // Before the fix, b's call went to address 0.
+        assert_eq!(call(&s, "use_b"), 36, "{mode}");
+        assert_eq!(s.module_dependencies(mb), vec![ma], "{mode}");
+        // The hidden member is no export of either module.
+        assert_eq!(s.lookup(APPLY), None, "{mode}");
+    }
+}
+
+#[test]
+fn removing_a_comdat_owner_is_refused_while_a_user_lives() {
+    let (a, b) = scaler_objects("comdat-remove");
+    for (mode, mut s) in sessions() {
+        let ma = link_one(&mut s, &a);
+        let mb = link_one(&mut s, &b);
+        let err = s.remove_module(ma).unwrap_err().to_string();
+        assert_eq!(err, refusal((ma, &a), (mb, &b)), "{mode}");
+        // Refused means untouched: both still run.
+        assert_eq!(call(&s, "use_a") + call(&s, "use_b"), 67, "{mode}");
+        s.remove_module(mb).unwrap();
+        s.remove_module(ma).unwrap();
+        // The group left with its owner: b keeps its own copy now, and a shares it.
+        let mb = link_one(&mut s, &b);
+        let ma = link_one(&mut s, &a);
+        assert_eq!(call(&s, "use_b"), 36, "{mode}");
+        assert_eq!(call(&s, "use_a"), 31, "{mode}");
+        assert_eq!(s.module_users(mb), vec![ma], "{mode}");
+    }
+}
+
+/// f1.o and f2.o define `int f()` returning 1 and 2; g.o calls it.
+fn definitions(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = sources(
+        name,
+        &[
+            ("f1.c", "int f(void) { return 1; }\n"),
+            ("f2.c", "int f(void) { return 2; }\n"),
+            ("g.c", "int f(void);\nint g(void) { return f() + 10; }\n"),
+        ],
+    );
+    let obj = |n: &str| compile(&dir, &dir.join(format!("{n}.c")), &format!("{n}.o"), &[]);
+    (obj("f1"), obj("f2"), obj("g"))
+}
+
+#[test]
+fn a_redefinition_shadows_and_removal_restores() {
+    let (f1, f2, _) = definitions("shadow");
+    for (mode, mut s) in sessions() {
+        let m1 = link_one(&mut s, &f1);
+        let m2 = link_one(&mut s, &f2);
+        assert_eq!(s.lookup_symbol("f").unwrap().module, m2, "{mode}");
+        assert_eq!(call(&s, "f"), 2, "{mode}");
+        // The newest removed: the first definition comes back.
+        s.remove_module(m2).unwrap();
+        assert_eq!(s.lookup_symbol("f").unwrap().module, m1, "{mode}");
+        assert_eq!(call(&s, "f"), 1, "{mode}");
+        // The first definer removed while the redefinition lives: the redefinition stays.
+        let m3 = link_one(&mut s, &f2);
+        s.remove_module(m1).unwrap();
+        let info = s.lookup_symbol("f").unwrap();
+        assert_eq!(
+            (info.module, Some(info.addr)),
+            (m3, s.lookup("f")),
+            "{mode}"
+        );
+        assert_eq!(call(&s, "f"), 2, "{mode}");
+        s.remove_module(m3).unwrap();
+        assert_eq!(s.lookup("f"), None, "{mode}");
+        assert!(s.lookup_symbol("f").is_none(), "{mode}");
+    }
+}
+
+#[test]
+fn removing_a_used_module_is_refused_naming_its_users() {
+    let (f1, f2, g) = definitions("used");
+    for (mode, mut s) in sessions() {
+        let m1 = link_one(&mut s, &f1);
+        let m2 = link_one(&mut s, &f2);
+        let mg = link_one(&mut s, &g);
+        assert_eq!(call(&s, "g"), 12, "{mode}");
+        // g bound to the visible definition, m2's, not to the shadowed one.
+        assert_eq!(s.module_dependencies(mg), vec![m2], "{mode}");
+        assert_eq!(s.module_users(m1), Vec::<ModuleId>::new(), "{mode}");
+        let err = s.remove_module(m2).unwrap_err().to_string();
+        assert_eq!(err, refusal((m2, &f2), (mg, &g)), "{mode}");
+        assert_eq!(call(&s, "g"), 12, "{mode}");
+        s.remove_module(m1).unwrap();
+        s.remove_module(mg).unwrap();
+        s.remove_module(m2).unwrap();
+        assert_eq!(s.modules(), Vec::<ModuleId>::new(), "{mode}");
+    }
+}
+
+#[test]
+fn lookup_symbol_gives_kind_and_size() {
+    let dir = sources(
+        "kinds",
+        &[(
+            "k.c",
+            "int table[5] = {1, 2, 3, 4, 5};\n__thread long counter;\n\
+             int sum(void) { int t = 0; for (int i = 0; i < 5; i++) t += table[i]; return t; }\n",
+        )],
+    );
+    let obj = compile(&dir, &dir.join("k.c"), "k.o", &["-O1"]);
+    let bytes = std::fs::read(&obj).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let sum_size = file.symbol_by_name("sum").unwrap().size();
+    assert!(sum_size > 0);
+    for (mode, mut s) in sessions() {
+        let m = link_one(&mut s, &obj);
+        let table = s.lookup_symbol("table").unwrap();
+        assert_eq!(
+            (table.kind, table.size, table.module),
+            (SymbolKind::Data, 20, m)
+        );
+        assert_eq!(Some(table.addr), s.lookup("table"), "{mode}");
+        let sum = s.lookup_symbol("sum").unwrap();
+        assert_eq!(
+            (sum.kind, sum.size),
+            (SymbolKind::Function, sum_size),
+            "{mode}"
+        );
+        assert_eq!(call(&s, "sum"), 15, "{mode}");
+        let counter = s.lookup_symbol("counter").unwrap();
+        assert!(
+            matches!(counter.kind, SymbolKind::ThreadLocal { .. }),
+            "{mode}"
+        );
+        assert_eq!((counter.addr, counter.size), (0, 8), "{mode}");
+        assert!(s.lookup_symbol("nothing").is_none(), "{mode}");
+    }
+}
+
+#[test]
+fn a_dropped_comdat_definition_without_a_kept_copy_is_an_error_not_address_0() {
+    let group = ".section .text.grp,\"axG\",@progbits,grp,comdat\n";
+    let dir = sources(
+        "comdat-missing",
+        &[
+            (
+                "keeps.s",
+                &format!("{group}.globl foo_a\n.type foo_a,@function\nfoo_a: mov $1, %eax\nret\n"),
+            ),
+            (
+                "drops.s",
+                &format!(
+                    "{group}.weak foo_b\n.hidden foo_b\n.type foo_b,@function\n\
+                     foo_b: mov $2, %eax\nret\n.text\n.globl use_b\nuse_b: call foo_b\nret\n"
+                ),
+            ),
+        ],
+    );
+    let keeps = compile(&dir, &dir.join("keeps.s"), "keeps.o", &[]);
+    let drops = compile(&dir, &dir.join("drops.s"), "drops.o", &[]);
+    for (mode, mut s) in sessions() {
+        let kept = link_one(&mut s, &keeps);
+        s.add_file(&drops).unwrap();
+        let err = s.link().unwrap_err().to_string();
+        let want = format!(
+            "1 undefined symbol(s):\n  foo_b (referenced by {})",
+            drops.display()
+        );
+        assert_eq!(err, want, "{mode}");
+        // Alone, the object keeps its own copy of the group.
+        s.remove_module(kept).unwrap();
+        link_one(&mut s, &drops);
+        assert_eq!(call(&s, "use_b"), 2, "{mode}");
+    }
+}
