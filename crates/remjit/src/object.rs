@@ -186,6 +186,14 @@ impl<'d> ObjectFile<'d> {
             .map_err(|e| Error::malformed(&self.name, e))
     }
 
+    /// The section's name for messages: its name, or `#INDEX` when it has none (or a bad one).
+    pub fn section_label(&self, index: usize) -> String {
+        match self.section_name(index) {
+            Ok(n) if !n.is_empty() => String::from_utf8_lossy(n).into_owned(),
+            _ => format!("#{index}"),
+        }
+    }
+
     /// The file bytes of a section (empty for `SHT_NOBITS`).
     pub fn section_data(&self, shdr: &Shdr) -> Result<&'d [u8]> {
         if shdr.sh_type(LE) == elf::SHT_NOBITS {

@@ -205,10 +205,7 @@ fn grow(off: u64, size: u64) -> Option<u64> {
 /// The error for a section whose size does not fit in one link.
 fn too_large(objects: &[LinkObject<'_>], obj: usize, sec: usize, size: u64) -> Error {
     let f = &objects[obj].file;
-    let name = f
-        .section_name(sec)
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .unwrap_or_else(|_| format!("#{sec}"));
+    let name = f.section_label(sec);
     Error::malformed(
         &f.name,
         format!(
@@ -307,7 +304,7 @@ fn collect(
             let align = check_align(shdr.sh_addralign(LE)).map_err(|why| {
                 Error::malformed(
                     &o.file.name,
-                    format!("section {}: {why}", String::from_utf8_lossy(name)),
+                    format!("section {}: {why}", o.file.section_label(si)),
                 )
             })?;
             let size = shdr.sh_size(LE);

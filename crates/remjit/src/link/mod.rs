@@ -678,7 +678,7 @@ fn check_ifunc_section(o: &LinkObject<'_>, sec: usize, sym: &crate::object::ElfS
             "IFUNC symbol `{}` lies in section {}, which is not executable (an IFUNC symbol \
              names its resolver function)",
             lossy(o.file.symbol_name(sym)?),
-            lossy(o.file.section_name(sec)?)
+            o.file.section_label(sec)
         ),
     ))
 }
@@ -720,12 +720,7 @@ impl RelocContext<'_, '_> {
     fn error(&self, problem: impl Into<String>) -> Error {
         Error::Relocation(Box::new(crate::error::RelocationError {
             object: self.obj.file.name.clone(),
-            section: self
-                .obj
-                .file
-                .section_name(self.sec)
-                .map(lossy)
-                .unwrap_or_else(|_| format!("#{}", self.sec)),
+            section: self.obj.file.section_label(self.sec),
             offset: self.offset,
             kind: reloc_name(self.r_type),
             symbol: self.symbol_name(),
