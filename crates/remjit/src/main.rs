@@ -29,6 +29,11 @@ struct Cli {
     /// The entry point, called as `int main(int, char **, char **)`.
     #[arg(long, value_name = "SYM", default_value = "main")]
     entry: String,
+    /// Link each input object as its own module, in the order given, each resolved against
+    /// the modules before it. An archive joins the module of the object before it (the first
+    /// module if none), -l libraries the last module.
+    #[arg(long)]
+    link_each: bool,
     /// Print the time of each phase on stderr.
     #[arg(long)]
     show_times: bool,
@@ -79,6 +84,7 @@ const LONG_OPTIONS: &[&str] = &[
     "noexec",
     "entry",
     "show-times",
+    "link-each",
     "preload",
     "abs",
     "phony-externals",
@@ -250,7 +256,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         run_initializers: !cli.noexec,
         library_dirs: cli.library_dirs.clone(),
         compile_flags: cli.compiler_flags.clone(),
-        required_entry: (!cli.noexec).then(|| cli.entry.clone()),
+        // With --link-each, only the last module need define it: checked after the links.
+        required_entry: (!cli.noexec && !cli.link_each).then(|| cli.entry.clone()),
     };
     let mode = start_executor(&cli)?;
     if let Mode::InProcess = mode {
@@ -307,14 +314,7 @@ fn link_and_run(
     for p in &cli.preload {
         session.load_library(p)?;
     }
-    for input in &cli.inputs {
-        session.add_file(input)?;
-    }
-    for lib in &cli.libraries {
-        session.add_library(lib)?;
-    }
-    let t_read = t_start.elapsed();
-    session.link()?;
+    let t_read = add_inputs_and_link(cli, session, t_start)?;
     if let Mode::InProcess = mode {
         crash::set_jit_functions(session.jit_functions());
     }
@@ -365,6 +365,29 @@ fn link_and_run(
         );
     }
     Ok(status)
+}
+
+/// Adds the inputs and links them: as one module, or with `--link-each` one module per object.
+/// Returns the time spent before the last link.
+fn add_inputs_and_link(
+    cli: &Cli,
+    session: &mut Session,
+    t_start: Instant,
+) -> anyhow::Result<std::time::Duration> {
+    for input in &cli.inputs {
+        // With --link-each, the object before this input is linked now, with the archives
+        // given between them.
+        if cli.link_each && session.has_pending_objects() {
+            session.link()?;
+        }
+        session.add_file(input)?;
+    }
+    for lib in &cli.libraries {
+        session.add_library(lib)?;
+    }
+    let t_read = t_start.elapsed();
+    session.link()?;
+    Ok(t_read)
 }
 
 /// Milliseconds since `t`.
