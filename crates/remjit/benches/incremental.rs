@@ -7,9 +7,12 @@
 //!   the link's own stage times.
 //! * repl: add a module, link it, look up its function, call it with arguments, remove it.
 //!
-//! In process, out of process with shared memory, out of process copying. The default run
-//! links 10,000 modules once per mode and 2,000 REPL iterations (about a minute); set
-//! `REMJIT_BENCH_FULL=1` for 3 chain runs and 20,000 REPL iterations per mode.
+//! In process, out of process with shared memory, out of process copying, interleaved. The
+//! default run links 10,000 modules 3 times per mode and runs 5,000 REPL iterations per mode
+//! (under a minute on an idle machine); `REMJIT_BENCH_FULL=1` makes it 10 runs and 50,000
+//! iterations. `REMJIT_BENCH_MODULES`, `REMJIT_BENCH_RUNS`, `REMJIT_BENCH_REPL` override the
+//! counts and `REMJIT_BENCH_MODES` (e.g. `shared,copy`) picks modes, for instance to count
+//! the messages per module with strace on a short run.
 //! `--markdown` prints only the table for the README (bench/compare.py uses it).
 //!
 //! cargo bench -p remjit --bench incremental [-- --markdown]
@@ -211,14 +214,30 @@ fn run_repl(mode: Mode, obj: &[u8], iterations: usize) -> [Vec<Duration>; 5] {
     out
 }
 
+/// A count from the environment, e.g. to count messages with strace on a short run.
+fn env_count(var: &str) -> Option<usize> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
+
 fn main() {
     let markdown = std::env::args().any(|a| a == "--markdown");
     let full = std::env::var_os("REMJIT_BENCH_FULL").is_some_and(|v| v != "0");
-    let n = 10_000;
-    let (chain_runs, repl_iters) = if full { (3, 20_000) } else { (1, 2_000) };
+    let (chain_runs, repl_iters) = if full { (10, 50_000) } else { (3, 5_000) };
+    let n = env_count("REMJIT_BENCH_MODULES").unwrap_or(10_000).max(20);
+    let repl_iters = env_count("REMJIT_BENCH_REPL").unwrap_or(repl_iters);
+    let chain_runs = env_count("REMJIT_BENCH_RUNS").unwrap_or(chain_runs).max(1);
     let objects = chain_objects(n);
     let repl = compile(REPL);
-    let modes = [Mode::InProcess, Mode::Shared, Mode::Copy];
+    let only = std::env::var("REMJIT_BENCH_MODES").unwrap_or_default();
+    let modes: Vec<Mode> = [
+        ("in", Mode::InProcess),
+        ("shared", Mode::Shared),
+        ("copy", Mode::Copy),
+    ]
+    .into_iter()
+    .filter(|(k, _)| only.is_empty() || only.split(',').any(|o| o == *k))
+    .map(|(_, m)| m)
+    .collect();
 
     // Interleaved: one run of each mode in turn.
     let mut chains: Vec<Vec<ChainRun>> = modes.iter().map(|_| Vec::new()).collect();
@@ -247,14 +266,13 @@ fn main() {
              arguments + remove, median of {repl_iters} iterations."
         ),
         String::new(),
-        "| session workload | mode | module 10 | module 1,000 | module 10,000 | 10,000 / 10 |"
-            .to_string(),
+        format!("| session workload | mode | module 10 | module 1,000 | module {n} | {n} / 10 |"),
         "|---|---|---|---|---|---|".to_string(),
     ];
     for (k, &m) in modes.iter().enumerate() {
         let r = &chains[k];
         let at = |end| window(r, end, |c, i| c.total[i]);
-        let (a, b, c) = (at(10), at(1000), at(n));
+        let (a, b, c) = (at(10), at(1000.min(n)), at(n));
         lines.push(format!(
             "| link + finalize + call, module N | {} | {} | {} | {} | {:.2} |",
             m.name(),
@@ -284,7 +302,7 @@ fn main() {
         lines.push("|---|---|---|---|---|---|---|---|---|".into());
         for (k, &m) in modes.iter().enumerate() {
             let r = &chains[k];
-            for end in [10, 1000, n] {
+            for end in [10, 1000.min(n), n] {
                 let st = |f: fn(&remjit::link::LinkTimes) -> Duration| {
                     us(window(r, end, |c, i| f(&c.stages[i])))
                 };
