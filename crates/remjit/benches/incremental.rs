@@ -256,9 +256,9 @@ fn window(runs: &[ChainRun], end: usize, pick: impl Fn(&ChainRun, usize) -> Dura
 }
 
 /// Per-iteration samples of the REPL loop: link, lookup, call, remove.
-fn run_repl(mode: Mode, obj: &[u8], iterations: usize) -> [Vec<Duration>; 5] {
+fn run_repl(mode: Mode, obj: &[u8], iterations: usize) -> [Vec<Duration>; 6] {
     let mut s = session(mode);
-    let mut out: [Vec<Duration>; 5] = Default::default();
+    let mut out: [Vec<Duration>; 6] = Default::default();
     for i in 0..iterations {
         let argv = vec!["repl".to_string(), "x".repeat(i % 8)];
         let t0 = Instant::now();
@@ -267,13 +267,14 @@ fn run_repl(mode: Mode, obj: &[u8], iterations: usize) -> [Vec<Duration>; 5] {
         let t1 = Instant::now();
         let addr = s.lookup("repl").expect("repl");
         let t2 = Instant::now();
-        let r = s.run_main("repl", &argv).unwrap();
+        s.set_program_args(&argv).unwrap();
         let t3 = Instant::now();
-        s.remove_module(m).unwrap();
+        let r = s.executor().run_main(addr).unwrap();
         let t4 = Instant::now();
+        s.remove_module(m).unwrap();
+        let t5 = Instant::now();
         assert_eq!(r as usize, 14 + i % 8);
-        assert_ne!(addr, 0);
-        for (k, d) in [t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3]
+        for (k, d) in [t5 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4]
             .into_iter()
             .enumerate()
         {
@@ -313,7 +314,7 @@ fn main() {
 
     // Interleaved: one run of each mode in turn.
     let mut chains: Vec<Vec<ChainRun>> = modes.iter().map(|_| Vec::new()).collect();
-    let mut repls: Vec<Vec<[Vec<Duration>; 5]>> = modes.iter().map(|_| Vec::new()).collect();
+    let mut repls: Vec<Vec<[Vec<Duration>; 6]>> = modes.iter().map(|_| Vec::new()).collect();
     for _ in 0..chain_runs {
         for (k, &m) in modes.iter().enumerate() {
             let t = Instant::now();
@@ -335,11 +336,16 @@ fn main() {
     let mut lines = vec![
         format!(
             "Incremental linking through the Session API (`cargo bench -p remjit --bench \
-             incremental`): {n} modules linked one by one, each calling the previous one's \
+             incremental`): {} modules linked one by one, each calling the previous one's \
              function, one call after each link; median over the modules just before the \
              named one (out of process, 2 round trips per module with shared memory: \
-             initialize, call; 3 copying: reserve, finalize, call) ({chain_runs} run(s) per mode). REPL: add + link + lookup + call with \
-             arguments + remove, median of {repl_iters} iterations."
+             initialize, call; 3 copying: reserve, finalize, call), {chain_runs} run(s) per \
+             mode. REPL: add + link + lookup + call with arguments + remove, median of {} \
+             iterations (out of process 5 round trips with shared memory: lookup of strlen, \
+             initialize, set args, call, deinitialize; 6 copying: lookup, reserve, finalize, \
+             set args, call, deallocate).",
+            thousands(n),
+            thousands(repl_iters)
         ),
         String::new(),
         format!(
@@ -363,10 +369,12 @@ fn main() {
         ));
     }
     lines.push(String::new());
-    lines.push("| REPL iteration | mode | total | add + link | lookup | call | remove |".into());
-    lines.push("|---|---|---|---|---|---|---|".into());
+    lines.push(
+        "| REPL iteration | mode | total | add + link | lookup | set args | call | remove |".into(),
+    );
+    lines.push("|---|---|---|---|---|---|---|---|".into());
     for (k, &m) in modes.iter().enumerate() {
-        let cols: Vec<String> = (0..5)
+        let cols: Vec<String> = (0..6)
             .map(|j| us(median(repls[k].iter().flat_map(|r| r[j].clone()).collect())))
             .collect();
         lines.push(format!(
