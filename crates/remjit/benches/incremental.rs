@@ -17,9 +17,11 @@
 //!
 //! cargo bench -p remjit --bench incremental [-- --markdown]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod support;
+use support::executor_path;
 
 use remjit::remote::{MemoryMode, RemoteExecutor};
 use remjit::{Session, SessionOptions};
@@ -98,16 +100,6 @@ impl Mode {
             Mode::Copy => "out of process, copying",
         }
     }
-}
-
-fn executor_path() -> PathBuf {
-    // target/release/deps/incremental-* -> target/release/remjit-executor
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("remjit-executor")
 }
 
 fn session(mode: Mode) -> Session {
