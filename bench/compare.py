@@ -67,7 +67,13 @@ def peak_rss(cmd, cwd, procs, tries=3):
             env = dict(os.environ, LD_PRELOAD=hwm_library(), REMJIT_HWM_FILE=path)
             r = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-            reports = [int(line.split()[1]) for line in open(path) if line.strip()]
+            # An executor may end just after its controller: give it up to two seconds.
+            deadline = time.monotonic() + 2
+            while True:
+                reports = [int(line.split()[1]) for line in open(path) if line.strip()]
+                if len(reports) >= procs or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
         finally:
             os.unlink(path)
         if r.returncode == 0 and len(reports) >= best[1]:

@@ -25,7 +25,8 @@ __attribute__((destructor)) static void remjit_bench_report_hwm(void) {
     if (!p) return;
     char line[64];
     int len = snprintf(line, sizeof line, "%d %ld\n", (int)getpid(), strtol(p + 6, NULL, 10));
-    int o = open(out, O_WRONLY | O_APPEND | O_CREAT, 0600);
+    /* No O_CREAT: a process outliving the measurement leaves no file behind. */
+    int o = open(out, O_WRONLY | O_APPEND);
     if (o < 0) return;
     if (write(o, line, (size_t)len) != len) { /* nothing to do: the report is missing */ }
     close(o);
