@@ -5,8 +5,10 @@
 
 Builds the workloads with bench/corpus/build.sh (hello, sqlite, zlib, the 1000-module chain,
 64 MiB of initialised data), then runs every (workload, tool, mode) row interleaved A/B for
---runs rounds and prints a markdown table of median wall time, peak RSS (the process and its
-waited-for children, so the executor counts) and the ratio ours/theirs for each pair.
+--runs rounds and prints a markdown table of median wall time, peak RSS (the sum of the
+processes' own peaks, controller + executor, each reported at exit by bench/hwm.c preloaded)
+and the ratio ours/theirs for each pair; then the Session API benchmarks (cargo bench --bench
+incremental: per-module latency to 10,000 modules, a REPL loop) unless --no-incremental.
 A run that exits non-zero or prints the wrong output shows as FAILED, never as fast.
 With --readme the table replaces the one between the benchmark markers in README.md.
 """
@@ -18,6 +20,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,36 +29,77 @@ LIB = "/usr/lib/x86_64-linux-gnu"
 
 
 def run_once(cmd, cwd, expect):
-    """Runs cmd; returns (seconds, peak RSS in KiB, ok, note)."""
+    """Runs cmd; returns (seconds, ok, note)."""
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=300)
     dt = time.perf_counter() - t0
-    # Peak RSS of the child and the descendants it waited for (the executor).
-    ru = None
-    try:
-        _, _, ru = os.wait4(p.pid, 0)
-    except ChildProcessError:
-        pass
-    rss = ru.ru_maxrss if ru else 0
     if p.returncode != 0:
-        return dt, rss, False, f"exit {p.returncode}: {err.decode(errors='replace').strip()[-160:]}"
+        return dt, False, f"exit {p.returncode}: {err.decode(errors='replace').strip()[-160:]}"
     if expect is not None and out != expect:
-        return dt, rss, False, "wrong output"
-    return dt, rss, True, ""
+        return dt, False, "wrong output"
+    return dt, True, ""
 
 
-def peak_rss(cmd, cwd):
-    """Peak RSS (KiB) of cmd and its waited-for children, measured in a fresh process."""
-    code = ("import os,resource,subprocess,sys;"
-            "r=subprocess.run(sys.argv[2:],cwd=sys.argv[1],stdout=subprocess.DEVNULL,"
-            "stderr=subprocess.DEVNULL);"
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode==0 else -1)")
-    r = subprocess.run([sys.executable, "-c", code, cwd] + cmd, capture_output=True, text=True)
-    try:
-        return int(r.stdout.strip())
-    except ValueError:
-        return -1
+def hwm_library():
+    """Builds bench/hwm.c: a preloaded destructor that reports each process's VmHWM."""
+    out = os.path.join(ROOT, "target", "bench-hwm", "libhwm.so")
+    src = os.path.join(HERE, "hwm.c")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", src, "-o", out], check=True)
+    return out
+
+
+def peak_rss(cmd, cwd, procs, tries=3):
+    """Peak RSS (KiB) of cmd: the SUM of each process's own peak (controller + executor).
+
+    Every process of the run (the controller and the executor it starts, inherited through
+    LD_PRELOAD) reports its VmHWM from a destructor as it exits (bench/hwm.c). A process that
+    dies of a signal reports nothing (llvm-jitlink-executor-19 sometimes crashes as it shuts
+    down): up to `tries` runs, then the best partial sum. Returns (KiB, processes reported), or
+    (-1, 0) when the run fails."""
+    best = (-1, 0)
+    for _ in range(tries):
+        fd, path = tempfile.mkstemp(prefix="remjit-hwm-")
+        os.close(fd)
+        try:
+            env = dict(os.environ, LD_PRELOAD=hwm_library(), REMJIT_HWM_FILE=path)
+            r = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            # An executor may end just after its controller: give it up to two seconds.
+            deadline = time.monotonic() + 2
+            while True:
+                reports = [int(line.split()[1]) for line in open(path) if line.strip()]
+                if len(reports) >= procs or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        finally:
+            os.unlink(path)
+        if r.returncode == 0 and len(reports) >= best[1]:
+            best = (sum(reports), len(reports))
+        if r.returncode == 0 and len(reports) == procs:
+            break
+    if best[1] != procs:
+        print(f"peak RSS of {cmd[0]}: {best[1]} of {procs} processes reported", file=sys.stderr)
+    return best
+
+
+def rss_cell(kib, reported, procs):
+    """"12 MB", or "≥ 12 MB (1 of 2 processes)" when a process did not report."""
+    if kib < 0:
+        return "-"
+    text = f"{kib/1024:.0f} MB"
+    return text if reported == procs else f"≥ {text} ({reported} of {procs} processes)"
+
+
+def incremental_table():
+    """The Session API benchmarks (crates/remjit/benches/incremental.rs) as markdown."""
+    r = subprocess.run(["nice", "cargo", "bench", "-q", "-p", "remjit", "--bench", "incremental",
+                        "--", "--markdown"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        return "Incremental linking benchmark FAILED (cargo bench -p remjit --bench incremental)."
+    return r.stdout.strip()
 
 
 def main():
@@ -64,6 +108,8 @@ def main():
     ap.add_argument("--corpus", default=os.path.join(ROOT, "target", "bench-corpus"))
     ap.add_argument("--only", default="")
     ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--no-incremental", action="store_true",
+                    help="skip the Session API benchmarks (cargo bench --bench incremental)")
     args = ap.parse_args()
 
     remjit = os.path.join(ROOT, "target", "release", "remjit")
@@ -81,7 +127,8 @@ def main():
     llvm = shutil.which("llvm-jitlink-19")
     llvm_exec = shutil.which("llvm-jitlink-executor-19")
 
-    # (row name, workload, our flags, their flags, compare output?)
+    # (row name, workload, our flags, their flags, compare output?); processes are counted from
+    # the flags: in process 1, else 2 (controller + executor).
     rows = [
         ("hello, out of process, shared memory", "hello-pie", [],
          ["--oop-executor=" + str(llvm_exec), "--use-shared-memory"], True),
@@ -97,7 +144,13 @@ def main():
         ("64 MiB data, out of process, shared memory", "bigdata", [],
          ["--oop-executor=" + str(llvm_exec), "--use-shared-memory"], True),
         ("64 MiB data, in process", "bigdata", ["--in-process"], [], True),
-        ("1000-module chain, ours out of process shm vs theirs in process", "chain", [], [], True),
+        ("1000-object chain, one link, ours out of process shm vs theirs in process (one graph "
+         "per object)", "chain", [], [], True),
+        ("1000-object chain, one module per object (--link-each), in process", "chain",
+         ["--in-process", "--link-each"], [], True),
+        # llvm-jitlink-19 out of process fails on this chain (FD-transport disconnected).
+        ("1000-object chain, one module per object (--link-each), ours out of process shm vs "
+         "theirs in process", "chain", ["--link-each"], [], True),
     ]
     if args.only:
         keep = args.only.split(",")
@@ -115,15 +168,17 @@ def main():
         for _ in range(args.runs):
             for who in ("ours", "theirs"):
                 if who == "ours":
-                    dt, _, ok, note = run_once(ours_cmd, args.corpus, expect if check else None)
+                    dt, ok, note = run_once(ours_cmd, args.corpus, expect if check else None)
                     (a.append(dt) if ok else None)
                     a_fail = a_fail or ("" if ok else note)
                 elif theirs_cmd:
-                    dt, _, ok, note = run_once(theirs_cmd, args.corpus, theirs_expect)
+                    dt, ok, note = run_once(theirs_cmd, args.corpus, theirs_expect)
                     (b.append(dt) if ok else None)
                     b_fail = b_fail or ("" if ok else note)
-        ra = peak_rss(ours_cmd, args.corpus)
-        rb = peak_rss(theirs_cmd, args.corpus) if theirs_cmd else -1
+        pa = 1 if "--in-process" in ours else 2
+        pb = 2 if any(f.startswith("--oop-executor") for f in theirs) else 1
+        ra = peak_rss(ours_cmd, args.corpus, pa) + (pa,)
+        rb = peak_rss(theirs_cmd, args.corpus, pb) + (pb,) if theirs_cmd else (-1, 0, pb)
         results.append((title, a, b, a_fail, b_fail, ra, rb))
         fmt = lambda xs, f: f"{statistics.median(xs)*1e3:.1f} ms" if xs and not f else "FAILED"
         print(f"{title}: ours {fmt(a, a_fail)}  theirs {fmt(b, b_fail)}", file=sys.stderr)
@@ -131,7 +186,8 @@ def main():
     lines = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} cores, "
         f"{platform.release()}), median of {args.runs} interleaved runs each; "
-        f"theirs = llvm-jitlink-19 in the matching mode.",
+        f"theirs = llvm-jitlink-19 in the matching mode. Peak RSS: the sum of each process's "
+        f"own peak (VmHWM at exit, controller + executor; bench/hwm.c).",
         "",
         "| workload | remjit | llvm-jitlink-19 | time ratio | peak RSS ours / theirs |",
         "|---|---|---|---|---|",
@@ -144,9 +200,12 @@ def main():
             return f"{statistics.median(xs)*1e3:.1f} ms"
         ratio = (f"{statistics.median(a)/statistics.median(b):.2f}"
                  if a and b and not a_fail and not b_fail else "n/a")
-        rss = (f"{ra/1024:.0f} MB / {rb/1024:.0f} MB = {ra/rb:.2f}" if ra > 0 and rb > 0 else
-               (f"{ra/1024:.0f} MB / -" if ra > 0 else "-"))
+        rss = f"{rss_cell(*ra)} / {rss_cell(*rb)}"
+        if ra[0] > 0 and rb[0] > 0 and ra[1] == ra[2] and rb[1] == rb[2]:
+            rss += f" = {ra[0]/rb[0]:.2f}"
         lines.append(f"| {title} | {cell(a, a_fail)} | {cell(b, b_fail)} | {ratio} | {rss} |")
+    if not args.no_incremental:
+        lines += ["", incremental_table()]
     table = "\n".join(lines)
     print(table)
     if args.readme:

@@ -2,8 +2,10 @@
 //! encode/decode, one call round trip to the executor, and linking one small module end to end
 //! (in process and out of process with shared memory).
 
-use std::path::PathBuf;
 use std::sync::Arc;
+
+mod support;
+use support::executor_path;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use remjit::link::fixup::{apply_relaxation, relaxation_for, reloc_kind, write_value, Width};
@@ -32,16 +34,6 @@ fn small_object() -> Vec<u8> {
         .unwrap();
     assert!(st.success());
     std::fs::read(obj).unwrap()
-}
-
-fn executor_path() -> PathBuf {
-    // target/release/deps/hot_paths-* -> target/release/remjit-executor
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("remjit-executor")
 }
 
 fn benches(c: &mut Criterion) {

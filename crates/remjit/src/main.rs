@@ -29,6 +29,11 @@ struct Cli {
     /// The entry point, called as `int main(int, char **, char **)`.
     #[arg(long, value_name = "SYM", default_value = "main")]
     entry: String,
+    /// Link each input object as its own module, in the order given, each resolved against
+    /// the modules before it. An archive joins the module of the object before it (the first
+    /// module if none), -l libraries the last module.
+    #[arg(long)]
+    link_each: bool,
     /// Print the time of each phase on stderr.
     #[arg(long)]
     show_times: bool,
@@ -110,6 +115,7 @@ const LONG_OPTIONS: &[&str] = &[
     "noexec",
     "entry",
     "show-times",
+    "link-each",
     "preload",
     "abs",
     "define-abs",
@@ -361,7 +367,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         run_initializers: !cli.noexec,
         library_dirs: cli.library_dirs.clone(),
         compile_flags: cli.compiler_flags.clone(),
-        required_entry: (!cli.noexec).then(|| cli.entry.clone()),
+        // With --link-each, only the last module need define it: checked after the links.
+        required_entry: (!cli.noexec && !cli.link_each).then(|| cli.entry.clone()),
         record_link_map: !cli.check.is_empty(),
         slab_address: slab_placement(&cli)?,
         perf: remjit_executor::runtime::perf::PerfOutputs {
@@ -424,14 +431,7 @@ fn link_and_run(
     for p in &cli.preload {
         session.load_library(p)?;
     }
-    for input in &cli.inputs {
-        session.add_file(input)?;
-    }
-    for lib in &cli.libraries {
-        session.add_library(lib)?;
-    }
-    let t_read = t_start.elapsed();
-    let module = session.link()?;
+    let (t_read, module) = add_inputs_and_link(cli, session, t_start)?;
     if !cli.check.is_empty() && !run_checks(cli, session, module)? {
         return Ok(1);
     }
@@ -488,6 +488,32 @@ fn link_and_run(
         );
     }
     Ok(status)
+}
+
+/// Adds the inputs and links them: as one module, or with `--link-each` one module per object.
+/// Returns the time spent before the last link.
+fn add_inputs_and_link(
+    cli: &Cli,
+    session: &mut Session,
+    t_start: Instant,
+) -> anyhow::Result<(std::time::Duration, remjit::ModuleId)> {
+    if cli.link_each && !cli.check.is_empty() {
+        bail!("--check reads one module's link: it cannot be combined with --link-each");
+    }
+    for input in &cli.inputs {
+        // With --link-each, the object before this input is linked now, with the archives
+        // given between them.
+        if cli.link_each && session.has_pending_objects() {
+            session.link()?;
+        }
+        session.add_file(input)?;
+    }
+    for lib in &cli.libraries {
+        session.add_library(lib)?;
+    }
+    let t_read = t_start.elapsed();
+    let module = session.link()?;
+    Ok((t_read, module))
 }
 
 /// Milliseconds since `t`.

@@ -238,6 +238,13 @@ impl Session {
         }));
     }
 
+    /// Whether an object waits for the next link (archives alone do not make a module).
+    pub fn has_pending_objects(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|i| matches!(i, LinkInput::Object(_)))
+    }
+
     /// Finds `-l NAME` and adds it.
     pub fn add_library(&mut self, name: &str) -> Result<()> {
         let p = self.search.find(name)?;

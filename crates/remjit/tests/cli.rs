@@ -470,3 +470,30 @@ fn remjit_alone_is_its_own_executor() {
         assert_same(&format!("alone {mode:?}"), &out, &expect);
     }
 }
+
+/// `--link-each`: one module per object, in the order given, each resolved against the modules
+/// before it. Given in link order the chain runs as natively linked; with main first, main's
+/// module cannot see the functions of modules not yet linked (one link resolves them all).
+#[test]
+fn link_each_links_one_module_per_object() {
+    let dir = work_dir("link-each");
+    let objs = chain_objects(&dir, 50);
+    let expect = native(&dir, "chain", &objs, &[], &[]);
+    for mode in MODES {
+        let out = jit(mode, &objs, &["--link-each"], &[]);
+        assert_same(&format!("--link-each {mode:?}"), &out, &expect);
+    }
+    let mut main_first = objs.clone();
+    main_first.rotate_right(1);
+    let out = jit(&["--in-process"], &main_first, &[], &[]);
+    assert_same("main first, one link", &out, &expect);
+    let out = jit(&["--in-process"], &main_first, &["--link-each"], &[]);
+    assert_fails(
+        "main first, --link-each",
+        &out,
+        &format!(
+            "remjit: error: 1 undefined symbol(s):\n  link00049 (referenced by {})\n",
+            main_first[0].display()
+        ),
+    );
+}
