@@ -103,6 +103,8 @@ struct Module {
     finalized_for_exit: bool,
     map: Option<LinkMap>,
     debug: ModuleDebug,
+    /// Its inputs with DWARF, read only to describe a crash (file:line).
+    debug_inputs: Vec<debug::DebugInput>,
     /// Modules whose code or data this one's relocations bound to.
     deps: BTreeSet<ModuleId>,
     /// COMDAT groups this module kept, and the group symbols it registered.
@@ -362,6 +364,7 @@ impl Session {
             comdat_symbols,
             map: m.map,
             debug: ModuleDebug::default(),
+            debug_inputs: m.debug_inputs,
         }
     }
 
@@ -468,6 +471,17 @@ impl Session {
             }
         }
         None
+    }
+
+    /// Finds source lines of JIT'd code (of objects with DWARF), for crash reports.
+    pub fn source_lines(&self) -> debug::SourceLines<'_> {
+        let modules = self.modules.values();
+        debug::SourceLines::new(
+            modules
+                .filter(|m| !m.debug_inputs.is_empty())
+                .map(|m| (m.alloc.base, m.alloc.size, m.debug_inputs.as_slice()))
+                .collect(),
+        )
     }
 
     /// Every JIT'd function, for crash reports.

@@ -364,6 +364,7 @@ fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
         out.push(b" (pc ");
         hex(out, r.pc);
         out.push(b")");
+        write_jit_callers(r, out, jit);
         return;
     }
     if !r.lib.is_empty() {
@@ -391,6 +392,26 @@ fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
         .iter()
         .find(|&&ret| jit(ret.wrapping_sub(1), &mut Line::<0>::new()))
     {
+        out.push(b", called from ");
+        jit(ret.wrapping_sub(1), out);
+    }
+}
+
+/// JIT'd callers shown after a crash in JIT'd code (a deep recursion repeats itself).
+const MAX_JIT_CALLERS: usize = 8;
+
+/// The backtrace through JIT'd frames above a crash in JIT'd code: `, called from ...` for each
+/// caller, up to the first frame that is not JIT'd code.
+fn write_jit_callers(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
+    for (i, &ret) in r.callers().iter().enumerate() {
+        if i == MAX_JIT_CALLERS {
+            out.push(b", ...");
+            return;
+        }
+        // A return address points after its call: name the call's own byte.
+        if !jit(ret.wrapping_sub(1), &mut Line::<0>::new()) {
+            return;
+        }
         out.push(b", called from ");
         jit(ret.wrapping_sub(1), out);
     }
