@@ -191,13 +191,37 @@ impl<'a> SourceLines<'a> {
             let loc = ctx.find_location(addr).ok()??;
             Some((loc.file?.to_string(), loc.line?))
         })?;
-        let cwd = std::env::current_dir().ok();
-        let shown = cwd
-            .as_deref()
-            .and_then(|d| std::path::Path::new(&file).strip_prefix(d).ok())
-            .map_or(file.clone(), |p| p.display().to_string());
-        Some(format!("{shown}:{line}"))
+        Some(format!("{}:{line}", shown_path(&file)))
     }
+}
+
+/// A source path as a crash report shows it: relative to the current directory when under it.
+fn shown_path(file: &str) -> String {
+    let cwd = std::env::current_dir().ok();
+    cwd.as_deref()
+        .and_then(|d| std::path::Path::new(file).strip_prefix(d).ok())
+        .map_or(file.to_string(), |p| p.display().to_string())
+}
+
+/// Each function's `(address, line, file)` rows by its address, for the in-process crash
+/// handler (which cannot read DWARF when the crash comes). Empty without DWARF.
+pub fn function_lines(
+    functions: &[FunctionSymbol],
+    inputs: &[DebugInput],
+) -> HashMap<u64, Vec<(u64, u32, String)>> {
+    if inputs.is_empty() {
+        return HashMap::new();
+    }
+    perf_functions(functions, inputs)
+        .into_iter()
+        .map(|f| {
+            let rows = f.lines.into_iter();
+            (
+                f.addr,
+                rows.map(|(a, l, p)| (a, l, shown_path(&p))).collect(),
+            )
+        })
+        .collect()
 }
 
 /// The module's functions with their line tables (where some input has DWARF for them; DWARF

@@ -484,11 +484,13 @@ impl Session {
         )
     }
 
-    /// Every JIT'd function, for crash reports.
+    /// Every JIT'd function, for crash reports in process (with its line rows: this reads the
+    /// DWARF of the inputs that have it).
     pub fn jit_functions(&self) -> Vec<remjit_executor::crash::JitFunction> {
         let mut out = Vec::new();
         for m in self.modules.values() {
             let module = m.objects.join(" ");
+            let mut lines = debug::function_lines(&m.functions, &m.debug_inputs);
             out.extend(
                 m.functions
                     .iter()
@@ -497,6 +499,7 @@ impl Session {
                         end: f.addr.saturating_add(f.size.max(1)),
                         name: f.name.clone(),
                         module: module.clone(),
+                        lines: lines.remove(&f.addr).unwrap_or_default(),
                     }),
             );
         }

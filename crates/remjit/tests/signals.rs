@@ -437,7 +437,7 @@ fn crash_report_names_source_lines_with_debug_info() {
     let dir = tempfile::tempdir().unwrap();
     let (fault, call) = (crash_line("FAULT"), crash_line("CALL"));
     let head = "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x?, in ";
-    for mode in [&[][..], &["--no-shared-memory"]] {
+    for mode in MODES {
         let err = crash_c_report(dir.path(), &["-g", "-O0"], mode);
         assert_eq!(
             without_hex(&err),
@@ -448,16 +448,8 @@ fn crash_report_names_source_lines_with_debug_info() {
             "{mode:?}"
         );
     }
-    // In process, the handler formats the report itself, without allocating: no lines.
-    let err = crash_c_report(dir.path(), &["-g", "-O0"], &["--in-process"]);
-    assert_eq!(
-        without_hex(&err),
-        format!(
-            "{head}`poke`+0x? (module crash.o) (pc 0x?), called from `main`+0x? (module crash.o)\n"
-        )
-    );
     // Without debug info, the report names functions only.
-    for mode in [&[][..], &["--no-shared-memory"]] {
+    for mode in MODES {
         let err = crash_c_report(dir.path(), &["-O0"], mode);
         assert_eq!(
             without_hex(&err),

@@ -498,6 +498,34 @@ mod tests {
     }
 
     #[test]
+    fn jit_backtrace_stops_at_native_code_and_is_capped() {
+        let jit = |pc: u64, out: &mut dyn Sink| {
+            (0x4000_0000..0x4000_1000).contains(&pc) && {
+                write_function(out, b"f", pc - 0x4000_0000, b"r.o");
+                true
+            }
+        };
+        let mut r = CrashReport::new(11);
+        r.code = 1;
+        r.pc = 0x4000_0010;
+        r.frames[..4].copy_from_slice(&[0x4000_0010, 0x4000_0021, 0x5000_0000, 0x4000_0031]);
+        r.nframes = 4;
+        let mut s = String::new();
+        describe(11, Some(&r), &mut s, &jit);
+        assert_eq!(
+            s,
+            "the JIT'd code crashed: SIGSEGV (signal 11), in `f`+0x10 (module r.o) (pc \
+             0x40000010), called from `f`+0x20 (module r.o)"
+        );
+        r.frames = [0x4000_0041; MAX_FRAMES];
+        r.nframes = MAX_FRAMES;
+        s.clear();
+        describe(11, Some(&r), &mut s, &jit);
+        assert_eq!(s.matches(", called from `f`+0x40 (module r.o)").count(), 8);
+        assert!(s.ends_with("(module r.o), ..."), "{s}");
+    }
+
+    #[test]
     fn signals_without_reports_or_addresses() {
         let mut s = String::new();
         describe(10, None, &mut s, &no_jit);
