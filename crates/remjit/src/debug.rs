@@ -191,15 +191,15 @@ impl<'a> SourceLines<'a> {
             let loc = ctx.find_location(addr).ok()??;
             Some((loc.file?.to_string(), loc.line?))
         })?;
-        Some(format!("{}:{line}", shown_path(&file)))
+        let cwd = std::env::current_dir().ok();
+        Some(format!("{}:{line}", shown_path(&file, cwd.as_deref())))
     }
 }
 
-/// A source path as a crash report shows it: relative to the current directory when under it.
-fn shown_path(file: &str) -> String {
-    let cwd = std::env::current_dir().ok();
-    cwd.as_deref()
-        .and_then(|d| std::path::Path::new(file).strip_prefix(d).ok())
+/// A source path as a crash report shows it: relative to `cwd` (the current directory) when
+/// under it.
+fn shown_path(file: &str, cwd: Option<&std::path::Path>) -> String {
+    cwd.and_then(|d| std::path::Path::new(file).strip_prefix(d).ok())
         .map_or(file.to_string(), |p| p.display().to_string())
 }
 
@@ -212,14 +212,19 @@ pub fn function_lines(
     if inputs.is_empty() {
         return HashMap::new();
     }
+    let cwd = std::env::current_dir().ok();
+    let mut shown: HashMap<String, String> = HashMap::new();
+    let mut show = |p: String| {
+        let s = shown
+            .entry(p)
+            .or_insert_with_key(|p| shown_path(p, cwd.as_deref()));
+        s.clone()
+    };
     perf_functions(functions, inputs)
         .into_iter()
         .map(|f| {
             let rows = f.lines.into_iter();
-            (
-                f.addr,
-                rows.map(|(a, l, p)| (a, l, shown_path(&p))).collect(),
-            )
+            (f.addr, rows.map(|(a, l, p)| (a, l, show(p))).collect())
         })
         .collect()
 }
