@@ -5,6 +5,7 @@
 //!   of a relocatable object itself); removing the module deregisters the copies.
 //! - perf: the perf map and the jitdump file (with line tables, from the DWARF relocated here).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -155,6 +156,77 @@ fn line_context(input: &DebugInput) -> Option<addr2line::Context<Reader>> {
     })
     .ok()?;
     addr2line::Context::from_dwarf(dwarf).ok()
+}
+
+/// Finds the source lines of JIT'd code for a crash report. Each module's DWARF is read at
+/// its first question (only a crash asks: linking costs nothing more), then kept.
+pub struct SourceLines<'a> {
+    /// Each module's memory (base, size) and its inputs with DWARF.
+    modules: Vec<(u64, u64, &'a [DebugInput])>,
+    contexts: RefCell<HashMap<usize, Vec<addr2line::Context<Reader>>>>,
+}
+
+impl<'a> SourceLines<'a> {
+    /// Over modules given as (memory base, memory size, inputs with DWARF).
+    pub fn new(modules: Vec<(u64, u64, &'a [DebugInput])>) -> Self {
+        SourceLines {
+            modules,
+            contexts: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// `file.c:LINE` of the code at `addr`, when its object has DWARF for it. A file under the
+    /// current directory is named relative to it.
+    pub fn line(&self, addr: u64) -> Option<String> {
+        let (i, &(_, _, inputs)) = self
+            .modules
+            .iter()
+            .enumerate()
+            .find(|(_, &(base, size, _))| addr >= base && addr - base < size)?;
+        let mut contexts = self.contexts.borrow_mut();
+        let ctxs = contexts
+            .entry(i)
+            .or_insert_with(|| inputs.iter().filter_map(line_context).collect());
+        let (file, line) = ctxs.iter().find_map(|ctx| {
+            let loc = ctx.find_location(addr).ok()??;
+            Some((loc.file?.to_string(), loc.line?))
+        })?;
+        let cwd = std::env::current_dir().ok();
+        Some(format!("{}:{line}", shown_path(&file, cwd.as_deref())))
+    }
+}
+
+/// A source path as a crash report shows it: relative to `cwd` (the current directory) when
+/// under it.
+fn shown_path(file: &str, cwd: Option<&std::path::Path>) -> String {
+    cwd.and_then(|d| std::path::Path::new(file).strip_prefix(d).ok())
+        .map_or(file.to_string(), |p| p.display().to_string())
+}
+
+/// Each function's `(address, line, file)` rows by its address, for the in-process crash
+/// handler (which cannot read DWARF when the crash comes). Empty without DWARF.
+pub fn function_lines(
+    functions: &[FunctionSymbol],
+    inputs: &[DebugInput],
+) -> HashMap<u64, Vec<(u64, u32, String)>> {
+    if inputs.is_empty() {
+        return HashMap::new();
+    }
+    let cwd = std::env::current_dir().ok();
+    let mut shown: HashMap<String, String> = HashMap::new();
+    let mut show = |p: String| {
+        let s = shown
+            .entry(p)
+            .or_insert_with_key(|p| shown_path(p, cwd.as_deref()));
+        s.clone()
+    };
+    perf_functions(functions, inputs)
+        .into_iter()
+        .map(|f| {
+            let rows = f.lines.into_iter();
+            (f.addr, rows.map(|(a, l, p)| (a, l, show(p))).collect())
+        })
+        .collect()
 }
 
 /// The module's functions with their line tables (where some input has DWARF for them; DWARF

@@ -395,9 +395,13 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
             Ok(status)
         }
         (Mode::Remote(exec), Err(e)) => {
+            let lines = session.source_lines();
             let jit = |pc: u64, out: &mut dyn Sink| match session.symbolize(pc) {
                 Some((module, f, off)) => {
                     write_function(out, f.as_bytes(), off, module.as_bytes());
+                    if let Some(line) = lines.line(pc) {
+                        out.push(format!(" at {line}").as_bytes());
+                    }
                     true
                 }
                 None => false,

@@ -103,6 +103,8 @@ struct Module {
     finalized_for_exit: bool,
     map: Option<LinkMap>,
     debug: ModuleDebug,
+    /// Its inputs with DWARF, read only to describe a crash (file:line).
+    debug_inputs: Vec<debug::DebugInput>,
     /// Modules whose code or data this one's relocations bound to.
     deps: BTreeSet<ModuleId>,
     /// COMDAT groups this module kept, and the group symbols it registered.
@@ -369,6 +371,7 @@ impl Session {
             comdat_symbols,
             map: m.map,
             debug: ModuleDebug::default(),
+            debug_inputs: m.debug_inputs,
         }
     }
 
@@ -477,11 +480,24 @@ impl Session {
         None
     }
 
-    /// Every JIT'd function, for crash reports.
+    /// Finds source lines of JIT'd code (of objects with DWARF), for crash reports.
+    pub fn source_lines(&self) -> debug::SourceLines<'_> {
+        let modules = self.modules.values();
+        debug::SourceLines::new(
+            modules
+                .filter(|m| !m.debug_inputs.is_empty())
+                .map(|m| (m.alloc.base, m.alloc.size, m.debug_inputs.as_slice()))
+                .collect(),
+        )
+    }
+
+    /// Every JIT'd function, for crash reports in process (with its line rows: this reads the
+    /// DWARF of the inputs that have it).
     pub fn jit_functions(&self) -> Vec<remjit_executor::crash::JitFunction> {
         let mut out = Vec::new();
         for m in self.modules.values() {
             let module = m.objects.join(" ");
+            let mut lines = debug::function_lines(&m.functions, &m.debug_inputs);
             out.extend(
                 m.functions
                     .iter()
@@ -490,6 +506,7 @@ impl Session {
                         end: f.addr.saturating_add(f.size.max(1)),
                         name: f.name.clone(),
                         module: module.clone(),
+                        lines: lines.remove(&f.addr).unwrap_or_default(),
                     }),
             );
         }

@@ -397,3 +397,67 @@ fn uncaught_exception_terminates_as_natively() {
         check_report(&err, terminate, &["SIGABRT (signal 6)"], &[]);
     }
 }
+
+/// The line of `crash.c` holding `marker`.
+fn crash_line(marker: &str) -> usize {
+    let src = std::fs::read_to_string(program("crash.c")).unwrap();
+    1 + src.lines().position(|l| l.contains(marker)).unwrap()
+}
+
+/// Every hex number (`0x...`) as `0x?`: addresses and offsets change with the build.
+fn without_hex(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("0x") {
+        out.push_str(&rest[..i + 2]);
+        rest = rest[i + 2..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+        out.push('?');
+    }
+    out + rest
+}
+
+/// `crash.c` compiled with `flags` in `dir`, run by remjit in `mode` from `dir`: its stderr.
+fn crash_c_report(dir: &Path, flags: &[&str], mode: &[&str]) -> String {
+    let src = dir.join("crash.c");
+    std::fs::copy(program("crash.c"), &src).unwrap();
+    compile(dir, &src, "crash.o", flags);
+    let mut cmd = Command::new(remjit());
+    cmd.args(mode)
+        .arg("crash.o")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    no_core_dumps(&mut cmd);
+    let (out, err, st) = outcome(cmd);
+    assert_eq!((out.as_str(), st), ("before\n", 139), "{mode:?}: {err}");
+    err
+}
+
+#[test]
+fn crash_report_names_source_lines_with_debug_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fault, call) = (crash_line("FAULT"), crash_line("CALL"));
+    let head = "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x?, in ";
+    for mode in MODES {
+        let err = crash_c_report(dir.path(), &["-g", "-O0"], mode);
+        assert_eq!(
+            without_hex(&err),
+            format!(
+                "{head}`poke`+0x? (module crash.o) at crash.c:{fault} (pc 0x?), called from \
+                 `main`+0x? (module crash.o) at crash.c:{call}\n"
+            ),
+            "{mode:?}"
+        );
+    }
+    // Without debug info, the report names functions only.
+    for mode in MODES {
+        let err = crash_c_report(dir.path(), &["-O0"], mode);
+        assert_eq!(
+            without_hex(&err),
+            format!(
+                "{head}`poke`+0x? (module crash.o) (pc 0x?), called from `main`+0x? \
+                 (module crash.o)\n"
+            ),
+            "{mode:?}"
+        );
+    }
+}

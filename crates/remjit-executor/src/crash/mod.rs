@@ -43,6 +43,22 @@ pub struct JitFunction {
     pub name: String,
     /// The module's objects.
     pub module: String,
+    /// `(address, line, file)` rows by address, when its object has DWARF: the handler names
+    /// the line of a pc from them without allocating.
+    pub lines: Vec<(u64, u32, String)>,
+}
+
+impl JitFunction {
+    /// Writes ` at file.c:LINE` for `pc`, when a line row covers it.
+    fn write_line(&self, pc: u64, out: &mut dyn Sink) {
+        let i = self.lines.partition_point(|r| r.0 <= pc);
+        if let Some((_, line, file)) = i.checked_sub(1).and_then(|i| self.lines.get(i)) {
+            out.push(b" at ");
+            out.push(file.as_bytes());
+            out.push(b":");
+            dec(out, i64::from(*line));
+        }
+    }
 }
 
 static JIT_FUNCTIONS: AtomicPtr<Vec<JitFunction>> = AtomicPtr::new(std::ptr::null_mut());
@@ -51,6 +67,9 @@ static JIT_FUNCTIONS: AtomicPtr<Vec<JitFunction>> = AtomicPtr::new(std::ptr::nul
 /// handler may be reading the previous one).
 pub fn set_jit_functions(mut functions: Vec<JitFunction>) {
     functions.sort_by_key(|f| f.start);
+    for f in &mut functions {
+        f.lines.sort_by_key(|r| r.0);
+    }
     let p = Box::into_raw(Box::new(functions));
     JIT_FUNCTIONS.store(p, Ordering::Release);
 }
@@ -66,6 +85,7 @@ fn jit_in_process(pc: u64, out: &mut dyn Sink) -> bool {
     match i.checked_sub(1).and_then(|i| table.get(i)) {
         Some(f) if pc < f.end => {
             write_function(out, f.name.as_bytes(), pc - f.start, f.module.as_bytes());
+            f.write_line(pc, out);
             true
         }
         _ => false,

@@ -364,6 +364,7 @@ fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
         out.push(b" (pc ");
         hex(out, r.pc);
         out.push(b")");
+        write_jit_callers(r, out, jit);
         return;
     }
     if !r.lib.is_empty() {
@@ -391,6 +392,26 @@ fn write_location(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
         .iter()
         .find(|&&ret| jit(ret.wrapping_sub(1), &mut Line::<0>::new()))
     {
+        out.push(b", called from ");
+        jit(ret.wrapping_sub(1), out);
+    }
+}
+
+/// JIT'd callers shown after a crash in JIT'd code (a deep recursion repeats itself).
+const MAX_JIT_CALLERS: usize = 8;
+
+/// The backtrace through JIT'd frames above a crash in JIT'd code: `, called from ...` for each
+/// caller, up to the first frame that is not JIT'd code.
+fn write_jit_callers(r: &CrashReport, out: &mut dyn Sink, jit: Symbolize) {
+    for (i, &ret) in r.callers().iter().enumerate() {
+        if i == MAX_JIT_CALLERS {
+            out.push(b", ...");
+            return;
+        }
+        // A return address points after its call: name the call's own byte.
+        if !jit(ret.wrapping_sub(1), &mut Line::<0>::new()) {
+            return;
+        }
         out.push(b", called from ");
         jit(ret.wrapping_sub(1), out);
     }
@@ -474,6 +495,34 @@ mod tests {
             "the JIT'd code crashed: SIGSEGV (signal 11) at address 0x10, in `strlen`+0x10 \
              (/lib/with space/libc.so.6), called from `caller`+0x233 (module c.o)"
         );
+    }
+
+    #[test]
+    fn jit_backtrace_stops_at_native_code_and_is_capped() {
+        let jit = |pc: u64, out: &mut dyn Sink| {
+            (0x4000_0000..0x4000_1000).contains(&pc) && {
+                write_function(out, b"f", pc - 0x4000_0000, b"r.o");
+                true
+            }
+        };
+        let mut r = CrashReport::new(11);
+        r.code = 1;
+        r.pc = 0x4000_0010;
+        r.frames[..4].copy_from_slice(&[0x4000_0010, 0x4000_0021, 0x5000_0000, 0x4000_0031]);
+        r.nframes = 4;
+        let mut s = String::new();
+        describe(11, Some(&r), &mut s, &jit);
+        assert_eq!(
+            s,
+            "the JIT'd code crashed: SIGSEGV (signal 11), in `f`+0x10 (module r.o) (pc \
+             0x40000010), called from `f`+0x20 (module r.o)"
+        );
+        r.frames = [0x4000_0041; MAX_FRAMES];
+        r.nframes = MAX_FRAMES;
+        s.clear();
+        describe(11, Some(&r), &mut s, &jit);
+        assert_eq!(s.matches(", called from `f`+0x40 (module r.o)").count(), 8);
+        assert!(s.ends_with("(module r.o), ..."), "{s}");
     }
 
     #[test]
