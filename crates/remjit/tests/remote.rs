@@ -108,6 +108,50 @@ fn exit_from_jit_code_is_the_status() {
 }
 
 #[test]
+fn a_program_the_jit_code_starts_does_not_hold_the_session_open() {
+    let dir = work_dir("remote-daemon");
+    let pidfile = dir.join("daemon.pid");
+    let _ = std::fs::remove_file(&pidfile);
+    // A background program outlives the executor, which then dies: had it inherited the
+    // session's socket or the crash-report pipe, remjit would wait for it.
+    let o = source(
+        &dir,
+        "daemon",
+        "#include <stdio.h>\n#include <stdlib.h>\nint main(int argc, char **argv) {\n\
+         char cmd[4096];\n\
+         snprintf(cmd, sizeof cmd, \"sh -c 'echo $$ > %s; exec sleep 300' </dev/null >/dev/null \
+         2>&1 &\", argv[1]);\n\
+         if (argc < 2 || system(cmd) != 0) return 3;\n abort();\n}\n",
+        &["-O2"],
+    );
+    /// Ends the background program, also when the test fails.
+    struct Daemon(PathBuf);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Some(p) = std::fs::read_to_string(&self.0)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u32>().ok())
+                {
+                    let _ = Command::new("kill").arg(p.to_string()).status();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _daemon = Daemon(pidfile.clone());
+    let mut cmd = Command::new(remjit());
+    cmd.arg(&o).arg("--args").arg(&pidfile);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("SIGABRT"), "{err}");
+}
+
+#[test]
 fn no_executor_survives_a_killed_controller() {
     let dir = work_dir("remote-kill");
     let o = source(
