@@ -107,6 +107,25 @@ fn exit_from_jit_code_is_the_status() {
     }
 }
 
+/// Ends a background process of a test (its pid is in the file), also when the test fails.
+struct Daemon(PathBuf);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(p) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                let _ = Command::new("kill").arg(p.to_string()).status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn a_program_the_jit_code_starts_does_not_hold_the_session_open() {
     let dir = work_dir("remote-daemon");
@@ -124,25 +143,36 @@ fn a_program_the_jit_code_starts_does_not_hold_the_session_open() {
          if (argc < 2 || system(cmd) != 0) return 3;\n abort();\n}\n",
         &["-O2"],
     );
-    /// Ends the background program, also when the test fails.
-    struct Daemon(PathBuf);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Some(p) = std::fs::read_to_string(&self.0)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u32>().ok())
-                {
-                    let _ = Command::new("kill").arg(p.to_string()).status();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
     let _daemon = Daemon(pidfile.clone());
+    let mut cmd = Command::new(remjit());
+    cmd.arg(&o).arg("--args").arg(&pidfile);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("SIGABRT"), "{err}");
+}
+
+#[test]
+fn a_process_the_jit_code_forks_does_not_hold_the_session_open() {
+    let dir = work_dir("remote-fork");
+    let pidfile = dir.join("forked.pid");
+    let _ = std::fs::remove_file(&pidfile);
+    // The forked child keeps every descriptor the executor has (no exec): the session's
+    // socket and the crash-report pipe stay open after the executor dies.
+    let o = source(
+        &dir,
+        "forked",
+        "#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         int main(int argc, char **argv) {\n\
+         if (argc < 2) return 3;\n\
+         if (fork() == 0) {\n\
+           FILE *f = fopen(argv[1], \"w\"); fprintf(f, \"%d\\n\", (int)getpid()); fclose(f);\n\
+           close(0); close(1); close(2); sleep(300); _exit(0);\n\
+         }\n\
+         abort();\n}\n",
+        &["-O2"],
+    );
+    let _forked = Daemon(pidfile.clone());
     let mut cmd = Command::new(remjit());
     cmd.arg(&o).arg("--args").arg(&pidfile);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
