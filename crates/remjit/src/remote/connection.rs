@@ -263,9 +263,13 @@ pub fn is_stopped(pid: u32) -> bool {
     proc_state(pid).is_some_and(|s| s == "T" || s == "t")
 }
 
-/// Whether process `pid` (our child) has ended: a zombie, or gone.
+/// Whether process `pid` (our child) has ended: a zombie, or gone (when /proc is there to
+/// tell).
 fn is_dead(pid: u32) -> bool {
-    proc_state(pid).is_none_or(|s| s == "Z" || s == "X")
+    match proc_state(pid) {
+        Some(s) => s == "Z" || s == "X",
+        None => std::path::Path::new("/proc/self/stat").exists(),
+    }
 }
 
 /// Reads the Setup frame (first) and hands it over through `setup_tx`.
