@@ -28,6 +28,16 @@ fn is_socket(fd: RawFd) -> bool {
     }
 }
 
+/// Marks a descriptor the controller handed us close-on-exec: programs the JIT'd code starts
+/// must not hold the session's stream or the crash-report pipe open (the controller would
+/// then never see them close when the executor dies).
+fn keep_from_programs(fd: RawFd) {
+    if fd > 2 {
+        // SAFETY: fcntl(2) on a descriptor number; one that is not open gives EBADF only.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
 pub fn main() {
     // Reports of crashes of JIT'd code go where the controller asked (stderr otherwise).
     let report_fd = std::env::var("REMJIT_REPORT_FD")
@@ -35,6 +45,7 @@ pub fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     std::env::remove_var("REMJIT_REPORT_FD");
+    keep_from_programs(report_fd);
     if let Err(e) = crash::install(report_fd) {
         eprintln!("remjit-executor: cannot install crash handlers: {e}");
     }
@@ -56,6 +67,8 @@ pub fn main() {
         if inp < 0 || out < 0 {
             usage();
         }
+        keep_from_programs(inp);
+        keep_from_programs(out);
         if inp == out && is_socket(inp) {
             // SAFETY: the descriptor was handed to us by the parent and is ours now.
             let s = unsafe { UnixStream::from_raw_fd(inp) };

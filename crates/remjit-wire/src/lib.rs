@@ -10,6 +10,7 @@ pub mod auth;
 pub mod frame;
 pub mod names;
 pub mod sps;
+pub mod tcp;
 pub mod types;
 
 /// What can go wrong reading the wire.

@@ -107,6 +107,73 @@ fn exit_from_jit_code_is_the_status() {
     }
 }
 
+/// Ends a background process of a test (its pid is in the file), also when the test fails.
+struct Daemon(PathBuf);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(p) = std::fs::read_to_string(&self.0)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                let _ = Command::new("kill").arg(p.to_string()).status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `text` (C, given a pid file as its argument), which leaves a process behind that
+/// writes its pid there and holds some of the executor's descriptors, then aborts: remjit must
+/// report the abort rather than wait for that process.
+fn abort_leaving_a_holder(name: &str, text: &str) {
+    let dir = work_dir(&format!("remote-{name}"));
+    let pidfile = dir.join(format!("{name}.pid"));
+    let _ = std::fs::remove_file(&pidfile);
+    let o = source(&dir, name, text, &["-O2"]);
+    let _holder = Daemon(pidfile.clone());
+    let mut cmd = Command::new(remjit());
+    cmd.arg(&o).arg("--args").arg(&pidfile);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("SIGABRT"), "{err}");
+}
+
+#[test]
+fn a_program_the_jit_code_starts_does_not_hold_the_session_open() {
+    // A background program outlives the executor, which then dies: had it inherited the
+    // session's socket or the crash-report pipe, remjit would wait for it.
+    abort_leaving_a_holder(
+        "daemon",
+        "#include <stdio.h>\n#include <stdlib.h>\nint main(int argc, char **argv) {\n\
+         char cmd[4096];\n\
+         snprintf(cmd, sizeof cmd, \"sh -c 'echo $$ > %s; exec sleep 300' </dev/null >/dev/null \
+         2>&1 &\", argv[1]);\n\
+         if (argc < 2 || system(cmd) != 0) return 3;\n abort();\n}\n",
+    );
+}
+
+#[test]
+fn a_process_the_jit_code_forks_does_not_hold_the_session_open() {
+    // The forked child keeps every descriptor the executor has (no exec): the session's
+    // socket and the crash-report pipe stay open after the executor dies.
+    abort_leaving_a_holder(
+        "forked",
+        "#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         int main(int argc, char **argv) {\n\
+         if (argc < 2) return 3;\n\
+         if (fork() == 0) {\n\
+           FILE *f = fopen(argv[1], \"w\"); fprintf(f, \"%d\\n\", (int)getpid()); fclose(f);\n\
+           close(0); close(1); close(2); sleep(300); _exit(0);\n\
+         }\n\
+         abort();\n}\n",
+    );
+}
+
 #[test]
 fn no_executor_survives_a_killed_controller() {
     let dir = work_dir("remote-kill");

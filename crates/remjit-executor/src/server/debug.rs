@@ -45,9 +45,15 @@ pub fn perf_record(s: &Services, args: &[u8]) -> Vec<u8> {
             })
             .collect();
         for f in &fns {
-            s.memory.check(f.addr, f.size)?;
+            if jitdump {
+                // The jitdump record copies the code bytes: they must be readable.
+                s.memory.check_readable(f.addr, f.size)?;
+            } else {
+                s.memory.check(f.addr, f.size)?;
+            }
         }
-        // SAFETY: every function lies in memory this executor handed out (checked above).
+        // SAFETY: every function lies in memory this executor handed out, readable when the
+        // jitdump file copies its bytes (checked above).
         unsafe { perf::record(&fns, perf::PerfOutputs { map, jitdump }) }
     })();
     SpsError::from(r).to_bytes()
@@ -90,5 +96,18 @@ mod tests {
             "{}",
             error_of(&reply)
         );
+        // Reserved but never made accessible: refused, not read (which would crash).
+        let base = s.memory.reserve(4096).unwrap();
+        let fns: Vec<WireFunction> = vec![(base, 16, "f".into(), Vec::new())];
+        let reply = perf_record(&s, &(false, true, fns).to_bytes());
+        assert_eq!(
+            error_of(&reply),
+            format!(
+                "{base:#x}..{:#x} is not readable (reserved but never made accessible)",
+                base + 16
+            )
+        );
+        assert!(!std::path::Path::new(&perf::jitdump_name()).exists());
+        s.memory.release(base).unwrap();
     }
 }

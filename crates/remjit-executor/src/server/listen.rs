@@ -141,6 +141,11 @@ enum Outcome {
 
 fn handle(s: TcpStream, opts: &Options, listener: &Listener) -> Outcome {
     let _ = s.set_nodelay(true);
+    // A session waits for the controller's next request without a deadline: a vanished
+    // controller host must still end it.
+    if let Err(e) = remjit_wire::tcp::keep_alive(&s) {
+        return Outcome::Dropped(format!("cannot enable keepalive: {e}"));
+    }
     if let Some(t) = &opts.token {
         if let Err(e) = authenticate(&s, t) {
             return Outcome::Dropped(e);

@@ -244,13 +244,33 @@ impl Memory {
 
     /// Checks that `[addr, addr + len)` lies in memory handed out and writable now.
     pub fn check_writable(&self, addr: u64, len: u64) -> Result<u64, String> {
+        self.check_access(
+            addr,
+            len,
+            2,
+            "writable (finalized read-only or executable, or never made accessible)",
+        )
+    }
+
+    /// Checks that `[addr, addr + len)` lies in memory handed out and readable now.
+    pub fn check_readable(&self, addr: u64, len: u64) -> Result<u64, String> {
+        self.check_access(
+            addr,
+            len,
+            1,
+            "readable (reserved but never made accessible)",
+        )
+    }
+
+    /// [`Memory::check`], then that every byte has the protection bits `need` (`what` says
+    /// which access is missing).
+    fn check_access(&self, addr: u64, len: u64, need: u8, what: &str) -> Result<u64, String> {
         let base = self.check(addr, len)?;
         let st = self.state.lock().map_err(|_| "memory state poisoned")?;
-        if len > 0 && !st.covered(addr, len, 2) {
+        if len > 0 && !st.covered(addr, len, need) {
             return Err(format!(
-                "{addr:#x}..{:#x} is not writable (finalized read-only or executable, or never \
-                 made accessible)",
-                addr + len
+                "{addr:#x}..{:#x} is not {what}",
+                addr.saturating_add(len)
             ));
         }
         Ok(base)

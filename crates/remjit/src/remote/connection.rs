@@ -135,6 +135,13 @@ impl Connection {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Err(()),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let Some(pid) = self.pid else { continue };
+                    if is_dead(pid) {
+                        // Its stream may stay open (a process it forked holds it): no reply
+                        // will come.
+                        self.shared.peer_gone.store(true, Ordering::SeqCst);
+                        self.shared.fail_all("the executor ended".into());
+                        return Err(());
+                    }
                     let stopped = is_stopped(pid);
                     if stopped && !self.said_stopped.swap(true, Ordering::SeqCst) {
                         eprintln!("remjit: executor pid {pid} is stopped; waiting");
@@ -243,15 +250,26 @@ impl Connection {
     }
 }
 
+/// The state letter of process `pid` in /proc/PID/stat; `None` when there is no such process.
+fn proc_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command name, which is in parentheses and may contain anything.
+    let i = stat.rfind(')')?;
+    stat[i + 1..].split_whitespace().next().map(str::to_string)
+}
+
 /// Whether process `pid` is stopped (state T or t in /proc/PID/stat).
 pub fn is_stopped(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses and may contain anything.
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .is_some_and(|s| s == "T" || s == "t")
+    proc_state(pid).is_some_and(|s| s == "T" || s == "t")
+}
+
+/// Whether process `pid` (our child) has ended: a zombie, or gone (when /proc is there to
+/// tell).
+fn is_dead(pid: u32) -> bool {
+    match proc_state(pid) {
+        Some(s) => s == "Z" || s == "X",
+        None => std::path::Path::new("/proc/self/stat").exists(),
+    }
 }
 
 /// Reads the Setup frame (first) and hands it over through `setup_tx`.

@@ -57,6 +57,8 @@ pub struct RemoteExecutor {
     process_handle: u64,
     child: Mutex<Option<Child>>,
     report: Mutex<Option<std::fs::File>>,
+    /// Our end of a unix socket to a spawned executor, shut down once it is gone.
+    closer: Option<std::os::unix::net::UnixStream>,
     args: Mutex<Vec<String>>,
     ours: bool,
     ended: std::sync::OnceLock<Ending>,
@@ -102,6 +104,7 @@ impl RemoteExecutor {
         let fds = Arc::new(ReceivedFds::default());
         let is_unix = stream.unix().is_some();
         let unix = stream.unix().and_then(|s| s.try_clone().ok());
+        let closer = stream.unix().and_then(|s| s.try_clone().ok());
         let (reader, writer): (
             Box<dyn std::io::Read + Send>,
             Box<dyn std::io::Write + Send>,
@@ -148,6 +151,7 @@ impl RemoteExecutor {
             process_handle,
             child: Mutex::new(child),
             report: Mutex::new(report),
+            closer,
             args: Mutex::new(Vec::new()),
             ours,
             ended: std::sync::OnceLock::new(),
@@ -204,8 +208,7 @@ impl RemoteExecutor {
             let mut text = String::new();
             if let Ok(mut r) = self.report.lock() {
                 if let Some(f) = r.as_mut() {
-                    use std::io::Read;
-                    let _ = f.read_to_string(&mut text);
+                    text = read_report(f);
                 }
             }
             Ending::Signaled(sig, parse_report(&text).map(Box::new))
@@ -250,13 +253,38 @@ impl RemoteExecutor {
                 }
             }
         }
-        // The executor is gone: its end of the stream is closed, so the reader ends.
+        // The executor is gone, but a process it forked may hold its end of the stream: end
+        // ours, so that the reader ends.
+        if let Some(s) = &self.closer {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         self.conn.join_reader();
     }
 
     fn sps_error(r: SpsError) -> Result<()> {
         r.into_result().map_err(Error::Executor)
     }
+}
+
+/// Largest crash report read (a report is a few lines).
+const MAX_REPORT: u64 = 64 << 10;
+
+/// What the dead executor wrote on its crash-report pipe: only what is there already (a
+/// process it forked may hold the pipe open), at most [`MAX_REPORT`] bytes.
+fn read_report(f: &mut std::fs::File) -> String {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(2) on our own open descriptor.
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    let mut bytes = Vec::new();
+    // A read that would block ends it, keeping what was read.
+    let _ = f.take(MAX_REPORT).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 impl Drop for RemoteExecutor {

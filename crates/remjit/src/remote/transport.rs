@@ -161,6 +161,9 @@ pub fn connect(addr: &str, token: Option<&Token>, timeout: Duration) -> Result<S
         .map_err(|e| Error::Executor(format!("cannot connect to executor at {addr}: {e}")))?;
     let _ = s.set_nodelay(true);
     let fail = |what: String| Error::Executor(format!("{addr}: {what}"));
+    // Calls wait for replies without a deadline (the program may run for long): a vanished
+    // executor host must still end them.
+    remjit_wire::tcp::keep_alive(&s).map_err(|e| fail(format!("cannot enable keepalive: {e}")))?;
     let io = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => fail(format!(
             "no answer within {} s (--oop-executor-timeout=SECS waits longer)",
