@@ -132,6 +132,30 @@ fn authenticate(s: &TcpStream, token: &Token) -> Result<(), String> {
 }
 
 /// What became of one connection.
+/// Whether an `accept` failure concerns one connection or a passing shortage (accept(2) lists
+/// them), not the listening socket: the executor keeps listening after these.
+fn accept_error_is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted
+    ) || matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EPROTO
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::ENETDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ETIMEDOUT
+        )
+    )
+}
+
 enum Outcome {
     /// A session ran; the executor is done.
     Served(Result<(), String>),
@@ -193,12 +217,47 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
             Some(l) => l.accept(),
             None => return Err("the listening socket is gone".into()),
         };
-        let (s, peer): (TcpStream, SocketAddr) = accepted.map_err(|e| format!("accept: {e}"))?;
+        let (s, peer): (TcpStream, SocketAddr) = match accepted {
+            Ok(a) => a,
+            Err(e) if accept_error_is_transient(&e) => {
+                // One peer's aborted connection, or a momentary shortage: keep listening.
+                eprintln!("remjit-executor: accept: {e}; still listening");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        };
         match handle(s, &opts, &listener) {
             Outcome::Served(r) => return r,
             Outcome::Dropped(why) => {
                 eprintln!("remjit-executor: connection from {peer} dropped: {why}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accept_error_is_transient;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn one_connection_failing_keeps_the_executor_listening() {
+        assert!(accept_error_is_transient(&Error::from(
+            ErrorKind::ConnectionAborted
+        )));
+        assert!(accept_error_is_transient(&Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(accept_error_is_transient(&Error::from_raw_os_error(
+            libc::EPROTO
+        )));
+        // A broken listening socket is not retried.
+        assert!(!accept_error_is_transient(&Error::from_raw_os_error(
+            libc::EBADF
+        )));
+        assert!(!accept_error_is_transient(&Error::from_raw_os_error(
+            libc::EINVAL
+        )));
     }
 }

@@ -2,7 +2,7 @@
 //! controller reserves. Every segment the controller asks to fill, protect or run must lie in
 //! a range handed out here; anything else is refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::vm;
@@ -27,7 +27,8 @@ pub struct Range {
 struct State {
     slabs: Vec<(u64, u64)>,
     free: BTreeMap<u64, u64>,
-    ranges: HashMap<u64, Range>,
+    /// Ranges handed out, by base (ordered: finding the one holding an address is a range query).
+    ranges: BTreeMap<u64, Range>,
     /// Copy-manager ranges reserved but not finalized yet.
     unfinalized: std::collections::HashSet<u64>,
     /// When a shared-memory allocation was last initialized.
@@ -38,6 +39,12 @@ struct State {
 }
 
 impl State {
+    /// The range handed out that holds `addr`: (base, size).
+    fn holder(&self, addr: u64) -> Option<(u64, u64)> {
+        let (&b, r) = self.ranges.range(..=addr).next_back()?;
+        (addr < b.saturating_add(r.size)).then_some((b, r.size))
+    }
+
     /// Records that `[start, end)` (page-aligned) now has protection `prot` (0: none).
     fn set_prot(&mut self, start: u64, end: u64, prot: u8) {
         // Trim or split the entries that overlap.
@@ -282,10 +289,9 @@ impl Memory {
         let end = addr
             .checked_add(len)
             .ok_or_else(|| format!("range {addr:#x}+{len:#x} overflows"))?;
-        st.ranges
-            .iter()
-            .find(|(&b, r)| addr >= b && end <= b + r.size)
-            .map(|(&b, _)| b)
+        st.holder(addr)
+            .filter(|&(b, size)| end <= b.saturating_add(size))
+            .map(|(b, _)| b)
             .ok_or_else(|| format!("{addr:#x}..{end:#x} is not in memory this executor handed out"))
     }
 
@@ -302,9 +308,12 @@ impl Memory {
     /// Takes the dealloc actions of allocations based at `bases` (any range), newest first.
     pub fn take_dealloc(&self, alloc_base: u64) -> Result<Vec<super::services::Action>, String> {
         let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
-        for r in st.ranges.values_mut() {
-            if let Some(i) = r.dealloc.iter().position(|d| d.0 == alloc_base) {
-                return Ok(r.dealloc.remove(i).1);
+        // An allocation lies in the range that holds its base.
+        if let Some((b, _)) = st.holder(alloc_base) {
+            if let Some(r) = st.ranges.get_mut(&b) {
+                if let Some(i) = r.dealloc.iter().position(|d| d.0 == alloc_base) {
+                    return Ok(r.dealloc.remove(i).1);
+                }
             }
         }
         Err(format!("no finalized allocation at {alloc_base:#x}"))
