@@ -208,16 +208,17 @@ fn shown_path(file: &str, cwd: Option<&std::path::Path>) -> String {
 pub fn function_lines(
     functions: &[FunctionSymbol],
     inputs: &[DebugInput],
-) -> HashMap<u64, Vec<(u64, u32, String)>> {
+) -> HashMap<u64, Vec<(u64, u32, std::sync::Arc<str>)>> {
     if inputs.is_empty() {
         return HashMap::new();
     }
     let cwd = std::env::current_dir().ok();
-    let mut shown: HashMap<String, String> = HashMap::new();
+    // One string per file, shared by its rows.
+    let mut shown: HashMap<String, std::sync::Arc<str>> = HashMap::new();
     let mut show = |p: String| {
         let s = shown
             .entry(p)
-            .or_insert_with_key(|p| shown_path(p, cwd.as_deref()));
+            .or_insert_with_key(|p| shown_path(p, cwd.as_deref()).into());
         s.clone()
     };
     perf_functions(functions, inputs)

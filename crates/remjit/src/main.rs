@@ -439,7 +439,8 @@ fn link_and_run(
     if !cli.check.is_empty() && !run_checks(cli, session, module)? {
         return Ok(1);
     }
-    if let Mode::InProcess = mode {
+    // What the in-process crash handler names (nothing runs under --noexec).
+    if matches!(mode, Mode::InProcess) && !cli.noexec {
         crash::set_jit_functions(session.jit_functions());
     }
     let times = session.last_link_times();

@@ -496,7 +496,7 @@ impl Session {
     pub fn jit_functions(&self) -> Vec<remjit_executor::crash::JitFunction> {
         let mut out = Vec::new();
         for m in self.modules.values() {
-            let module = m.objects.join(" ");
+            let module: std::sync::Arc<str> = m.objects.join(" ").into();
             let mut lines = debug::function_lines(&m.functions, &m.debug_inputs);
             out.extend(
                 m.functions

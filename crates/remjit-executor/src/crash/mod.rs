@@ -41,11 +41,11 @@ pub struct JitFunction {
     pub end: u64,
     /// Symbol name.
     pub name: String,
-    /// The module's objects.
-    pub module: String,
+    /// The module's objects (one string shared by the module's functions).
+    pub module: std::sync::Arc<str>,
     /// `(address, line, file)` rows by address, when its object has DWARF: the handler names
     /// the line of a pc from them without allocating.
-    pub lines: Vec<(u64, u32, String)>,
+    pub lines: Vec<(u64, u32, std::sync::Arc<str>)>,
 }
 
 impl JitFunction {
