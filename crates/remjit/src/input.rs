@@ -153,8 +153,14 @@ pub fn is_slim_lto(bytes: &[u8]) -> bool {
 }
 
 fn is_linker_script(bytes: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(&bytes[..bytes.len().min(4096)]) else {
-        return false;
+    let head = &bytes[..bytes.len().min(4096)];
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // A character cut by the 4096-byte limit: the text before it.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
     };
     let stripped = strip_comments(text);
     let t = stripped.trim_start();
@@ -553,6 +559,16 @@ mod tests {
             e.to_string(),
             "s: linker script input `/nowhere/libx.a` not found (no such file)"
         );
+    }
+
+    #[test]
+    fn a_script_cut_inside_a_character_at_the_limit_is_a_script() {
+        let mut text = "GROUP ( /lib/x86_64-linux-gnu/libm.so.6 )\n/* ".to_string();
+        text.push_str(&"x".repeat(4095 - text.len()));
+        text.push_str("\u{e9} */\n");
+        assert_eq!(text.as_bytes()[4095..4097], "\u{e9}".as_bytes()[..]);
+        assert_eq!(classify(text.as_bytes()), InputKind::LinkerScript);
+        assert_eq!(classify(b"GROUP ( a.o ) \xff"), InputKind::Unknown);
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub fn set_program_args(args: &[String]) {
     let argv = Box::leak(ptrs.into_boxed_slice()).as_mut_ptr();
     if let Ok(mut a) = ARGS.lock() {
         *a = Args {
-            argc: args.len() as c_int,
+            // argv keeps every argument; argc cannot say more than c_int holds.
+            argc: c_int::try_from(args.len()).unwrap_or(c_int::MAX),
             argv,
         };
     }
