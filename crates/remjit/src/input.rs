@@ -218,7 +218,12 @@ pub fn map_file(path: &Path) -> Result<InputFile> {
         error,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        // Said here: a large directory would otherwise fail to map with "No such device".
+        return Err(io(std::io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    let len = meta.len();
     let bytes = if len < SMALL_FILE {
         // Small files: one read costs less than a mapping and its page faults.
         let mut v = Vec::with_capacity(len as usize);

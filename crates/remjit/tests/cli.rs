@@ -553,3 +553,25 @@ fn an_executor_timeout_out_of_range_says_the_range() {
         );
     }
 }
+
+#[test]
+fn a_large_directory_given_as_input_is_named_a_directory() {
+    let dir = work_dir("cli-dir-input");
+    let big = dir.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    // Past 64 KiB remjit maps rather than reads, which fails differently on a directory.
+    for i in 0..20_000 {
+        if std::fs::metadata(&big).unwrap().len() >= 64 * 1024 {
+            break;
+        }
+        std::fs::write(big.join(format!("a_file_with_a_rather_long_name_{i}")), "").unwrap();
+    }
+    assert!(std::fs::metadata(&big).unwrap().len() >= 64 * 1024);
+    let out = remjit_in(&dir, &["--in-process", "--noexec", "big"], &[]);
+    std::fs::remove_dir_all(&big).unwrap();
+    assert_fails(
+        "directory input",
+        &out,
+        "remjit: error: big: Is a directory (os error 21)\n",
+    );
+}
