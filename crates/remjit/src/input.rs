@@ -223,6 +223,14 @@ pub fn map_file(path: &Path) -> Result<InputFile> {
         // Said here: a large directory would otherwise fail to map with "No such device".
         return Err(io(std::io::Error::from_raw_os_error(libc::EISDIR)));
     }
+    let device = {
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_char_device() || meta.file_type().is_block_device()
+    };
+    if device {
+        // Read to its end, /dev/zero would fill memory.
+        return Err(io(std::io::Error::other("a device, not an input file")));
+    }
     let len = meta.len();
     let bytes = if len < SMALL_FILE {
         // Small files: one read costs less than a mapping and its page faults.

@@ -575,3 +575,14 @@ fn a_large_directory_given_as_input_is_named_a_directory() {
         "remjit: error: big: Is a directory (os error 21)\n",
     );
 }
+
+#[test]
+fn a_device_given_as_input_is_refused_not_read_forever() {
+    let dir = work_dir("cli-device-input");
+    let out = remjit_in(&dir, &["--in-process", "--noexec", "/dev/zero"], &[]);
+    assert_fails(
+        "/dev/zero",
+        &out,
+        "remjit: error: /dev/zero: a device, not an input file\n",
+    );
+}
