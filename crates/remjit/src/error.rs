@@ -57,6 +57,14 @@ pub enum Error {
     /// The input is neither ELF, an archive, a linker script nor a source file.
     #[error("{0}: not an ELF object, archive or linker script")]
     UnknownInput(String),
+    /// A linker script reached through too many other linker scripts (one names itself?).
+    #[error("{script}: linker scripts nested more than {depth} deep (does a script name itself?)")]
+    ScriptNesting {
+        /// The linker script not read.
+        script: String,
+        /// The nesting limit.
+        depth: u32,
+    },
     /// The input is malformed or cut short.
     #[error("{path}: malformed ELF object: {what}")]
     Malformed {

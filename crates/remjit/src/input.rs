@@ -153,8 +153,14 @@ pub fn is_slim_lto(bytes: &[u8]) -> bool {
 }
 
 fn is_linker_script(bytes: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(&bytes[..bytes.len().min(4096)]) else {
-        return false;
+    let head = &bytes[..bytes.len().min(4096)];
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        // A character cut by the 4096-byte limit: the text before it.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
     };
     let stripped = strip_comments(text);
     let t = stripped.trim_start();
@@ -212,7 +218,20 @@ pub fn map_file(path: &Path) -> Result<InputFile> {
         error,
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        // Said here: a large directory would otherwise fail to map with "No such device".
+        return Err(io(std::io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    let device = {
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_char_device() || meta.file_type().is_block_device()
+    };
+    if device {
+        // Read to its end, /dev/zero would fill memory.
+        return Err(io(std::io::Error::other("a device, not an input file")));
+    }
+    let len = meta.len();
     let bytes = if len < SMALL_FILE {
         // Small files: one read costs less than a mapping and its page faults.
         let mut v = Vec::with_capacity(len as usize);
@@ -553,6 +572,16 @@ mod tests {
             e.to_string(),
             "s: linker script input `/nowhere/libx.a` not found (no such file)"
         );
+    }
+
+    #[test]
+    fn a_script_cut_inside_a_character_at_the_limit_is_a_script() {
+        let mut text = "GROUP ( /lib/x86_64-linux-gnu/libm.so.6 )\n/* ".to_string();
+        text.push_str(&"x".repeat(4095 - text.len()));
+        text.push_str("\u{e9} */\n");
+        assert_eq!(text.as_bytes()[4095..4097], "\u{e9}".as_bytes()[..]);
+        assert_eq!(classify(text.as_bytes()), InputKind::LinkerScript);
+        assert_eq!(classify(b"GROUP ( a.o ) \xff"), InputKind::Unknown);
     }
 
     #[test]

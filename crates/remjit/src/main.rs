@@ -272,7 +272,7 @@ fn setup_timeout(cli: &Cli) -> anyhow::Result<std::time::Duration> {
         (None, Err(_)) => return Ok(remjit::remote::DEFAULT_SETUP_TIMEOUT),
     };
     if !(secs > 0.0 && secs <= 1e6) {
-        bail!("executor timeout {secs}: expected a number of seconds above 0");
+        bail!("executor timeout {secs}: expected a number of seconds above 0 and at most 1000000");
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
@@ -547,12 +547,26 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
 #[path = "../../remjit-executor/src/main.rs"]
 mod executor_main;
 
+/// The command line as UTF-8 strings; an argument that is not UTF-8 ends remjit with a message
+/// (`std::env::args` would panic on it).
+fn utf8_args() -> Vec<String> {
+    let args: Result<Vec<String>, _> = std::env::args_os().map(|a| a.into_string()).collect();
+    args.unwrap_or_else(|bad| {
+        eprintln!(
+            "remjit: error: argument `{}` is not valid UTF-8: remjit takes file names and \
+             program arguments in UTF-8",
+            bad.to_string_lossy()
+        );
+        std::process::exit(1);
+    })
+}
+
 fn main() {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some("remjit-executor".as_ref()) {
         executor_main::main();
     }
-    let (ours, program) = normalize_args(std::env::args().collect());
+    let (ours, program) = normalize_args(utf8_args());
     let cli = match Cli::try_parse_from(ours) {
         Ok(c) => c,
         Err(e) => e.exit(),

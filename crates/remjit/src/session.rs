@@ -27,6 +27,9 @@ use crate::link::{
 };
 use crate::memory::{FinalizedAlloc, MemoryMapper, PretendMapper, SlabAllocator};
 
+/// How deep linker scripts may name other linker scripts.
+const MAX_SCRIPT_DEPTH: u32 = 8;
+
 /// How a session behaves.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -217,7 +220,7 @@ impl Session {
             InputKind::Archive => self.pending_archives.push(LinkInput::Archive(f)),
             InputKind::SharedLibrary => self.dlopen(path)?,
             InputKind::Lto => return Err(Error::Lto(f.name.to_string())),
-            InputKind::LinkerScript if depth < 8 => {
+            InputKind::LinkerScript if depth < MAX_SCRIPT_DEPTH => {
                 let text = String::from_utf8_lossy(&f.bytes).into_owned();
                 for name in input::linker_script_inputs(&text) {
                     let p = self.search.find_script_input(&f.name, &name)?;
@@ -225,9 +228,13 @@ impl Session {
                     self.add_input(g, &p, depth + 1)?;
                 }
             }
-            InputKind::LinkerScript | InputKind::Unknown => {
-                return Err(Error::UnknownInput(f.name.to_string()))
+            InputKind::LinkerScript => {
+                return Err(Error::ScriptNesting {
+                    script: f.name.to_string(),
+                    depth: MAX_SCRIPT_DEPTH,
+                })
             }
+            InputKind::Unknown => return Err(Error::UnknownInput(f.name.to_string())),
         }
         Ok(())
     }

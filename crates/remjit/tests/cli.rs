@@ -497,3 +497,92 @@ fn link_each_links_one_module_per_object() {
         ),
     );
 }
+
+#[test]
+fn arguments_not_in_utf8_are_refused_with_a_message() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = work_dir("cli-not-utf8");
+    let o = hello(&dir);
+    for args in [
+        vec![
+            o.as_os_str(),
+            std::ffi::OsStr::new("--args"),
+            OsStrExt::from_bytes(b"a\xffb"),
+        ],
+        vec![OsStrExt::from_bytes(b"x\xff.o")],
+    ] {
+        let mut cmd = Command::new(remjit());
+        cmd.arg("--in-process").args(&args);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        let bad = String::from_utf8_lossy(args[args.len() - 1].as_bytes()).into_owned();
+        let message = format!(
+            "remjit: error: argument `{bad}` is not valid UTF-8: remjit takes file names and \
+             program arguments in UTF-8\n"
+        );
+        assert_fails(&format!("{args:?}"), &out, &message);
+    }
+}
+
+#[test]
+fn a_linker_script_naming_itself_is_stopped() {
+    let dir = work_dir("cli-script-loop");
+    write(&dir, "loop.ld", "INPUT ( loop.ld )\n");
+    let out = remjit_in(&dir, &["--in-process", "--noexec", "loop.ld"], &[]);
+    assert_fails(
+        "self-naming script",
+        &out,
+        "remjit: error: loop.ld: linker scripts nested more than 8 deep (does a script name \
+         itself?)\n",
+    );
+}
+
+#[test]
+fn an_executor_timeout_out_of_range_says_the_range() {
+    let dir = work_dir("cli-timeout-range");
+    let o = hello(&dir);
+    for secs in ["0", "2e6"] {
+        let out = remjit_in(&dir, &["--oop-executor-timeout", secs, path_str(&o)], &[]);
+        let shown: f64 = secs.parse().unwrap();
+        assert_fails(
+            secs,
+            &out,
+            &format!(
+                "remjit: error: executor timeout {shown}: expected a number of seconds above 0 \
+                 and at most 1000000\n"
+            ),
+        );
+    }
+}
+
+#[test]
+fn a_large_directory_given_as_input_is_named_a_directory() {
+    let dir = work_dir("cli-dir-input");
+    let big = dir.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    // Past 64 KiB remjit maps rather than reads, which fails differently on a directory.
+    for i in 0..20_000 {
+        if std::fs::metadata(&big).unwrap().len() >= 64 * 1024 {
+            break;
+        }
+        std::fs::write(big.join(format!("a_file_with_a_rather_long_name_{i}")), "").unwrap();
+    }
+    assert!(std::fs::metadata(&big).unwrap().len() >= 64 * 1024);
+    let out = remjit_in(&dir, &["--in-process", "--noexec", "big"], &[]);
+    std::fs::remove_dir_all(&big).unwrap();
+    assert_fails(
+        "directory input",
+        &out,
+        "remjit: error: big: Is a directory (os error 21)\n",
+    );
+}
+
+#[test]
+fn a_device_given_as_input_is_refused_not_read_forever() {
+    let dir = work_dir("cli-device-input");
+    let out = remjit_in(&dir, &["--in-process", "--noexec", "/dev/zero"], &[]);
+    assert_fails(
+        "/dev/zero",
+        &out,
+        "remjit: error: /dev/zero: a device, not an input file\n",
+    );
+}

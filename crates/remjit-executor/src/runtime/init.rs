@@ -33,7 +33,8 @@ pub fn set_program_args(args: &[String]) {
     let argv = Box::leak(ptrs.into_boxed_slice()).as_mut_ptr();
     if let Ok(mut a) = ARGS.lock() {
         *a = Args {
-            argc: args.len() as c_int,
+            // argv keeps every argument; argc cannot say more than c_int holds.
+            argc: c_int::try_from(args.len()).unwrap_or(c_int::MAX),
             argv,
         };
     }
@@ -83,6 +84,8 @@ extern "C" {
 /// # Safety
 /// `f` must be a function taking (at most) three integer or pointer arguments.
 pub unsafe fn call_outermost(f: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    // SAFETY: the frame above keeps the stack 16-byte aligned at `call rax` and passes the
+    // arguments in rdi, rsi, rdx as the SysV ABI wants; the caller vouches for `f`.
     remjit_call_outermost(f, a0, a1, a2)
 }
 
@@ -93,6 +96,8 @@ pub unsafe fn call_outermost(f: u64, a0: u64, a1: u64, a2: u64) -> u64 {
 pub unsafe fn run_initializers(fns: &[u64]) {
     let (argc, argv) = args();
     for &f in fns {
+        // SAFETY: the caller vouches for `f`; argv is leaked and NULL-terminated (or null
+        // before any set_program_args); `environ` is read by value, never borrowed.
         call_outermost(f, argc as u64, argv as u64, environ as u64);
     }
 }
@@ -103,6 +108,7 @@ pub unsafe fn run_initializers(fns: &[u64]) {
 /// Every address must be such a function.
 pub unsafe fn run_finalizers(fns: &[u64]) {
     for &f in fns {
+        // SAFETY: the caller vouches for `f`.
         call_outermost(f, 0, 0, 0);
     }
 }
@@ -113,5 +119,6 @@ pub unsafe fn run_finalizers(fns: &[u64]) {
 /// `addr` must be such a function.
 pub unsafe fn run_as_main(addr: u64) -> i32 {
     let (argc, argv) = args();
+    // SAFETY: as in run_initializers; `main`'s int is the low half of rax.
     call_outermost(addr, argc as u64, argv as u64, environ as u64) as i32
 }
