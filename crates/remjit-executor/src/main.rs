@@ -53,7 +53,14 @@ pub fn main() {
     // vanished controller shows up as a write error, not a signal (see server::serve).
     signals::restore_program_dispositions();
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Arguments that are not UTF-8 are a usage error, not a panic.
+    let Ok(args) = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<Vec<String>, _>>()
+    else {
+        usage()
+    };
     if args.is_empty() || (args.len() > 1 && !args[0].starts_with("listen=")) {
         usage();
     }

@@ -315,3 +315,20 @@ fn a_reply_that_cannot_be_sent_ends_the_session() {
     err.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("cannot send a reply"), "{rest}");
 }
+
+/// An argument that is not UTF-8 is a usage error (status 2), not a panic.
+#[test]
+fn arguments_not_in_utf8_are_a_usage_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = executor()
+        .arg(std::ffi::OsStr::from_bytes(b"listen=\xff"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
