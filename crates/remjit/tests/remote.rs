@@ -734,3 +734,64 @@ fn copy_mode_sends_big_content_in_pieces() {
     }
     std::fs::remove_file(&o).unwrap();
 }
+
+/// Host symbols the executor has found are asked for once per session: a later link that uses
+/// them sends no lookup, and its code still reaches them; a new name is asked for.
+#[test]
+fn found_host_symbols_are_asked_for_once() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("lookup-cache");
+    let sources = [
+        // Globals, not literals: gcc folds strlen("...") into a constant.
+        (
+            "a",
+            "#include <string.h>\nchar a_s[] = \"four\";\n\
+             int a_len(void) { return (int)strlen(a_s); }\n",
+        ),
+        (
+            "b",
+            "#include <string.h>\nchar b_s[] = \"seven!!\";\n\
+             int b_len(void) { return (int)strlen(b_s); }\n",
+        ),
+        (
+            "c",
+            "#include <string.h>\nchar c_s[] = \"x\";\n\
+             int c_cmp(void) { return strcmp(c_s, \"x\") == 0 ? 5 : 6; }\n",
+        ),
+    ];
+    let objects: Vec<PathBuf> = sources
+        .iter()
+        .map(|(name, text)| {
+            let src = dir.join(format!("{name}.c"));
+            std::fs::write(&src, text).unwrap();
+            compile(&dir, &src, &format!("{name}.o"), &["-O0", "-fPIC"])
+        })
+        .collect();
+    let exec = Arc::new(
+        RemoteExecutor::spawn(
+            &remjit().with_file_name("remjit-executor"),
+            MemoryMode::Shared,
+        )
+        .unwrap(),
+    );
+    let mut s = Session::with_executor(exec.clone(), SessionOptions::default()).unwrap();
+    let base = exec.lookups_sent();
+    let mut results = Vec::new();
+    let mut sent = Vec::new();
+    for (obj, (name, _)) in objects.iter().zip(sources) {
+        s.add_file(obj).unwrap();
+        s.link().unwrap();
+        let entry = match name {
+            "a" => "a_len",
+            "b" => "b_len",
+            _ => "c_cmp",
+        };
+        results.push(s.run_main(entry, &[]).unwrap());
+        sent.push(exec.lookups_sent() - base);
+    }
+    assert_eq!(results, vec![4, 7, 5]);
+    // a asks for strlen; b finds it known; c asks for strcmp.
+    assert_eq!(sent, vec![1, 1, 2]);
+}

@@ -6,6 +6,7 @@ pub mod fdpass;
 pub mod mappers;
 pub mod transport;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,12 @@ pub struct RemoteExecutor {
     args: Mutex<Vec<String>>,
     ours: bool,
     ended: std::sync::OnceLock<Ending>,
+    /// Symbols the executor has found: they stay where they are (libraries are never
+    /// unloaded, and a library loaded later never shadows one loaded before it), so each is
+    /// asked for once per session. Names not found are asked again (a library may come).
+    found: Mutex<HashMap<Vec<u8>, ExternalSymbol>>,
+    /// Lookup requests sent (a statistic).
+    lookups_sent: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteExecutor {
@@ -155,6 +162,8 @@ impl RemoteExecutor {
             args: Mutex::new(Vec::new()),
             ours,
             ended: std::sync::OnceLock::new(),
+            found: Mutex::default(),
+            lookups_sent: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -293,6 +302,49 @@ impl Drop for RemoteExecutor {
     }
 }
 
+impl RemoteExecutor {
+    /// How many symbol-lookup requests went to the executor: names it has found are not asked
+    /// for again.
+    pub fn lookups_sent(&self) -> u64 {
+        self.lookups_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One dylib-manager lookup of `names_` in the executor's process handle.
+    fn lookup_remote(&self, names_: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>> {
+        self.lookups_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let set: Vec<LookupElement> = names_
+            .iter()
+            .map(|n| LookupElement {
+                name: String::from_utf8_lossy(n).into_owned(),
+                required: false,
+            })
+            .collect();
+        let r: Expected<Vec<ExecutorSymbolDef>> = self.conn.call_named(
+            names::DYLIB_MANAGER_LOOKUP,
+            &(self.dylib_instance, self.process_handle, set),
+        )?;
+        let defs = r.0.map_err(Error::Executor)?;
+        if defs.len() != names_.len() {
+            return Err(Error::Executor(format!(
+                "protocol violation: {} results for {} names",
+                defs.len(),
+                names_.len()
+            )));
+        }
+        Ok(defs
+            .into_iter()
+            .map(|d| {
+                (d.addr != 0).then_some(ExternalSymbol {
+                    addr: d.addr,
+                    // Only our executor says which symbols are code; assume code otherwise.
+                    is_data: self.ours && d.flags & symbol_flags::CALLABLE == 0,
+                })
+            })
+            .collect())
+    }
+}
+
 impl Executor for RemoteExecutor {
     fn mapper(&self) -> Arc<dyn MemoryMapper> {
         self.mapper.clone()
@@ -324,35 +376,30 @@ impl Executor for RemoteExecutor {
     }
 
     fn lookup(&self, names_: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>> {
-        let set: Vec<LookupElement> = names_
-            .iter()
-            .map(|n| LookupElement {
-                name: String::from_utf8_lossy(n).into_owned(),
-                required: false,
-            })
-            .collect();
-        let r: Expected<Vec<ExecutorSymbolDef>> = self.conn.call_named(
-            names::DYLIB_MANAGER_LOOKUP,
-            &(self.dylib_instance, self.process_handle, set),
-        )?;
-        let defs = r.0.map_err(Error::Executor)?;
-        if defs.len() != names_.len() {
-            return Err(Error::Executor(format!(
-                "protocol violation: {} results for {} names",
-                defs.len(),
-                names_.len()
-            )));
+        let mut out: Vec<Option<ExternalSymbol>> = {
+            let found = self
+                .found
+                .lock()
+                .map_err(|_| Error::Executor("symbol cache poisoned".into()))?;
+            names_.iter().map(|n| found.get(*n).copied()).collect()
+        };
+        let missing: Vec<usize> = (0..names_.len()).filter(|&i| out[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(out);
         }
-        Ok(defs
-            .into_iter()
-            .map(|d| {
-                (d.addr != 0).then_some(ExternalSymbol {
-                    addr: d.addr,
-                    // Only our executor says which symbols are code; assume code otherwise.
-                    is_data: self.ours && d.flags & symbol_flags::CALLABLE == 0,
-                })
-            })
-            .collect())
+        let asked: Vec<&[u8]> = missing.iter().map(|&i| names_[i]).collect();
+        let answers = self.lookup_remote(&asked)?;
+        let mut found = self
+            .found
+            .lock()
+            .map_err(|_| Error::Executor("symbol cache poisoned".into()))?;
+        for (i, answer) in missing.into_iter().zip(answers) {
+            if let Some(sym) = answer {
+                found.insert(names_[i].to_vec(), sym);
+            }
+            out[i] = answer;
+        }
+        Ok(out)
     }
 
     fn set_program_args(&self, args: &[String]) -> Result<()> {
