@@ -271,20 +271,30 @@ pub fn module_linked(
     inputs: &[DebugInput],
 ) -> Result<ModuleDebug> {
     let mut d = ModuleDebug::default();
-    for input in inputs {
-        if let Some(h) = exec.register_debug_object(debug_object(input)?)? {
-            d.handles.push(h);
+    let recorded = (|| {
+        for input in inputs {
+            if let Some(h) = exec.register_debug_object(debug_object(input)?)? {
+                d.handles.push(h);
+            }
+        }
+        if perf.map || perf.jitdump {
+            let fns = if perf.jitdump {
+                perf_functions(functions, inputs)
+            } else {
+                perf_functions(functions, &[])
+            };
+            exec.record_perf(&fns, perf)?;
+        }
+        Ok(())
+    })();
+    match recorded {
+        Ok(()) => Ok(d),
+        Err(e) => {
+            // No registration outlives a failure: the module's memory is about to be freed.
+            let _ = module_removed(exec, d);
+            Err(e)
         }
     }
-    if perf.map || perf.jitdump {
-        let fns = if perf.jitdump {
-            perf_functions(functions, inputs)
-        } else {
-            perf_functions(functions, &[])
-        };
-        exec.record_perf(&fns, perf)?;
-    }
-    Ok(d)
 }
 
 /// Before a module's memory is freed: deregisters its debug objects.

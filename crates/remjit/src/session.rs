@@ -332,10 +332,20 @@ impl Session {
         );
         let module = self.register(id, m);
         self.modules.insert(id, module);
-        if let Some(module) = self.modules.get_mut(&id) {
-            module.debug = debug?;
+        match debug {
+            Ok(d) => {
+                if let Some(module) = self.modules.get_mut(&id) {
+                    module.debug = d;
+                }
+                Ok(id)
+            }
+            Err(e) => {
+                // The caller gets no id for a failed link: take the module out again rather
+                // than leave it live and unreachable.
+                let _ = self.remove_module(id);
+                Err(e)
+            }
         }
-        Ok(id)
     }
 
     /// Records a linked module: its dependencies, then its definitions and COMDAT groups.
