@@ -120,15 +120,6 @@ pub fn is_executable(bytes: &[u8]) -> bool {
     pie || (interp && tag(object::elf::DT_SONAME).is_none())
 }
 
-/// Whether an ELF64 file has a `PT_INTERP` program header (an executable, PIE or not).
-pub fn has_interpreter(bytes: &[u8]) -> bool {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    use object::LittleEndian as LE;
-    Elf64::parse(bytes)
-        .and_then(|h| h.program_headers(LE, bytes))
-        .is_ok_and(|p| p.iter().any(|p| p.p_type(LE) == object::elf::PT_INTERP))
-}
-
 /// Whether a relocatable ELF object holds only GCC's LTO bytecode (`-flto` without
 /// `-ffat-lto-objects`): `.gnu.lto_*` sections and no machine code.
 pub fn is_slim_lto(bytes: &[u8]) -> bool {
@@ -537,6 +528,15 @@ mod tests {
                 "/lib/x86_64-linux-gnu/libmvec.so.1"
             ]
         );
+    }
+
+    /// Whether an ELF64 file has a `PT_INTERP` program header.
+    fn has_interpreter(bytes: &[u8]) -> bool {
+        use object::read::elf::{FileHeader, ProgramHeader};
+        use object::LittleEndian as LE;
+        Elf64::parse(bytes)
+            .and_then(|h| h.program_headers(LE, bytes))
+            .is_ok_and(|p| p.iter().any(|p| p.p_type(LE) == object::elf::PT_INTERP))
     }
 
     #[test]

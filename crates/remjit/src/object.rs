@@ -84,7 +84,7 @@ impl<'d> ObjectFile<'d> {
         if e_type != elf::ET_REL {
             let kind = match e_type {
                 elf::ET_EXEC => "executable".to_string(),
-                elf::ET_DYN if crate::input::has_interpreter(data) => {
+                elf::ET_DYN if crate::input::is_executable(data) => {
                     "position-independent executable".to_string()
                 }
                 elf::ET_DYN => "shared object".to_string(),

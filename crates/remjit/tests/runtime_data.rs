@@ -37,14 +37,13 @@ fn cxx_runtime_data(mode: &[&str]) {
     }
 }
 
-/// Builds one of tests/programs' preload libraries into `dir`.
-fn preload_library(dir: &Path, name: &str) -> PathBuf {
-    let so = dir.join(format!("{name}.so"));
+/// Builds the shared library `so` from the C source `src`.
+fn shared_library(src: &Path, so: &Path) {
     let out = Command::new("gcc")
         .args(["-shared", "-fPIC", "-O2"])
-        .arg(program(&format!("{name}.c")))
+        .arg(src)
         .arg("-o")
-        .arg(&so)
+        .arg(so)
         .output()
         .expect("gcc runs");
     assert!(
@@ -52,6 +51,12 @@ fn preload_library(dir: &Path, name: &str) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Builds one of tests/programs' preload libraries into `dir`.
+fn preload_library(dir: &Path, name: &str) -> PathBuf {
+    let so = dir.join(format!("{name}.so"));
+    shared_library(&program(&format!("{name}.c")), &so);
     so
 }
 
@@ -139,18 +144,7 @@ fn other_library_data_is_explained(mode: &[&str]) {
     let lib_src = dir.join("libdata.c");
     std::fs::write(&lib_src, "int lib_counter = 7;\n").unwrap();
     let lib = dir.join("libdata.so");
-    let out = Command::new("gcc")
-        .args(["-shared", "-fPIC"])
-        .arg(&lib_src)
-        .arg("-o")
-        .arg(&lib)
-        .output()
-        .expect("gcc runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    shared_library(&lib_src, &lib);
     let src = dir.join("uses.c");
     std::fs::write(
         &src,
