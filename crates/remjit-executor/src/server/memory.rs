@@ -39,6 +39,17 @@ struct State {
 }
 
 impl State {
+    /// [`Memory::check`] under the lock already held.
+    fn handed_out(&self, addr: u64, len: u64) -> Result<u64, String> {
+        let end = addr
+            .checked_add(len)
+            .ok_or_else(|| format!("range {addr:#x}+{len:#x} overflows"))?;
+        self.holder(addr)
+            .filter(|&(b, size)| end <= b.saturating_add(size))
+            .map(|(b, _)| b)
+            .ok_or_else(|| format!("{addr:#x}..{end:#x} is not in memory this executor handed out"))
+    }
+
     /// The range handed out that holds `addr`: (base, size).
     fn holder(&self, addr: u64) -> Option<(u64, u64)> {
         let (&b, r) = self.ranges.range(..=addr).next_back()?;
@@ -272,8 +283,8 @@ impl Memory {
     /// [`Memory::check`], then that every byte has the protection bits `need` (`what` says
     /// which access is missing).
     fn check_access(&self, addr: u64, len: u64, need: u8, what: &str) -> Result<u64, String> {
-        let base = self.check(addr, len)?;
         let st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        let base = st.handed_out(addr, len)?;
         if len > 0 && !st.covered(addr, len, need) {
             return Err(format!(
                 "{addr:#x}..{:#x} is not {what}",
@@ -286,13 +297,7 @@ impl Memory {
     /// The range `[addr, addr + len)` lies in one range handed out: returns that range's base.
     pub fn check(&self, addr: u64, len: u64) -> Result<u64, String> {
         let st = self.state.lock().map_err(|_| "memory state poisoned")?;
-        let end = addr
-            .checked_add(len)
-            .ok_or_else(|| format!("range {addr:#x}+{len:#x} overflows"))?;
-        st.holder(addr)
-            .filter(|&(b, size)| end <= b.saturating_add(size))
-            .map(|(b, _)| b)
-            .ok_or_else(|| format!("{addr:#x}..{end:#x} is not in memory this executor handed out"))
+        st.handed_out(addr, len)
     }
 
     /// Runs `f` on the range based at `base`.
