@@ -461,7 +461,8 @@ mod interrupt {
         }
     }
 
-    /// While alive, the signals above remove `file` and `dir` before ending remjit.
+    /// While alive, the signals above (where their action is the default) remove `file` and
+    /// `dir` before ending remjit.
     pub struct CleanupOnSignal {
         old: Vec<(libc::c_int, libc::sigaction)>,
         _turn: std::sync::MutexGuard<'static, ()>,
@@ -481,8 +482,10 @@ mod interrupt {
                 // previous action is saved and restored on drop.
                 unsafe {
                     let mut prev: libc::sigaction = std::mem::zeroed();
+                    // An ignored signal stays ignored, and a handler the host installed
+                    // stays the host's: only the default action (death) gets the cleanup.
                     if libc::sigaction(sig, std::ptr::null(), &mut prev) != 0
-                        || prev.sa_sigaction == libc::SIG_IGN
+                        || prev.sa_sigaction != libc::SIG_DFL
                     {
                         continue;
                     }

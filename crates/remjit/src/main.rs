@@ -179,9 +179,11 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => bail!("bad size `{s}`: unknown unit `{unit}` (use Kb, Mb or Gb)"),
     };
-    n.checked_mul(mult)
-        .filter(|&v| v > 0)
-        .ok_or_else(|| anyhow!("bad size `{s}`"))
+    match n.checked_mul(mult) {
+        Some(0) => bail!("bad size `{s}`: must be greater than zero"),
+        Some(v) => Ok(v),
+        None => bail!("bad size `{s}`: larger than 2^64 bytes"),
+    }
 }
 
 fn parse_number(s: &str) -> Option<u64> {
@@ -195,6 +197,9 @@ fn parse_abs(s: &str) -> anyhow::Result<(String, u64)> {
     let (name, addr) = s
         .split_once('=')
         .ok_or_else(|| anyhow!("bad --abs `{s}`: expected NAME=ADDR"))?;
+    if name.is_empty() {
+        bail!("bad --abs `{s}`: NAME is empty (expected NAME=ADDR)");
+    }
     let addr = parse_number(addr)
         .ok_or_else(|| anyhow!("bad --abs `{s}`: ADDR must be a decimal or 0x hex number"))?;
     Ok((name.to_string(), addr))
@@ -278,6 +283,9 @@ fn setup_timeout(cli: &Cli) -> anyhow::Result<std::time::Duration> {
 }
 
 fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
+    if cli.oop_executor_token_file.is_some() && cli.oop_executor_connect.is_none() {
+        bail!("--oop-executor-token-file applies only with --oop-executor-connect");
+    }
     if cli.in_process {
         if cli.oop_executor.is_some() || cli.oop_executor_connect.is_some() {
             bail!("--in-process cannot be combined with --oop-executor or --oop-executor-connect");
@@ -285,9 +293,6 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
         return Ok(Mode::InProcess);
     }
     let timeout = setup_timeout(cli)?;
-    if cli.oop_executor_token_file.is_some() && cli.oop_executor_connect.is_none() {
-        bail!("--oop-executor-token-file applies only with --oop-executor-connect");
-    }
     let exec = if let Some(addr) = &cli.oop_executor_connect {
         // Over TCP the pages cannot be shared unless the peer asks for LLVM's named flavour.
         let memory = if cli.use_shared_memory {
@@ -610,5 +615,17 @@ mod tests {
         assert_eq!(parse_abs("foo=0x10").unwrap(), ("foo".into(), 16));
         assert_eq!(parse_abs("foo=10").unwrap(), ("foo".into(), 10));
         assert!(parse_abs("foo").is_err());
+        assert_eq!(
+            parse_abs("=5").unwrap_err().to_string(),
+            "bad --abs `=5`: NAME is empty (expected NAME=ADDR)"
+        );
+        assert_eq!(
+            parse_size("0").unwrap_err().to_string(),
+            "bad size `0`: must be greater than zero"
+        );
+        assert_eq!(
+            parse_size("99999999999Gb").unwrap_err().to_string(),
+            "bad size `99999999999Gb`: larger than 2^64 bytes"
+        );
     }
 }

@@ -586,3 +586,19 @@ fn a_device_given_as_input_is_refused_not_read_forever() {
         "remjit: error: /dev/zero: a device, not an input file\n",
     );
 }
+
+#[test]
+fn token_file_without_a_tcp_executor_is_refused() {
+    let dir = work_dir("cli-token");
+    let o = hello(&dir);
+    for mode in [&["--in-process"][..], &[][..]] {
+        let mut args = mode.to_vec();
+        args.extend(["--oop-executor-token-file=/nonexistent", path_str(&o)]);
+        let out = remjit_in(&dir, &args, &[]);
+        assert_fails(
+            &format!("{mode:?}"),
+            &out,
+            "remjit: error: --oop-executor-token-file applies only with --oop-executor-connect\n",
+        );
+    }
+}
