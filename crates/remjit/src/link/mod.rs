@@ -111,11 +111,12 @@ pub struct LinkTimes {
     pub read: Duration,
     /// Symbol resolution, archive members, the external lookup.
     pub resolve: Duration,
-    /// Layout and allocation.
+    /// The plan (entries and layout) and allocation.
     pub layout: Duration,
-    /// Writing sections and applying relocations.
+    /// Writing sections and entries and applying relocations (and the `--check` link map).
     pub fixup: Duration,
-    /// Protections and finalize actions (constructors included).
+    /// The finalize request, protections and finalize actions (constructors included), and
+    /// the module's exports.
     pub finalize: Duration,
 }
 
