@@ -365,3 +365,120 @@ impl<'p, 'd> Placed<'p, 'd> {
         self.addr(Seg::Rw, self.plan.layout.dso_off)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::x86_64::X86_64;
+
+    fn need_for(r_type: u32, class: Class<'_>) -> std::result::Result<Option<Need>, &'static str> {
+        need(X86_64::reloc(r_type).unwrap(), class)
+    }
+
+    const LIBC_FN: Class<'static> = Class::External {
+        addr: 0x7f00_0000_1000,
+        data: false,
+    };
+    const LIBC_DATA: Class<'static> = Class::External {
+        addr: 0x7f00_0000_2000,
+        data: true,
+    };
+    const IFUNC: Class<'static> = Class::Section {
+        obj: 0,
+        sec: 1,
+        value: 0,
+        size: 0,
+        ifunc: true,
+    };
+
+    #[test]
+    fn calls_to_functions_outside_the_link_get_stubs() {
+        assert_eq!(need_for(elf::R_X86_64_PLT32, LIBC_FN), Ok(Some(Need::Stub)));
+        assert_eq!(need_for(elf::R_X86_64_PC32, LIBC_FN), Ok(Some(Need::Stub)));
+        assert_eq!(need_for(elf::R_X86_64_32, LIBC_FN), Ok(Some(Need::Stub)));
+        // A 64-bit field reaches anything: no stub.
+        assert_eq!(need_for(elf::R_X86_64_64, LIBC_FN), Ok(None));
+        assert_eq!(need_for(elf::R_X86_64_PC64, LIBC_FN), Ok(None));
+        // Data is never called through a stub.
+        assert_eq!(need_for(elf::R_X86_64_PC32, LIBC_DATA), Ok(None));
+        // As JITLink: a call to an `-abs` address may need a stub, other references not.
+        assert_eq!(
+            need_for(elf::R_X86_64_PLT32, Class::Absolute(1 << 40)),
+            Ok(Some(Need::Stub))
+        );
+        assert_eq!(
+            need_for(elf::R_X86_64_PC32, Class::Absolute(1 << 40)),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn ifuncs_are_always_reached_through_stubs() {
+        for r in [elf::R_X86_64_PLT32, elf::R_X86_64_PC32, elf::R_X86_64_64] {
+            assert_eq!(need_for(r, IFUNC), Ok(Some(Need::Stub)), "type {r}");
+        }
+    }
+
+    #[test]
+    fn got_and_tls_entries() {
+        for r in [
+            elf::R_X86_64_GOTPCREL,
+            elf::R_X86_64_GOTPCRELX,
+            elf::R_X86_64_REX_GOTPCRELX,
+            elf::R_X86_64_GOTPCREL64,
+            elf::R_X86_64_GOT32,
+            elf::R_X86_64_GOT64,
+            elf::R_X86_64_GOTPLT64,
+        ] {
+            assert_eq!(need_for(r, LIBC_DATA), Ok(Some(Need::Got)), "type {r}");
+        }
+        assert_eq!(
+            need_for(elf::R_X86_64_TLSGD, Class::Null),
+            Ok(Some(Need::TlsPair))
+        );
+        assert_eq!(
+            need_for(elf::R_X86_64_TLSLD, Class::Null),
+            Ok(Some(Need::LocalDynamicPair))
+        );
+        assert_eq!(
+            need_for(elf::R_X86_64_GOTPC32_TLSDESC, Class::Null),
+            Ok(Some(Need::TlsDescriptor))
+        );
+        for r in [
+            elf::R_X86_64_DTPOFF32,
+            elf::R_X86_64_TLSDESC_CALL,
+            elf::R_X86_64_SIZE64,
+        ] {
+            assert_eq!(need_for(r, Class::Null), Ok(None), "type {r}");
+        }
+        for r in [
+            elf::R_X86_64_GOTTPOFF,
+            elf::R_X86_64_TPOFF32,
+            elf::R_X86_64_TPOFF64,
+        ] {
+            assert_eq!(need_for(r, Class::Null), Err(STATIC_TLS), "type {r}");
+        }
+    }
+
+    #[test]
+    fn entries_are_made_once_per_target() {
+        let mut e = Entries::default();
+        let (f, g) = (Key::Name(b"f"), Key::Name(b"g"));
+        e.add(Need::Got, f, LIBC_FN);
+        e.add(Need::Stub, f, LIBC_FN);
+        e.add(Need::Stub, g, LIBC_FN);
+        e.add(Need::Stub, f, LIBC_FN);
+        e.add(Need::LocalDynamicPair, f, LIBC_FN);
+        e.add(Need::LocalDynamicPair, g, LIBC_FN);
+        // The stub of `f` jumps through the GOT word its GOTPCREL made.
+        assert_eq!(e.got_index[&f], 0);
+        assert_eq!(e.got_index[&g], 1);
+        assert_eq!((e.stubs.len(), e.stub_index[&g]), (2, 1));
+        assert_eq!(e.pairs.len(), 1);
+        let c = e.counts();
+        assert_eq!(
+            (c.got_entries, c.stubs, c.tls_pairs, c.tls_descs),
+            (2, 2, 1, 0)
+        );
+    }
+}
