@@ -8,7 +8,8 @@ mod support;
 use support::executor_path;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use remjit::link::fixup::{apply_relaxation, relaxation_for, reloc_kind, write_value, Width};
+use remjit::link::reloc::{write_value, Width};
+use remjit::link::x86_64::{apply_relaxation, relaxation_for, reloc_desc};
 use remjit::memory::{FreeList, InProcessMapper, SlabAllocator};
 use remjit::remote::{MemoryMode, RemoteExecutor};
 use remjit::{Session, SessionOptions};
@@ -55,7 +56,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("fixup: table lookup + range check + write (PC32)", |b| {
         let mut mem = vec![0u8; 4096];
         b.iter(|| {
-            let k = reloc_kind(black_box(2)).unwrap();
+            let k = reloc_desc(black_box(2)).unwrap();
             let v = black_box(0x4000_1000u64).wrapping_sub(black_box(0x4000_0800));
             if k.width.fits(v) {
                 write_value(&mut mem, black_box(100), Width::S32, v);

@@ -8,10 +8,8 @@ use object::read::elf::SectionHeader;
 use object::LittleEndian as LE;
 
 use crate::error::{Error, Result};
+use crate::link::arch::Arch;
 use crate::link::resolve::LinkObject;
-
-/// Size of a stub: `jmp *slot(%rip)` padded with `int3`.
-pub const STUB_SIZE: u64 = 8;
 
 /// The three segments of an allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,12 +140,16 @@ pub struct Layout {
     pub total: u64,
     /// Offset of the first stub in the text segment.
     pub stubs_off: u64,
+    /// Size of one stub.
+    pub stub_size: u64,
     /// Offset of the GOT in the read-write segment (also `_GLOBAL_OFFSET_TABLE_`).
     pub got_off: u64,
     /// Offset of the TLS pairs (after the GOT words).
     pub tls_pairs_off: u64,
     /// Offset of the TLS descriptors.
     pub tls_descs_off: u64,
+    /// Size of one TLS descriptor.
+    pub tls_desc_size: u64,
     /// Offset of this link's `__dso_handle` word in the read-write segment.
     pub dso_off: u64,
     /// `.eh_frame` in the read-only segment: (offset, size including the zero terminator).
@@ -261,7 +263,7 @@ struct Lists {
 }
 
 impl Lists {
-    fn push(&mut self, item: Item, shdr: &crate::object::Shdr, name: &[u8]) {
+    fn push(&mut self, item: Item, shdr: &crate::object::Shdr, name: &[u8], unwind_type: u32) {
         let flags = shdr.sh_flags(LE);
         let nobits = shdr.sh_type(LE) == elf::SHT_NOBITS;
         let list = if flags & u64::from(elf::SHF_TLS) != 0 {
@@ -270,7 +272,7 @@ impl Lists {
             } else {
                 &mut self.tdata
             }
-        } else if shdr.sh_type(LE) == elf::SHT_X86_64_UNWIND || name == b".eh_frame" {
+        } else if shdr.sh_type(LE) == unwind_type || name == b".eh_frame" {
             &mut self.eh
         } else if flags & u64::from(elf::SHF_EXECINSTR) != 0 {
             &mut self.text
@@ -292,6 +294,7 @@ fn collect(
     page: u64,
     mappable: &dyn Fn(usize, usize) -> Option<u64>,
     group_names: &mut Vec<Vec<u8>>,
+    unwind_type: u32,
 ) -> Result<Lists> {
     let mut lists = Lists::default();
     let mut group_of: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -331,7 +334,7 @@ fn collect(
                     .map(|fo| fo % page)
                     .filter(|fpo| fpo % align == 0),
             };
-            lists.push(item, shdr, name);
+            lists.push(item, shdr, name, unwind_type);
         }
     }
     // Sections named like C identifiers are kept together for `__start_`/`__stop_`.
@@ -463,7 +466,7 @@ impl Placer<'_, '_> {
 /// that offset modulo the page size. Sizes and alignments come from hostile files: a size that
 /// would take the link past [`MAX_LINK_SIZE`] or a bad alignment is an error naming the object
 /// and section.
-pub fn layout(
+pub fn layout<A: Arch>(
     objects: &[LinkObject<'_>],
     synth: Synthesized,
     commons: &[(Vec<u8>, u64, u64)],
@@ -475,7 +478,13 @@ pub fn layout(
         .map(|o| vec![Place::None; o.file.sections.len()])
         .collect();
     let mut group_names: Vec<Vec<u8>> = vec![Vec::new()];
-    let lists = collect(objects, page, mappable, &mut group_names)?;
+    let lists = collect(
+        objects,
+        page,
+        mappable,
+        &mut group_names,
+        A::UNWIND_SECTION_TYPE,
+    )?;
     let mut placer = Placer {
         objects,
         page,
@@ -493,7 +502,7 @@ pub fn layout(
     // Text: sections, then stubs.
     let t = placer.place(&lists.text, Seg::Text, 0, &mut places)?;
     let stubs_off = align_up(t, 16);
-    let t = after(stubs_off, synth.stubs, STUB_SIZE, "stubs")?;
+    let t = after(stubs_off, synth.stubs, A::STUB_SIZE, "stubs")?;
 
     // Read-only: sections, TLS template, then `.eh_frame` packed and zero terminated.
     let r = placer.place(&lists.ro, Seg::Ro, 0, &mut places)?;
@@ -506,7 +515,7 @@ pub fn layout(
     let entries = "GOT and TLS entries";
     let tls_pairs_off = after(got_off, synth.got_entries, 8, entries)?;
     let tls_descs_off = after(tls_pairs_off, synth.tls_pairs, 16, entries)?;
-    let dso_off = after(tls_descs_off, synth.tls_descs, 32, entries)?;
+    let dso_off = after(tls_descs_off, synth.tls_descs, A::TLS_DESC_SIZE, entries)?;
     // `__dso_handle`, then a word holding this module's TLS id.
     let content_w = after(dso_off, 2, 8, entries)?;
     let mut z = placer.place(&lists.bss, Seg::Rw, content_w, &mut places)?;
@@ -529,9 +538,11 @@ pub fn layout(
         bss_size: z - content_w,
         total,
         stubs_off,
+        stub_size: A::STUB_SIZE,
         got_off,
         tls_pairs_off,
         tls_descs_off,
+        tls_desc_size: A::TLS_DESC_SIZE,
         dso_off,
         eh_frame,
         tls,

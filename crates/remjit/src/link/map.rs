@@ -1,25 +1,15 @@
 //! The link map: where a link put each input's symbols, sections, GOT entries and stubs, with a
-//! copy of the written image before finalize — what `-check` rules read.
+//! copy of the written image before finalize — what `-check` rules read. It is derived from the
+//! plan placed at its address ([`Placed`]) and the written image, never recorded on the side.
 
 use std::collections::HashMap;
 
 use object::elf;
 
-use super::layout::{Layout, Place, Seg, STUB_SIZE};
-use super::resolve::Resolution;
-use super::{key_of, lossy, symbol_address, Class, Entries, SYNTHETIC_GOT};
+use super::plan::Placed;
+use super::symbols::{key_of, lossy, Resolved, SYNTHETIC_GOT};
 use crate::check::CheckEnv;
 use crate::error::Result;
-
-/// The executor address of GOT entry `i`.
-pub(super) fn got_entry_addr(lay: &Layout, base: u64, i: usize) -> u64 {
-    base + lay.offset(Seg::Rw, lay.got_off) + i as u64 * 8
-}
-
-/// The executor address of stub `i`.
-pub(super) fn stub_entry_addr(lay: &Layout, base: u64, i: usize) -> u64 {
-    base + lay.offset(Seg::Text, lay.stubs_off) + i as u64 * STUB_SIZE
-}
 
 /// Where one input object went.
 #[derive(Debug, Clone, Default)]
@@ -110,17 +100,16 @@ impl CheckEnv for LinkMap {
     }
 }
 
-/// Records the map of a written link: the same entries, layout and symbol addresses the write
-/// stage used.
-pub(super) fn build<'d>(
-    res: &Resolution<'d>,
-    classes: &[Vec<Class<'d>>],
-    entries: &Entries<'d>,
-    lay: &Layout,
-    base: u64,
+/// The map of a written link, from the same plan, layout and symbol addresses the write stage
+/// used; `mem` is the written image.
+pub(super) fn build(
+    r: &Resolved<'_>,
+    p: Placed<'_, '_>,
     mem: &[u8],
     absolutes: &HashMap<Vec<u8>, u64>,
 ) -> Result<LinkMap> {
+    let (res, lay, base) = (&r.res, p.layout(), p.base);
+    let entries = &p.plan.entries;
     let mut image = mem.to_vec();
     // Sections mapped from their files are not in working memory: copy them in.
     for &(oi, si, seg, off) in &lay.file_maps {
@@ -131,7 +120,7 @@ pub(super) fn build<'d>(
             dst.copy_from_slice(data);
         }
     }
-    let got_base = got_entry_addr(lay, base, 0);
+    let got_base = p.got_base();
     let mut symbols: HashMap<String, u64> = HashMap::new();
     let mut objects = Vec::with_capacity(res.objects.len());
     for (oi, o) in res.objects.iter().enumerate() {
@@ -140,10 +129,8 @@ pub(super) fn build<'d>(
             ..ObjectMap::default()
         };
         for si in 0..o.file.sections.len() {
-            let off = match lay.places[oi][si] {
-                Place::Mem { seg, off } => lay.offset(seg, off),
-                Place::TlsData { off, .. } => lay.offset(Seg::Ro, off),
-                _ => continue,
+            let Some(off) = p.section_offset(oi, si) else {
+                continue;
             };
             m.sections
                 .insert(lossy(o.file.section_name(si)?), base + off);
@@ -158,12 +145,12 @@ pub(super) fn build<'d>(
             }
             let key = key_of(o, oi, i)?;
             if let Some(&g) = entries.got_index.get(&key) {
-                m.got.insert(name.clone(), got_entry_addr(lay, base, g));
+                m.got.insert(name.clone(), p.got_word(g));
             }
             if let Some(&s) = entries.stub_index.get(&key) {
-                m.stubs.insert(name.clone(), stub_entry_addr(lay, base, s));
+                m.stubs.insert(name.clone(), p.stub_at(s));
             }
-            if let Ok(Some(a)) = symbol_address(lay, base, got_base, classes[oi][i]) {
+            if let Ok(Some(a)) = p.symbol_address(r.classes[oi][i]) {
                 m.symbols.insert(name.clone(), a);
                 if sym.st_bind() == elf::STB_LOCAL {
                     symbols.entry(name).or_insert(a);

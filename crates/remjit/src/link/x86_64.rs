@@ -1,121 +1,60 @@
-//! The fixup stage: the x86-64 relocation table (formula and allowed range per type), GOT
-//! relaxation, and range-checked writes into working memory.
+//! Everything x86-64 about a link: the relocation descriptor table, the GOTPCRELX relaxations,
+//! the stub and TLS descriptor code, the unwind section type, the relocation names.
 
 use object::elf;
 
-/// How a relocation's value is computed. Letters as in the x86-64 psABI: S symbol, A addend,
-/// P place, G GOT entry offset, GOT the GOT's address, L the stub ("PLT entry"), Z symbol size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Formula {
-    /// Nothing to do.
-    None,
-    /// S + A.
-    Absolute,
-    /// S + A - P.
-    PcRelative,
-    /// L + A - P (S + A - P when the target is reachable directly).
-    Branch,
-    /// G + GOT + A - P.
-    GotPcRel,
-    /// G + GOT + A - P, or S + A - P with the instruction relaxed from a GOT load.
-    GotPcRelRelaxable,
-    /// G + A.
-    GotOffset,
-    /// S + A - GOT.
-    GotRelative,
-    /// GOT + A - P.
-    GotPc,
-    /// L + A - GOT.
-    PltGotRelative,
-    /// Z + A.
-    Size,
-    /// Address of the general-dynamic TLS pair + A - P.
-    TlsGd,
-    /// Address of the local-dynamic TLS pair + A - P.
-    TlsLd,
-    /// Offset of S in its module's TLS block + A.
-    DtpOff,
-    /// Address of the TLS descriptor + A - P.
-    TlsDesc,
-    /// Marker on the descriptor call: nothing to write.
-    TlsDescCall,
-    /// Static TLS models (initial- and local-exec): not possible in a JIT'd module.
-    StaticTls,
-}
+use super::arch::Arch;
+use super::reloc::{write_value, Formula, RelocDesc, Width};
 
-/// What a value must fit in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Width {
-    /// Nothing written.
-    Zero,
-    /// 8 bits, signed or unsigned.
-    B8,
-    /// 8 bits signed (PC-relative).
-    S8,
-    /// 16 bits, signed or unsigned.
-    B16,
-    /// 16 bits signed.
-    S16,
-    /// 32 bits zero-extended.
-    U32,
-    /// 32 bits sign-extended.
-    S32,
-    /// 64 bits.
-    B64,
-}
+/// The x86-64 psABI (with GNU's TLS descriptors).
+pub struct X86_64;
 
-impl Width {
-    /// Bytes written.
-    pub fn bytes(self) -> usize {
-        match self {
-            Width::Zero => 0,
-            Width::B8 | Width::S8 => 1,
-            Width::B16 | Width::S16 => 2,
-            Width::U32 | Width::S32 => 4,
-            Width::B64 => 8,
-        }
+impl Arch for X86_64 {
+    /// `jmp *slot(%rip)` padded with `int3`.
+    const STUB_SIZE: u64 = 8;
+    /// `{resolver, &arg}` then the argument `{module id, offset}` the resolver reads.
+    const TLS_DESC_SIZE: u64 = 32;
+    const TLS_DESC_ID_WORD: u64 = 16;
+    const UNWIND_SECTION_TYPE: u32 = elf::SHT_X86_64_UNWIND;
+
+    fn reloc(r_type: u32) -> Option<RelocDesc> {
+        reloc_desc(r_type)
     }
 
-    /// Whether `v` (as a two's-complement 64-bit value) fits.
-    pub fn fits(self, v: u64) -> bool {
-        let s = v as i64;
-        match self {
-            Width::Zero | Width::B64 => true,
-            Width::B8 => (-128..=255).contains(&s),
-            Width::S8 => (-128..=127).contains(&s),
-            Width::B16 => (-32768..=65535).contains(&s),
-            Width::S16 => (-32768..=32767).contains(&s),
-            Width::U32 => v <= u64::from(u32::MAX),
-            Width::S32 => i32::try_from(s).is_ok(),
-        }
+    fn reloc_name(r_type: u32) -> String {
+        reloc_name(r_type)
     }
 
-    /// Human description of the range, for errors.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Width::Zero => "",
-            Width::B8 => "8 bits",
-            Width::S8 => "a signed 8-bit value",
-            Width::B16 => "16 bits",
-            Width::S16 => "a signed 16-bit value",
-            Width::U32 => "an unsigned 32-bit value (below 4 GiB)",
-            Width::S32 => "a signed 32-bit value (+-2 GiB)",
-            Width::B64 => "64 bits",
+    fn relax_got_load(
+        code: &mut [u8],
+        field: usize,
+        r_type: u32,
+        place: u64,
+        target: u64,
+        addend: i64,
+    ) -> bool {
+        // The REX prefix of `R_X86_64_REX_GOTPCRELX` must lie in the section too.
+        let prefix = usize::from(r_type == elf::R_X86_64_REX_GOTPCRELX);
+        relaxation_for(code, field, prefix)
+            .is_some_and(|kind| apply_relaxation(code, field, kind, place, target, addend))
+    }
+
+    fn write_stub(mem: &mut [u8], at: usize, stub_addr: u64, slot_addr: u64) -> bool {
+        write_stub(mem, at, stub_addr, slot_addr)
+    }
+
+    fn write_tls_descriptor(mem: &mut [u8], at: usize, desc_addr: u64, resolver: u64, offset: u64) {
+        let arg = desc_addr + Self::TLS_DESC_ID_WORD;
+        for (i, word) in [resolver, arg, 0, offset].into_iter().enumerate() {
+            write_value(mem, at + 8 * i, Width::B64, word);
         }
     }
 }
 
-/// A row of the relocation table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelocKind {
-    /// How the value is computed.
-    pub formula: Formula,
-    /// Where it must fit.
-    pub width: Width,
-}
-
-/// The relocation table: `None` for types remjit does not apply.
-pub fn reloc_kind(r_type: u32) -> Option<RelocKind> {
+/// The relocation table: one descriptor per type remjit applies, `None` for the others
+/// (`R_X86_64_COPY`, `GLOB_DAT`, `JUMP_SLOT`, `RELATIVE`, `IRELATIVE`, `TLSDESC`, `DTPMOD64`:
+/// dynamic relocations, never in a relocatable object).
+pub fn reloc_desc(r_type: u32) -> Option<RelocDesc> {
     use Formula as F;
     use Width as W;
     let (formula, width) = match r_type {
@@ -152,14 +91,55 @@ pub fn reloc_kind(r_type: u32) -> Option<RelocKind> {
         }
         _ => return None,
     };
-    Some(RelocKind { formula, width })
+    Some(RelocDesc { formula, width })
 }
 
-/// Writes `value` little-endian with the width's size at `at` in `mem`.
-/// The caller has checked bounds and range.
-pub fn write_value(mem: &mut [u8], at: usize, width: Width, value: u64) {
-    let n = width.bytes();
-    mem[at..at + n].copy_from_slice(&value.to_le_bytes()[..n]);
+/// Readable name of an x86-64 relocation type.
+pub fn reloc_name(r_type: u32) -> String {
+    let n = match r_type {
+        elf::R_X86_64_NONE => "R_X86_64_NONE",
+        elf::R_X86_64_64 => "R_X86_64_64",
+        elf::R_X86_64_PC32 => "R_X86_64_PC32",
+        elf::R_X86_64_GOT32 => "R_X86_64_GOT32",
+        elf::R_X86_64_PLT32 => "R_X86_64_PLT32",
+        elf::R_X86_64_COPY => "R_X86_64_COPY",
+        elf::R_X86_64_GLOB_DAT => "R_X86_64_GLOB_DAT",
+        elf::R_X86_64_JUMP_SLOT => "R_X86_64_JUMP_SLOT",
+        elf::R_X86_64_RELATIVE => "R_X86_64_RELATIVE",
+        elf::R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
+        elf::R_X86_64_32 => "R_X86_64_32",
+        elf::R_X86_64_32S => "R_X86_64_32S",
+        elf::R_X86_64_16 => "R_X86_64_16",
+        elf::R_X86_64_PC16 => "R_X86_64_PC16",
+        elf::R_X86_64_8 => "R_X86_64_8",
+        elf::R_X86_64_PC8 => "R_X86_64_PC8",
+        elf::R_X86_64_DTPMOD64 => "R_X86_64_DTPMOD64",
+        elf::R_X86_64_DTPOFF64 => "R_X86_64_DTPOFF64",
+        elf::R_X86_64_TPOFF64 => "R_X86_64_TPOFF64",
+        elf::R_X86_64_TLSGD => "R_X86_64_TLSGD",
+        elf::R_X86_64_TLSLD => "R_X86_64_TLSLD",
+        elf::R_X86_64_DTPOFF32 => "R_X86_64_DTPOFF32",
+        elf::R_X86_64_GOTTPOFF => "R_X86_64_GOTTPOFF",
+        elf::R_X86_64_TPOFF32 => "R_X86_64_TPOFF32",
+        elf::R_X86_64_PC64 => "R_X86_64_PC64",
+        elf::R_X86_64_GOTOFF64 => "R_X86_64_GOTOFF64",
+        elf::R_X86_64_GOTPC32 => "R_X86_64_GOTPC32",
+        elf::R_X86_64_GOT64 => "R_X86_64_GOT64",
+        elf::R_X86_64_GOTPCREL64 => "R_X86_64_GOTPCREL64",
+        elf::R_X86_64_GOTPC64 => "R_X86_64_GOTPC64",
+        elf::R_X86_64_GOTPLT64 => "R_X86_64_GOTPLT64",
+        elf::R_X86_64_PLTOFF64 => "R_X86_64_PLTOFF64",
+        elf::R_X86_64_SIZE32 => "R_X86_64_SIZE32",
+        elf::R_X86_64_SIZE64 => "R_X86_64_SIZE64",
+        elf::R_X86_64_GOTPC32_TLSDESC => "R_X86_64_GOTPC32_TLSDESC",
+        elf::R_X86_64_TLSDESC_CALL => "R_X86_64_TLSDESC_CALL",
+        elf::R_X86_64_TLSDESC => "R_X86_64_TLSDESC",
+        elf::R_X86_64_IRELATIVE => "R_X86_64_IRELATIVE",
+        elf::R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
+        elf::R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
+        other => return format!("relocation type {other}"),
+    };
+    n.to_string()
 }
 
 /// How a GOT load can be rewritten when the target is reachable directly.
@@ -204,37 +184,50 @@ pub fn apply_relaxation(
     target: u64,
     addend: i64,
 ) -> bool {
+    let direct = target.wrapping_add(addend as u64).wrapping_sub(place);
     match kind {
-        Relaxation::MovToLea | Relaxation::CallToDirect => {
-            let v = target.wrapping_add(addend as u64).wrapping_sub(place);
-            if !Width::S32.fits(v) {
-                return false;
-            }
-            if kind == Relaxation::MovToLea {
-                code[field - 2] = 0x8d;
-            } else {
-                code[field - 2] = 0x67;
-                code[field - 1] = 0xe8;
-            }
-            write_value(code, field, Width::S32, v);
-            true
-        }
-        Relaxation::JmpToDirect => {
-            // `e9 rel32` starts one byte earlier; the displacement is relative to its end.
-            let end = place.wrapping_add(3);
-            let v = target
-                .wrapping_add(addend as u64)
-                .wrapping_add(4)
-                .wrapping_sub(end);
-            if !Width::S32.fits(v) {
-                return false;
-            }
-            code[field - 2] = 0xe9;
-            write_value(code, field - 1, Width::S32, v);
-            code[field + 3] = 0x90;
-            true
-        }
+        Relaxation::MovToLea => relax_mov_to_lea(code, field, direct),
+        Relaxation::CallToDirect => relax_call_to_direct(code, field, direct),
+        Relaxation::JmpToDirect => relax_jmp_to_direct(code, field, direct),
     }
+}
+
+/// `8b /r` (`mov foo@GOTPCREL(%rip), %reg`) -> `8d /r` (`lea foo(%rip), %reg`): same length,
+/// same displacement field, now `direct` (S + A - P).
+fn relax_mov_to_lea(code: &mut [u8], field: usize, direct: u64) -> bool {
+    if !Width::S32.fits(direct) {
+        return false;
+    }
+    code[field - 2] = 0x8d;
+    write_value(code, field, Width::S32, direct);
+    true
+}
+
+/// `ff 15` (`call *foo@GOTPCREL(%rip)`) -> `67 e8` (`addr32 call foo`): the prefix keeps the
+/// length, the displacement field stays where it was.
+fn relax_call_to_direct(code: &mut [u8], field: usize, direct: u64) -> bool {
+    if !Width::S32.fits(direct) {
+        return false;
+    }
+    code[field - 2] = 0x67;
+    code[field - 1] = 0xe8;
+    write_value(code, field, Width::S32, direct);
+    true
+}
+
+/// `ff 25` (`jmp *foo@GOTPCREL(%rip)`) -> `e9 rel32; 90` (`jmp foo; nop`): the jump starts one
+/// byte earlier, and so does its displacement field.
+fn relax_jmp_to_direct(code: &mut [u8], field: usize, direct: u64) -> bool {
+    // `direct` is relative to the old field's address plus the addend (-4: the old end); the
+    // new rel32 is relative to the end of `e9 rel32`, one byte before the old end.
+    let v = direct.wrapping_add(1);
+    if !Width::S32.fits(v) {
+        return false;
+    }
+    code[field - 2] = 0xe9;
+    write_value(code, field - 1, Width::S32, v);
+    code[field + 3] = 0x90;
+    true
 }
 
 /// Writes a stub at `at` (executor address `stub_addr`) jumping through the word at `slot_addr`.
@@ -339,20 +332,12 @@ mod tests {
     }
 
     #[test]
-    fn widths() {
-        assert!(Width::S32.fits((-5i64) as u64));
-        assert!(!Width::U32.fits((-5i64) as u64));
-        assert!(!Width::S32.fits(0x8000_0000));
-        assert!(Width::U32.fits(0x8000_0000));
-        assert!(Width::B16.fits(0xffff) && !Width::S16.fits(0xffff));
-    }
-
-    #[test]
     fn table_knows_tls_models() {
         assert_eq!(
-            reloc_kind(elf::R_X86_64_TPOFF32).unwrap().formula,
+            reloc_desc(elf::R_X86_64_TPOFF32).unwrap().formula,
             Formula::StaticTls
         );
-        assert!(reloc_kind(elf::R_X86_64_COPY).is_none());
+        assert!(reloc_desc(elf::R_X86_64_COPY).is_none());
+        assert_eq!(reloc_name(elf::R_X86_64_COPY), "R_X86_64_COPY");
     }
 }
