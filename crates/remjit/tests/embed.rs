@@ -403,3 +403,38 @@ fn a_redefinition_reaches_earlier_callers_and_its_removal_restores_them() {
         mode.finish();
     }
 }
+
+/// A call that crashes the executor ends it as any crash of JIT'd code does: the call fails,
+/// and the executor's crash report names the function.
+#[test]
+fn a_crashing_call_ends_the_executor_with_a_crash_report() {
+    use remjit::remote::Ending;
+    use remjit_executor::crash::{write_function, Sink};
+    let dir = sources(
+        "crash",
+        &[("poke.c", "void poke(int *p, int v) { *p = v; }\n")],
+    );
+    let obj = compile(&dir, &dir.join("poke.c"), "poke.o", &["-O1"]);
+    for memory in [MemoryMode::Shared, MemoryMode::Copy] {
+        let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), memory).unwrap());
+        let mut s = Session::with_executor(exec.clone(), SessionOptions::default()).unwrap();
+        link_one(&mut s, &obj);
+        let args = [Arg::Ptr(0x10), Arg::I64(1)];
+        assert!(s.call("poke", &args, RetKind::Void).is_err(), "{memory:?}");
+        assert!(
+            matches!(exec.ending(), Ending::Signaled(libc::SIGSEGV, Some(_))),
+            "{memory:?}"
+        );
+        let jit = |pc: u64, out: &mut dyn Sink| match s.symbolize(pc) {
+            Some((module, f, off)) => {
+                write_function(out, f.as_bytes(), off, module.as_bytes());
+                true
+            }
+            None => false,
+        };
+        let report = exec.describe_death(&jit).unwrap();
+        let head = "the JIT'd code crashed: SIGSEGV (signal 11) at address 0x10, in `poke`+0x";
+        assert!(report.starts_with(head), "{memory:?}: {report}");
+        assert!(report.contains(&obj.display().to_string()), "{report}");
+    }
+}
