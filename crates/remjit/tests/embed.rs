@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{compile, remjit, work_dir};
+use common::{compile, remjit};
 use remjit::remote::{MemoryMode, RemoteExecutor, Token};
 use remjit::{Arg, ModuleId, Ret, RetKind, Session, SessionOptions};
 
@@ -107,11 +107,7 @@ fn modes() -> Vec<Mode> {
 
 /// Writes `files` (name, text) into a fresh directory for test `name`.
 fn sources(name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = work_dir(&format!("embed-{name}"));
-    for (f, text) in files {
-        std::fs::write(dir.join(f), text).unwrap();
-    }
-    dir
+    common::sources(&format!("embed-{name}"), files)
 }
 
 fn link_one(s: &mut Session, obj: &Path) -> ModuleId {
