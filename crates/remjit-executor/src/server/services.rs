@@ -122,6 +122,9 @@ impl Services {
             (names::REMJIT_SET_ARGS, Services::set_args, Quick),
             (names::REMJIT_RUN_EXIT, Services::run_exit, Runs),
             (names::REMJIT_RUN_MAIN, Services::run_main, Main),
+            (names::REMJIT_READ_MEMORY, Services::read_memory, Quick),
+            (names::REMJIT_WRITE_MEMORY, Services::write_memory, Quick),
+            (names::REMJIT_CALL, Services::call, Runs),
             (names::SHM_RESERVE, super::shm::shm_reserve, Quick),
             (names::SHM_INITIALIZE, super::shm::shm_initialize, Runs),
             (names::SHM_DEINITIALIZE, super::shm::shm_deinitialize, Runs),
@@ -500,9 +503,7 @@ impl Services {
     fn code(&self, addr: u64) -> Result<(), String> {
         self.memory.check(addr, 1)?;
         if !self.memory.is_executable(addr) {
-            return Err(format!(
-                "{addr:#x} is not in finalized executable memory; refusing to call it"
-            ));
+            return Err(runtime::access::not_code(addr));
         }
         Ok(())
     }
@@ -567,6 +568,46 @@ impl Services {
         // SAFETY: an int(int) function of JIT'd code.
         let f: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(addr as usize) };
         f(arg).to_bytes()
+    }
+
+    /// An embedder's read: JIT memory must be readable now; anything else mapped readable
+    /// (the heap, libraries) is read without risk of a fault.
+    fn read_memory(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (addr, len): (u64, u64) = decode(args, "read_memory")?;
+            runtime::access::check_size("read", len)?;
+            if self.memory.is_handed_out(addr) {
+                self.memory.check_readable(addr, len)?;
+            }
+            runtime::access::read(addr, len).map(Bytes)
+        })();
+        Expected(r).to_bytes()
+    }
+
+    /// An embedder's write: only JIT memory handed out and writable now.
+    fn write_memory(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (addr, bytes): (u64, Bytes) = decode(args, "write_memory")?;
+            runtime::access::check_size("write", bytes.0.len() as u64)?;
+            self.memory.check_writable(addr, bytes.0.len() as u64)?;
+            // SAFETY: checked to be writable JIT memory; the controller owns its contents.
+            unsafe { runtime::access::write(addr, &bytes.0) };
+            Ok(())
+        })();
+        SpsError::from(r).to_bytes()
+    }
+
+    /// An embedder's call of JIT'd code with integer and floating-point arguments.
+    fn call(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (addr, list): (u64, Vec<(u8, u64)>) = decode(args, "call")?;
+            runtime::call::check_args(&list)?;
+            self.code(addr)?;
+            // SAFETY: finalized JIT'd code; the controller vouches for its signature.
+            let regs = unsafe { runtime::call::call(addr, &list) }?;
+            Ok((regs.rax, regs.xmm0))
+        })();
+        Expected(r).to_bytes()
     }
 
     fn register_tls(&self, args: &[u8]) -> Vec<u8> {
@@ -809,5 +850,64 @@ pub fn is_data_at(addr: u64) -> bool {
         }
         let ty = (*(sym as *const DlSym)).st_info & 0xf;
         ty == 1 || ty == 5 || ty == 6
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected<T: Sps>(reply: &[u8]) -> Result<T, String> {
+        Expected::<T>::from_bytes(reply).unwrap().0
+    }
+
+    /// The embedder services take nothing on trust: malformed arguments, memory never made
+    /// accessible, data called as code, sizes and argument counts over the caps.
+    #[test]
+    fn embedder_services_refuse_hostile_requests() {
+        let s = Services::new();
+        let read = |addr: u64, len: u64| expected::<Bytes>(&s.read_memory(&(addr, len).to_bytes()));
+        let base = s.memory.reserve(8192).unwrap();
+        assert_eq!(
+            read(base, 16).unwrap_err(),
+            format!(
+                "{base:#x}..{:#x} is not readable (reserved but never made accessible)",
+                base + 16
+            )
+        );
+        s.protect(base, 4096, 3).unwrap();
+        let write = |addr: u64, b: &[u8]| {
+            let reply = s.write_memory(&(addr, Bytes(b.to_vec())).to_bytes());
+            SpsError::from_bytes(&reply).unwrap().into_result()
+        };
+        write(base + 8, &[1, 2, 3]).unwrap();
+        assert_eq!(read(base + 8, 4).unwrap().0, [1, 2, 3, 0]);
+        assert_eq!(
+            write(base + 4094, &[0; 4]).unwrap_err(),
+            format!(
+                "{:#x}..{:#x} is not writable (finalized read-only or executable, or never \
+                 made accessible)",
+                base + 4094,
+                base + 4098
+            )
+        );
+        assert_eq!(
+            write(u64::MAX - 1, &[0; 4]).unwrap_err(),
+            format!("range {:#x}+0x4 overflows", u64::MAX - 1)
+        );
+        let call = |a: &[u8]| expected::<(u64, u64)>(&s.call(a));
+        assert_eq!(
+            call(&(base, Vec::<(u8, u64)>::new()).to_bytes()).unwrap_err(),
+            format!("{base:#x} is not in finalized executable memory; refusing to call it")
+        );
+        assert_eq!(
+            call(&(base, vec![(0u8, 0u64); 17]).to_bytes()).unwrap_err(),
+            "17 arguments refused: at most 16"
+        );
+        assert!(call(&[1, 2, 3])
+            .unwrap_err()
+            .starts_with("call: malformed arguments"));
+        assert!(read(0, u64::MAX).unwrap_err().starts_with("read of "));
+        s.memory.release(base).unwrap();
     }
 }
