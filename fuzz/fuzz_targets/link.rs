@@ -3,7 +3,7 @@
 //! process and with `--noexec` semantics: no constructor, no IFUNC resolver, no code of the
 //! input ever runs. Every input must link or fail with an error; never panic or crash.
 #![no_main]
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
@@ -102,8 +102,13 @@ fuzz_target!(|data: &[u8]| {
             executor: &cx.executor,
             slab: &cx.slab,
             run_initializers: false,
+            required_entry: None,
+            record_map: false,
+            comdat_kept: &|_| false,
+            comdat_symbol: &|_| None,
+            before_initializers: None,
         };
-        if let Ok(module) = link(&inputs, &mut HashSet::new(), &env) {
+        if let Ok(module) = link(&inputs, &env) {
             cx.slab.deallocate(&[module.alloc]).expect("deallocate");
         }
     });

@@ -375,6 +375,9 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         // With --link-each, only the last module need define it: checked after the links.
         required_entry: (!cli.noexec && !cli.link_each).then(|| cli.entry.clone()),
         record_link_map: !cli.check.is_empty(),
+        // Constructors that crash in process are named (with --link-each the table is set
+        // once after the links instead: rebuilding it per module would cost O(n^2)).
+        in_process_crash_table: cli.in_process && !cli.noexec && !cli.link_each,
         slab_address: slab_placement(&cli)?,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
@@ -444,8 +447,9 @@ fn link_and_run(
     if !cli.check.is_empty() && !run_checks(cli, session, module)? {
         return Ok(1);
     }
-    // What the in-process crash handler names (nothing runs under --noexec).
-    if matches!(mode, Mode::InProcess) && !cli.noexec {
+    // What the in-process crash handler names (nothing runs under --noexec); the session
+    // published it before constructors ran unless --link-each.
+    if matches!(mode, Mode::InProcess) && !cli.noexec && cli.link_each {
         crash::set_jit_functions(session.jit_functions());
     }
     let times = session.last_link_times();

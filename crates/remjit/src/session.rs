@@ -65,6 +65,10 @@ pub struct SessionOptions {
     pub slab_address: Option<u64>,
     /// perf records to write for each module (`--perf-map`, `--jitdump`).
     pub perf: PerfOutputs,
+    /// Keep the table of JIT'd functions that the in-process crash handler
+    /// ([`remjit_executor::crash::install_in_process`]) names current, published before each
+    /// module's constructors run (each link then rebuilds the whole table).
+    pub in_process_crash_table: bool,
 }
 
 impl Default for SessionOptions {
@@ -78,6 +82,7 @@ impl Default for SessionOptions {
             compile_flags: Vec::new(),
             required_entry: None,
             record_link_map: false,
+            in_process_crash_table: false,
             slab_address: None,
             perf: PerfOutputs::default(),
         }
@@ -160,6 +165,30 @@ pub struct Session {
     next_id: u64,
     search: LibrarySearch,
     last_times: LinkTimes,
+    /// The newest link that failed after its memory was written (a constructor crashed, say):
+    /// what crash reports name.
+    failed: Option<FailedLink>,
+}
+
+/// What crash reports need of a link that failed once its code was in place.
+struct FailedLink {
+    base: u64,
+    size: u64,
+    objects: Vec<String>,
+    functions: Vec<link::FunctionSymbol>,
+    debug_inputs: Vec<debug::DebugInput>,
+}
+
+impl FailedLink {
+    fn of(m: &link::PlacedModule<'_>) -> FailedLink {
+        FailedLink {
+            base: m.base,
+            size: m.size,
+            objects: m.objects.to_vec(),
+            functions: m.functions.to_vec(),
+            debug_inputs: m.debug_inputs.to_vec(),
+        }
+    }
 }
 
 impl Session {
@@ -209,6 +238,7 @@ impl Session {
             next_id: 1,
             search,
             last_times: LinkTimes::default(),
+            failed: None,
         })
     }
 
@@ -331,6 +361,20 @@ impl Session {
                 "nothing to link: no object files given".into(),
             ));
         }
+        let placed = std::cell::RefCell::new(None);
+        let before_initializers = |m: &link::PlacedModule<'_>| {
+            let failed = FailedLink::of(m);
+            if self.options.in_process_crash_table {
+                let mut table = self.jit_functions();
+                table.extend(jit_functions_of(
+                    &failed.objects,
+                    &failed.functions,
+                    &failed.debug_inputs,
+                ));
+                remjit_executor::crash::set_jit_functions(table);
+            }
+            *placed.borrow_mut() = Some(failed);
+        };
         let comdat_kept = |sig: &[u8]| self.comdats.contains_key(sig);
         let comdat_symbol = |name: &[u8]| self.comdat_symbols.get(name).map(|s| s.0);
         let env = LinkEnv {
@@ -345,8 +389,12 @@ impl Session {
             record_map: self.options.record_link_map,
             comdat_kept: &comdat_kept,
             comdat_symbol: &comdat_symbol,
+            before_initializers: Some(&before_initializers),
         };
-        let m = link::link(&inputs, &env).map_err(|e| self.placement_cause(e))?;
+        let linked = link::link(&inputs, &env);
+        self.failed = placed.into_inner();
+        let m = linked.map_err(|e| self.placement_cause(e))?;
+        self.failed = None;
         self.last_times = m.times;
         let id = ModuleId(self.next_id);
         self.next_id += 1;
@@ -663,9 +711,31 @@ impl Session {
     }
 
     /// The function containing `addr`, as `(module objects, symbol, offset)`.
+    /// The live modules' code, and that of the newest link if it failed once its code was in
+    /// place (its constructor crashed): (base, size, objects, functions, inputs with DWARF).
+    fn code_ranges(&self) -> impl Iterator<Item = CodeRange<'_>> {
+        let live = self.modules.values().map(|m| CodeRange {
+            base: m.alloc.base,
+            size: m.alloc.size,
+            objects: &m.objects,
+            functions: &m.functions,
+            debug_inputs: &m.debug_inputs,
+        });
+        let failed = self.failed.iter().map(|f| CodeRange {
+            base: f.base,
+            size: f.size,
+            objects: &f.objects,
+            functions: &f.functions,
+            debug_inputs: &f.debug_inputs,
+        });
+        live.chain(failed)
+    }
+
+    /// The function containing `addr`, as `(module objects, symbol, offset)`. The code of a
+    /// link that failed in its constructors counts until the next link.
     pub fn symbolize(&self, addr: u64) -> Option<(String, String, u64)> {
-        for m in self.modules.values() {
-            if addr < m.alloc.base || addr >= m.alloc.base + m.alloc.size {
+        for m in self.code_ranges() {
+            if addr < m.base || addr - m.base >= m.size {
                 continue;
             }
             let i = m.functions.partition_point(|f| f.addr <= addr);
@@ -679,11 +749,10 @@ impl Session {
 
     /// Finds source lines of JIT'd code (of objects with DWARF), for crash reports.
     pub fn source_lines(&self) -> debug::SourceLines<'_> {
-        let modules = self.modules.values();
         debug::SourceLines::new(
-            modules
+            self.code_ranges()
                 .filter(|m| !m.debug_inputs.is_empty())
-                .map(|m| (m.alloc.base, m.alloc.size, m.debug_inputs.as_slice()))
+                .map(|m| (m.base, m.size, m.debug_inputs))
                 .collect(),
         )
     }
@@ -693,19 +762,7 @@ impl Session {
     pub fn jit_functions(&self) -> Vec<remjit_executor::crash::JitFunction> {
         let mut out = Vec::new();
         for m in self.modules.values() {
-            let module: std::sync::Arc<str> = m.objects.join(" ").into();
-            let mut lines = debug::function_lines(&m.functions, &m.debug_inputs);
-            out.extend(
-                m.functions
-                    .iter()
-                    .map(|f| remjit_executor::crash::JitFunction {
-                        start: f.addr,
-                        end: f.addr.saturating_add(f.size.max(1)),
-                        name: f.name.clone(),
-                        module: module.clone(),
-                        lines: lines.remove(&f.addr).unwrap_or_default(),
-                    }),
-            );
+            out.extend(jit_functions_of(&m.objects, &m.functions, &m.debug_inputs));
         }
         out
     }
@@ -779,4 +836,33 @@ impl Session {
     pub fn reservations(&self) -> Vec<(u64, u64)> {
         self.slab.reservations()
     }
+}
+
+/// A module's code, for naming addresses in crash reports.
+struct CodeRange<'a> {
+    base: u64,
+    size: u64,
+    objects: &'a [String],
+    functions: &'a [link::FunctionSymbol],
+    debug_inputs: &'a [debug::DebugInput],
+}
+
+/// The in-process crash handler's entries for one module's functions, with their line rows.
+fn jit_functions_of(
+    objects: &[String],
+    functions: &[link::FunctionSymbol],
+    debug_inputs: &[debug::DebugInput],
+) -> Vec<remjit_executor::crash::JitFunction> {
+    let module: std::sync::Arc<str> = objects.join(" ").into();
+    let mut lines = debug::function_lines(functions, debug_inputs);
+    functions
+        .iter()
+        .map(|f| remjit_executor::crash::JitFunction {
+            start: f.addr,
+            end: f.addr.saturating_add(f.size.max(1)),
+            name: f.name.clone(),
+            module: module.clone(),
+            lines: lines.remove(&f.addr).unwrap_or_default(),
+        })
+        .collect()
 }

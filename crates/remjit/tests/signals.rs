@@ -461,3 +461,38 @@ fn crash_report_names_source_lines_with_debug_info() {
         );
     }
 }
+
+#[test]
+fn a_crash_in_a_constructor_names_the_constructor() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("ctor.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n\
+         static int *volatile target;\n\
+         void poke(int *p) { *p = 42; }\n\
+         __attribute__((constructor)) static void setup(void) { poke(target); }\n\
+         int main(void) { puts(\"main\"); return 0; }\n",
+    )
+    .unwrap();
+    compile(dir.path(), &src, "ctor.o", &["-g", "-O0"]);
+    let head = "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x?, in ";
+    for mode in MODES {
+        let mut cmd = Command::new(remjit());
+        cmd.args(mode)
+            .arg("ctor.o")
+            .current_dir(dir.path())
+            .stdin(Stdio::null());
+        no_core_dumps(&mut cmd);
+        let (out, err, st) = outcome(cmd);
+        assert_eq!((out.as_str(), st), ("", 139), "{mode:?}: {err}");
+        assert_eq!(
+            without_hex(&err),
+            format!(
+                "{head}`poke`+0x? (module ctor.o) at ctor.c:3 (pc 0x?), called from `setup`+0x? \
+                 (module ctor.o) at ctor.c:4\n"
+            ),
+            "{mode:?}"
+        );
+    }
+}

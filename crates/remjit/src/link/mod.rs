@@ -102,6 +102,23 @@ pub struct LinkEnv<'a> {
     /// A symbol of any visibility defined in a COMDAT group an earlier link kept: where a
     /// dropped copy's definitions resolve.
     pub comdat_symbol: &'a dyn Fn(&[u8]) -> Option<SessionSymbol>,
+    /// Called once the module is written and before its finalize actions (constructors, IFUNC
+    /// resolvers) run, so that a crash in them can be attributed to its functions.
+    pub before_initializers: Option<&'a dyn Fn(&PlacedModule<'_>)>,
+}
+
+/// A module written into its memory whose initializers have not run yet.
+pub struct PlacedModule<'a> {
+    /// Its memory in the executing process.
+    pub base: u64,
+    /// The size of that memory.
+    pub size: u64,
+    /// Names of the objects linked.
+    pub objects: &'a [String],
+    /// Its functions, by address.
+    pub functions: &'a [FunctionSymbol],
+    /// Its inputs with DWARF, with their sections' load addresses.
+    pub debug_inputs: &'a [crate::debug::DebugInput],
 }
 
 /// Time spent in each stage of a link.
@@ -214,8 +231,35 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
             return Err(e);
         }
     };
+    let placed = Placed {
+        plan: &plan,
+        base: alloc.base,
+    };
+    let functions = finalize::functions(&resolved, placed);
+    let objects: Vec<String> = resolved
+        .res
+        .objects
+        .iter()
+        .map(|o| o.file.name.clone())
+        .collect();
+    let debug_inputs =
+        crate::debug::collect_inputs(&resolved.res.objects, &plan.layout, alloc.base);
+    if let Some(hook) = env.before_initializers {
+        hook(&PlacedModule {
+            base: alloc.base,
+            size: alloc.size,
+            objects: &objects,
+            functions: &functions,
+            debug_inputs: &debug_inputs,
+        });
+    }
     let fin = env.slab.finalize(alloc, &request.info)?;
-    let mut module = module(resolved, &plan, fin, request, times, recorded);
+    let parts = Parts {
+        functions,
+        objects,
+        debug_inputs,
+    };
+    let mut module = module(resolved, &plan, fin, request, parts, times, recorded);
     module.times.finalize = t4.elapsed();
     Ok(module)
 }
@@ -235,12 +279,20 @@ fn write_stage<A: Arch>(
     Ok((image, recorded))
 }
 
+/// What the module's crash reports and debuggers need, made before its initializers run.
+struct Parts {
+    functions: Vec<FunctionSymbol>,
+    objects: Vec<String>,
+    debug_inputs: Vec<crate::debug::DebugInput>,
+}
+
 /// The linked module: the finalized allocation and what the session keeps of the link.
 fn module(
     resolved: Resolved<'_>,
     plan: &Plan<'_>,
     fin: FinalizedAlloc,
     request: finalize::FinalizeRequest,
+    parts: Parts,
     times: LinkTimes,
     map: Option<map::LinkMap>,
 ) -> LinkedModule {
@@ -248,7 +300,6 @@ fn module(
     let base = fin.base;
     let p = Placed { plan, base };
     let mut exports = finalize::exports(&resolved, p, request.tls_id_slot);
-    let functions = finalize::functions(&resolved, p);
     // Symbols of kept groups come back whatever their visibility; only exported ones leave.
     let mut comdat_symbols = Vec::new();
     exports.retain(|(name, sym)| match res.globals.get(name.as_slice()) {
@@ -260,15 +311,14 @@ fn module(
         }
         None => true,
     });
-    let lay = &plan.layout;
     LinkedModule {
         alloc: fin,
         exports,
-        functions,
+        functions: parts.functions,
         dso: p.dso_handle(),
         finalizers: request.finalizers,
-        objects: res.objects.iter().map(|o| o.file.name.clone()).collect(),
-        debug_inputs: crate::debug::collect_inputs(&res.objects, lay, base),
+        objects: parts.objects,
+        debug_inputs: parts.debug_inputs,
         kept_comdats: res.kept_comdats.iter().map(|s| s.to_vec()).collect(),
         comdat_symbols,
         used_comdats: res.session_comdats.iter().map(|s| s.to_vec()).collect(),
