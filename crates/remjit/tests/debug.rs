@@ -178,6 +178,52 @@ fn llvm_jitlink_registers_with_our_executor() {
     assert!(text.contains("in compute (n=4) at "), "{text}");
 }
 
+/// LLVM registers its debug objects in place (in memory it allocated in our executor) and never
+/// deregisters them; the executor does when that memory is freed (llvm-jitlink frees it when
+/// its session ends). gdb, following the executor, stops at each change of the list and says
+/// what it did and whether `square` is known.
+#[test]
+fn llvm_jitlink_objects_are_deregistered_with_their_memory() {
+    let obj = debug_object("llvm-jitlink-dereg");
+    let script = obj.with_file_name("events.gdb");
+    std::fs::write(
+        &script,
+        "set language c\nset follow-fork-mode child\nset breakpoint pending on\n\
+         break __jit_debug_register_code\ncommands\nsilent\n\
+         output *(unsigned int *)((char *)&__jit_debug_descriptor + 4)\necho \\n\n\
+         info functions ^square$\ncontinue\nend\nrun\n",
+    )
+    .unwrap();
+    let executor = remjit().with_file_name("remjit-executor");
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-x"])
+            .arg(&script)
+            .arg("--args")
+            .arg("llvm-jitlink-19")
+            .arg("--debugger-support")
+            .arg(format!("--oop-executor={}", executor.display()))
+            .arg(&obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Each event: the action (1 register, 2 unregister), then gdb's list of functions.
+    let events: Vec<(&str, bool)> = text
+        .split("All functions matching regular expression \"^square$\":")
+        .zip(text.split("All functions matching").skip(1))
+        .map(|(before, after)| {
+            let action = before.trim_end().lines().last().unwrap_or("");
+            (action, after.contains("static int square(int);"))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [("1", true), ("2", false)],
+        "register, then unregister when llvm-jitlink frees the memory:\n{text}"
+    );
+}
+
 /// The program's report: its pid and the addresses of square, compute and main.
 fn reported(stdout: &[u8]) -> (u32, Vec<(String, u64)>) {
     let text = String::from_utf8_lossy(stdout);
