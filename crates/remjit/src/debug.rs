@@ -72,37 +72,73 @@ pub(crate) fn collect_inputs(
     out
 }
 
-/// The object as a debugger should see it: a copy with each loaded section's `sh_addr` set.
+/// The object as a debugger should see it: a copy with each loaded section's `sh_addr` set, and
+/// the allocatable sections that were not loaded (COMDAT copies another module brought first)
+/// dropped from what gdb loads: no longer `SHF_ALLOC`, and their symbols undefined. Left as
+/// they were they would sit at address 0 in every object: gdb would take code at 0 for real (a
+/// breakpoint location at 0x0 for an inline function every module has), and each registration
+/// would sort all those equal addresses in its section map, walking all objfiles per comparison.
 pub fn debug_object(input: &DebugInput) -> Result<Vec<u8>> {
     let bad = |what: &str| Error::malformed(&input.name, format!("debug object: {what}"));
     let mut out = input.bytes.clone();
-    let field = |off: usize, len: usize| -> Result<u64> {
-        let b = out
-            .get(off..off + len)
-            .ok_or_else(|| bad("truncated ELF header"))?;
-        let mut a = [0u8; 8];
-        a[..len].copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    };
-    let shoff = field(0x28, 8)?;
-    let shentsize = field(0x3a, 2)?;
+    let shoff = le(&out, 0x28, 8).ok_or_else(|| bad("truncated ELF header"))?;
+    let shentsize = le(&out, 0x3a, 2).ok_or_else(|| bad("truncated ELF header"))?;
+    let shnum = le(&out, 0x3c, 2).ok_or_else(|| bad("truncated ELF header"))?;
     if shentsize < 64 {
         return Err(bad("section header entries are too small"));
     }
-    for (i, &addr) in input.section_addrs.iter().enumerate() {
-        if addr == 0 {
-            continue;
-        }
-        let at = (i as u64)
-            .checked_mul(shentsize)
+    let len = out.len();
+    let header = |i: u64| {
+        i.checked_mul(shentsize)
             .and_then(|o| o.checked_add(shoff))
-            .and_then(|o| o.checked_add(16))
             .and_then(|o| usize::try_from(o).ok())
-            .filter(|&o| o.checked_add(8).is_some_and(|e| e <= out.len()))
-            .ok_or_else(|| bad("section header table out of bounds"))?;
-        out[at..at + 8].copy_from_slice(&addr.to_le_bytes());
+            .filter(|&o| o.checked_add(64).is_some_and(|e| e <= len))
+            .ok_or_else(|| bad("section header table out of bounds"))
+    };
+    let mut dropped = vec![false; shnum as usize];
+    let mut symtabs = Vec::new();
+    for i in 1..shnum {
+        let h = header(i)?;
+        // In bounds (checked by `header`): sh_type at +4, sh_flags at +8, sh_addr at +16.
+        let flags = le(&out, h + 8, 8).unwrap_or(0);
+        let addr = input.section_addrs.get(i as usize).copied().unwrap_or(0);
+        if addr != 0 {
+            out[h + 16..h + 24].copy_from_slice(&addr.to_le_bytes());
+        } else if flags & u64::from(elf::SHF_ALLOC) != 0 {
+            let cleared = flags & !u64::from(elf::SHF_ALLOC);
+            out[h + 8..h + 16].copy_from_slice(&cleared.to_le_bytes());
+            dropped[i as usize] = true;
+        }
+        if le(&out, h + 4, 4) == Some(u64::from(elf::SHT_SYMTAB)) {
+            symtabs.push(h);
+        }
+    }
+    for h in symtabs {
+        let (off, size) = (le(&out, h + 24, 8), le(&out, h + 32, 8));
+        let syms = off
+            .zip(size)
+            .and_then(|(o, s)| {
+                Some(usize::try_from(o).ok()?..usize::try_from(o.checked_add(s)?).ok()?)
+            })
+            .filter(|r| r.end <= out.len())
+            .ok_or_else(|| bad("symbol table out of bounds"))?;
+        for sym in out[syms].chunks_exact_mut(24) {
+            let shndx = usize::from(u16::from_le_bytes([sym[6], sym[7]]));
+            if dropped.get(shndx) == Some(&true) && sym[4] & 0xf != elf::STT_SECTION {
+                // Undefined: st_shndx, st_value and st_size 0.
+                sym[6..24].fill(0);
+            }
+        }
     }
     Ok(out)
+}
+
+/// The little-endian number of `len` bytes at `at`, if in bounds.
+fn le(b: &[u8], at: usize, len: usize) -> Option<u64> {
+    let src = b.get(at..at.checked_add(len)?)?;
+    let mut v = [0u8; 8];
+    v[..len].copy_from_slice(src);
+    Some(u64::from_le_bytes(v))
 }
 
 /// The DWARF sections of an object, relocated as if linked at the load addresses.

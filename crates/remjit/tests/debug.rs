@@ -469,6 +469,79 @@ fn gdb_forgets_a_removed_module() {
 }
 
 #[test]
+#[ignore = "run under gdb by gdb_sees_shared_comdat_code_once"]
+fn modules_for_gdb() {
+    let objects = std::env::var("REMJIT_DEBUG_OBJECTS").unwrap();
+    let options = remjit::SessionOptions {
+        run_initializers: false,
+        ..Default::default()
+    };
+    let mut s = remjit::Session::in_process(options).unwrap();
+    for obj in objects.split(':') {
+        s.add_file(Path::new(obj)).unwrap();
+        s.link().unwrap();
+    }
+    remjit_test_checkpoint();
+}
+
+/// Two modules with the same inline function: the second shares the first one's COMDAT copy,
+/// so its own copy is never loaded; gdb must see the function once, where it was loaded (not a
+/// second time at address 0, where a breakpoint cannot be inserted).
+#[test]
+fn gdb_sees_shared_comdat_code_once() {
+    let dir = work_dir("gdb-comdat");
+    let objects: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|m| {
+            let src = dir.join(format!("{m}.cc"));
+            std::fs::write(
+                &src,
+                format!(
+                    "inline int twice(int x) {{ return 2 * x; }}\n\
+                     int use_{m}(int x) {{ return twice(x) + 1; }}\n"
+                ),
+            )
+            .unwrap();
+            compile(&dir, &src, &format!("{m}.o"), &["-g", "-O0", "-fPIC"])
+        })
+        .collect();
+    let list: Vec<String> = objects.iter().map(|o| o.display().to_string()).collect();
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break remjit_test_checkpoint"])
+            .args([
+                "-ex",
+                "run",
+                "-ex",
+                "set language c++",
+                "-ex",
+                "break twice",
+            ])
+            .args(["-ex", "break use_b", "-ex", "info breakpoints"])
+            .args(["-ex", "kill"])
+            .arg("--args")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "modules_for_gdb"])
+            .env("REMJIT_DEBUG_OBJECTS", list.join(":"))
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Once, in a.cc (whose module loaded it); b.cc's own code is still known.
+    let set: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Breakpoint 2 at ") || l.starts_with("Breakpoint 3 at "))
+        .collect();
+    assert_eq!(set.len(), 2, "{text}");
+    assert!(
+        set[0].ends_with("/a.cc, line 1.") && !set[0].starts_with("Breakpoint 2 at 0x0:"),
+        "{text}"
+    );
+    assert!(set[1].ends_with("/b.cc, line 2."), "{text}");
+    assert!(!text.contains("0x0000000000000000 in twice"), "{text}");
+}
+
+#[test]
 fn perf_inject_attributes_samples_to_jit_source_lines() {
     let dir = tempfile::tempdir().unwrap();
     let obj = compile(dir.path(), &program("spin.c"), "spin.o", &["-g", "-O1"]);
