@@ -14,14 +14,19 @@ use object::{Object, ObjectSection, SectionFlags};
 use remjit::debug::{debug_object, DebugInput};
 use remjit_executor::runtime::jit_debug::{deregister, register_owned};
 
-/// A small object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`).
+/// A small C++ object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`), with an inline
+/// function: its COMDAT copy is loaded by the first module only, the others share it.
 fn compiled_object() -> Vec<u8> {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let src = dir.path().join("f.c");
-    std::fs::write(&src, "int f(int x) { int y = x * 2; return y + 1; }\n").expect("write");
+    let src = dir.path().join("f.cc");
+    std::fs::write(
+        &src,
+        "inline int twice(int x) { return 2 * x; }\nint f(int x) { int y = twice(x); return y + 1; }\n",
+    )
+    .expect("write");
     let obj = dir.path().join("f.o");
     let extra = std::env::var("REMJIT_BENCH_CFLAGS").unwrap_or_default();
-    let st = std::process::Command::new("cc")
+    let st = std::process::Command::new("c++")
         .args(["-g", "-O0", "-c"])
         .args(extra.split_whitespace())
         .arg(&src)
@@ -39,6 +44,11 @@ struct Objects {
     bytes: Vec<u8>,
     /// Each section's offset in the window (None: not loaded).
     offsets: Vec<Option<u64>>,
+    /// The sections of the COMDAT group (loaded by the first object only).
+    comdat: Vec<usize>,
+    /// `REMJIT_BENCH_OLD_SHAPE`: sections not loaded stay allocatable (at address 0) with their
+    /// symbols, as before debug objects dropped them (to measure the difference).
+    old_shape: bool,
 }
 
 impl Objects {
@@ -47,10 +57,14 @@ impl Objects {
         let file = object::File::parse(&*bytes).expect("an ELF object");
         let mut offsets = vec![None; file.sections().count() + 1];
         let mut at = 0u64;
+        let mut comdat = Vec::new();
         for s in file.sections() {
             let SectionFlags::Elf { sh_flags } = s.flags() else {
                 continue;
             };
+            if s.name().is_ok_and(|n| n.ends_with("_Z5twicei")) {
+                comdat.push(s.index().0);
+            }
             if sh_flags & u64::from(object::elf::SHF_ALLOC) != 0 && s.size() > 0 {
                 at = at.next_multiple_of(s.align().max(1));
                 offsets[s.index().0] = Some(at);
@@ -58,21 +72,50 @@ impl Objects {
             }
         }
         assert!(at <= 0x1_0000, "the object fits its window");
-        Objects { bytes, offsets }
+        assert!(
+            !comdat.is_empty(),
+            "the inline function has a COMDAT section"
+        );
+        let old_shape = std::env::var_os("REMJIT_BENCH_OLD_SHAPE").is_some();
+        Objects {
+            bytes,
+            offsets,
+            comdat,
+            old_shape,
+        }
     }
 
     fn nth(&self, i: u64) -> Vec<u8> {
         let base = 0x4000_0000 + i * 0x1_0000;
+        let addrs = self.offsets.iter().enumerate().map(|(si, o)| match o {
+            Some(o) if i == 0 || !self.comdat.contains(&si) => base + o,
+            _ => 0,
+        });
         let input = DebugInput {
             name: format!("f{i}.o"),
             bytes: self.bytes.clone(),
-            section_addrs: self
-                .offsets
-                .iter()
-                .map(|o| o.map_or(0, |o| base + o))
-                .collect(),
+            section_addrs: addrs.collect(),
         };
-        debug_object(&input).expect("a debug object")
+        let mut out = debug_object(&input).expect("a debug object");
+        if self.old_shape {
+            self.restore_dropped(&mut out);
+        }
+        out
+    }
+
+    /// Gives the sections not loaded their flags and symbols back (the original's).
+    fn restore_dropped(&self, out: &mut [u8]) {
+        let file = object::File::parse(&*self.bytes).expect("an ELF object");
+        let shoff = u64::from_le_bytes(self.bytes[0x28..0x30].try_into().unwrap()) as usize;
+        for s in file.sections() {
+            let flags = shoff + s.index().0 * 64 + 8;
+            out[flags..flags + 8].copy_from_slice(&self.bytes[flags..flags + 8]);
+            if s.name() == Ok(".symtab") {
+                let (off, size) = s.file_range().unwrap();
+                let r = off as usize..(off + size) as usize;
+                out[r.clone()].copy_from_slice(&self.bytes[r]);
+            }
+        }
     }
 }
 
@@ -144,7 +187,7 @@ fn steps(steps: Vec<usize>) {
             dereg.push(t.elapsed());
         }
         println!(
-            "{n:8}  {:11.1}  {:13.1}  {:6.1}",
+            "{n:8}  {:11.2}  {:13.2}  {:6.1}",
             median(reg).as_secs_f64() * 1e6,
             median(dereg).as_secs_f64() * 1e6,
             fill.as_secs_f64()

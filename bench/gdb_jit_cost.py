@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""What a debugger adds to GDB JIT registration, in one command:
+
+  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000] [--old-shape]
+
+1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): the median time of
+   registering / deregistering one more debug object with N already registered, without a
+   debugger and under `gdb -batch -ex run`. The objects are C++ -g objects at addresses of
+   their own whose inline function's COMDAT copy only the first one loaded, as modules sharing
+   COMDATs are. --old-shape registers them as remjit did before dropping unloaded sections.
+2. End to end (--links): `remjit --in-process` and `llvm-jitlink-19 --debugger-support` each
+   link main.o plus N one-function -g objects (one registration per object for both), with and
+   without gdb; prints the wall times and the average cost of a registration under gdb between
+   consecutive counts ((gdb - plain at N2) - (gdb - plain at N1)) / (N2 - N1).
+
+gdb's own cost grows with the number of objfiles it holds (see README, Debugging): expect the
+first table's gdb column to grow while the plain column stays flat.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def bench_binary():
+    out = subprocess.run(
+        ["cargo", "bench", "-p", "remjit", "--bench", "jit_debug", "--no-run",
+         "--message-format=json"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "jit_debug" \
+                and msg.get("executable"):
+            return msg["executable"]
+    sys.exit("gdb_jit_cost: the jit_debug bench was not built")
+
+
+def per_registration(counts, old_shape):
+    exe = bench_binary()
+    env = dict(os.environ, REMJIT_BENCH_STEPS=counts)
+    if old_shape:
+        env["REMJIT_BENCH_OLD_SHAPE"] = "1"
+    for label, cmd in [("no debugger", [exe, "--bench"]),
+                       ("under gdb", ["gdb", "-batch", "-nx", "-ex", "run", "--args", exe,
+                                      "--bench"])]:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        print(f"## per registration, {label}{' (old shape)' if old_shape else ''}")
+        start = out.index("resident")
+        print(out[start:].split("[Inferior")[0].rstrip())
+        print()
+
+
+def timed(cmd, cwd):
+    t = time.monotonic()
+    r = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if r.returncode != 0:
+        sys.exit(f"gdb_jit_cost: {' '.join(cmd[:4])} ... failed ({r.returncode})")
+    return time.monotonic() - t
+
+
+def end_to_end(counts):
+    remjit = os.path.join(ROOT, "target", "release", "remjit")
+    subprocess.run(["cargo", "build", "--release", "-p", "remjit"], cwd=ROOT, check=True,
+                   capture_output=True)
+    top = max(counts)
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(1, top + 1):
+            with open(os.path.join(d, f"f_{i}.c"), "w") as f:
+                f.write(f"int f_{i}(int x) {{ int y = x * 2; return y + {i}; }}\n")
+        for n in counts:
+            with open(os.path.join(d, f"main{n}.c"), "w") as f:
+                f.write("".join(f"int f_{i}(int);\n" for i in range(1, n + 1)))
+                f.write("int main(void) { int s = 0;\n")
+                f.write("".join(f"s += f_{i}(1);\n" for i in range(1, n + 1)))
+                f.write("return s == 0; }\n")
+        sources = sorted(x for x in os.listdir(d) if x.endswith(".c"))
+        for k in range(0, len(sources), 200):
+            subprocess.run(["gcc", "-g", "-O0", "-c"] + sources[k:k + 200], cwd=d, check=True)
+        print("## end to end: main.o + N -g objects, wall seconds")
+        print("N      tool          plain    gdb      per registration under gdb (ms)")
+        prev = {}
+        for n in counts:
+            objs = [f"main{n}.o"] + [f"f_{i}.o" for i in range(1, n + 1)]
+            for tool, cmd in [("remjit", [remjit, "--in-process"] + objs),
+                              ("llvm-jitlink", ["llvm-jitlink-19", "--debugger-support"] + objs)]:
+                plain = timed(cmd, d)
+                under = timed(["gdb", "-batch", "-nx", "-ex", "run", "--args"] + cmd, d)
+                extra = under - plain
+                per = ""
+                if tool in prev:
+                    pn, pextra = prev[tool]
+                    per = f"{(extra - pextra) / (n - pn) * 1e3:.2f} (N {pn}..{n})"
+                prev[tool] = (n, extra)
+                print(f"{n:<6} {tool:<13} {plain:<8.3f} {under:<8.3f} {per}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--counts", default="10,100,1000",
+                    help="registered objects at which to time one more (default 10,100,1000)")
+    ap.add_argument("--links", default="10,100,1000",
+                    help="objects per end-to-end link; empty: skip (default 10,100,1000)")
+    ap.add_argument("--old-shape", action="store_true",
+                    help="register the objects as remjit did before dropping unloaded sections")
+    args = ap.parse_args()
+    per_registration(args.counts, args.old_shape)
+    if args.links:
+        end_to_end([int(n) for n in args.links.split(",")])
+
+
+if __name__ == "__main__":
+    main()
