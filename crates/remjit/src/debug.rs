@@ -21,6 +21,8 @@ use crate::link::resolve::LinkObject;
 use crate::link::FunctionSymbol;
 use crate::object::ObjectFile;
 
+mod merge;
+
 /// An input object with debug info, and where each of its sections was loaded (0: not loaded).
 #[derive(Debug, Clone)]
 pub struct DebugInput {
@@ -145,6 +147,7 @@ fn le(b: &[u8], at: usize, len: usize) -> Option<u64> {
 fn relocated_dwarf(input: &DebugInput) -> Result<HashMap<String, Vec<u8>>> {
     let o = ObjectFile::parse(input.name.clone(), &input.bytes)?;
     let mut out = HashMap::new();
+    let target = |s: usize| input.section_addrs.get(s).copied().unwrap_or(0);
     for i in 1..o.sections.len() {
         let name = o.section_name(i)?;
         let shdr = o.section(i)?;
@@ -152,31 +155,48 @@ fn relocated_dwarf(input: &DebugInput) -> Result<HashMap<String, Vec<u8>>> {
             continue;
         }
         let mut data = o.section_data(shdr)?.to_vec();
-        for rela in o.relocations(i)? {
-            let index = rela.r_sym(LE, false) as usize;
-            let Some(sym) = o.symbols().get(index) else {
-                continue;
-            };
-            let base = match o.symbol_section(sym, index)? {
-                Some(s) => input.section_addrs.get(s).copied().unwrap_or(0),
-                None => 0,
-            };
-            let value = base
-                .wrapping_add(sym.st_value(LE))
-                .wrapping_add(rela.r_addend(LE) as u64);
-            let width = match rela.r_type(LE, false) {
-                elf::R_X86_64_64 | elf::R_X86_64_DTPOFF64 => 8,
-                elf::R_X86_64_32 | elf::R_X86_64_32S | elf::R_X86_64_DTPOFF32 => 4,
-                _ => continue,
-            };
-            let at = rela.r_offset(LE) as usize;
-            if let Some(dst) = at.checked_add(width).and_then(|e| data.get_mut(at..e)) {
-                dst.copy_from_slice(&value.to_le_bytes()[..width]);
-            }
-        }
+        apply_relocations(&o, i, &mut data, 0, &target)?;
         out.insert(String::from_utf8_lossy(name).into_owned(), data);
     }
     Ok(out)
+}
+
+/// Applies the relocations of section `i` of `o` to `data` (its bytes, or their first part): a
+/// symbol of section `s` is at `target(s)` plus its value, and the section itself at `place`
+/// (for PC-relative ones). Types other than absolute and PC-relative ones are left alone.
+fn apply_relocations(
+    o: &ObjectFile<'_>,
+    i: usize,
+    data: &mut [u8],
+    place: u64,
+    target: &dyn Fn(usize) -> u64,
+) -> Result<()> {
+    for rela in o.relocations(i)? {
+        let index = rela.r_sym(LE, false) as usize;
+        let Some(sym) = o.symbols().get(index) else {
+            continue;
+        };
+        let base = o.symbol_section(sym, index)?.map_or(0, target);
+        let value = base
+            .wrapping_add(sym.st_value(LE))
+            .wrapping_add(rela.r_addend(LE) as u64);
+        let at = rela.r_offset(LE);
+        let pc = place.wrapping_add(at);
+        let (width, value) = match rela.r_type(LE, false) {
+            elf::R_X86_64_64 | elf::R_X86_64_DTPOFF64 => (8, value),
+            elf::R_X86_64_32 | elf::R_X86_64_32S | elf::R_X86_64_DTPOFF32 => (4, value),
+            elf::R_X86_64_PC32 | elf::R_X86_64_PLT32 => (4, value.wrapping_sub(pc)),
+            elf::R_X86_64_PC64 => (8, value.wrapping_sub(pc)),
+            _ => continue,
+        };
+        let Ok(at) = usize::try_from(at) else {
+            continue;
+        };
+        if let Some(dst) = at.checked_add(width).and_then(|e| data.get_mut(at..e)) {
+            dst.copy_from_slice(&value.to_le_bytes()[..width]);
+        }
+    }
+    Ok(())
 }
 
 type Reader = gimli::EndianArcSlice<gimli::LittleEndian>;
@@ -308,10 +328,18 @@ pub fn module_linked(
 ) -> Result<ModuleDebug> {
     let mut d = ModuleDebug::default();
     let recorded = (|| {
-        for input in inputs {
-            if let Some(h) = exec.register_debug_object(debug_object(input)?)? {
-                d.handles.push(h);
-            }
+        // One object per module: gdb's cost per registration grows with the objects it holds.
+        let object = match inputs {
+            [] => None,
+            [one] => Some(debug_object(one)?),
+            several => Some(merge::merged_debug_object(several)?),
+        };
+        if let Some(h) = object
+            .map(|o| exec.register_debug_object(o))
+            .transpose()?
+            .flatten()
+        {
+            d.handles.push(h);
         }
         if perf.map || perf.jitdump {
             let fns = if perf.jitdump {

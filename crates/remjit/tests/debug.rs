@@ -77,6 +77,78 @@ fn gdb_in_process_breaks_by_file_and_line() {
     assert_stopped_in_jit(&String::from_utf8_lossy(&out.stdout));
 }
 
+/// A link of several `-g` objects is registered as one object (gdb's cost per registration
+/// grows with the objects it holds), through which gdb still breaks by file:line in either
+/// object, unwinds from one into the other and prints locals.
+#[test]
+fn gdb_debugs_a_link_of_several_objects_registered_once() {
+    let dir = work_dir("gdb-merged");
+    let sources = [
+        (
+            "twice.c",
+            "int twice(int x) {\n    int doubled = x * 2;\n    return doubled;\n}\n",
+        ),
+        (
+            "main.c",
+            "int twice(int);\nint main(void) {\n    int r = twice(21);\n    return r - 42;\n}\n",
+        ),
+    ];
+    let objects: Vec<PathBuf> = sources
+        .iter()
+        .map(|(name, text)| {
+            let src = dir.join(name);
+            std::fs::write(&src, text).unwrap();
+            compile(&dir, &src, &name.replace(".c", ".o"), &["-g", "-O0"])
+        })
+        .collect();
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
+            .args([
+                "-ex",
+                "set debug jit 1",
+                "-ex",
+                "break twice.c:3",
+                "-ex",
+                "run",
+            ])
+            .args([
+                "-ex",
+                "set debug jit 0",
+                "-ex",
+                "bt",
+                "-ex",
+                "info locals",
+                "-ex",
+                "kill",
+            ])
+            .arg("--args")
+            .arg(remjit())
+            .arg("--in-process")
+            .args(&objects)
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let (text, log) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    for want in [
+        "twice (x=21) at ",
+        "twice.c:3",
+        "main () at ",
+        "main.c:3",
+        "doubled = 42",
+    ] {
+        assert!(text.contains(want), "gdb output lacks `{want}`:\n{text}");
+    }
+    assert_eq!(
+        log.matches("jit_register_code: symfile_addr").count(),
+        1,
+        "one registration for the link:\n{log}"
+    );
+}
+
 /// Kills the child on drop (a failed test leaves no process behind).
 struct Reaped(Child);
 
