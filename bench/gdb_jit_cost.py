@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """What a debugger adds to GDB JIT registration, in one command:
 
-  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000] [--old-shape]
+  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000] [--shape merged|copy|old]
 
 1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): the median time of
    registering / deregistering one more debug object with N already registered, without a
    debugger and under `gdb -batch -ex run`. The objects are C++ -g objects at addresses of
    their own whose inline function's COMDAT copy only the first one loaded, as modules sharing
-   COMDATs are. --old-shape registers them as remjit did before dropping unloaded sections.
+   COMDATs are. --shape: merged (default) is the object a module registers; copy is the input
+   object with its load addresses and the sections not loaded dropped; old is that copy with the
+   sections not loaded left at address 0, as remjit registered objects at first.
 2. End to end (--links): `remjit --in-process` and `llvm-jitlink-19 --debugger-support` each
    link main.o plus N one-function -g objects (one registration per object for both), with and
    without gdb; prints the wall times and the average cost of a registration under gdb between
@@ -41,16 +43,15 @@ def bench_binary():
     sys.exit("gdb_jit_cost: the jit_debug bench was not built")
 
 
-def per_registration(counts, old_shape):
+def per_registration(counts, shape):
     exe = bench_binary()
     env = dict(os.environ, REMJIT_BENCH_STEPS=counts)
-    if old_shape:
-        env["REMJIT_BENCH_OLD_SHAPE"] = "1"
+    env["REMJIT_BENCH_SHAPE"] = shape
     for label, cmd in [("no debugger", [exe, "--bench"]),
                        ("under gdb", ["gdb", "-batch", "-nx", "-ex", "run", "--args", exe,
                                       "--bench"])]:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        print(f"## per registration, {label}{' (old shape)' if old_shape else ''}")
+        print(f"## per registration ({shape} objects), {label}")
         start = out.index("resident")
         print(out[start:].split("[Inferior")[0].rstrip())
         print()
@@ -106,10 +107,10 @@ def main():
                     help="registered objects at which to time one more (default 10,100,1000)")
     ap.add_argument("--links", default="10,100,1000",
                     help="objects per end-to-end link; empty: skip (default 10,100,1000)")
-    ap.add_argument("--old-shape", action="store_true",
-                    help="register the objects as remjit did before dropping unloaded sections")
+    ap.add_argument("--shape", default="merged", choices=["merged", "copy", "old"],
+                    help="the debug objects' shape (default merged: what modules register)")
     args = ap.parse_args()
-    per_registration(args.counts, args.old_shape)
+    per_registration(args.counts, args.shape)
     if args.links:
         end_to_end([int(n) for n in args.links.split(",")])
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use object::{Object, ObjectSection, SectionFlags};
-use remjit::debug::{debug_object, DebugInput};
+use remjit::debug::{debug_object, merged_debug_object, DebugInput};
 use remjit_executor::runtime::jit_debug::{deregister, register_owned};
 
 /// A small C++ object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`), with an inline
@@ -46,9 +46,10 @@ struct Objects {
     offsets: Vec<Option<u64>>,
     /// The sections of the COMDAT group (loaded by the first object only).
     comdat: Vec<usize>,
-    /// `REMJIT_BENCH_OLD_SHAPE`: sections not loaded stay allocatable (at address 0) with their
-    /// symbols, as before debug objects dropped them (to measure the difference).
-    old_shape: bool,
+    /// `REMJIT_BENCH_SHAPE`: `merged` (default: what a module registers), `copy` (a copy of
+    /// the object with its load addresses, sections not loaded dropped) or `old` (the copy with
+    /// the sections not loaded left allocatable at address 0, as remjit registered them first).
+    shape: String,
 }
 
 impl Objects {
@@ -76,12 +77,16 @@ impl Objects {
             !comdat.is_empty(),
             "the inline function has a COMDAT section"
         );
-        let old_shape = std::env::var_os("REMJIT_BENCH_OLD_SHAPE").is_some();
+        let shape = std::env::var("REMJIT_BENCH_SHAPE").unwrap_or_else(|_| "merged".into());
+        assert!(
+            ["merged", "copy", "old"].contains(&shape.as_str()),
+            "shape {shape}"
+        );
         Objects {
             bytes,
             offsets,
             comdat,
-            old_shape,
+            shape,
         }
     }
 
@@ -96,8 +101,11 @@ impl Objects {
             bytes: self.bytes.clone(),
             section_addrs: addrs.collect(),
         };
+        if self.shape == "merged" {
+            return merged_debug_object(std::slice::from_ref(&input)).expect("a debug object");
+        }
         let mut out = debug_object(&input).expect("a debug object");
-        if self.old_shape {
+        if self.shape == "old" {
             self.restore_dropped(&mut out);
         }
         out

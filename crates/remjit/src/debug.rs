@@ -22,6 +22,7 @@ use crate::link::FunctionSymbol;
 use crate::object::ObjectFile;
 
 mod merge;
+pub use merge::merged_debug_object;
 
 /// An input object with debug info, and where each of its sections was loaded (0: not loaded).
 #[derive(Debug, Clone)]
@@ -328,11 +329,11 @@ pub fn module_linked(
 ) -> Result<ModuleDebug> {
     let mut d = ModuleDebug::default();
     let recorded = (|| {
-        // One object per module: gdb's cost per registration grows with the objects it holds.
+        // One object per module: gdb's cost per registration grows with the objects it holds
+        // (and with their loaded sections: the merged shape has fewer).
         let object = match inputs {
             [] => None,
-            [one] => Some(debug_object(one)?),
-            several => Some(merge::merged_debug_object(several)?),
+            inputs => Some(merge::merged_debug_object(inputs)?),
         };
         if let Some(h) = object
             .map(|o| exec.register_debug_object(o))

@@ -77,12 +77,9 @@ fn gdb_in_process_breaks_by_file_and_line() {
     assert_stopped_in_jit(&String::from_utf8_lossy(&out.stdout));
 }
 
-/// A link of several `-g` objects is registered as one object (gdb's cost per registration
-/// grows with the objects it holds), through which gdb still breaks by file:line in either
-/// object, unwinds from one into the other and prints locals.
-#[test]
-fn gdb_debugs_a_link_of_several_objects_registered_once() {
-    let dir = work_dir("gdb-merged");
+/// twice.o and main.o (`-g`), in a work directory of that name.
+fn twice_and_main(test: &str) -> [PathBuf; 2] {
+    let dir = work_dir(test);
     let sources = [
         (
             "twice.c",
@@ -93,14 +90,78 @@ fn gdb_debugs_a_link_of_several_objects_registered_once() {
             "int twice(int);\nint main(void) {\n    int r = twice(21);\n    return r - 42;\n}\n",
         ),
     ];
-    let objects: Vec<PathBuf> = sources
+    sources.map(|(name, text)| {
+        let src = dir.join(name);
+        std::fs::write(&src, text).unwrap();
+        compile(&dir, &src, &name.replace(".c", ".o"), &["-g", "-O0"])
+    })
+}
+
+/// The merged debug object of two inputs, read back: each input's code at its load address with
+/// its symbol, no relocations left, and DWARF that maps each load address to its source line.
+#[test]
+fn merged_debug_object_places_each_input_at_its_load_addresses() {
+    let inputs: Vec<remjit::debug::DebugInput> = twice_and_main("merge-read")
         .iter()
-        .map(|(name, text)| {
-            let src = dir.join(name);
-            std::fs::write(&src, text).unwrap();
-            compile(&dir, &src, &name.replace(".c", ".o"), &["-g", "-O0"])
+        .enumerate()
+        .map(|(i, path)| {
+            let bytes = std::fs::read(path).unwrap();
+            let file = object::File::parse(&*bytes).unwrap();
+            let base = 0x5000_0000 + 0x1000 * i as u64;
+            let mut section_addrs = vec![0; file.sections().count() + 1];
+            for sec in file.sections() {
+                section_addrs[sec.index().0] = match sec.name().unwrap() {
+                    ".text" => base,
+                    ".eh_frame" => base + 0x800,
+                    _ => 0,
+                };
+            }
+            remjit::debug::DebugInput {
+                name: path.display().to_string(),
+                bytes,
+                section_addrs,
+            }
         })
         .collect();
+    let merged = remjit::debug::merged_debug_object(&inputs).unwrap();
+    let file = object::File::parse(&*merged).unwrap();
+    let names: Vec<&str> = file.sections().map(|s| s.name().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.starts_with(".rela")), "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == ".eh_frame").count(), 1);
+    let at = |name: &str| {
+        let sym = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+        let sec = file.section_by_index(sym.section_index().unwrap()).unwrap();
+        (
+            sec.name().unwrap().to_string(),
+            sec.address() + sym.address(),
+        )
+    };
+    assert_eq!(at("twice"), (".text".to_string(), 0x5000_0000));
+    assert_eq!(at("main"), (".text".to_string(), 0x5000_1000));
+    let dwarf = gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        let data = file.section_by_name(id.name()).map(|s| s.data().unwrap());
+        Ok(gimli::EndianSlice::new(
+            data.unwrap_or(&[]),
+            gimli::LittleEndian,
+        ))
+    })
+    .unwrap();
+    let ctx = addr2line::Context::from_dwarf(dwarf).unwrap();
+    let line = |addr: u64| {
+        let loc = ctx.find_location(addr).unwrap().unwrap();
+        let file = Path::new(loc.file.unwrap()).file_name().unwrap();
+        (file.to_str().unwrap().to_string(), loc.line.unwrap())
+    };
+    assert_eq!(line(0x5000_0000), ("twice.c".to_string(), 1));
+    assert_eq!(line(0x5000_1000), ("main.c".to_string(), 2));
+}
+
+/// A link of several `-g` objects is registered as one object (gdb's cost per registration
+/// grows with the objects it holds), through which gdb still breaks by file:line in either
+/// object, unwinds from one into the other and prints locals.
+#[test]
+fn gdb_debugs_a_link_of_several_objects_registered_once() {
+    let objects = twice_and_main("gdb-merged");
     let out = run_with_timeout(
         Command::new("gdb")
             .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
