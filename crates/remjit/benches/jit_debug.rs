@@ -14,14 +14,17 @@ use object::{Object, ObjectSection, SectionFlags};
 use remjit::debug::{debug_object, merged_debug_object, DebugInput};
 use remjit_executor::runtime::jit_debug::{deregister, register_owned};
 
-/// A small C++ object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`), with an inline
-/// function: its COMDAT copy is loaded by the first module only, the others share it.
+/// A small C++ object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`): code, data and
+/// read-only data, and an inline function whose COMDAT copy is loaded by the first module only
+/// (the others share it).
 fn compiled_object() -> Vec<u8> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let src = dir.path().join("f.cc");
     std::fs::write(
         &src,
-        "inline int twice(int x) { return 2 * x; }\nint f(int x) { int y = twice(x); return y + 1; }\n",
+        "inline int twice(int x) { return 2 * x; }\nint counter = 1;\n\
+         const char *name() { return \"f\"; }\n\
+         int f(int x) { int y = twice(x) + counter; return y + 1; }\n",
     )
     .expect("write");
     let obj = dir.path().join("f.o");

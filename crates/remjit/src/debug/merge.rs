@@ -1,11 +1,18 @@
 //! One debug object for all the inputs of a link: gdb's work per registration grows with the
-//! number of objfiles it holds (README, Debugging), so a module registers one object, not one
-//! per input. It is built as a linker would: the loaded sections at their load addresses with
-//! their symbols, and each DWARF section the concatenation of the inputs' (relocated here, so
-//! the object carries no relocations). `.eh_frame` is concatenated too, as a section that is not
-//! loaded (gdb reads it from the object to unwind JIT'd frames; the inputs' copies lie apart in
-//! memory). `.debug_aranges` is left out: its sets cannot simply be concatenated, and gdb reads
-//! the address ranges from the DWARF units themselves.
+//! number of objfiles it holds and with their sections (README, Debugging), so a module
+//! registers one object with one section for its memory, not one object per input with a
+//! section per input section. It is built as a linker would, with the symbols of every loaded
+//! section and each DWARF section the concatenation of the inputs' (relocated here, so the
+//! object carries no relocations):
+//!
+//! - `.text` (`SHT_NOBITS`) spans the module's memory (one block of JIT memory: code, read-only
+//!   and writable data); every symbol is placed in it. Thread-local sections keep their own.
+//! - `.eh_frame` is concatenated too, as a section that is not loaded (gdb reads it from the
+//!   object to unwind JIT'd frames; the inputs' copies lie apart in memory).
+//! - `.debug_aranges` is left out: its sets cannot simply be concatenated, and gdb reads the
+//!   address ranges from the DWARF units themselves.
+//! - What the link did not load (COMDAT copies an earlier module brought) is left out, with its
+//!   symbols; DWARF that refers to it gets address 0, which gdb takes for discarded code.
 
 use object::elf;
 use object::read::elf::{SectionHeader, Sym};
@@ -47,20 +54,23 @@ impl OutSection {
     }
 }
 
-/// Where each input section went: `Loaded(output index)`, or a chunk of a concatenated section
-/// at an offset (`Chunk(name, offset)`).
+/// Where each input section went: `Loaded(output index, its offset there)`, or a chunk of a
+/// concatenated section at an offset (`Chunk(name, offset)`).
 #[derive(Clone, PartialEq)]
 enum Dest {
     None,
-    Loaded(usize),
+    Loaded(usize, u64),
     Chunk(Vec<u8>, u64),
 }
+
+/// `Dest::Loaded`'s index until the section spanning the loaded memory is placed.
+const SPAN: usize = usize::MAX;
 
 fn concatenated(name: &[u8]) -> bool {
     (name.starts_with(b".debug") && name != b".debug_aranges") || name == b".eh_frame"
 }
 
-/// The debug object of a link with several inputs carrying DWARF.
+/// The debug object of a link's inputs that carry DWARF (one or more).
 pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
     let objs: Vec<ObjectFile<'_>> = inputs
         .iter()
@@ -69,6 +79,7 @@ pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
     let mut out = vec![OutSection::new(b"", elf::SHT_NULL, Vec::new())];
     let mut chunks: Vec<(Vec<u8>, u64)> = Vec::new(); // concatenated: name, size so far
     let mut dests: Vec<Vec<Dest>> = Vec::new();
+    let mut span: Option<(u64, u64)> = None;
     for (o, input) in objs.iter().zip(inputs) {
         let mut d = vec![Dest::None; o.sections.len()];
         for (s, dest) in d.iter_mut().enumerate().skip(1) {
@@ -89,17 +100,39 @@ pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
                 };
                 *dest = Dest::Chunk(name.to_vec(), at);
             } else if alloc && addr != 0 && shdr.sh_size(LE) > 0 {
+                if shdr.sh_flags(LE) & u64::from(elf::SHF_TLS) == 0 {
+                    let end = addr.saturating_add(shdr.sh_size(LE));
+                    span = Some(span.map_or((addr, end), |(lo, hi)| (lo.min(addr), hi.max(end))));
+                    *dest = Dest::Loaded(SPAN, addr);
+                    continue;
+                }
+                // Thread-local sections keep their own (gdb leaves them out of its map).
                 let mut sec =
                     OutSection::new(name, shdr.sh_type(LE), o.section_data(shdr)?.to_vec());
                 sec.flags = shdr.sh_flags(LE) & !u64::from(elf::SHF_GROUP);
                 sec.addr = addr;
                 sec.align = shdr.sh_addralign(LE).max(1);
                 sec.size = shdr.sh_size(LE);
-                *dest = Dest::Loaded(out.len());
+                *dest = Dest::Loaded(out.len(), 0);
                 out.push(sec);
             }
         }
         dests.push(d);
+    }
+    if let Some((lo, hi)) = span {
+        // One section over all the module's loaded memory (one block of JIT memory): gdb
+        // sorts every objfile's sections at each registration.
+        let mut sec = OutSection::new(b".text", elf::SHT_NOBITS, Vec::new());
+        sec.flags = u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
+        sec.addr = lo;
+        sec.size = hi - lo;
+        let index = out.len();
+        out.push(sec);
+        for dest in dests.iter_mut().flatten() {
+            if let Dest::Loaded(i @ SPAN, addr) = dest {
+                (*i, *addr) = (index, *addr - lo);
+            }
+        }
     }
     let concat_at = out.len();
     for (name, _) in &chunks {
@@ -168,12 +201,12 @@ fn symbols(objs: &[ObjectFile<'_>], dests: &[Vec<Dest>], out: &mut Vec<OutSectio
     for (o, d) in objs.iter().zip(dests) {
         for (index, sym) in o.symbols().iter().enumerate().skip(1) {
             let kind = sym.st_type();
-            let shndx = match o.symbol_section(sym, index)? {
+            let (shndx, delta) = match o.symbol_section(sym, index)? {
                 Some(s) => match d.get(s) {
-                    Some(Dest::Loaded(n)) => *n as u16,
+                    Some(Dest::Loaded(n, delta)) => (*n as u16, *delta),
                     _ => continue,
                 },
-                None if kind == elf::STT_FILE => elf::SHN_ABS,
+                None if kind == elf::STT_FILE => (elf::SHN_ABS, 0),
                 None => continue,
             };
             if kind == elf::STT_SECTION {
@@ -186,7 +219,8 @@ fn symbols(objs: &[ObjectFile<'_>], dests: &[Vec<Dest>], out: &mut Vec<OutSectio
             e[4] = sym.st_info();
             e[5] = sym.st_other();
             e[6..8].copy_from_slice(&shndx.to_le_bytes());
-            e[8..16].copy_from_slice(&sym.st_value(LE).to_le_bytes());
+            let value = sym.st_value(LE).wrapping_add(delta);
+            e[8..16].copy_from_slice(&value.to_le_bytes());
             e[16..24].copy_from_slice(&sym.st_size(LE).to_le_bytes());
             if sym.st_bind() == elf::STB_LOCAL {
                 locals.push(e);
