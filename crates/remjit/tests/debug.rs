@@ -50,30 +50,26 @@ fn assert_stopped_in_jit(out: &str) {
     }
 }
 
+/// gdb in batch mode running `remjit --in-process OBJECTS` with `commands` (pending breakpoints
+/// allowed: the JIT'd code is not there before `run`).
+fn gdb_in_process(objects: &[PathBuf], commands: &[&str]) -> std::process::Output {
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-ex", "set breakpoint pending on"]);
+    for c in commands {
+        gdb.args(["-ex", c]);
+    }
+    gdb.arg("--args")
+        .arg(remjit())
+        .arg("--in-process")
+        .args(objects);
+    run_with_timeout(gdb.stdin(Stdio::null()), LIMIT)
+}
+
 #[test]
 fn gdb_in_process_breaks_by_file_and_line() {
     let obj = debug_object("gdb-in-process");
-    let out = run_with_timeout(
-        Command::new("gdb")
-            .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-            .args(["-ex", &format!("break debugme.c:{}", line_of("BREAK"))])
-            .args([
-                "-ex",
-                "run",
-                "-ex",
-                "bt",
-                "-ex",
-                "info locals",
-                "-ex",
-                "kill",
-            ])
-            .arg("--args")
-            .arg(remjit())
-            .arg("--in-process")
-            .arg(&obj)
-            .stdin(Stdio::null()),
-        LIMIT,
-    );
+    let at = format!("break debugme.c:{}", line_of("BREAK"));
+    let out = gdb_in_process(&[obj], &[&at, "run", "bt", "info locals", "kill"]);
     assert_stopped_in_jit(&String::from_utf8_lossy(&out.stdout));
 }
 
@@ -162,33 +158,15 @@ fn merged_debug_object_places_each_input_at_its_load_addresses() {
 #[test]
 fn gdb_debugs_a_link_of_several_objects_registered_once() {
     let objects = twice_and_main("gdb-merged");
-    let out = run_with_timeout(
-        Command::new("gdb")
-            .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-            .args([
-                "-ex",
-                "set debug jit 1",
-                "-ex",
-                "break twice.c:3",
-                "-ex",
-                "run",
-            ])
-            .args([
-                "-ex",
-                "set debug jit 0",
-                "-ex",
-                "bt",
-                "-ex",
-                "info locals",
-                "-ex",
-                "kill",
-            ])
-            .arg("--args")
-            .arg(remjit())
-            .arg("--in-process")
-            .args(&objects)
-            .stdin(Stdio::null()),
-        LIMIT,
+    let commands = [
+        "set debug jit 1",
+        "break twice.c:3",
+        "run",
+        "set debug jit 0",
+    ];
+    let out = gdb_in_process(
+        &objects,
+        &[&commands[..], &["bt", "info locals", "kill"]].concat(),
     );
     let (text, log) = (
         String::from_utf8_lossy(&out.stdout),
@@ -279,6 +257,24 @@ fn gdb_attaches_to_the_waiting_executor() {
     assert!(stdout.ends_with("\n14\n"), "program output: {stdout}");
 }
 
+/// gdb in batch mode with `options` running `llvm-jitlink-19 --debugger-support` on `obj` with
+/// our executor.
+fn gdb_llvm_jitlink(options: &[&str], obj: &Path) -> std::process::Output {
+    let executor = remjit().with_file_name("remjit-executor");
+    run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx"])
+            .args(options)
+            .arg("--args")
+            .arg("llvm-jitlink-19")
+            .arg("--debugger-support")
+            .arg(format!("--oop-executor={}", executor.display()))
+            .arg(obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+}
+
 #[test]
 fn llvm_jitlink_registers_with_our_executor() {
     if Command::new("llvm-jitlink-19")
@@ -289,19 +285,22 @@ fn llvm_jitlink_registers_with_our_executor() {
         panic!("llvm-jitlink-19 is required (Debian package llvm-19)");
     }
     let obj = debug_object("llvm-jitlink-gdb");
-    let executor = remjit().with_file_name("remjit-executor");
-    let out = run_with_timeout(
-        Command::new("gdb")
-            .args(["-batch", "-nx", "-ex", "set follow-fork-mode child"])
-            .args(["-ex", "set breakpoint pending on", "-ex", "break square"])
-            .args(["-ex", "run", "-ex", "bt", "-ex", "kill"])
-            .arg("--args")
-            .arg("llvm-jitlink-19")
-            .arg("--debugger-support")
-            .arg(format!("--oop-executor={}", executor.display()))
-            .arg(&obj)
-            .stdin(Stdio::null()),
-        LIMIT,
+    let out = gdb_llvm_jitlink(
+        &[
+            "-ex",
+            "set follow-fork-mode child",
+            "-ex",
+            "set breakpoint pending on",
+            "-ex",
+            "break square",
+            "-ex",
+            "run",
+            "-ex",
+            "bt",
+            "-ex",
+            "kill",
+        ],
+        &obj,
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -327,19 +326,7 @@ fn llvm_jitlink_objects_are_deregistered_with_their_memory() {
          info functions ^square$\ncontinue\nend\nrun\n",
     )
     .unwrap();
-    let executor = remjit().with_file_name("remjit-executor");
-    let out = run_with_timeout(
-        Command::new("gdb")
-            .args(["-batch", "-nx", "-x"])
-            .arg(&script)
-            .arg("--args")
-            .arg("llvm-jitlink-19")
-            .arg("--debugger-support")
-            .arg(format!("--oop-executor={}", executor.display()))
-            .arg(&obj)
-            .stdin(Stdio::null()),
-        LIMIT,
-    );
+    let out = gdb_llvm_jitlink(&["-x", script.to_str().unwrap()], &obj);
     let text = String::from_utf8_lossy(&out.stdout);
     // Each event: the action (1 register, 2 unregister), then gdb's list of functions.
     let events: Vec<(&str, bool)> = text
