@@ -11,9 +11,10 @@
    object with its load addresses and the sections not loaded dropped; old is that copy with the
    sections not loaded left at address 0, as remjit registered objects at first.
 2. End to end (--links): `remjit --in-process` and `llvm-jitlink-19 --debugger-support` each
-   link main.o plus N one-function -g objects (one registration per object for both), with and
-   without gdb; prints the wall times and the average cost of a registration under gdb between
-   consecutive counts ((gdb - plain at N2) - (gdb - plain at N1)) / (N2 - N1).
+   link main.o plus N one-function -g objects, with and without gdb (remjit registers one
+   merged object for the link, llvm-jitlink one object per input); prints the wall times and
+   what gdb adds per object between consecutive counts:
+   ((gdb - plain at N2) - (gdb - plain at N1)) / (N2 - N1).
 
 gdb's own cost grows with the number of objfiles it holds (see README, Debugging): expect the
 first table's gdb column to grow while the plain column stays flat.
@@ -84,7 +85,7 @@ def end_to_end(counts):
         for k in range(0, len(sources), 200):
             subprocess.run(["gcc", "-g", "-O0", "-c"] + sources[k:k + 200], cwd=d, check=True)
         print("## end to end: main.o + N -g objects, wall seconds")
-        print("N      tool          plain    gdb      per registration under gdb (ms)")
+        print("N      tool          plain    gdb      gdb's cost per object (ms)")
         prev = {}
         for n in counts:
             objs = [f"main{n}.o"] + [f"f_{i}.o" for i in range(1, n + 1)]

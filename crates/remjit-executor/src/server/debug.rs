@@ -76,23 +76,27 @@ mod tests {
     use remjit_wire::sps::Expected;
     use remjit_wire::types::AddrRange;
 
+    /// One executor's services for these tests: each `Services` reserves a 1 GiB slab below
+    /// 2 GiB for good, and the process has little more room there for the other tests.
+    static SERVICES: std::sync::LazyLock<Services> = std::sync::LazyLock::new(Services::new);
+
     fn error_of(reply: &[u8]) -> String {
         SpsError::from_bytes(reply).unwrap().0.unwrap_or_default()
     }
 
     #[test]
     fn hostile_requests_are_refused() {
-        let s = Services::new();
-        let r = Expected::<u64>::from_bytes(&gdb_register(&s, &Bytes(vec![0x7f; 10]).to_bytes()));
+        let s = &*SERVICES;
+        let r = Expected::<u64>::from_bytes(&gdb_register(s, &Bytes(vec![0x7f; 10]).to_bytes()));
         assert_eq!(
             r.unwrap().0.unwrap_err(),
             "GDB JIT registration: a debug object of 10 bytes is not an ELF file"
         );
-        assert!(error_of(&gdb_deregister(&s, &0xdead_beefu64.to_bytes()))
+        assert!(error_of(&gdb_deregister(s, &0xdead_beefu64.to_bytes()))
             .starts_with("no debug object is registered under handle 0xdeadbeef"));
-        assert!(error_of(&gdb_deregister(&s, &[1, 2])).contains("malformed arguments"));
+        assert!(error_of(&gdb_deregister(s, &[1, 2])).contains("malformed arguments"));
         let fns: Vec<WireFunction> = vec![(0x1000, 16, "f".into(), Vec::new())];
-        let reply = perf_record(&s, &(true, false, fns).to_bytes());
+        let reply = perf_record(s, &(true, false, fns).to_bytes());
         assert!(
             error_of(&reply).contains("is not in memory this executor handed out"),
             "{}",
@@ -101,7 +105,7 @@ mod tests {
         // Reserved but never made accessible: refused, not read (which would crash).
         let base = s.memory.reserve(4096).unwrap();
         let fns: Vec<WireFunction> = vec![(base, 16, "f".into(), Vec::new())];
-        let reply = perf_record(&s, &(false, true, fns).to_bytes());
+        let reply = perf_record(s, &(false, true, fns).to_bytes());
         assert_eq!(
             error_of(&reply),
             format!(
@@ -133,7 +137,7 @@ mod tests {
         let _serial = jit_debug::TEST_SERIAL
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let s = Services::new();
+        let s = &*SERVICES;
         let base = s.memory.reserve(3 * 4096).unwrap();
         // Two finalized allocations in the range (as LLVM's shared-memory manager makes them).
         s.memory
@@ -144,7 +148,7 @@ mod tests {
             .unwrap();
         let (first, second, third) = ((base + 64, 111), (base + 4096, 222), (base + 8000, 333));
         for (at, len) in [first, second, third] {
-            llvm_register(&s, at, len);
+            llvm_register(s, at, len);
             assert!(listed(at, len));
         }
         // Deinitializing the first allocation takes out the object in it, and only that one.
