@@ -75,12 +75,14 @@ pub(crate) fn collect_inputs(
     out
 }
 
-/// The object as a debugger should see it: a copy with each loaded section's `sh_addr` set, and
-/// the allocatable sections that were not loaded (COMDAT copies another module brought first)
-/// dropped from what gdb loads: no longer `SHF_ALLOC`, and their symbols undefined. Left as
-/// they were they would sit at address 0 in every object: gdb would take code at 0 for real (a
-/// breakpoint location at 0x0 for an inline function every module has), and each registration
-/// would sort all those equal addresses in its section map, walking all objfiles per comparison.
+/// One input as a debugger could see it, the simpler shape (modules register
+/// [`merged_debug_object`]'s; `benches/jit_debug.rs` compares what gdb makes of both): a copy
+/// with each loaded section's `sh_addr` set, and the allocatable sections that were not loaded
+/// (COMDAT copies another module brought first) dropped from what gdb loads: no longer
+/// `SHF_ALLOC`, and their symbols undefined. Left as they were they would sit at address 0 in
+/// every object: gdb would take code at 0 for real (a breakpoint location at 0x0 for an inline
+/// function every module has), and each registration would sort all those equal addresses in
+/// its section map, walking all objfiles per comparison.
 pub fn debug_object(input: &DebugInput) -> Result<Vec<u8>> {
     let bad = |what: &str| Error::malformed(&input.name, format!("debug object: {what}"));
     let mut out = input.bytes.clone();
