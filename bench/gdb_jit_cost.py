@@ -5,7 +5,7 @@
 
 1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): the median time of
    registering / deregistering one more debug object with N already registered, without a
-   debugger and under `gdb -batch -ex run`. The objects are C++ -g objects at addresses of
+   debugger, under `gdb -batch -ex run`, and with gdb attached to the waiting bench (`gdb -p`). The objects are C++ -g objects at addresses of
    their own whose inline function's COMDAT copy only the first one loaded, as modules sharing
    COMDATs are. --shape: merged (default) is the object a module registers; copy is the input
    object with its load addresses and the sections not loaded dropped; old is that copy with the
@@ -48,14 +48,38 @@ def per_registration(counts, shape):
     exe = bench_binary()
     env = dict(os.environ, REMJIT_BENCH_STEPS=counts)
     env["REMJIT_BENCH_SHAPE"] = shape
-    for label, cmd in [("no debugger", [exe, "--bench"]),
-                       ("under gdb", ["gdb", "-batch", "-nx", "-ex", "run", "--args", exe,
-                                      "--bench"])]:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    runs = [("no debugger", lambda: subprocess.run([exe, "--bench"], env=env,
+                                                    capture_output=True, text=True,
+                                                    check=True).stdout),
+            ("under gdb", lambda: subprocess.run(["gdb", "-batch", "-nx", "-ex", "run",
+                                                  "--args", exe, "--bench"], env=env,
+                                                 capture_output=True, text=True,
+                                                 check=True).stdout),
+            ("gdb attached (gdb -p)", lambda: attached(exe, env))]
+    for label, run in runs:
+        out = run()
         print(f"## per registration ({shape} objects), {label}")
         start = out.index("resident")
         print(out[start:].split("[Inferior")[0].rstrip())
         print()
+
+
+def attached(exe, env):
+    """The bench waiting for a debugger (REMJIT_BENCH_WAIT), with gdb attached by pid."""
+    bench = subprocess.Popen([exe, "--bench"], env=dict(env, REMJIT_BENCH_WAIT="1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = bench.stderr.readline()
+        if "gdb -p " not in line:
+            sys.exit(f"gdb_jit_cost: the bench did not wait for a debugger: {line!r}")
+        pid = line.split("gdb -p ")[1].split()[0]
+        subprocess.run(["gdb", "-batch", "-nx", "-p", pid, "-ex", "continue"],
+                       capture_output=True, check=True)
+        return bench.communicate(timeout=3600)[0]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
 
 
 def timed(cmd, cwd):

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use object::{Object, ObjectSection, SectionFlags};
 use remjit::debug::{debug_object, merged_debug_object, DebugInput};
-use remjit_executor::runtime::jit_debug::{deregister, register_owned};
+use remjit_executor::runtime::jit_debug::{deregister, register_owned, wait_for_debugger};
 
 /// A small C++ object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`): code, data and
 /// read-only data, and an inline function whose COMDAT copy is loaded by the first module only
@@ -176,10 +176,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// The plain mode (for runs under a debugger, where one registration can take milliseconds):
 /// grows the list to each count of `REMJIT_BENCH_STEPS`, then registers and deregisters
 /// `REMJIT_BENCH_PROBES` (default 5) more objects one at a time; prints the median of each.
+/// `REMJIT_BENCH_WAIT` first waits for a debugger to attach (`gdb -p`).
 fn steps(steps: Vec<usize>) {
     let objs = Objects::new();
     let probes = counts("REMJIT_BENCH_PROBES", &[5])[0].max(1);
     let mut handles = Vec::new();
+    if std::env::var_os("REMJIT_BENCH_WAIT").is_some() {
+        // For `gdb -p`: says how to attach, and waits until a debugger is.
+        wait_for_debugger("jit_debug bench", &|| false).expect("a debugger attaches");
+    }
     println!("resident  register_us  deregister_us  fill_s");
     for n in steps {
         let fill = Instant::now();
