@@ -21,6 +21,9 @@ use crate::link::resolve::LinkObject;
 use crate::link::FunctionSymbol;
 use crate::object::ObjectFile;
 
+mod merge;
+pub use merge::merged_debug_object;
+
 /// An input object with debug info, and where each of its sections was loaded (0: not loaded).
 #[derive(Debug, Clone)]
 pub struct DebugInput {
@@ -72,43 +75,82 @@ pub(crate) fn collect_inputs(
     out
 }
 
-/// The object as a debugger should see it: a copy with each loaded section's `sh_addr` set.
+/// One input as a debugger could see it, the simpler shape (modules register
+/// [`merged_debug_object`]'s; `benches/jit_debug.rs` compares what gdb makes of both): a copy
+/// with each loaded section's `sh_addr` set, and the allocatable sections that were not loaded
+/// (COMDAT copies another module brought first) dropped from what gdb loads: no longer
+/// `SHF_ALLOC`, and their symbols undefined. Left as they were they would sit at address 0 in
+/// every object: gdb would take code at 0 for real (a breakpoint location at 0x0 for an inline
+/// function every module has), and each registration would sort all those equal addresses in
+/// its section map, walking all objfiles per comparison.
 pub fn debug_object(input: &DebugInput) -> Result<Vec<u8>> {
     let bad = |what: &str| Error::malformed(&input.name, format!("debug object: {what}"));
     let mut out = input.bytes.clone();
-    let field = |off: usize, len: usize| -> Result<u64> {
-        let b = out
-            .get(off..off + len)
-            .ok_or_else(|| bad("truncated ELF header"))?;
-        let mut a = [0u8; 8];
-        a[..len].copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    };
-    let shoff = field(0x28, 8)?;
-    let shentsize = field(0x3a, 2)?;
+    let shoff = le(&out, 0x28, 8).ok_or_else(|| bad("truncated ELF header"))?;
+    let shentsize = le(&out, 0x3a, 2).ok_or_else(|| bad("truncated ELF header"))?;
+    let shnum = le(&out, 0x3c, 2).ok_or_else(|| bad("truncated ELF header"))?;
     if shentsize < 64 {
         return Err(bad("section header entries are too small"));
     }
-    for (i, &addr) in input.section_addrs.iter().enumerate() {
-        if addr == 0 {
-            continue;
-        }
-        let at = (i as u64)
-            .checked_mul(shentsize)
+    let len = out.len();
+    let header = |i: u64| {
+        i.checked_mul(shentsize)
             .and_then(|o| o.checked_add(shoff))
-            .and_then(|o| o.checked_add(16))
             .and_then(|o| usize::try_from(o).ok())
-            .filter(|&o| o.checked_add(8).is_some_and(|e| e <= out.len()))
-            .ok_or_else(|| bad("section header table out of bounds"))?;
-        out[at..at + 8].copy_from_slice(&addr.to_le_bytes());
+            .filter(|&o| o.checked_add(64).is_some_and(|e| e <= len))
+            .ok_or_else(|| bad("section header table out of bounds"))
+    };
+    let mut dropped = vec![false; shnum as usize];
+    let mut symtabs = Vec::new();
+    for i in 1..shnum {
+        let h = header(i)?;
+        // In bounds (checked by `header`): sh_type at +4, sh_flags at +8, sh_addr at +16.
+        let flags = le(&out, h + 8, 8).unwrap_or(0);
+        let addr = input.section_addrs.get(i as usize).copied().unwrap_or(0);
+        if addr != 0 {
+            out[h + 16..h + 24].copy_from_slice(&addr.to_le_bytes());
+        } else if flags & u64::from(elf::SHF_ALLOC) != 0 {
+            let cleared = flags & !u64::from(elf::SHF_ALLOC);
+            out[h + 8..h + 16].copy_from_slice(&cleared.to_le_bytes());
+            dropped[i as usize] = true;
+        }
+        if le(&out, h + 4, 4) == Some(u64::from(elf::SHT_SYMTAB)) {
+            symtabs.push(h);
+        }
+    }
+    for h in symtabs {
+        let (off, size) = (le(&out, h + 24, 8), le(&out, h + 32, 8));
+        let syms = off
+            .zip(size)
+            .and_then(|(o, s)| {
+                Some(usize::try_from(o).ok()?..usize::try_from(o.checked_add(s)?).ok()?)
+            })
+            .filter(|r| r.end <= out.len())
+            .ok_or_else(|| bad("symbol table out of bounds"))?;
+        for sym in out[syms].chunks_exact_mut(24) {
+            let shndx = usize::from(u16::from_le_bytes([sym[6], sym[7]]));
+            if dropped.get(shndx) == Some(&true) && sym[4] & 0xf != elf::STT_SECTION {
+                // Undefined: st_shndx, st_value and st_size 0.
+                sym[6..24].fill(0);
+            }
+        }
     }
     Ok(out)
+}
+
+/// The little-endian number of `len` bytes at `at`, if in bounds.
+fn le(b: &[u8], at: usize, len: usize) -> Option<u64> {
+    let src = b.get(at..at.checked_add(len)?)?;
+    let mut v = [0u8; 8];
+    v[..len].copy_from_slice(src);
+    Some(u64::from_le_bytes(v))
 }
 
 /// The DWARF sections of an object, relocated as if linked at the load addresses.
 fn relocated_dwarf(input: &DebugInput) -> Result<HashMap<String, Vec<u8>>> {
     let o = ObjectFile::parse(input.name.clone(), &input.bytes)?;
     let mut out = HashMap::new();
+    let target = |s: usize| input.section_addrs.get(s).copied().unwrap_or(0);
     for i in 1..o.sections.len() {
         let name = o.section_name(i)?;
         let shdr = o.section(i)?;
@@ -116,31 +158,48 @@ fn relocated_dwarf(input: &DebugInput) -> Result<HashMap<String, Vec<u8>>> {
             continue;
         }
         let mut data = o.section_data(shdr)?.to_vec();
-        for rela in o.relocations(i)? {
-            let index = rela.r_sym(LE, false) as usize;
-            let Some(sym) = o.symbols().get(index) else {
-                continue;
-            };
-            let base = match o.symbol_section(sym, index)? {
-                Some(s) => input.section_addrs.get(s).copied().unwrap_or(0),
-                None => 0,
-            };
-            let value = base
-                .wrapping_add(sym.st_value(LE))
-                .wrapping_add(rela.r_addend(LE) as u64);
-            let width = match rela.r_type(LE, false) {
-                elf::R_X86_64_64 | elf::R_X86_64_DTPOFF64 => 8,
-                elf::R_X86_64_32 | elf::R_X86_64_32S | elf::R_X86_64_DTPOFF32 => 4,
-                _ => continue,
-            };
-            let at = rela.r_offset(LE) as usize;
-            if let Some(dst) = at.checked_add(width).and_then(|e| data.get_mut(at..e)) {
-                dst.copy_from_slice(&value.to_le_bytes()[..width]);
-            }
-        }
+        apply_relocations(&o, i, &mut data, 0, &target)?;
         out.insert(String::from_utf8_lossy(name).into_owned(), data);
     }
     Ok(out)
+}
+
+/// Applies the relocations of section `i` of `o` to `data` (its bytes, or their first part): a
+/// symbol of section `s` is at `target(s)` plus its value, and the section itself at `place`
+/// (for PC-relative ones). Types other than absolute and PC-relative ones are left alone.
+fn apply_relocations(
+    o: &ObjectFile<'_>,
+    i: usize,
+    data: &mut [u8],
+    place: u64,
+    target: &dyn Fn(usize) -> u64,
+) -> Result<()> {
+    for rela in o.relocations(i)? {
+        let index = rela.r_sym(LE, false) as usize;
+        let Some(sym) = o.symbols().get(index) else {
+            continue;
+        };
+        let base = o.symbol_section(sym, index)?.map_or(0, target);
+        let value = base
+            .wrapping_add(sym.st_value(LE))
+            .wrapping_add(rela.r_addend(LE) as u64);
+        let at = rela.r_offset(LE);
+        let pc = place.wrapping_add(at);
+        let (width, value) = match rela.r_type(LE, false) {
+            elf::R_X86_64_64 | elf::R_X86_64_DTPOFF64 => (8, value),
+            elf::R_X86_64_32 | elf::R_X86_64_32S | elf::R_X86_64_DTPOFF32 => (4, value),
+            elf::R_X86_64_PC32 | elf::R_X86_64_PLT32 => (4, value.wrapping_sub(pc)),
+            elf::R_X86_64_PC64 => (8, value.wrapping_sub(pc)),
+            _ => continue,
+        };
+        let Ok(at) = usize::try_from(at) else {
+            continue;
+        };
+        if let Some(dst) = at.checked_add(width).and_then(|e| data.get_mut(at..e)) {
+            dst.copy_from_slice(&value.to_le_bytes()[..width]);
+        }
+    }
+    Ok(())
 }
 
 type Reader = gimli::EndianArcSlice<gimli::LittleEndian>;
@@ -272,10 +331,18 @@ pub fn module_linked(
 ) -> Result<ModuleDebug> {
     let mut d = ModuleDebug::default();
     let recorded = (|| {
-        for input in inputs {
-            if let Some(h) = exec.register_debug_object(debug_object(input)?)? {
-                d.handles.push(h);
-            }
+        // One object per module: gdb's cost per registration grows with the objects it holds
+        // (and with their loaded sections: the merged shape has fewer).
+        let object = match inputs {
+            [] => None,
+            inputs => Some(merge::merged_debug_object(inputs)?),
+        };
+        if let Some(h) = object
+            .map(|o| exec.register_debug_object(o))
+            .transpose()?
+            .flatten()
+        {
+            d.handles.push(h);
         }
         if perf.map || perf.jitdump {
             let fns = if perf.jitdump {

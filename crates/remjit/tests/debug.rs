@@ -50,31 +50,142 @@ fn assert_stopped_in_jit(out: &str) {
     }
 }
 
+/// gdb in batch mode running `remjit --in-process OBJECTS` with `commands` (pending breakpoints
+/// allowed: the JIT'd code is not there before `run`).
+fn gdb_in_process(objects: &[PathBuf], commands: &[&str]) -> std::process::Output {
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-ex", "set breakpoint pending on"]);
+    for c in commands {
+        gdb.args(["-ex", c]);
+    }
+    gdb.arg("--args")
+        .arg(remjit())
+        .arg("--in-process")
+        .args(objects);
+    run_with_timeout(gdb.stdin(Stdio::null()), LIMIT)
+}
+
 #[test]
 fn gdb_in_process_breaks_by_file_and_line() {
     let obj = debug_object("gdb-in-process");
-    let out = run_with_timeout(
-        Command::new("gdb")
-            .args(["-batch", "-nx", "-ex", "set breakpoint pending on"])
-            .args(["-ex", &format!("break debugme.c:{}", line_of("BREAK"))])
-            .args([
-                "-ex",
-                "run",
-                "-ex",
-                "bt",
-                "-ex",
-                "info locals",
-                "-ex",
-                "kill",
-            ])
-            .arg("--args")
-            .arg(remjit())
-            .arg("--in-process")
-            .arg(&obj)
-            .stdin(Stdio::null()),
-        LIMIT,
-    );
+    let at = format!("break debugme.c:{}", line_of("BREAK"));
+    let out = gdb_in_process(&[obj], &[&at, "run", "bt", "info locals", "kill"]);
     assert_stopped_in_jit(&String::from_utf8_lossy(&out.stdout));
+}
+
+/// twice.o and main.o (`-g`), in a work directory of that name.
+fn twice_and_main(test: &str) -> [PathBuf; 2] {
+    let dir = work_dir(test);
+    let sources = [
+        (
+            "twice.c",
+            "int twice(int x) {\n    int doubled = x * 2;\n    return doubled;\n}\n",
+        ),
+        (
+            "main.c",
+            "int twice(int);\nint main(void) {\n    int r = twice(21);\n    return r - 42;\n}\n",
+        ),
+    ];
+    sources.map(|(name, text)| {
+        let src = dir.join(name);
+        std::fs::write(&src, text).unwrap();
+        compile(&dir, &src, &name.replace(".c", ".o"), &["-g", "-O0"])
+    })
+}
+
+/// The merged debug object of two inputs, read back: each input's code at its load address with
+/// its symbol, no relocations left, and DWARF that maps each load address to its source line.
+#[test]
+fn merged_debug_object_places_each_input_at_its_load_addresses() {
+    let inputs: Vec<remjit::debug::DebugInput> = twice_and_main("merge-read")
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let bytes = std::fs::read(path).unwrap();
+            let file = object::File::parse(&*bytes).unwrap();
+            let base = 0x5000_0000 + 0x1000 * i as u64;
+            let mut section_addrs = vec![0; file.sections().count() + 1];
+            for sec in file.sections() {
+                section_addrs[sec.index().0] = match sec.name().unwrap() {
+                    ".text" => base,
+                    ".eh_frame" => base + 0x800,
+                    _ => 0,
+                };
+            }
+            remjit::debug::DebugInput {
+                name: path.display().to_string(),
+                bytes,
+                section_addrs,
+            }
+        })
+        .collect();
+    let merged = remjit::debug::merged_debug_object(&inputs).unwrap();
+    let file = object::File::parse(&*merged).unwrap();
+    let names: Vec<&str> = file.sections().map(|s| s.name().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.starts_with(".rela")), "{names:?}");
+    assert_eq!(names.iter().filter(|n| **n == ".eh_frame").count(), 1);
+    let at = |name: &str| {
+        let sym = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+        let sec = file.section_by_index(sym.section_index().unwrap()).unwrap();
+        (
+            sec.name().unwrap().to_string(),
+            sec.address() + sym.address(),
+        )
+    };
+    assert_eq!(at("twice"), (".text".to_string(), 0x5000_0000));
+    assert_eq!(at("main"), (".text".to_string(), 0x5000_1000));
+    let dwarf = gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        let data = file.section_by_name(id.name()).map(|s| s.data().unwrap());
+        Ok(gimli::EndianSlice::new(
+            data.unwrap_or(&[]),
+            gimli::LittleEndian,
+        ))
+    })
+    .unwrap();
+    let ctx = addr2line::Context::from_dwarf(dwarf).unwrap();
+    let line = |addr: u64| {
+        let loc = ctx.find_location(addr).unwrap().unwrap();
+        let file = Path::new(loc.file.unwrap()).file_name().unwrap();
+        (file.to_str().unwrap().to_string(), loc.line.unwrap())
+    };
+    assert_eq!(line(0x5000_0000), ("twice.c".to_string(), 1));
+    assert_eq!(line(0x5000_1000), ("main.c".to_string(), 2));
+}
+
+/// A link of several `-g` objects is registered as one object (gdb's cost per registration
+/// grows with the objects it holds), through which gdb still breaks by file:line in either
+/// object, unwinds from one into the other and prints locals.
+#[test]
+fn gdb_debugs_a_link_of_several_objects_registered_once() {
+    let objects = twice_and_main("gdb-merged");
+    let commands = [
+        "set debug jit 1",
+        "break twice.c:3",
+        "run",
+        "set debug jit 0",
+    ];
+    let out = gdb_in_process(
+        &objects,
+        &[&commands[..], &["bt", "info locals", "kill"]].concat(),
+    );
+    let (text, log) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    for want in [
+        "twice (x=21) at ",
+        "twice.c:3",
+        "main () at ",
+        "main.c:3",
+        "doubled = 42",
+    ] {
+        assert!(text.contains(want), "gdb output lacks `{want}`:\n{text}");
+    }
+    assert_eq!(
+        log.matches("jit_register_code: symfile_addr").count(),
+        1,
+        "one registration for the link:\n{log}"
+    );
 }
 
 /// Kills the child on drop (a failed test leaves no process behind).
@@ -146,6 +257,24 @@ fn gdb_attaches_to_the_waiting_executor() {
     assert!(stdout.ends_with("\n14\n"), "program output: {stdout}");
 }
 
+/// gdb in batch mode with `options` running `llvm-jitlink-19 --debugger-support` on `obj` with
+/// our executor.
+fn gdb_llvm_jitlink(options: &[&str], obj: &Path) -> std::process::Output {
+    let executor = remjit().with_file_name("remjit-executor");
+    run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx"])
+            .args(options)
+            .arg("--args")
+            .arg("llvm-jitlink-19")
+            .arg("--debugger-support")
+            .arg(format!("--oop-executor={}", executor.display()))
+            .arg(obj)
+            .stdin(Stdio::null()),
+        LIMIT,
+    )
+}
+
 #[test]
 fn llvm_jitlink_registers_with_our_executor() {
     if Command::new("llvm-jitlink-19")
@@ -156,19 +285,22 @@ fn llvm_jitlink_registers_with_our_executor() {
         panic!("llvm-jitlink-19 is required (Debian package llvm-19)");
     }
     let obj = debug_object("llvm-jitlink-gdb");
-    let executor = remjit().with_file_name("remjit-executor");
-    let out = run_with_timeout(
-        Command::new("gdb")
-            .args(["-batch", "-nx", "-ex", "set follow-fork-mode child"])
-            .args(["-ex", "set breakpoint pending on", "-ex", "break square"])
-            .args(["-ex", "run", "-ex", "bt", "-ex", "kill"])
-            .arg("--args")
-            .arg("llvm-jitlink-19")
-            .arg("--debugger-support")
-            .arg(format!("--oop-executor={}", executor.display()))
-            .arg(&obj)
-            .stdin(Stdio::null()),
-        LIMIT,
+    let out = gdb_llvm_jitlink(
+        &[
+            "-ex",
+            "set follow-fork-mode child",
+            "-ex",
+            "set breakpoint pending on",
+            "-ex",
+            "break square",
+            "-ex",
+            "run",
+            "-ex",
+            "bt",
+            "-ex",
+            "kill",
+        ],
+        &obj,
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -176,6 +308,40 @@ fn llvm_jitlink_registers_with_our_executor() {
         "{text}"
     );
     assert!(text.contains("in compute (n=4) at "), "{text}");
+}
+
+/// LLVM registers its debug objects in place (in memory it allocated in our executor) and never
+/// deregisters them; the executor does when that memory is freed (llvm-jitlink frees it when
+/// its session ends). gdb, following the executor, stops at each change of the list and says
+/// what it did and whether `square` is known.
+#[test]
+fn llvm_jitlink_objects_are_deregistered_with_their_memory() {
+    let obj = debug_object("llvm-jitlink-dereg");
+    let script = obj.with_file_name("events.gdb");
+    std::fs::write(
+        &script,
+        "set language c\nset follow-fork-mode child\nset breakpoint pending on\n\
+         break __jit_debug_register_code\ncommands\nsilent\n\
+         output *(unsigned int *)((char *)&__jit_debug_descriptor + 4)\necho \\n\n\
+         info functions ^square$\ncontinue\nend\nrun\n",
+    )
+    .unwrap();
+    let out = gdb_llvm_jitlink(&["-x", script.to_str().unwrap()], &obj);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Each event: the action (1 register, 2 unregister), then gdb's list of functions.
+    let events: Vec<(&str, bool)> = text
+        .split("All functions matching regular expression \"^square$\":")
+        .zip(text.split("All functions matching").skip(1))
+        .map(|(before, after)| {
+            let action = before.trim_end().lines().last().unwrap_or("");
+            (action, after.contains("static int square(int);"))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [("1", true), ("2", false)],
+        "register, then unregister when llvm-jitlink frees the memory:\n{text}"
+    );
 }
 
 /// The program's report: its pid and the addresses of square, compute and main.
@@ -420,6 +586,79 @@ fn gdb_forgets_a_removed_module() {
         !lists[1].contains("int compute(int);"),
         "after removal: {text}"
     );
+}
+
+#[test]
+#[ignore = "run under gdb by gdb_sees_shared_comdat_code_once"]
+fn modules_for_gdb() {
+    let objects = std::env::var("REMJIT_DEBUG_OBJECTS").unwrap();
+    let options = remjit::SessionOptions {
+        run_initializers: false,
+        ..Default::default()
+    };
+    let mut s = remjit::Session::in_process(options).unwrap();
+    for obj in objects.split(':') {
+        s.add_file(Path::new(obj)).unwrap();
+        s.link().unwrap();
+    }
+    remjit_test_checkpoint();
+}
+
+/// Two modules with the same inline function: the second shares the first one's COMDAT copy,
+/// so its own copy is never loaded; gdb must see the function once, where it was loaded (not a
+/// second time at address 0, where a breakpoint cannot be inserted).
+#[test]
+fn gdb_sees_shared_comdat_code_once() {
+    let dir = work_dir("gdb-comdat");
+    let objects: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|m| {
+            let src = dir.join(format!("{m}.cc"));
+            std::fs::write(
+                &src,
+                format!(
+                    "inline int twice(int x) {{ return 2 * x; }}\n\
+                     int use_{m}(int x) {{ return twice(x) + 1; }}\n"
+                ),
+            )
+            .unwrap();
+            compile(&dir, &src, &format!("{m}.o"), &["-g", "-O0", "-fPIC"])
+        })
+        .collect();
+    let list: Vec<String> = objects.iter().map(|o| o.display().to_string()).collect();
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break remjit_test_checkpoint"])
+            .args([
+                "-ex",
+                "run",
+                "-ex",
+                "set language c++",
+                "-ex",
+                "break twice",
+            ])
+            .args(["-ex", "break use_b", "-ex", "info breakpoints"])
+            .args(["-ex", "kill"])
+            .arg("--args")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "modules_for_gdb"])
+            .env("REMJIT_DEBUG_OBJECTS", list.join(":"))
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Once, in a.cc (whose module loaded it); b.cc's own code is still known.
+    let set: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Breakpoint 2 at ") || l.starts_with("Breakpoint 3 at "))
+        .collect();
+    assert_eq!(set.len(), 2, "{text}");
+    assert!(
+        set[0].ends_with("/a.cc, line 1.") && !set[0].starts_with("Breakpoint 2 at 0x0:"),
+        "{text}"
+    );
+    assert!(set[1].ends_with("/b.cc, line 2."), "{text}");
+    assert!(!text.contains("0x0000000000000000 in twice"), "{text}");
 }
 
 #[test]

@@ -3,11 +3,15 @@
 //! breaks on to hear of changes. Entries are inserted at the head and unlinked through their
 //! own links, so registering or removing one costs the same however many there are.
 //!
+//! Objects registered in place (LLVM's registration calls: the object lies in JIT memory the
+//! controller allocated) are also indexed by address: when the executor gives that memory back,
+//! [`memory_freed`] deregisters them (LLVM itself never does).
+//!
 //! Also `--wait-for-debugger`: [`wait_for_debugger`] waits until a tracer is attached.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ptr::{addr_of_mut, null_mut};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 /// One registered object (the documented `jit_code_entry`).
 #[repr(C)]
@@ -55,11 +59,26 @@ struct Node {
     _owned: Option<Box<[u8]>>,
 }
 
-/// Live entries (their addresses), which is also the lock every change of the list holds.
-static LIVE: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+/// What the lock every change of the list holds guards.
+struct Registry {
+    /// Live entries (their addresses: the handles).
+    live: HashSet<u64>,
+    /// Objects registered in place, by (address, handle).
+    in_place: BTreeSet<(u64, u64)>,
+}
 
-fn link(node: Box<Node>) -> u64 {
-    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+static LIVE: LazyLock<Mutex<Registry>> = LazyLock::new(|| {
+    Mutex::new(Registry {
+        live: HashSet::new(),
+        in_place: BTreeSet::new(),
+    })
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn link(live: &mut Registry, node: Box<Node>) -> u64 {
     let p = Box::into_raw(node);
     // SAFETY: the list is changed only under LIVE's lock; `p` is a fresh node.
     unsafe {
@@ -74,7 +93,7 @@ fn link(node: Box<Node>) -> u64 {
         (*d).action_flag = JIT_REGISTER_FN;
     }
     __jit_debug_register_code();
-    live.get_or_insert_with(HashSet::new).insert(p as u64);
+    live.live.insert(p as u64);
     p as u64
 }
 
@@ -90,13 +109,14 @@ pub fn register_owned(object: Vec<u8>) -> u64 {
         },
         _owned: Some(owned),
     });
-    link(node)
+    link(&mut registry(), node)
 }
 
 /// Registers an object that already lies in this process's memory (LLVM's registration
-/// calls); it must stay there for as long as the process runs.
+/// calls); it stays registered until [`memory_freed`] is told that its memory is given back.
 pub fn register_in_place(addr: u64, size: u64) -> u64 {
-    link(Box::new(Node {
+    let mut live = registry();
+    let node = Box::new(Node {
         entry: JitCodeEntry {
             next_entry: null_mut(),
             prev_entry: null_mut(),
@@ -104,13 +124,39 @@ pub fn register_in_place(addr: u64, size: u64) -> u64 {
             symfile_size: size,
         },
         _owned: None,
-    }))
+    });
+    let h = link(&mut live, node);
+    live.in_place.insert((addr, h));
+    h
 }
 
 /// Unlinks the entry `handle` (from a register call), tells the debugger, and frees it.
 pub fn deregister(handle: u64) -> Result<(), String> {
-    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-    if !live.as_mut().is_some_and(|l| l.remove(&handle)) {
+    let mut live = registry();
+    if live.live.contains(&handle) {
+        // SAFETY: a live node, read under the lock.
+        let addr = unsafe { (*(handle as *const JitCodeEntry)).symfile_addr as u64 };
+        live.in_place.remove(&(addr, handle));
+    }
+    unlink(&mut live, handle)
+}
+
+/// The memory `[start, start + len)` is given back (freed, or to be reused for other
+/// contents): deregisters the objects registered in place there. Returns how many.
+pub fn memory_freed(start: u64, len: u64) -> usize {
+    let mut live = registry();
+    let end = start.saturating_add(len);
+    let gone: Vec<(u64, u64)> = live.in_place.range((start, 0)..(end, 0)).copied().collect();
+    for key in &gone {
+        live.in_place.remove(key);
+        // Listed in `in_place` only while live: unlinking cannot fail.
+        let _ = unlink(&mut live, key.1);
+    }
+    gone.len()
+}
+
+fn unlink(live: &mut Registry, handle: u64) -> Result<(), String> {
+    if !live.live.remove(&handle) {
         return Err(format!(
             "no debug object is registered under handle {handle:#x}"
         ));
@@ -168,7 +214,7 @@ pub fn wait_for_debugger(who: &str, abandoned: &dyn Fn() -> bool) -> Result<(), 
 /// The registered objects, newest first, as a debugger walks the list: `(address, size)`.
 /// (A diagnostic: registration itself never walks the list.)
 pub fn registered() -> Vec<(u64, u64)> {
-    let _live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let _live = registry();
     let mut out = Vec::new();
     // SAFETY: the list is read under LIVE's lock; every linked entry is a live node.
     unsafe {
@@ -181,12 +227,16 @@ pub fn registered() -> Vec<(u64, u64)> {
     out
 }
 
+/// Held by tests that change the list and look at the descriptor (it is process-wide).
+#[cfg(test)]
+pub(crate) static TEST_SERIAL: Mutex<()> = Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn descriptor() -> (u32, u32, u64) {
-        // SAFETY: reading plain fields (tests of this module run one at a time under LIVE).
+        // SAFETY: reading plain fields (the tests that change the list hold TEST_SERIAL).
         unsafe {
             let d = addr_of_mut!(__jit_debug_descriptor);
             ((*d).version, (*d).action_flag, (*d).relevant_entry as u64)
@@ -195,6 +245,7 @@ mod tests {
 
     #[test]
     fn insert_at_head_unlink_anywhere() {
+        let _serial = TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let objs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 100 + i as usize]).collect();
         let handles: Vec<u64> = objs.iter().map(|o| register_owned(o.clone())).collect();
         let (version, action, relevant) = descriptor();

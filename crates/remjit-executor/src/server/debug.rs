@@ -72,7 +72,13 @@ pub fn wait_for_debugger(_: &Services, _: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use remjit_wire::names;
     use remjit_wire::sps::Expected;
+    use remjit_wire::types::AddrRange;
+
+    /// One executor's services for these tests: each `Services` reserves a 1 GiB slab below
+    /// 2 GiB for good, and the process has little more room there for the other tests.
+    static SERVICES: std::sync::LazyLock<Services> = std::sync::LazyLock::new(Services::new);
 
     fn error_of(reply: &[u8]) -> String {
         SpsError::from_bytes(reply).unwrap().0.unwrap_or_default()
@@ -80,17 +86,17 @@ mod tests {
 
     #[test]
     fn hostile_requests_are_refused() {
-        let s = Services::new();
-        let r = Expected::<u64>::from_bytes(&gdb_register(&s, &Bytes(vec![0x7f; 10]).to_bytes()));
+        let s = &*SERVICES;
+        let r = Expected::<u64>::from_bytes(&gdb_register(s, &Bytes(vec![0x7f; 10]).to_bytes()));
         assert_eq!(
             r.unwrap().0.unwrap_err(),
             "GDB JIT registration: a debug object of 10 bytes is not an ELF file"
         );
-        assert!(error_of(&gdb_deregister(&s, &0xdead_beefu64.to_bytes()))
+        assert!(error_of(&gdb_deregister(s, &0xdead_beefu64.to_bytes()))
             .starts_with("no debug object is registered under handle 0xdeadbeef"));
-        assert!(error_of(&gdb_deregister(&s, &[1, 2])).contains("malformed arguments"));
+        assert!(error_of(&gdb_deregister(s, &[1, 2])).contains("malformed arguments"));
         let fns: Vec<WireFunction> = vec![(0x1000, 16, "f".into(), Vec::new())];
-        let reply = perf_record(&s, &(true, false, fns).to_bytes());
+        let reply = perf_record(s, &(true, false, fns).to_bytes());
         assert!(
             error_of(&reply).contains("is not in memory this executor handed out"),
             "{}",
@@ -99,7 +105,7 @@ mod tests {
         // Reserved but never made accessible: refused, not read (which would crash).
         let base = s.memory.reserve(4096).unwrap();
         let fns: Vec<WireFunction> = vec![(base, 16, "f".into(), Vec::new())];
-        let reply = perf_record(&s, &(false, true, fns).to_bytes());
+        let reply = perf_record(s, &(false, true, fns).to_bytes());
         assert_eq!(
             error_of(&reply),
             format!(
@@ -109,5 +115,48 @@ mod tests {
         );
         assert!(!std::path::Path::new(&perf::jitdump_name()).exists());
         s.memory.release(base).unwrap();
+    }
+
+    /// LLVM's registration call (the debug object lies in JIT memory), by its bootstrap name.
+    fn llvm_register(s: &Services, start: u64, len: u64) {
+        let tag = s.symbols.iter().find(|x| x.0 == names::GDB_JIT_REGISTER);
+        let (h, _, _) = s.lookup(tag.unwrap().1).unwrap();
+        let range = AddrRange {
+            start,
+            end: start + len,
+        };
+        assert_eq!(error_of(&h(s, &(range, true).to_bytes())), "");
+    }
+
+    fn listed(start: u64, len: u64) -> bool {
+        jit_debug::registered().contains(&(start, len))
+    }
+
+    #[test]
+    fn in_place_registrations_end_with_their_memory() {
+        let _serial = jit_debug::TEST_SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let s = &*SERVICES;
+        let base = s.memory.reserve(3 * 4096).unwrap();
+        // Two finalized allocations in the range (as LLVM's shared-memory manager makes them).
+        s.memory
+            .with_range(base, |r| {
+                r.dealloc.push((base, Vec::new()));
+                r.dealloc.push((base + 4096, Vec::new()));
+            })
+            .unwrap();
+        let (first, second, third) = ((base + 64, 111), (base + 4096, 222), (base + 8000, 333));
+        for (at, len) in [first, second, third] {
+            llvm_register(s, at, len);
+            assert!(listed(at, len));
+        }
+        // Deinitializing the first allocation takes out the object in it, and only that one.
+        s.memory.take_dealloc(base).unwrap();
+        assert!(!listed(first.0, first.1));
+        assert!(listed(second.0, second.1) && listed(third.0, third.1));
+        // Releasing the range takes out the rest.
+        s.memory.release(base).unwrap();
+        assert!(!listed(second.0, second.1) && !listed(third.0, third.1));
     }
 }

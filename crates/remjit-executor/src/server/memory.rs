@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::runtime::access::{self, ProtMap};
+use crate::runtime::jit_debug;
 use crate::vm;
 
 /// Address space per slab reservation.
@@ -270,12 +271,17 @@ impl Memory {
     }
 
     /// Takes the dealloc actions of allocations based at `bases` (any range), newest first.
+    /// The allocation's memory may be reused: debug objects registered in it are deregistered.
     pub fn take_dealloc(&self, alloc_base: u64) -> Result<Vec<super::services::Action>, String> {
         let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
         // An allocation lies in the range that holds its base.
-        if let Some((b, _)) = st.holder(alloc_base) {
+        if let Some((b, size)) = st.holder(alloc_base) {
             if let Some(r) = st.ranges.get_mut(&b) {
                 if let Some(i) = r.dealloc.iter().position(|d| d.0 == alloc_base) {
+                    // It ends at the next allocation of the range at the latest.
+                    let next = r.dealloc.iter().map(|d| d.0).filter(|&a| a > alloc_base);
+                    let end = next.min().unwrap_or(b.saturating_add(size));
+                    jit_debug::memory_freed(alloc_base, end - alloc_base);
                     return Ok(r.dealloc.remove(i).1);
                 }
             }
@@ -291,6 +297,7 @@ impl Memory {
             .remove(&base)
             .ok_or_else(|| format!("no reservation at {base:#x}"))?;
         st.unfinalized.remove(&base);
+        jit_debug::memory_freed(base, r.size);
         st.prots.set(base, base + r.size, 0);
         self.finalized.notify_all();
         vm::reset(base, r.size).map_err(|e| format!("freeing {base:#x}: {e}"))?;
