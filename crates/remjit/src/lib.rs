@@ -68,6 +68,7 @@ pub mod link;
 pub mod memory;
 pub mod object;
 pub mod remote;
+pub mod repl;
 pub mod session;
 
 pub use error::{Error, Result};

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 
 use remjit::executor::Executor;
-use remjit::remote::{Ending, MemoryMode, RemoteExecutor};
+use remjit::remote::{Ending, RemoteExecutor};
 use remjit::{Session, SessionOptions};
 use remjit_executor::crash::{self, write_function, Sink, Symbolize};
 use remjit_executor::signals;
@@ -257,62 +257,27 @@ enum Mode {
     Remote(Arc<RemoteExecutor>),
 }
 
-/// How long the executor gets to answer at start: --oop-executor-timeout, else
-/// $REMJIT_EXECUTOR_TIMEOUT, else 10 s.
-fn setup_timeout(cli: &Cli) -> anyhow::Result<std::time::Duration> {
-    let secs = match (
-        cli.oop_executor_timeout,
-        std::env::var("REMJIT_EXECUTOR_TIMEOUT"),
-    ) {
-        (Some(s), _) => s,
-        (None, Ok(v)) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("REMJIT_EXECUTOR_TIMEOUT=`{v}`: expected seconds"))?,
-        (None, Err(_)) => return Ok(remjit::remote::DEFAULT_SETUP_TIMEOUT),
-    };
-    if !(secs > 0.0 && secs <= 1e6) {
-        bail!("executor timeout {secs}: expected a number of seconds above 0 and at most 1000000");
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
-    if cli.in_process {
-        if cli.oop_executor.is_some() || cli.oop_executor_connect.is_some() {
-            bail!("--in-process cannot be combined with --oop-executor or --oop-executor-connect");
-        }
-        return Ok(Mode::InProcess);
-    }
-    let timeout = setup_timeout(cli)?;
-    if cli.oop_executor_token_file.is_some() && cli.oop_executor_connect.is_none() {
-        bail!("--oop-executor-token-file applies only with --oop-executor-connect");
-    }
-    let exec = if let Some(addr) = &cli.oop_executor_connect {
-        // Over TCP the pages cannot be shared unless the peer asks for LLVM's named flavour.
-        let memory = if cli.use_shared_memory {
-            MemoryMode::Shared
-        } else {
-            MemoryMode::Copy
-        };
-        let token = remjit::remote::Token::load(cli.oop_executor_token_file.as_deref())
-            .map_err(|e| anyhow!("{e}"))?;
-        RemoteExecutor::connect(addr, memory, token.as_ref(), timeout)?
+    // A debugger cannot plant breakpoints in code pages shared with us (read-execute
+    // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
+    let shared_memory = if cli.oop_executor_connect.is_some() {
+        Some(cli.use_shared_memory)
     } else {
-        let path = match cli.oop_executor.as_deref() {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => remjit::remote::transport::default_executor_path()?,
-        };
-        // A debugger cannot plant breakpoints in code pages shared with us (read-execute
-        // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
-        let memory = if cli.no_shared_memory || cli.wait_for_debugger {
-            MemoryMode::Copy
-        } else {
-            MemoryMode::Shared
-        };
-        RemoteExecutor::spawn_with(&path, memory, timeout)?
+        Some(!(cli.no_shared_memory || cli.wait_for_debugger))
     };
-    Ok(Mode::Remote(Arc::new(exec)))
+    let spec = repl_cli::ExecutorChoice {
+        in_process: cli.in_process,
+        oop_executor: cli.oop_executor.as_deref(),
+        connect: cli.oop_executor_connect.as_deref(),
+        token_file: cli.oop_executor_token_file.as_deref(),
+        timeout: cli.oop_executor_timeout,
+        shared_memory,
+    }
+    .spec()?;
+    Ok(match spec.start()? {
+        remjit::repl::Running::InProcess(_) => Mode::InProcess,
+        remjit::repl::Running::Remote(e) => Mode::Remote(e),
+    })
 }
 
 /// Like a shell waiting for its child: the executor shares our terminal's foreground process
@@ -547,6 +512,8 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
 #[path = "../../remjit-executor/src/main.rs"]
 mod executor_main;
 
+mod repl_cli;
+
 /// The command line as UTF-8 strings; an argument that is not UTF-8 ends remjit with a message
 /// (`std::env::args` would panic on it).
 fn utf8_args() -> Vec<String> {
@@ -567,6 +534,18 @@ fn main() {
         executor_main::main();
     }
     let (ours, program) = normalize_args(utf8_args());
+    if ours.get(1).is_some_and(|a| a == "repl") {
+        let mut args = ours;
+        args.remove(1);
+        args[0] = "remjit repl".into();
+        match repl_cli::main(args) {
+            Ok(status) => std::process::exit(status),
+            Err(e) => {
+                eprintln!("remjit: error: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let cli = match Cli::try_parse_from(ours) {
         Ok(c) => c,
         Err(e) => e.exit(),

@@ -1,0 +1,211 @@
+//! Turning a cell into an object: the generated source (prelude, the cell's declarations, a
+//! function running its statements) compiled by the system compiler in a private directory.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::split::{Item, ItemKind, Lang};
+use crate::error::{Error, Result};
+
+const SUPPORT_C: &str = include_str!("support/support.c");
+const SUPPORT_C_H: &str = include_str!("support/support_c.h");
+const SUPPORT_CXX_H: &str = include_str!("support/support_cxx.h");
+
+/// The compiler of a REPL session, with its private directory.
+pub struct Compiler {
+    lang: Lang,
+    /// The compiler of cells, and the C compiler (for the support module).
+    program: String,
+    c_program: String,
+    flags: Vec<String>,
+    dir: tempfile::TempDir,
+    header: PathBuf,
+}
+
+fn io_error(path: &std::path::Path, error: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        error,
+    }
+}
+
+impl Compiler {
+    /// The compiler for `lang`: `program`, else `$CC`/`$CXX`, else gcc/g++.
+    pub fn new(lang: Lang, program: Option<String>, flags: &[String]) -> Result<Compiler> {
+        let env = |var: &str, default: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let c_program = env("CC", "gcc");
+        let program = program.unwrap_or_else(|| match lang {
+            Lang::C => c_program.clone(),
+            Lang::Cxx => env("CXX", "g++"),
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("remjit-repl-")
+            .tempdir()
+            .map_err(|e| io_error(std::path::Path::new("a temporary directory"), e))?;
+        let header = dir.path().join(match lang {
+            Lang::C => "remjit-repl.h",
+            Lang::Cxx => "remjit-repl.hh",
+        });
+        let text = match lang {
+            Lang::C => SUPPORT_C_H,
+            Lang::Cxx => SUPPORT_CXX_H,
+        };
+        std::fs::write(&header, text).map_err(|e| io_error(&header, e))?;
+        Ok(Compiler {
+            lang,
+            program,
+            c_program,
+            flags: flags.to_vec(),
+            dir,
+            header,
+        })
+    }
+
+    /// The support module's object (C, whatever the session's language).
+    pub fn support_object(&self) -> Result<Vec<u8>> {
+        let src = self.dir.path().join("remjit-repl-support.c");
+        std::fs::write(&src, SUPPORT_C).map_err(|e| io_error(&src, e))?;
+        let obj = self.dir.path().join("remjit-repl-support.o");
+        let mut cmd = Command::new(&self.c_program);
+        cmd.args(["-c", "-O1", "-w", "-x", "c"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj);
+        self.run(cmd, &obj).map_err(|message| Error::Compile {
+            path: src.display().to_string(),
+            message,
+        })
+    }
+
+    /// Runs a compile command; the object, or the diagnostics (as the compiler wrote them).
+    fn run(&self, mut cmd: Command, obj: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run the compiler `{}`: {e}", self.program))?;
+        if !out.status.success() {
+            let mut d = String::from_utf8_lossy(&out.stderr).into_owned();
+            if d.is_empty() {
+                d = format!("the compiler `{}` failed ({})", self.program, out.status);
+            }
+            return Err(d);
+        }
+        std::fs::read(obj).map_err(|e| format!("cannot read {}: {e}", obj.display()))
+    }
+
+    /// Compiles cell `number` after `prelude`; `show` names the value's type in C. The object,
+    /// or the compiler's diagnostics in the user's cell and line numbers.
+    pub fn compile(
+        &self,
+        number: u32,
+        prelude: &str,
+        items: &[Item],
+        show: Option<&str>,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let ext = match self.lang {
+            Lang::C => "c",
+            Lang::Cxx => "cc",
+        };
+        let src = self.dir.path().join(format!("cell{number}.{ext}"));
+        let obj = self.dir.path().join(format!("cell{number}.o"));
+        let text = generate(self.lang, number, prelude, items, show);
+        std::fs::write(&src, text).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["-c", "-g1", "-O0", "-fno-diagnostics-color"])
+            .arg("-include")
+            .arg(&self.header)
+            .args(&self.flags)
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj);
+        let r = self.run(cmd, &obj);
+        let _ = std::fs::remove_file(&src);
+        let _ = std::fs::remove_file(&obj);
+        r
+    }
+}
+
+/// The source of cell `number`.
+pub fn generate(
+    lang: Lang,
+    number: u32,
+    prelude: &str,
+    items: &[Item],
+    show: Option<&str>,
+) -> String {
+    let mut s = String::from(prelude);
+    let at = |s: &mut String, line: u32| s.push_str(&format!("#line {line} \"cell {number}\"\n"));
+    let mut body = String::new();
+    for item in items {
+        match &item.kind {
+            ItemKind::Directive | ItemKind::Carried | ItemKind::Function { .. } => {
+                at(&mut s, item.line);
+                s.push_str(&item.text);
+                s.push('\n');
+            }
+            ItemKind::Variable(v) => {
+                at(&mut s, item.line);
+                s.push_str(&v.definition);
+                s.push('\n');
+                for init in &v.inits {
+                    at(&mut body, item.line);
+                    body.push_str(init);
+                    body.push('\n');
+                }
+            }
+            ItemKind::Statement => {
+                at(&mut body, item.line);
+                body.push_str(&item.text);
+                body.push('\n');
+            }
+            ItemKind::Expression => {
+                at(&mut body, item.line);
+                match (lang, show) {
+                    (Lang::C, Some(t)) => {
+                        body.push_str(&format!("__REMJIT_SHOW(({}), {t});\n", item.text))
+                    }
+                    (Lang::C, None) => body.push_str(&format!("({});\n", item.text)),
+                    (Lang::Cxx, _) => body.push_str(&format!("__REMJIT_SHOW(({}));\n", item.text)),
+                }
+            }
+        }
+    }
+    let any_body = items.iter().any(|i| {
+        matches!(i.kind, ItemKind::Statement | ItemKind::Expression)
+            || matches!(&i.kind, ItemKind::Variable(v) if !v.inits.is_empty())
+    });
+    if any_body {
+        let linkage = if lang == Lang::Cxx {
+            "extern \"C\" "
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "#line 1 \"<remjit>\"\nstatic void __remjit_body_{number}(void) {{\n{body}}}\n\
+             #line 1 \"<remjit>\"\n{linkage}int __remjit_cell_{number}(void) \
+             {{ __remjit_body_{number}(); __remjit_flush(); return 0; }}\n"
+        ));
+    }
+    s
+}
+
+/// The compiler's messages without the lines about generated code.
+pub fn tidy_diagnostics(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let generated = line.contains("__remjit")
+            || line.contains("__REMJIT")
+            || line.contains("remjit-repl.h");
+        let context = line.ends_with("At top level:") || line.starts_with("In file included from");
+        if generated || context {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

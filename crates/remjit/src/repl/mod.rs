@@ -1,0 +1,603 @@
+//! The REPL engine behind `remjit repl`: C or C++ cells in; their output, values, diagnostics
+//! and crash reports out. Each cell is compiled by the system compiler into an object and
+//! linked as its own module of a [`Session`]; declarations are carried to later cells in a
+//! prelude; when a cell kills the executor, a fresh one gets every earlier cell again.
+//!
+//! ```no_run
+//! # fn main() -> remjit::Result<()> {
+//! use remjit::repl::{Event, ExecutorSpec, Lang, Repl, ReplOptions};
+//! let mut repl = Repl::new(ReplOptions::new(Lang::C), ExecutorSpec::InProcess)?;
+//! repl.eval("int x = 6;");
+//! let out = repl.eval("x * 7");
+//! assert_eq!(out.events, vec![Event::Value("(int) 42".into())]);
+//! # Ok(()) }
+//! ```
+
+pub mod exec;
+pub mod lex;
+pub mod split;
+
+mod compile;
+mod save;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::remote::Ending;
+use crate::{ModuleId, Session, SessionOptions};
+
+pub use compile::Compiler;
+pub use exec::{ExecutorSpec, Running};
+pub use split::{Item, ItemKind, Known, Lang};
+
+/// How a REPL behaves.
+#[derive(Debug, Clone)]
+pub struct ReplOptions {
+    /// C or C++.
+    pub lang: Lang,
+    /// The compiler (default `$CC`/`$CXX`, else gcc/g++).
+    pub compiler: Option<String>,
+    /// Extra compiler flags (`-Xcc`).
+    pub compile_flags: Vec<String>,
+    /// Library directories (`-L`).
+    pub library_dirs: Vec<PathBuf>,
+    /// Libraries (`-l`), loaded at start and after each restart.
+    pub libraries: Vec<String>,
+    /// After a crash, run the earlier cells' statements again (off: restart empty).
+    pub replay: bool,
+}
+
+impl ReplOptions {
+    /// The defaults for `lang`.
+    pub fn new(lang: Lang) -> ReplOptions {
+        ReplOptions {
+            lang,
+            compiler: None,
+            compile_flags: Vec::new(),
+            library_dirs: Vec::new(),
+            libraries: Vec::new(),
+            replay: true,
+        }
+    }
+}
+
+/// Where a cell's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CellTimes {
+    /// Splitting, writing and compiling.
+    pub compile: Duration,
+    /// Linking the object.
+    pub link: Duration,
+    /// Running the statements and reading the value back.
+    pub run: Duration,
+}
+
+/// Something a cell produced, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The value of the final expression, e.g. `(int) 42` (for stdout).
+    Value(String),
+    /// Compiler diagnostics, in the user's cell and line numbers (for stderr).
+    Diagnostics(String),
+    /// An error: the cell was dropped (for stderr).
+    Error(String),
+    /// How the executor died, and where (for stderr).
+    Crash(String),
+    /// What the REPL did about it, e.g. `executor restarted; 12 cells replayed in 84 ms`.
+    Note(String),
+}
+
+/// What one cell produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Values, diagnostics, reports, in order.
+    pub events: Vec<Event>,
+    /// The cell was kept (compiled, linked, ran).
+    pub ok: bool,
+    /// Where its time went.
+    pub times: CellTimes,
+}
+
+/// A cell that compiled, linked and ran.
+struct CellRecord {
+    number: u32,
+    items: Vec<Item>,
+    object: Arc<Vec<u8>>,
+    module: ModuleId,
+    /// The generated function running its statements.
+    entry: Option<String>,
+}
+
+/// A declaration later cells see.
+#[derive(Debug, Clone)]
+struct PreludeEntry {
+    cell: u32,
+    line: u32,
+    /// The variable or C function it declares (a redefinition hides it).
+    name: Option<String>,
+    text: String,
+    hidden_by: Option<u32>,
+}
+
+/// Names the support module defines.
+const SUPPORT_OBJECT: &str = "remjit-repl-support.o";
+
+/// A REPL session.
+pub struct Repl {
+    options: ReplOptions,
+    spec: ExecutorSpec,
+    running: Running,
+    session: Session,
+    compiler: Compiler,
+    support: Arc<Vec<u8>>,
+    cells: Vec<CellRecord>,
+    prelude: Vec<PreludeEntry>,
+    known: Known,
+    /// Variables' declared types, for naming values in C.
+    var_types: HashMap<String, String>,
+    /// Struct and union types, for naming values in C.
+    records: Vec<String>,
+    next_cell: u32,
+    /// Libraries `%lib` added.
+    extra_libraries: Vec<String>,
+}
+
+impl Repl {
+    /// Starts a REPL: an executor, a session and the support module.
+    pub fn new(options: ReplOptions, spec: ExecutorSpec) -> Result<Repl> {
+        let compiler = Compiler::new(
+            options.lang,
+            options.compiler.clone(),
+            &options.compile_flags,
+        )?;
+        let support = Arc::new(compiler.support_object()?);
+        let running = spec.start()?;
+        let session = Self::start_session(&running, &options, &support, &[])?;
+        Ok(Repl {
+            options,
+            spec,
+            running,
+            session,
+            compiler,
+            support,
+            cells: Vec::new(),
+            prelude: Vec::new(),
+            known: Known::default(),
+            var_types: HashMap::new(),
+            records: Vec::new(),
+            next_cell: 1,
+            extra_libraries: Vec::new(),
+        })
+    }
+
+    /// A session over `running` with the support module and the libraries linked.
+    fn start_session(
+        running: &Running,
+        options: &ReplOptions,
+        support: &Arc<Vec<u8>>,
+        extra: &[String],
+    ) -> Result<Session> {
+        let session_options = SessionOptions {
+            library_dirs: options.library_dirs.clone(),
+            ..SessionOptions::default()
+        };
+        let mut session = Session::with_executor(running.executor(), session_options)?;
+        session.set_program_args(&["remjit-repl".to_string()])?;
+        for lib in options.libraries.iter().chain(extra) {
+            session.add_library(lib)?;
+        }
+        session.add_object_bytes(SUPPORT_OBJECT, support.to_vec());
+        session.link()?;
+        Ok(session)
+    }
+
+    /// The session underneath.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The executor running the code.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// How many cells are live.
+    pub fn cell_count(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The number the next cell gets.
+    pub fn next_cell(&self) -> u32 {
+        self.next_cell
+    }
+
+    /// Evaluates one cell.
+    pub fn eval(&mut self, src: &str) -> Outcome {
+        let mut out = Outcome::default();
+        let number = self.next_cell;
+        let t0 = Instant::now();
+        let mut items = split::split(src, self.options.lang, &self.known);
+        if items.is_empty() {
+            out.ok = true;
+            return out;
+        }
+        self.next_cell += 1;
+        let object = match self.compile_cell(number, &mut items) {
+            Ok(o) => Arc::new(o),
+            Err(diagnostics) => {
+                let shown = compile::tidy_diagnostics(&diagnostics);
+                out.events.push(Event::Diagnostics(shown));
+                return out;
+            }
+        };
+        let t1 = Instant::now();
+        out.times.compile = t1 - t0;
+        self.session
+            .add_object_bytes(&format!("cell {number}"), object.to_vec());
+        let module = match self.session.link() {
+            Ok(m) => m,
+            Err(e) => {
+                out.events.push(Event::Error(format!("cell {number}: {e}")));
+                return out;
+            }
+        };
+        let t2 = Instant::now();
+        out.times.link = t2 - t1;
+        let has_statements = items
+            .iter()
+            .any(|i| matches!(i.kind, ItemKind::Statement | ItemKind::Expression) || has_inits(i));
+        let entry = has_statements.then(|| entry_name(number));
+        let has_value = items.iter().any(|i| i.kind == ItemKind::Expression);
+        let ran = match &entry {
+            Some(e) => self.run_cell(number, e, has_value),
+            None => Ok(None),
+        };
+        out.times.run = t2.elapsed();
+        match ran {
+            Ok(value) => {
+                out.events.extend(value.map(Event::Value));
+                self.commit(CellRecord {
+                    number,
+                    items,
+                    object,
+                    module,
+                    entry,
+                });
+                out.ok = true;
+            }
+            Err(e) => {
+                if !self.crashed(number, e, &mut out.events) {
+                    let _ = self.session.remove_module(module);
+                }
+            }
+        }
+        out
+    }
+
+    /// Compiles a cell; a C expression of type void is compiled again as a statement.
+    fn compile_cell(
+        &mut self,
+        number: u32,
+        items: &mut [Item],
+    ) -> std::result::Result<Vec<u8>, String> {
+        let prelude = self.prelude_text();
+        let show = self.value_type_expr(items);
+        match self
+            .compiler
+            .compile(number, &prelude, items, show.as_deref())
+        {
+            Err(d)
+                if self.options.lang == Lang::C
+                    && d.contains("declared void")
+                    && has_expression(items) =>
+            {
+                for i in items.iter_mut() {
+                    if i.kind == ItemKind::Expression {
+                        i.kind = ItemKind::Statement;
+                        i.text.push(';');
+                    }
+                }
+                self.compiler.compile(number, &prelude, items, None)
+            }
+            r => r,
+        }
+    }
+
+    /// In C, what names the type of the final expression: its declared type when it is a
+    /// variable, else a chain over the struct and union types declared so far.
+    fn value_type_expr(&self, items: &[Item]) -> Option<String> {
+        if self.options.lang != Lang::C {
+            return None;
+        }
+        let expr = items.iter().find(|i| i.kind == ItemKind::Expression)?;
+        if let Some(t) = self.var_types.get(expr.text.trim()) {
+            return Some(format!("\"{t}\""));
+        }
+        let mut chain = String::new();
+        for r in &self.records {
+            for t in [r.clone(), format!("{r} *")] {
+                chain.push_str(&format!(
+                    "__builtin_types_compatible_p(__typeof__(__remjit_v), {t}) ? \"{t}\" : "
+                ));
+            }
+        }
+        chain.push_str("(const char *)0");
+        Some(chain)
+    }
+
+    /// Runs a cell's statements; reads its value back.
+    fn run_cell(&self, number: u32, entry: &str, has_value: bool) -> Result<Option<String>> {
+        let _ = number;
+        self.call(entry)?;
+        if !has_value {
+            return Ok(None);
+        }
+        let value = self.read_value()?;
+        Ok((!value.is_empty()).then(|| tidy_type_names(&value)))
+    }
+
+    /// Calls a function of the cells or the support module.
+    fn call(&self, name: &str) -> Result<i32> {
+        call(&self.session, name)
+    }
+
+    /// The value buffer of the support module, read from the executor.
+    fn read_value(&self) -> Result<String> {
+        let addr = self
+            .session
+            .lookup("__remjit_vbuf")
+            .ok_or_else(|| Error::SymbolNotFound("__remjit_vbuf".into()))?;
+        let mut bytes = Vec::new();
+        if let Running::InProcess(_) = self.running {
+            // SAFETY: the support module's buffer, in this process, NUL-terminated (it is
+            // 4096 bytes and the formatter stops one short of its end).
+            let s = unsafe { std::ffi::CStr::from_ptr(addr as *const libc::c_char) };
+            bytes.extend_from_slice(s.to_bytes());
+        } else {
+            let peek = self
+                .session
+                .lookup("__remjit_peek")
+                .ok_or_else(|| Error::SymbolNotFound("__remjit_peek".into()))?;
+            let exec = self.session.executor();
+            'read: while bytes.len() < 4096 {
+                exec.set_program_args(&["peek".into(), bytes.len().to_string()])?;
+                let word = exec.run_main(peek)? as u32;
+                for k in 0..3 {
+                    let b = (word >> (8 * k)) as u8;
+                    if b == 0 {
+                        break 'read;
+                    }
+                    bytes.push(b);
+                }
+            }
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A cell's call failed: if the executor died, report how and start a fresh one (true).
+    fn crashed(&mut self, number: u32, e: Error, events: &mut Vec<Event>) -> bool {
+        let ending = self
+            .running
+            .remote()
+            .and_then(|r| exec::describe_ending(&self.session, r));
+        let Some((ending, text)) = ending else {
+            events.push(Event::Error(format!("cell {number}: {e}")));
+            return false;
+        };
+        let text = match ending {
+            Ending::Signaled(libc::SIGINT, _) => "interrupted".to_string(),
+            _ => text,
+        };
+        events.push(Event::Crash(format!("cell {number}: {text}")));
+        match self.restart(self.options.replay) {
+            Ok(note) => events.push(Event::Note(note)),
+            Err(e) => events.push(Event::Error(format!("cannot restart the executor: {e}"))),
+        }
+        true
+    }
+
+    /// Starts a fresh executor; with `replay`, links every live cell again and runs their
+    /// statements with output suppressed, else starts empty. Says what it did.
+    pub fn restart(&mut self, replay: bool) -> Result<String> {
+        let t = Instant::now();
+        if let Some(r) = self.running.remote() {
+            r.shutdown();
+        }
+        self.running = self.spec.start()?;
+        self.session = Self::start_session(
+            &self.running,
+            &self.options,
+            &self.support,
+            &self.extra_libraries,
+        )?;
+        if !replay {
+            self.cells.clear();
+            self.prelude.clear();
+            self.rebuild_known();
+            return Ok("executor restarted empty".into());
+        }
+        let quiet = self.cells.iter().any(|c| c.entry.is_some());
+        if quiet {
+            self.call("__remjit_quiet_on")?;
+        }
+        let mut replayed = 0;
+        for c in &mut self.cells {
+            self.session
+                .add_object_bytes(&format!("cell {}", c.number), c.object.to_vec());
+            c.module = self.session.link()?;
+            if let Some(e) = &c.entry {
+                call(&self.session, e)?;
+                replayed += 1;
+            }
+        }
+        if quiet {
+            self.call("__remjit_quiet_off")?;
+        }
+        Ok(format!(
+            "executor restarted; {} cells relinked, {replayed} replayed in {} ms",
+            self.cells.len(),
+            t.elapsed().as_millis()
+        ))
+    }
+
+    /// Keeps a cell: its declarations join the prelude.
+    fn commit(&mut self, rec: CellRecord) {
+        let lang = self.options.lang;
+        for item in &rec.items {
+            let (name, text) = match &item.kind {
+                ItemKind::Directive | ItemKind::Carried => (None, item.text.clone()),
+                ItemKind::Function {
+                    name,
+                    prototype: Some(p),
+                } => ((lang == Lang::C).then(|| name.clone()), p.clone()),
+                ItemKind::Variable(v) if !v.extern_decl.is_empty() => {
+                    for (n, _) in &v.names {
+                        self.hide(n, rec.number);
+                    }
+                    let name = v.names.first().map(|n| n.0.clone());
+                    (name, v.extern_decl.clone())
+                }
+                _ => continue,
+            };
+            if let Some(n) = &name {
+                self.hide(n, rec.number);
+            }
+            self.prelude.push(PreludeEntry {
+                cell: rec.number,
+                line: item.line,
+                name,
+                text,
+                hidden_by: None,
+            });
+        }
+        self.cells.push(rec);
+        self.rebuild_known();
+    }
+
+    /// Hides earlier declarations of `name` (a redefinition may change its type).
+    fn hide(&mut self, name: &str, by: u32) {
+        for p in &mut self.prelude {
+            if p.hidden_by.is_none() && p.name.as_deref() == Some(name) {
+                p.hidden_by = Some(by);
+            }
+        }
+    }
+
+    /// What the splitter and the value printer know, from the live cells.
+    fn rebuild_known(&mut self) {
+        self.known = Known::default();
+        self.var_types.clear();
+        self.records.clear();
+        for c in &self.cells {
+            for item in &c.items {
+                match &item.kind {
+                    ItemKind::Variable(v) => {
+                        for (n, t) in &v.names {
+                            self.known.variables.insert(n.clone());
+                            if let Some(t) = t {
+                                self.var_types.insert(n.clone(), t.clone());
+                            }
+                        }
+                    }
+                    ItemKind::Carried => {
+                        let (names, records) = split::declared_types(item, self.options.lang);
+                        self.known.types.extend(names);
+                        self.records.extend(records);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The declarations of the live cells, with `#line` directives naming their cells.
+    fn prelude_text(&self) -> String {
+        let mut s = String::new();
+        for p in self.prelude.iter().filter(|p| p.hidden_by.is_none()) {
+            s.push_str(&format!(
+                "#line {} \"cell {}\"\n{}\n",
+                p.line, p.cell, p.text
+            ));
+        }
+        s
+    }
+
+    /// `%undo`: removes the last cell (its module, its declarations). Says which.
+    pub fn undo(&mut self) -> Result<String> {
+        let Some(last) = self.cells.last() else {
+            return Err(Error::Usage("nothing to undo".into()));
+        };
+        self.session.remove_module(last.module)?;
+        let n = last.number;
+        self.cells.pop();
+        self.prelude.retain(|p| p.cell != n);
+        for p in &mut self.prelude {
+            if p.hidden_by == Some(n) {
+                p.hidden_by = None;
+            }
+        }
+        self.rebuild_known();
+        Ok(format!("cell {n} removed"))
+    }
+
+    /// `%lib NAME`: loads a library for later cells (and after restarts).
+    pub fn add_library(&mut self, name: &str) -> Result<()> {
+        self.session.add_library(name)?;
+        if self.session.has_pending_objects() || !name.is_empty() {
+            self.extra_libraries.push(name.to_string());
+        }
+        Ok(())
+    }
+
+    /// `%save FILE`: the live cells as one program that compiles natively.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let items: Vec<&Item> = self.cells.iter().flat_map(|c| c.items.iter()).collect();
+        let text = save::program(&items, self.options.lang);
+        std::fs::write(path, text).map_err(|error| Error::Io {
+            path: path.display().to_string(),
+            error,
+        })
+    }
+
+    /// Ends the session (the executor too).
+    pub fn shutdown(&self) {
+        if let Some(r) = self.running.remote() {
+            r.shutdown();
+        }
+    }
+}
+
+/// Calls `name` as `main` (remjit's own executor runs such a call at once, without waiting
+/// for shared-memory traffic to settle as it does for LLVM's controllers).
+fn call(session: &Session, name: &str) -> Result<i32> {
+    let addr = session
+        .lookup(name)
+        .filter(|&a| a != 0)
+        .ok_or_else(|| Error::SymbolNotFound(name.to_string()))?;
+    session.executor().run_main(addr)
+}
+
+fn entry_name(number: u32) -> String {
+    format!("__remjit_cell_{number}")
+}
+
+fn has_inits(item: &Item) -> bool {
+    matches!(&item.kind, ItemKind::Variable(v) if !v.inits.is_empty())
+}
+
+fn has_expression(items: &[Item]) -> bool {
+    items.iter().any(|i| i.kind == ItemKind::Expression)
+}
+
+/// Shorter spellings of the type names libstdc++'s templates print.
+fn tidy_type_names(s: &str) -> String {
+    s.replace(
+        "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+        "std::string",
+    )
+    .replace("std::__cxx11::basic_string<char>", "std::string")
+    .replace("std::__cxx11::", "std::")
+}
