@@ -107,3 +107,12 @@ pub const REMJIT_GDB_DEREGISTER: &str = "__remjit_gdb_deregister_wrapper";
 pub const REMJIT_PERF_RECORD: &str = "__remjit_perf_record_wrapper";
 /// `Error()`: print the gdb command and wait until a debugger is attached.
 pub const REMJIT_WAIT_FOR_DEBUGGER: &str = "__remjit_wait_for_debugger_wrapper";
+/// `Expected<seq<u8>>((addr, len))`: read the executor's memory (JIT memory must be readable;
+/// elsewhere, mapped readable); at most 16 MiB.
+pub const REMJIT_READ_MEMORY: &str = "__remjit_read_memory_wrapper";
+/// `Error((addr, seq<u8>))`: write JIT memory the executor handed out, writable now; at most
+/// 16 MiB.
+pub const REMJIT_WRITE_MEMORY: &str = "__remjit_write_memory_wrapper";
+/// `Expected<(u64 rax, u64 xmm0)>((addr, seq<(u8 class, u64 bits)>))`: call JIT'd code with
+/// integer (class 0) and floating-point (class 1) arguments, System V; at most 16.
+pub const REMJIT_CALL: &str = "__remjit_call_wrapper";

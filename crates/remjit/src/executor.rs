@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use remjit_executor::runtime;
+use remjit_executor::runtime::access;
 use remjit_executor::runtime::perf::{PerfFunction, PerfOutputs};
 
 use crate::error::{Error, Result};
@@ -19,6 +20,114 @@ pub struct ExternalSymbol {
     /// Whether it is data (an `STT_OBJECT`) rather than code: data cannot be reached through a
     /// stub, so a 32-bit reference to data out of range is an error.
     pub is_data: bool,
+}
+
+/// An argument of [`Executor::call`] (System V x86-64: integers and pointers in general
+/// registers, floating point in SSE registers, the rest on the stack).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arg {
+    /// Any integer parameter (`char` to `long long`, signed or not, `bool`, enums): the callee
+    /// reads as many low bits as its type has.
+    I64(i64),
+    /// A pointer, an address in the executing process.
+    Ptr(u64),
+    /// A `double` parameter.
+    F64(f64),
+    /// A `float` parameter.
+    F32(f32),
+}
+
+impl Arg {
+    /// Its class and bits for the runtime's call.
+    fn wire(self) -> (u8, u64) {
+        use remjit_executor::runtime::call::{CLASS_FLOAT, CLASS_INT};
+        match self {
+            Arg::I64(v) => (CLASS_INT, v as u64),
+            Arg::Ptr(p) => (CLASS_INT, p),
+            Arg::F64(v) => (CLASS_FLOAT, v.to_bits()),
+            Arg::F32(v) => (CLASS_FLOAT, u64::from(v.to_bits())),
+        }
+    }
+}
+
+/// The return type [`Executor::call`] reads the result as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetKind {
+    /// `void`: no result.
+    Void,
+    /// `int` (32 bits, sign-extended into [`Ret::I64`]).
+    I32,
+    /// `long`, `long long` (64 bits).
+    I64,
+    /// A pointer.
+    Ptr,
+    /// `float` (widened into [`Ret::F64`], exactly).
+    F32,
+    /// `double`.
+    F64,
+}
+
+/// The result of [`Executor::call`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ret {
+    /// The function returned nothing (as asked by [`RetKind::Void`]).
+    Void,
+    /// An integer result.
+    I64(i64),
+    /// A pointer result.
+    Ptr(u64),
+    /// A floating-point result.
+    F64(f64),
+}
+
+impl Ret {
+    /// Reads the result registers as `kind` says.
+    pub fn from_registers(kind: RetKind, rax: u64, xmm0: u64) -> Ret {
+        match kind {
+            RetKind::Void => Ret::Void,
+            RetKind::I32 => Ret::I64(i64::from(rax as u32 as i32)),
+            RetKind::I64 => Ret::I64(rax as i64),
+            RetKind::Ptr => Ret::Ptr(rax),
+            RetKind::F32 => Ret::F64(f64::from(f32::from_bits(xmm0 as u32))),
+            RetKind::F64 => Ret::F64(f64::from_bits(xmm0)),
+        }
+    }
+
+    /// The integer result, if it is one.
+    pub fn as_i64(self) -> Option<i64> {
+        match self {
+            Ret::I64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The pointer result, if it is one.
+    pub fn as_ptr(self) -> Option<u64> {
+        match self {
+            Ret::Ptr(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The floating-point result, if it is one.
+    pub fn as_f64(self) -> Option<f64> {
+        match self {
+            Ret::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The wire form of call arguments.
+pub(crate) fn wire_args(args: &[Arg]) -> Vec<(u8, u64)> {
+    args.iter().map(|a| a.wire()).collect()
+}
+
+/// The refusal of a service only remjit's own executors offer.
+pub(crate) fn unsupported(what: &str) -> Error {
+    Error::Usage(format!(
+        "this executor cannot {what} (remjit-executor and the in-process executor can)"
+    ))
 }
 
 /// The process that runs JIT'd code, as the controller sees it.
@@ -49,6 +158,25 @@ pub trait Executor: Send + Sync {
 
     /// Runs the exit handlers JIT'd code registered (newest first), then the finalizers given.
     fn run_exit(&self, finalizers: &[u64]) -> Result<()>;
+
+    /// Reads `len` bytes (at most 16 MiB) of the executing process at `addr`: JIT memory must
+    /// be readable now, anything else mapped readable (heap, libraries).
+    fn read_memory(&self, _addr: u64, _len: u64) -> Result<Vec<u8>> {
+        Err(unsupported("read memory"))
+    }
+
+    /// Writes `bytes` (at most 16 MiB) at `addr`, which must lie in JIT memory handed out
+    /// and writable now (data, not code).
+    fn write_memory(&self, _addr: u64, _bytes: &[u8]) -> Result<()> {
+        Err(unsupported("write memory"))
+    }
+
+    /// Calls JIT'd code at `addr` (finalized executable memory) with `args` (at most 16) and
+    /// reads its result as `ret` says. A crash ends the executor as a crash of any JIT'd code
+    /// does (a crash report out of process).
+    fn call(&self, _addr: u64, _args: &[Arg], _ret: RetKind) -> Result<Ret> {
+        Err(unsupported("call functions with arguments"))
+    }
 
     /// Registers a debug object with the GDB JIT interface of the executing process; `None`
     /// when that process has no such interface.
@@ -178,6 +306,38 @@ impl Executor for InProcessExecutor {
         // SAFETY: finalizers of finalized modules.
         unsafe { runtime::init::run_finalizers(finalizers) };
         Ok(())
+    }
+
+    fn read_memory(&self, addr: u64, len: u64) -> Result<Vec<u8>> {
+        access::check_size("read", len).map_err(Error::Executor)?;
+        if self.mapper.touches(addr, len) {
+            self.mapper
+                .check_access(addr, len, access::prot::READ)
+                .map_err(Error::Executor)?;
+        }
+        access::read(addr, len).map_err(Error::Executor)
+    }
+
+    fn write_memory(&self, addr: u64, bytes: &[u8]) -> Result<()> {
+        let len = bytes.len() as u64;
+        access::check_size("write", len).map_err(Error::Executor)?;
+        self.mapper
+            .check_access(addr, len, access::prot::WRITE)
+            .map_err(Error::Executor)?;
+        // SAFETY: checked to be writable JIT memory of a finalized allocation.
+        unsafe { access::write(addr, bytes) };
+        Ok(())
+    }
+
+    fn call(&self, addr: u64, args: &[Arg], ret: RetKind) -> Result<Ret> {
+        let args = wire_args(args);
+        runtime::call::check_args(&args).map_err(Error::Executor)?;
+        self.mapper
+            .check_access(addr, 1, access::prot::EXEC)
+            .map_err(|_| Error::Executor(access::not_code(addr)))?;
+        // SAFETY: finalized JIT'd code; the caller vouches for its signature.
+        let regs = unsafe { runtime::call::call(addr, &args) }.map_err(Error::Executor)?;
+        Ok(Ret::from_registers(ret, regs.rax, regs.xmm0))
     }
 
     fn register_debug_object(&self, object: Vec<u8>) -> Result<Option<u64>> {

@@ -6,30 +6,42 @@
 //! relocates, and finalizes through a [`memory::MemoryMapper`]; [`executor`] is where the code
 //! runs; [`session`] is the API a REPL or JIT compiler uses, module by module.
 //!
-//! # Sessions: modules, shadowing, dependencies
+//! # Sessions: modules, redefinition, dependencies
 //!
 //! A [`Session`] links its inputs one module at a time; later modules use the symbols of
 //! earlier ones. The model an embedder (or a REPL) can rely on:
-//! - **Shadowing.** A module may define a name a live module already defines: the newest
+//! - **Redefinition.** A module may define a name a live module already defines: the newest
 //!   definition is the visible one for later links and for [`Session::lookup`] /
 //!   [`Session::lookup_symbol`]; removing it makes the one below visible again. Removing an
 //!   older definer leaves the newer one in place.
+//! - **Call stubs.** A module's references to a *function* an earlier module defines go
+//!   through a stub the session owns (`jmp *slot`), one per name: redefining the function
+//!   re-points every earlier caller to the new body, and removing the redefinition points them
+//!   back. `&f` in any later module is the stub's address ([`SymbolInfo::stub`]). References
+//!   to data bind directly: a redefined variable is seen by later modules only.
 //! - **COMDAT groups** (C++ inline functions, templates, vtables) are kept once per session,
 //!   in the first module that brings them; later modules drop their copies and bind to the
 //!   kept one, even when its symbols are hidden (`-fvisibility-inlines-hidden`).
-//! - **Dependencies.** A module depends on every module its relocations bound to (symbols it
-//!   uses, COMDAT copies it shares): [`Session::module_dependencies`],
-//!   [`Session::module_users`]. [`Session::remove_module`] refuses to remove a module that live
-//!   modules use, naming them; removing modules newest first always works.
+//! - **Dependencies.** [`Session::remove_module`] refuses to remove a module that live
+//!   modules need, naming them: modules bound to its data or its COMDAT copies, and modules
+//!   calling a function that no other live module defines ([`Session::module_users`],
+//!   [`Session::module_dependencies`]). Removing modules newest first always works.
 //! - **Symbols.** [`Session::lookup_symbol`] gives address, kind (function, data,
-//!   thread-local), size and defining module.
+//!   thread-local), size, defining module and call stub.
 //!
-//! Calling JIT'd code: [`Session::run_main`] (an `int f(int, char **)`, whose result comes
-//! back, in process and remote) and [`Session::call_void`].
+//! # Running code, reading and writing memory
+//!
+//! [`Session::call`] calls a function by name with integer, pointer and floating-point
+//! arguments ([`Arg`], at most 16) and reads its result as asked ([`RetKind`] -> [`Ret`]);
+//! [`Session::read`] and [`Session::write`] access a variable by name, and
+//! [`Session::read_memory`] / [`Session::write_memory`] any address (reads: anything mapped
+//! readable; writes: writable JIT memory only; 16 MiB at most). The same calls work in process
+//! and with [`remote::RemoteExecutor`] (over a socketpair or TCP); [`Session::run_main`] runs
+//! an entry point as `main`.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use remjit::{Session, SessionOptions, SymbolKind};
+//! use remjit::{Arg, Ret, RetKind, Session, SessionOptions};
 //! let dir = tempfile::tempdir()?;
 //! let src = |name: &str, text: &str| -> std::io::Result<std::path::PathBuf> {
 //!     let p = dir.path().join(name);
@@ -37,24 +49,39 @@
 //!     Ok(p)
 //! };
 //! let mut s = Session::in_process(SessionOptions::default())?;
-//! s.add_file(&src("one.c", "int answer(void) { return 1; }")?)?;
-//! let first = s.link()?;
-//! s.add_file(&src("two.c", "int answer(void) { return 42; }")?)?;
-//! let second = s.link()?;
-//! s.add_file(&src("use.c", "int answer(void); int twice(void) { return 2 * answer(); }")?)?;
+//!
+//! // A module with a global and functions (a C source is compiled; objects work the same).
+//! s.add_file(&src(
+//!     "lib.c",
+//!     "long hits;\n\
+//!      double scale(double x, long k, const long *p) { hits++; return x * k + *p; }\n\
+//!      int answer(void) { return 1; }\n",
+//! )?)?;
+//! let lib = s.link()?;
+//!
+//! // Write a variable, call with a double, an integer and a pointer, read the variable.
+//! s.write("hits", 0, &40i64.to_le_bytes())?;
+//! let hits = s.lookup("hits").unwrap();
+//! let r = s.call("scale", &[Arg::F64(2.5), Arg::I64(4), Arg::Ptr(hits)], RetKind::F64)?;
+//! assert_eq!(r, Ret::F64(2.5 * 4.0 + 41.0));
+//! assert_eq!(s.read("hits", 0, 8)?, 41i64.to_le_bytes());
+//!
+//! // A later module calls `answer`; a redefinition re-points that earlier caller.
+//! s.add_file(&src("use.c", "int answer(void);\nint twice(void) { return 2 * answer(); }\n")?)?;
 //! let user = s.link()?;
+//! assert_eq!(s.call("twice", &[], RetKind::I32)?, Ret::I64(2));
+//! s.add_file(&src("new.c", "int answer(void) { return 21; }\n")?)?;
+//! let redefinition = s.link()?;
+//! assert_eq!(s.call("twice", &[], RetKind::I32)?, Ret::I64(42));
 //!
-//! // The newest definition is visible, and the user bound to it.
-//! let info = s.lookup_symbol("answer").unwrap();
-//! assert_eq!((info.kind, info.module), (SymbolKind::Function, second));
-//! assert_eq!(s.run_main("twice", &["twice".into()])?, 84);
-//! assert_eq!(s.module_users(second), vec![user]);
-//! assert!(s.remove_module(second).is_err()); // `user` still calls it
+//! // Removing the redefinition points the caller back at the first body.
+//! s.remove_module(redefinition)?;
+//! assert_eq!(s.call("twice", &[], RetKind::I32)?, Ret::I64(2));
 //!
+//! // `lib` is the only definer of what `user` calls: refused until `user` goes.
+//! assert!(s.remove_module(lib).is_err());
 //! s.remove_module(user)?;
-//! s.remove_module(second)?; // the first definition comes back
-//! assert_eq!(s.lookup_symbol("answer").unwrap().module, first);
-//! assert_eq!(s.run_main("answer", &["answer".into()])?, 1);
+//! s.remove_module(lib)?;
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
@@ -67,10 +94,12 @@ pub mod input;
 pub mod link;
 pub mod memory;
 pub mod object;
+pub(crate) mod redirect;
 pub mod remote;
 pub mod repl;
 pub mod session;
 
 pub use error::{Error, Result};
+pub use executor::{Arg, Executor, Ret, RetKind};
 pub use link::SymbolKind;
 pub use session::{ModuleId, Session, SessionOptions, SymbolInfo};

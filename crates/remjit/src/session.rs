@@ -19,13 +19,22 @@ use remjit_executor::runtime::perf::PerfOutputs;
 
 use crate::debug::{self, ModuleDebug};
 use crate::error::{Error, Result};
-use crate::executor::{Executor, InProcessExecutor};
+use crate::executor::{Arg, Executor, InProcessExecutor, Ret, RetKind};
 use crate::input::{self, InputFile, InputKind, LibrarySearch};
 use crate::link::map::LinkMap;
 use crate::link::{
     self, FunctionSymbol, LinkEnv, LinkInput, LinkTimes, LinkedModule, SessionSymbol, SymbolKind,
 };
 use crate::memory::{FinalizedAlloc, MemoryMapper, PretendMapper, SlabAllocator};
+use crate::redirect::{self, CallStubs};
+
+/// An executor's refusal, prefixed with what the session was doing (`calling `f``).
+fn naming(e: Error, doing: &str) -> Error {
+    match e {
+        Error::Executor(m) => Error::Executor(format!("{doing}: {m}")),
+        e => e,
+    }
+}
 
 /// How deep linker scripts may name other linker scripts.
 const MAX_SCRIPT_DEPTH: u32 = 8;
@@ -95,6 +104,10 @@ pub struct SymbolInfo {
     pub size: u64,
     /// The module whose definition is visible.
     pub module: ModuleId,
+    /// For a function an earlier module defines: the session's call stub for the name, the
+    /// address that later modules' calls and `&name` bind to (it jumps to the visible
+    /// definition, whichever module that is).
+    pub stub: Option<u64>,
 }
 
 struct Module {
@@ -108,8 +121,11 @@ struct Module {
     debug: ModuleDebug,
     /// Its inputs with DWARF, read only to describe a crash (file:line).
     debug_inputs: Vec<debug::DebugInput>,
-    /// Modules whose code or data this one's relocations bound to.
+    /// Modules whose code or data this one's relocations bound to directly.
     deps: BTreeSet<ModuleId>,
+    /// Functions this one's relocations bound to through the session's call stubs: it needs
+    /// some module to define each, not a particular one.
+    stub_imports: Vec<Vec<u8>>,
     /// COMDAT groups this module kept, and the group symbols it registered.
     comdats: Vec<Vec<u8>>,
     comdat_symbols: Vec<Vec<u8>>,
@@ -120,8 +136,13 @@ pub struct Session {
     executor: Arc<dyn Executor>,
     slab: SlabAllocator,
     options: SessionOptions,
-    /// The visible definition of each name: the top of its stack in `defs`.
+    /// What later links bind each name to: the top of its stack in `defs`, or for functions,
+    /// the name's call stub.
     symbols: HashMap<Vec<u8>, SessionSymbol>,
+    /// Call stubs of functions (see [`crate::redirect`]); off when nothing runs
+    /// ([`SessionOptions::slab_address`]).
+    stubs: CallStubs,
+    redirect: bool,
     /// Every live definition of each name, oldest first: a redefinition shadows, removing it
     /// uncovers the one below.
     defs: HashMap<Vec<u8>, Vec<(ModuleId, SessionSymbol)>>,
@@ -167,11 +188,14 @@ impl Session {
         let search = LibrarySearch {
             user_dirs: options.library_dirs.clone(),
         };
+        let slab_address = options.slab_address;
         Ok(Session {
             executor,
             slab,
             options,
             symbols: HashMap::new(),
+            stubs: CallStubs::default(),
+            redirect: slab_address.is_none(),
             defs: HashMap::new(),
             overrides,
             absolutes,
@@ -330,29 +354,83 @@ impl Session {
             &m.functions,
             &m.debug_inputs,
         );
+        let names: Vec<Vec<u8>> = m.exports.iter().map(|e| e.0.clone()).collect();
         let module = self.register(id, m);
         self.modules.insert(id, module);
-        match debug {
-            Ok(d) => {
-                if let Some(module) = self.modules.get_mut(&id) {
-                    module.debug = d;
-                }
-                Ok(id)
+        let redirected = self.refresh(&names);
+        let done = debug.and_then(|d| {
+            if let Some(module) = self.modules.get_mut(&id) {
+                module.debug = d;
             }
-            Err(e) => {
-                // The caller gets no id for a failed link: take the module out again rather
-                // than leave it live and unreachable.
-                let _ = self.remove_module(id);
-                Err(e)
-            }
+            redirected
+        });
+        if let Err(e) = done {
+            // The caller gets no id for a failed link: take the module out again rather than
+            // leave it live and unreachable.
+            let _ = self.remove_module(id);
+            return Err(e);
         }
+        Ok(id)
+    }
+
+    /// The newest function definition of `name` that a call stub can jump to.
+    fn stub_target(&self, name: &[u8]) -> Option<(ModuleId, u64)> {
+        let stack = self.defs.get(name)?;
+        stack
+            .iter()
+            .rev()
+            .find(|(_, s)| s.kind == SymbolKind::Function && s.addr != 0)
+            .map(|&(m, s)| (m, s.addr))
+    }
+
+    /// Brings the link view of `names` in line with their definition stacks: functions get
+    /// (or keep) a call stub whose slot points at the newest definition; a name with no
+    /// definition left leaves the view (its stub's slot is cleared, the stub kept for a
+    /// later definition). The slots are written to the executor in one go.
+    fn refresh(&mut self, names: &[Vec<u8>]) -> Result<()> {
+        let mut writes = BTreeMap::new();
+        for name in names {
+            let Some(&(_, top)) = self.defs.get(name).and_then(|d| d.last()) else {
+                self.symbols.remove(name);
+                if let Some(stub) = self.stubs.get(name) {
+                    writes.insert(self.stubs.slot(stub), 0);
+                }
+                continue;
+            };
+            let target = self.stub_target(name);
+            let stubbable = self.redirect
+                && !self.comdat_symbols.contains_key(name)
+                && top.kind == SymbolKind::Function
+                && top.addr != 0;
+            let stub = match self.stubs.get(name) {
+                Some(stub) => Some(stub),
+                None if stubbable => Some(self.stubs.stub_for(name, &self.slab)?),
+                None => None,
+            };
+            let mut view = top;
+            if let Some(stub) = stub {
+                writes.insert(self.stubs.slot(stub), target.map_or(0, |t| t.1));
+                if stubbable {
+                    view.addr = stub;
+                }
+            }
+            self.symbols.insert(name.clone(), view);
+        }
+        redirect::write_slots(self.executor.as_ref(), &writes)
     }
 
     /// Records a linked module: its dependencies, then its definitions and COMDAT groups.
+    /// The link view of its exports is [`Session::refresh`]ed after.
     fn register(&mut self, id: ModuleId, m: LinkedModule) -> Module {
         let mut deps = BTreeSet::new();
         let visible = |name: &Vec<u8>| self.defs.get(name).and_then(|d| d.last()).map(|d| d.0);
-        deps.extend(m.imports.iter().filter_map(visible));
+        let through_stub = |name: &Vec<u8>| {
+            let stub = self.stubs.get(name);
+            stub.is_some() && self.symbols.get(name).map(|s| s.addr) == stub
+        };
+        let (stub_imports, direct): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            m.imports.into_iter().partition(through_stub);
+        deps.extend(direct.iter().filter_map(visible));
         let group_owner = |name: &Vec<u8>| self.comdat_symbols.get(name).map(|s| s.1);
         deps.extend(m.comdat_imports.iter().filter_map(group_owner));
         deps.extend(
@@ -362,7 +440,6 @@ impl Session {
         );
         let mut exports = Vec::with_capacity(m.exports.len());
         for (name, sym) in m.exports {
-            self.symbols.insert(name.clone(), sym);
             self.defs.entry(name.clone()).or_default().push((id, sym));
             exports.push(name);
         }
@@ -384,6 +461,7 @@ impl Session {
             objects: m.objects,
             finalized_for_exit: false,
             deps,
+            stub_imports,
             comdats: m.kept_comdats,
             comdat_symbols,
             map: m.map,
@@ -414,19 +492,23 @@ impl Session {
         self.last_times
     }
 
-    /// The address of an exported symbol of any module (the newest definition).
+    /// The address of an exported symbol of any module (the newest definition; see
+    /// [`SymbolInfo::stub`] for the address later modules bind a function to).
     pub fn lookup(&self, name: &str) -> Option<u64> {
-        self.symbols.get(name.as_bytes()).map(|s| s.addr)
+        self.lookup_symbol(name).map(|s| s.addr)
     }
 
     /// The visible (newest) definition of an exported symbol: address, kind, size, module.
     pub fn lookup_symbol(&self, name: &str) -> Option<SymbolInfo> {
         let &(module, s) = self.defs.get(name.as_bytes())?.last()?;
+        let stub = self.stubs.get(name.as_bytes());
+        let bound = self.symbols.get(name.as_bytes()).map(|v| v.addr);
         Some(SymbolInfo {
             addr: s.addr,
             kind: s.kind,
             size: s.size,
             module,
+            stub: stub.filter(|&a| Some(a) == bound),
         })
     }
 
@@ -435,19 +517,38 @@ impl Session {
         self.modules.keys().copied().collect()
     }
 
-    /// The modules `id`'s relocations bound to (symbols it uses, COMDAT copies it shares).
+    /// The modules `id` uses now: those its relocations bound to directly (data, COMDAT copies
+    /// it shares), and for each function it calls through a call stub, the module whose
+    /// definition the stub jumps to at present.
     pub fn module_dependencies(&self, id: ModuleId) -> Vec<ModuleId> {
-        self.modules
-            .get(&id)
-            .map(|m| m.deps.iter().copied().collect())
-            .unwrap_or_default()
+        let Some(m) = self.modules.get(&id) else {
+            return Vec::new();
+        };
+        let mut deps = m.deps.clone();
+        deps.extend(
+            m.stub_imports
+                .iter()
+                .filter_map(|n| self.stub_target(n).map(|t| t.0)),
+        );
+        deps.into_iter().collect()
     }
 
-    /// The live modules that depend on `id`.
+    /// The live modules that keep `id` from being removed: those bound directly to its code
+    /// or data or to its COMDAT copies, and those calling through a stub a function that no
+    /// other live module defines. (A module calling a function `id` redefined is no user: the
+    /// stub falls back to the definition below.)
     pub fn module_users(&self, id: ModuleId) -> Vec<ModuleId> {
+        let only_definer = |name: &Vec<u8>| {
+            self.defs.get(name).is_some_and(|stack| {
+                let mut fns = stack.iter().filter(|(_, s)| s.kind == SymbolKind::Function);
+                fns.clone().any(|d| d.0 == id) && fns.all(|d| d.0 == id)
+            })
+        };
         self.modules
             .iter()
-            .filter(|(&k, m)| k != id && m.deps.contains(&id))
+            .filter(|(&k, m)| {
+                k != id && (m.deps.contains(&id) || m.stub_imports.iter().any(only_definer))
+            })
             .map(|(&k, _)| k)
             .collect()
     }
@@ -461,7 +562,7 @@ impl Session {
     }
 
     fn entry(&self, name: &str) -> Result<u64> {
-        match self.symbols.get(name.as_bytes()) {
+        match self.lookup_symbol(name) {
             Some(s) if s.addr != 0 => Ok(s.addr),
             _ => Err(Error::SymbolNotFound(format!(
                 "{name} (no linked module defines it)"
@@ -480,6 +581,82 @@ impl Session {
     pub fn call_void(&self, name: &str) -> Result<()> {
         let addr = self.entry(name)?;
         self.executor.call_void(addr)
+    }
+
+    /// Calls the function `name` (the visible definition) with `args` and reads its result as
+    /// `ret` says: `s.call("scale", &[Arg::F64(2.5), Arg::I64(3)], RetKind::F64)`. Integer
+    /// and pointer arguments go in general registers, `double`/`float` in SSE registers, at
+    /// most 16 in all (System V; no variadic functions, no structs by value). In process the
+    /// code runs on this thread; a crash out of process ends the executor with a crash report.
+    pub fn call(&self, name: &str, args: &[Arg], ret: RetKind) -> Result<Ret> {
+        let info = self.symbol_for(name, "call")?;
+        if info.kind != SymbolKind::Function {
+            return Err(Error::Usage(format!(
+                "cannot call `{name}`: it is data, not a function"
+            )));
+        }
+        self.executor
+            .call(info.addr, args, ret)
+            .map_err(|e| naming(e, &format!("calling `{name}`")))
+    }
+
+    /// Reads `len` bytes of the variable (or function) `name`, from `offset` on. A symbol with
+    /// a size (from its object's symbol table) bounds the read.
+    pub fn read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let addr = self.field(name, offset, len, "read")?;
+        self.executor
+            .read_memory(addr, len)
+            .map_err(|e| naming(e, &format!("reading `{name}`")))
+    }
+
+    /// Writes `bytes` into the variable `name` from `offset` on (bounded like
+    /// [`Session::read`]; only writable data, never code or `const` data).
+    pub fn write(&self, name: &str, offset: u64, bytes: &[u8]) -> Result<()> {
+        let addr = self.field(name, offset, bytes.len() as u64, "write")?;
+        self.executor
+            .write_memory(addr, bytes)
+            .map_err(|e| naming(e, &format!("writing `{name}`")))
+    }
+
+    /// Reads `len` bytes (at most 16 MiB) of the executing process at `addr` (what a pointer
+    /// read from JIT'd memory points to: JIT memory, the heap, libraries).
+    pub fn read_memory(&self, addr: u64, len: u64) -> Result<Vec<u8>> {
+        self.executor.read_memory(addr, len)
+    }
+
+    /// Writes `bytes` (at most 16 MiB) at `addr`, which must lie in writable JIT memory.
+    pub fn write_memory(&self, addr: u64, bytes: &[u8]) -> Result<()> {
+        self.executor.write_memory(addr, bytes)
+    }
+
+    /// The visible definition of `name`, or the error for `what` (call, read, write).
+    fn symbol_for(&self, name: &str, what: &str) -> Result<SymbolInfo> {
+        self.lookup_symbol(name).ok_or_else(|| {
+            Error::SymbolNotFound(format!(
+                "{name} (cannot {what} it: no linked module defines it)"
+            ))
+        })
+    }
+
+    /// The address of `name` + `offset`, for `len` bytes within the symbol's size.
+    fn field(&self, name: &str, offset: u64, len: u64, what: &str) -> Result<u64> {
+        let info = self.symbol_for(name, what)?;
+        if let SymbolKind::ThreadLocal { .. } = info.kind {
+            return Err(Error::Usage(format!(
+                "cannot {what} `{name}`: it is thread-local (each thread has its own copy)"
+            )));
+        }
+        let end = offset.checked_add(len);
+        if info.size != 0 && end.is_none_or(|e| e > info.size) {
+            return Err(Error::Usage(format!(
+                "cannot {what} `{name}` bytes {offset}..{}: the symbol is {} bytes",
+                offset.saturating_add(len),
+                info.size
+            )));
+        }
+        info.addr.checked_add(offset).ok_or_else(|| {
+            Error::Usage(format!("cannot {what} `{name}`: offset {offset} overflows"))
+        })
     }
 
     /// The function containing `addr`, as `(module objects, symbol, offset)`.
@@ -563,24 +740,22 @@ impl Session {
         for name in &m.comdat_symbols {
             self.comdat_symbols.remove(name);
         }
-        debug::module_removed(self.executor.as_ref(), m.debug)?;
-        self.slab.deallocate(&[m.alloc])
+        // Callers re-pointed before the code goes.
+        let redirected = self.refresh(&m.exports);
+        let deregistered = debug::module_removed(self.executor.as_ref(), m.debug);
+        let freed = self.slab.deallocate(&[m.alloc]);
+        redirected.and(deregistered).and(freed)
     }
 
-    /// Drops `id`'s definition of `name`; the one below on the stack becomes visible.
+    /// Drops `id`'s definition of `name`; the one below on the stack becomes visible once
+    /// the name is [`Session::refresh`]ed.
     fn undefine(&mut self, name: &[u8], id: ModuleId) {
         let Some(stack) = self.defs.get_mut(name) else {
             return;
         };
         stack.retain(|d| d.0 != id);
-        match stack.last() {
-            Some(&(_, sym)) => {
-                self.symbols.insert(name.to_vec(), sym);
-            }
-            None => {
-                self.defs.remove(name);
-                self.symbols.remove(name);
-            }
+        if stack.is_empty() {
+            self.defs.remove(name);
         }
     }
 

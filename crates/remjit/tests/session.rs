@@ -174,15 +174,20 @@ fn removing_a_used_module_is_refused_naming_its_users() {
         let m2 = link_one(&mut s, &f2);
         let mg = link_one(&mut s, &g);
         assert_eq!(call(&s, "g"), 12, "{mode}");
-        // g bound to the visible definition, m2's, not to the shadowed one.
+        // g calls the visible definition, m2's, through the session's stub for `f`.
         assert_eq!(s.module_dependencies(mg), vec![m2], "{mode}");
         assert_eq!(s.module_users(m1), Vec::<ModuleId>::new(), "{mode}");
-        let err = s.remove_module(m2).unwrap_err().to_string();
-        assert_eq!(err, refusal((m2, &f2), (mg, &g)), "{mode}");
-        assert_eq!(call(&s, "g"), 12, "{mode}");
-        s.remove_module(m1).unwrap();
-        s.remove_module(mg).unwrap();
+        // m2 redefined `f`: removing it re-points g's calls to the definition below.
+        assert_eq!(s.module_users(m2), Vec::<ModuleId>::new(), "{mode}");
         s.remove_module(m2).unwrap();
+        assert_eq!(call(&s, "g"), 11, "{mode}");
+        assert_eq!(s.module_dependencies(mg), vec![m1], "{mode}");
+        // m1 is now the only definer g can call: refused, and nothing changes.
+        let err = s.remove_module(m1).unwrap_err().to_string();
+        assert_eq!(err, refusal((m1, &f1), (mg, &g)), "{mode}");
+        assert_eq!(call(&s, "g"), 11, "{mode}");
+        s.remove_module(mg).unwrap();
+        s.remove_module(m1).unwrap();
         assert_eq!(s.modules(), Vec::<ModuleId>::new(), "{mode}");
     }
 }

@@ -6,6 +6,8 @@
 //! The in-process mode of the controller calls these directly; the executor binary exposes them
 //! as services. Both therefore share one implementation.
 
+pub mod access;
+pub mod call;
 pub mod eh_frame;
 pub mod exit;
 pub mod init;

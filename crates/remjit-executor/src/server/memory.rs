@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::runtime::access::{self, ProtMap};
 use crate::vm;
 
 /// Address space per slab reservation.
@@ -33,66 +34,24 @@ struct State {
     unfinalized: std::collections::HashSet<u64>,
     /// When a shared-memory allocation was last initialized.
     last_shared: Option<std::time::Instant>,
-    /// Access in force, by page-aligned start: (end, LLVM protection bits: 1 read, 2 write,
-    /// 4 execute). Pages of a range not listed are inaccessible.
-    prots: BTreeMap<u64, (u64, u8)>,
+    /// Access in force (LLVM protection bits). Pages of a range not listed are inaccessible.
+    prots: ProtMap,
 }
 
 impl State {
     /// [`Memory::check`] under the lock already held.
     fn handed_out(&self, addr: u64, len: u64) -> Result<u64, String> {
-        let end = addr
-            .checked_add(len)
-            .ok_or_else(|| format!("range {addr:#x}+{len:#x} overflows"))?;
+        let end = access::end_of(addr, len)?;
         self.holder(addr)
             .filter(|&(b, size)| end <= b.saturating_add(size))
             .map(|(b, _)| b)
-            .ok_or_else(|| format!("{addr:#x}..{end:#x} is not in memory this executor handed out"))
+            .ok_or_else(|| access::not_handed_out(addr, end))
     }
 
     /// The range handed out that holds `addr`: (base, size).
     fn holder(&self, addr: u64) -> Option<(u64, u64)> {
         let (&b, r) = self.ranges.range(..=addr).next_back()?;
         (addr < b.saturating_add(r.size)).then_some((b, r.size))
-    }
-
-    /// Records that `[start, end)` (page-aligned) now has protection `prot` (0: none).
-    fn set_prot(&mut self, start: u64, end: u64, prot: u8) {
-        // Trim or split the entries that overlap.
-        let overlapping: Vec<(u64, u64, u8)> = self
-            .prots
-            .range(..end)
-            .rev()
-            .take_while(|(_, &(e, _))| e > start)
-            .map(|(&s, &(e, p))| (s, e, p))
-            .collect();
-        for (s, e, p) in overlapping {
-            self.prots.remove(&s);
-            if s < start {
-                self.prots.insert(s, (start, p));
-            }
-            if e > end {
-                self.prots.insert(end, (e, p));
-            }
-        }
-        if prot != 0 && start < end {
-            self.prots.insert(start, (end, prot));
-        }
-    }
-
-    /// Whether every byte of `[addr, addr + len)` has all the protection bits in `need`.
-    fn covered(&self, addr: u64, len: u64, need: u8) -> bool {
-        let Some(end) = addr.checked_add(len.max(1)) else {
-            return false;
-        };
-        let mut at = addr;
-        while at < end {
-            match self.prots.range(..=at).next_back() {
-                Some((_, &(e, p))) if e > at && p & need == need => at = e,
-                _ => return false,
-            }
-        }
-        true
     }
 }
 
@@ -251,47 +210,47 @@ impl Memory {
             .div_ceil(page())
             .saturating_mul(page());
         if let Ok(mut st) = self.state.lock() {
-            st.set_prot(start, end, prot);
+            st.prots.set(start, end, prot);
         }
     }
 
     /// Whether `addr` lies in executable memory (finalized code).
     pub fn is_executable(&self, addr: u64) -> bool {
-        self.state.lock().is_ok_and(|st| st.covered(addr, 1, 4))
+        self.state
+            .lock()
+            .is_ok_and(|st| st.prots.covered(addr, 1, 4))
     }
 
     /// Checks that `[addr, addr + len)` lies in memory handed out and writable now.
     pub fn check_writable(&self, addr: u64, len: u64) -> Result<u64, String> {
-        self.check_access(
-            addr,
-            len,
-            2,
-            "writable (finalized read-only or executable, or never made accessible)",
-        )
+        self.check_access(addr, len, access::prot::WRITE, access::not_writable)
     }
 
     /// Checks that `[addr, addr + len)` lies in memory handed out and readable now.
     pub fn check_readable(&self, addr: u64, len: u64) -> Result<u64, String> {
-        self.check_access(
-            addr,
-            len,
-            1,
-            "readable (reserved but never made accessible)",
-        )
+        self.check_access(addr, len, access::prot::READ, access::not_readable)
     }
 
-    /// [`Memory::check`], then that every byte has the protection bits `need` (`what` says
-    /// which access is missing).
-    fn check_access(&self, addr: u64, len: u64, need: u8, what: &str) -> Result<u64, String> {
+    /// [`Memory::check`], then that every byte has the protection bits `need` (`refusal`
+    /// words the error).
+    fn check_access(
+        &self,
+        addr: u64,
+        len: u64,
+        need: u8,
+        refusal: fn(u64, u64) -> String,
+    ) -> Result<u64, String> {
         let st = self.state.lock().map_err(|_| "memory state poisoned")?;
         let base = st.handed_out(addr, len)?;
-        if len > 0 && !st.covered(addr, len, need) {
-            return Err(format!(
-                "{addr:#x}..{:#x} is not {what}",
-                addr.saturating_add(len)
-            ));
+        if len > 0 && !st.prots.covered(addr, len, need) {
+            return Err(refusal(addr, addr.saturating_add(len)));
         }
         Ok(base)
+    }
+
+    /// Whether `addr` lies in a range handed out.
+    pub fn is_handed_out(&self, addr: u64) -> bool {
+        self.state.lock().is_ok_and(|st| st.holder(addr).is_some())
     }
 
     /// The range `[addr, addr + len)` lies in one range handed out: returns that range's base.
@@ -332,7 +291,7 @@ impl Memory {
             .remove(&base)
             .ok_or_else(|| format!("no reservation at {base:#x}"))?;
         st.unfinalized.remove(&base);
-        st.set_prot(base, base + r.size, 0);
+        st.prots.set(base, base + r.size, 0);
         self.finalized.notify_all();
         vm::reset(base, r.size).map_err(|e| format!("freeing {base:#x}: {e}"))?;
         drop(r.shared);

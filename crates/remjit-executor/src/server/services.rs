@@ -122,6 +122,9 @@ impl Services {
             (names::REMJIT_SET_ARGS, Services::set_args, Quick),
             (names::REMJIT_RUN_EXIT, Services::run_exit, Runs),
             (names::REMJIT_RUN_MAIN, Services::run_main, Main),
+            (names::REMJIT_READ_MEMORY, Services::read_memory, Quick),
+            (names::REMJIT_WRITE_MEMORY, Services::write_memory, Quick),
+            (names::REMJIT_CALL, Services::call, Runs),
             (names::SHM_RESERVE, super::shm::shm_reserve, Quick),
             (names::SHM_INITIALIZE, super::shm::shm_initialize, Runs),
             (names::SHM_DEINITIALIZE, super::shm::shm_deinitialize, Runs),
@@ -500,9 +503,7 @@ impl Services {
     fn code(&self, addr: u64) -> Result<(), String> {
         self.memory.check(addr, 1)?;
         if !self.memory.is_executable(addr) {
-            return Err(format!(
-                "{addr:#x} is not in finalized executable memory; refusing to call it"
-            ));
+            return Err(runtime::access::not_code(addr));
         }
         Ok(())
     }
@@ -567,6 +568,46 @@ impl Services {
         // SAFETY: an int(int) function of JIT'd code.
         let f: extern "C" fn(c_int) -> c_int = unsafe { std::mem::transmute(addr as usize) };
         f(arg).to_bytes()
+    }
+
+    /// An embedder's read: JIT memory must be readable now; anything else mapped readable
+    /// (the heap, libraries) is read without risk of a fault.
+    fn read_memory(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (addr, len): (u64, u64) = decode(args, "read_memory")?;
+            runtime::access::check_size("read", len)?;
+            if self.memory.is_handed_out(addr) {
+                self.memory.check_readable(addr, len)?;
+            }
+            runtime::access::read(addr, len).map(Bytes)
+        })();
+        Expected(r).to_bytes()
+    }
+
+    /// An embedder's write: only JIT memory handed out and writable now.
+    fn write_memory(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (addr, bytes): (u64, Bytes) = decode(args, "write_memory")?;
+            runtime::access::check_size("write", bytes.0.len() as u64)?;
+            self.memory.check_writable(addr, bytes.0.len() as u64)?;
+            // SAFETY: checked to be writable JIT memory; the controller owns its contents.
+            unsafe { runtime::access::write(addr, &bytes.0) };
+            Ok(())
+        })();
+        SpsError::from(r).to_bytes()
+    }
+
+    /// An embedder's call of JIT'd code with integer and floating-point arguments.
+    fn call(&self, args: &[u8]) -> Vec<u8> {
+        let r = (|| {
+            let (addr, list): (u64, Vec<(u8, u64)>) = decode(args, "call")?;
+            runtime::call::check_args(&list)?;
+            self.code(addr)?;
+            // SAFETY: finalized JIT'd code; the controller vouches for its signature.
+            let regs = unsafe { runtime::call::call(addr, &list) }?;
+            Ok((regs.rax, regs.xmm0))
+        })();
+        Expected(r).to_bytes()
     }
 
     fn register_tls(&self, args: &[u8]) -> Vec<u8> {

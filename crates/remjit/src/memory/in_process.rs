@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use remjit_executor::runtime::access::{self, ProtMap};
+
 use crate::error::{Error, Result};
 use crate::memory::actions::{run_in_process, AllocAction};
 use crate::memory::mapper::{AllocInfo, MemoryMapper};
@@ -12,12 +14,37 @@ use crate::memory::mapper::{AllocInfo, MemoryMapper};
 pub struct InProcessMapper {
     /// Dealloc actions and extent of each finalized allocation, by handle (its base).
     live: Mutex<HashMap<u64, (u64, Vec<AllocAction>)>>,
+    /// Protections of the finalized allocations' segments: what an embedder may read, write
+    /// or call.
+    prots: Mutex<ProtMap>,
 }
 
 impl InProcessMapper {
     /// A new mapper.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether any byte of `[addr, addr + len)` lies in a finalized allocation.
+    pub fn touches(&self, addr: u64, len: u64) -> bool {
+        self.prots.lock().is_ok_and(|m| m.touches(addr, len))
+    }
+
+    /// Checks that `[addr, addr + len)` lies in finalized allocations with the protection
+    /// bits `need` ([`access::prot`]); the refusal is worded as the executor's.
+    pub fn check_access(&self, addr: u64, len: u64, need: u8) -> std::result::Result<(), String> {
+        let end = access::end_of(addr, len)?;
+        let m = self.prots.lock().map_err(|_| "mapper state poisoned")?;
+        if !m.touches(addr, len) {
+            return Err(access::not_handed_out(addr, end));
+        }
+        if m.covered(addr, len, need) {
+            return Ok(());
+        }
+        Err(match need {
+            access::prot::WRITE => access::not_writable(addr, end),
+            _ => access::not_readable(addr, end),
+        })
     }
 }
 
@@ -127,6 +154,14 @@ impl MemoryMapper for InProcessMapper {
             }
             return Err(e);
         }
+        if let Ok(mut m) = self.prots.lock() {
+            let page = self.page_size();
+            for seg in &info.segments {
+                let start = info.mapping_base + seg.offset;
+                let len = (seg.content_size + seg.zero_fill_size).div_ceil(page) * page;
+                m.set(start, start + len, seg.prot.0);
+            }
+        }
         self.live
             .lock()
             .map_err(|_| Error::Memory("mapper state poisoned".into()))?
@@ -156,6 +191,9 @@ impl MemoryMapper for InProcessMapper {
             }
             let page = self.page_size();
             let len = extent.div_ceil(page) * page;
+            if let Ok(mut m) = self.prots.lock() {
+                m.set(base, base + len, 0);
+            }
             if let Err(e) = remjit_executor::vm::reset(base, len) {
                 first_err.get_or_insert(Error::Memory(format!("freeing {base:#x}: {e}")));
             }

@@ -23,7 +23,7 @@ pub use remjit_wire::auth::Token;
 
 /// How long an executor gets to send its Setup message, unless told otherwise.
 pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-use crate::executor::{Executor, ExternalSymbol};
+use crate::executor::{unsupported, wire_args, Arg, Executor, ExternalSymbol, Ret, RetKind};
 use crate::memory::MemoryMapper;
 use connection::Connection;
 use fdpass::{FdReader, ReceivedFds};
@@ -429,6 +429,44 @@ impl Executor for RemoteExecutor {
     fn call_void(&self, addr: u64) -> Result<()> {
         let _: i32 = self.conn.call_named(names::RUN_AS_VOID, &addr)?;
         Ok(())
+    }
+
+    fn read_memory(&self, addr: u64, len: u64) -> Result<Vec<u8>> {
+        if !self.conn.has(names::REMJIT_READ_MEMORY) {
+            return Err(unsupported("read memory"));
+        }
+        let r: Expected<Bytes> = self
+            .conn
+            .call_named(names::REMJIT_READ_MEMORY, &(addr, len))?;
+        let bytes = r.0.map_err(Error::Executor)?.0;
+        if bytes.len() as u64 != len {
+            return Err(Error::Executor(format!(
+                "protocol violation: {} bytes read for {len}",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn write_memory(&self, addr: u64, bytes: &[u8]) -> Result<()> {
+        if !self.conn.has(names::REMJIT_WRITE_MEMORY) {
+            return Err(unsupported("write memory"));
+        }
+        let r: SpsError = self
+            .conn
+            .call_named(names::REMJIT_WRITE_MEMORY, &(addr, Bytes(bytes.to_vec())))?;
+        Self::sps_error(r)
+    }
+
+    fn call(&self, addr: u64, args: &[Arg], ret: RetKind) -> Result<Ret> {
+        if !self.conn.has(names::REMJIT_CALL) {
+            return Err(unsupported("call functions with arguments"));
+        }
+        let r: Expected<(u64, u64)> = self
+            .conn
+            .call_named(names::REMJIT_CALL, &(addr, wire_args(args)))?;
+        let (rax, xmm0) = r.0.map_err(Error::Executor)?;
+        Ok(Ret::from_registers(ret, rax, xmm0))
     }
 
     fn register_debug_object(&self, object: Vec<u8>) -> Result<Option<u64>> {

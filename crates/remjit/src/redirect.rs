@@ -1,0 +1,117 @@
+//! Call stubs the session owns: one per exported function name, so that a redefinition
+//! re-points every module linked against the name.
+//!
+//! A module's references to a function an earlier module defines bind to the name's stub,
+//! `jmp *slot(%rip)`, whose slot holds the visible definition's address. The session patches
+//! the slot (a write to the executor's memory) when a module redefines the name or when the
+//! redefining module is removed. `&f` taken by any later module is the stub's address, the
+//! same for all of them.
+//!
+//! Stubs come in blocks of two pages from the session's slab: a code page of 8-byte stubs
+//! (read/execute) and the page after it, their slots (read/write), stub `i` jumping through
+//! slot `i`. A block's code never changes once finalized; only slots are written.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::Result;
+use crate::executor::Executor;
+use crate::memory::{AllocInfo, Prot, SegmentInfo, SlabAllocator};
+
+/// Bytes per stub: `jmp *disp32(%rip)` (6) and two `int3`.
+const STUB_SIZE: u64 = 8;
+
+/// The session's call stubs.
+#[derive(Default)]
+pub(crate) struct CallStubs {
+    /// Stub address by name. A name keeps its stub for the session's life (pointer equality
+    /// across redefinitions).
+    by_name: HashMap<Vec<u8>, u64>,
+    /// The next stub to hand out and the end of its block's code page (both 0 before the
+    /// first block).
+    next: u64,
+    end: u64,
+    /// The page size, known once the first block exists.
+    page: u64,
+}
+
+impl CallStubs {
+    /// The stub of `name`, if it has one.
+    pub(crate) fn get(&self, name: &[u8]) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The slot a stub jumps through.
+    pub(crate) fn slot(&self, stub: u64) -> u64 {
+        stub + self.page
+    }
+
+    /// The stub of `name`, made (in a fresh block if need be) when it has none.
+    pub(crate) fn stub_for(&mut self, name: &[u8], slab: &SlabAllocator) -> Result<u64> {
+        if let Some(s) = self.get(name) {
+            return Ok(s);
+        }
+        if self.next == self.end {
+            let (base, page) = new_block(slab)?;
+            (self.next, self.end, self.page) = (base, base + page, page);
+        }
+        let stub = self.next;
+        self.next += STUB_SIZE;
+        self.by_name.insert(name.to_vec(), stub);
+        Ok(stub)
+    }
+}
+
+/// Allocates and finalizes a block: a page of stubs, then a page of zeroed slots. Returns
+/// its base and the page size.
+fn new_block(slab: &SlabAllocator) -> Result<(u64, u64)> {
+    let page = slab.mapper().page_size();
+    let alloc = slab.allocate(2 * page)?;
+    let disp = u32::try_from(page - 6).unwrap_or(0).to_le_bytes();
+    let stub = [0xff, 0x25, disp[0], disp[1], disp[2], disp[3], 0xcc, 0xcc];
+    for i in 0..page / STUB_SIZE {
+        // SAFETY: `working` is the controller's writable view of the allocation's 2 pages;
+        // the stubs fill the first page exactly.
+        unsafe {
+            let at = alloc.working.add((i * STUB_SIZE) as usize);
+            std::ptr::copy_nonoverlapping(stub.as_ptr(), at, stub.len());
+        }
+    }
+    let info = AllocInfo {
+        mapping_base: alloc.base,
+        segments: vec![
+            SegmentInfo {
+                offset: 0,
+                content_size: page,
+                zero_fill_size: 0,
+                prot: Prot::READ_EXEC,
+            },
+            SegmentInfo {
+                offset: page,
+                content_size: 0,
+                zero_fill_size: page,
+                prot: Prot::READ_WRITE,
+            },
+        ],
+        actions: Vec::new(),
+        file_maps: Vec::new(),
+    };
+    let base = alloc.base;
+    slab.finalize(alloc, &info)?;
+    Ok((base, page))
+}
+
+/// Writes slot values (slot -> address), one executor write per run of adjacent slots.
+pub(crate) fn write_slots(executor: &dyn Executor, writes: &BTreeMap<u64, u64>) -> Result<()> {
+    let writes: Vec<(u64, u64)> = writes.iter().map(|(&s, &a)| (s, a)).collect();
+    let mut i = 0;
+    while i < writes.len() {
+        let start = writes[i].0;
+        let mut bytes = Vec::new();
+        while i < writes.len() && writes[i].0 == start + bytes.len() as u64 {
+            bytes.extend_from_slice(&writes[i].1.to_le_bytes());
+            i += 1;
+        }
+        executor.write_memory(start, &bytes)?;
+    }
+    Ok(())
+}
