@@ -20,6 +20,18 @@ pub struct Compiler {
     flags: Vec<String>,
     dir: tempfile::TempDir,
     header: PathBuf,
+    /// The precompiled head of the prelude: its text and the header to `-include`.
+    pch: std::cell::RefCell<Option<(String, PathBuf)>>,
+    pch_builds: std::cell::Cell<u32>,
+}
+
+/// The declarations earlier cells left for a new one.
+#[derive(Debug, Default, Clone)]
+pub struct Prelude {
+    /// Up to the last `#include`: compiled once into a precompiled header.
+    pub head: String,
+    /// The rest, compiled with each cell.
+    pub tail: String,
 }
 
 fn io_error(path: &std::path::Path, error: std::io::Error) -> Error {
@@ -63,6 +75,8 @@ impl Compiler {
             flags: flags.to_vec(),
             dir,
             header,
+            pch: Default::default(),
+            pch_builds: Default::default(),
         })
     }
 
@@ -102,22 +116,38 @@ impl Compiler {
     pub fn compile(
         &self,
         number: u32,
-        prelude: &str,
+        prelude: &Prelude,
         items: &[Item],
         show: Option<&str>,
     ) -> std::result::Result<Vec<u8>, String> {
+        // A cell that includes headers itself makes a new head: precompile the next one.
+        let includes = items
+            .iter()
+            .any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
+        let pch = if includes {
+            None
+        } else {
+            self.precompiled(&prelude.head)
+        };
+        let (header, text) = match pch {
+            Some(h) => (h, prelude.tail.clone()),
+            None => (
+                self.header.clone(),
+                format!("{}{}", prelude.head, prelude.tail),
+            ),
+        };
         let ext = match self.lang {
             Lang::C => "c",
             Lang::Cxx => "cc",
         };
         let src = self.dir.path().join(format!("cell{number}.{ext}"));
         let obj = self.dir.path().join(format!("cell{number}.o"));
-        let text = generate(self.lang, number, prelude, items, show);
+        let text = generate(self.lang, number, &text, items, show);
         std::fs::write(&src, text).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
         let mut cmd = Command::new(&self.program);
         cmd.args(["-c", "-g1", "-O0", "-fno-diagnostics-color"])
             .arg("-include")
-            .arg(&self.header)
+            .arg(&header)
             .args(&self.flags)
             .arg(&src)
             .arg("-o")
@@ -127,6 +157,62 @@ impl Compiler {
         let _ = std::fs::remove_file(&obj);
         r
     }
+}
+
+impl Compiler {
+    /// The header to `-include` for a prelude whose head is `head`, precompiled (again when
+    /// the head changed); `None` for an empty head, or when precompiling fails (the cell then
+    /// compiles the head as text).
+    fn precompiled(&self, head: &str) -> Option<PathBuf> {
+        if head.is_empty() {
+            return None;
+        }
+        if let Some((text, h)) = self.pch.borrow().as_ref() {
+            if text == head {
+                return Some(h.clone());
+            }
+        }
+        let n = self.pch_builds.get() + 1;
+        self.pch_builds.set(n);
+        let ext = match self.lang {
+            Lang::C => "h",
+            Lang::Cxx => "hh",
+        };
+        let h = self.dir.path().join(format!("prelude{n}.{ext}"));
+        let text = format!("#include \"{}\"\n{head}", self.header.display());
+        std::fs::write(&h, text).ok()?;
+        let mut gch = h.clone().into_os_string();
+        gch.push(".gch");
+        let lang = match self.lang {
+            Lang::C => "c-header",
+            Lang::Cxx => "c++-header",
+        };
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["-g1", "-O0", "-fno-diagnostics-color", "-x", lang])
+            .args(&self.flags)
+            .arg(&h)
+            .arg("-o")
+            .arg(&gch);
+        let ok = cmd.output().is_ok_and(|o| o.status.success());
+        // The previous one is no longer needed.
+        if let Some((_, old)) = self.pch.borrow_mut().take() {
+            let mut old_gch = old.clone().into_os_string();
+            old_gch.push(".gch");
+            let _ = std::fs::remove_file(&old);
+            let _ = std::fs::remove_file(old_gch);
+        }
+        if !ok {
+            return None;
+        }
+        *self.pch.borrow_mut() = Some((head.to_string(), h.clone()));
+        Some(h)
+    }
+}
+
+/// Whether a directive is an `#include`.
+pub fn is_include(directive: &str) -> bool {
+    let d = directive.trim_start().trim_start_matches('#').trim_start();
+    d.starts_with("include")
 }
 
 /// The source of cell `number`.

@@ -26,10 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::executor::RetKind;
 use crate::remote::Ending;
 use crate::{ModuleId, Session, SessionOptions};
 
-pub use compile::Compiler;
+pub use compile::{Compiler, Prelude};
 pub use exec::{ExecutorSpec, Running};
 pub use split::{Item, ItemKind, Known, Lang};
 
@@ -283,7 +284,7 @@ impl Repl {
         number: u32,
         items: &mut [Item],
     ) -> std::result::Result<Vec<u8>, String> {
-        let prelude = self.prelude_text();
+        let prelude = self.prelude_text(&defined_names(items, self.options.lang));
         let show = self.value_type_expr(items);
         match self
             .compiler
@@ -340,39 +341,16 @@ impl Repl {
     }
 
     /// Calls a function of the cells or the support module.
-    fn call(&self, name: &str) -> Result<i32> {
+    fn call(&self, name: &str) -> Result<()> {
         call(&self.session, name)
     }
 
-    /// The value buffer of the support module, read from the executor.
+    /// The value buffer of the support module, read from the executor (one read, also over
+    /// TCP), up to its NUL.
     fn read_value(&self) -> Result<String> {
-        let addr = self
-            .session
-            .lookup("__remjit_vbuf")
-            .ok_or_else(|| Error::SymbolNotFound("__remjit_vbuf".into()))?;
-        let mut bytes = Vec::new();
-        if let Running::InProcess(_) = self.running {
-            // SAFETY: the support module's buffer, in this process, NUL-terminated (it is
-            // 4096 bytes and the formatter stops one short of its end).
-            let s = unsafe { std::ffi::CStr::from_ptr(addr as *const libc::c_char) };
-            bytes.extend_from_slice(s.to_bytes());
-        } else {
-            let peek = self
-                .session
-                .lookup("__remjit_peek")
-                .ok_or_else(|| Error::SymbolNotFound("__remjit_peek".into()))?;
-            let exec = self.session.executor();
-            'read: while bytes.len() < 4096 {
-                exec.set_program_args(&["peek".into(), bytes.len().to_string()])?;
-                let word = exec.run_main(peek)? as u32;
-                for k in 0..3 {
-                    let b = (word >> (8 * k)) as u8;
-                    if b == 0 {
-                        break 'read;
-                    }
-                    bytes.push(b);
-                }
-            }
+        let mut bytes = self.session.read("__remjit_vbuf", 0, VALUE_BUFFER)?;
+        if let Some(end) = bytes.iter().position(|&b| b == 0) {
+            bytes.truncate(end);
         }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
@@ -513,16 +491,41 @@ impl Repl {
         }
     }
 
-    /// The declarations of the live cells, with `#line` directives naming their cells.
-    fn prelude_text(&self) -> String {
-        let mut s = String::new();
-        for p in self.prelude.iter().filter(|p| p.hidden_by.is_none()) {
+    /// The declarations of the live cells, with `#line` directives naming their cells; not
+    /// those of names the new cell defines again (perhaps with another type). The part up to
+    /// the last `#include` is the head, precompiled when nothing in it gave way.
+    fn prelude_text(&self, redefined: &[String]) -> Prelude {
+        let gives_way = |p: &PreludeEntry| p.name.as_ref().is_some_and(|n| redefined.contains(n));
+        let live: Vec<&PreludeEntry> = self
+            .prelude
+            .iter()
+            .filter(|p| p.hidden_by.is_none())
+            .collect();
+        let head_len = live
+            .iter()
+            .rposition(|p| compile::is_include(&p.text))
+            .map_or(0, |k| k + 1);
+        let head_len = if live[..head_len].iter().any(|p| gives_way(p)) {
+            0
+        } else {
+            head_len
+        };
+        let mut out = Prelude::default();
+        for (k, p) in live.iter().enumerate() {
+            if gives_way(p) {
+                continue;
+            }
+            let s = if k < head_len {
+                &mut out.head
+            } else {
+                &mut out.tail
+            };
             s.push_str(&format!(
                 "#line {} \"cell {}\"\n{}\n",
                 p.line, p.cell, p.text
             ));
         }
-        s
+        out
     }
 
     /// `%undo`: removes the last cell (its module, its declarations). Says which.
@@ -570,14 +573,25 @@ impl Repl {
     }
 }
 
-/// Calls `name` as `main` (remjit's own executor runs such a call at once, without waiting
-/// for shared-memory traffic to settle as it does for LLVM's controllers).
-fn call(session: &Session, name: &str) -> Result<i32> {
-    let addr = session
-        .lookup(name)
-        .filter(|&a| a != 0)
-        .ok_or_else(|| Error::SymbolNotFound(name.to_string()))?;
-    session.executor().run_main(addr)
+/// The size of the support module's value buffer (`__remjit_vbuf`).
+const VALUE_BUFFER: u64 = 4096;
+
+/// Calls `int name(void)` of a cell or the support module.
+fn call(session: &Session, name: &str) -> Result<()> {
+    session.call(name, &[], RetKind::I32).map(|_| ())
+}
+
+/// The variables (and in C the functions) `items` define: their earlier declarations give way.
+fn defined_names(items: &[Item], lang: Lang) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in items {
+        match &i.kind {
+            ItemKind::Variable(v) => out.extend(v.names.iter().map(|n| n.0.clone())),
+            ItemKind::Function { name, .. } if lang == Lang::C => out.push(name.clone()),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn entry_name(number: u32) -> String {

@@ -33,19 +33,6 @@ void __remjit_quiet_off(void) {
   if (saved_err >= 0) { dup2(saved_err, 2); close(saved_err); saved_err = -1; }
 }
 
-/* Three bytes of the value buffer from offset argv[1], packed little-endian (0 past its end). */
-int __remjit_peek(int argc, char **argv) {
-  if (argc < 2) return 0;
-  long off = strtol(argv[1], 0, 10);
-  int r = 0;
-  for (int k = 0; k < 3; k++) {
-    long i = off + k;
-    if (i < 0 || i >= (long)sizeof __remjit_vbuf) break;
-    r |= (unsigned char)__remjit_vbuf[i] << (8 * k);
-  }
-  return r;
-}
-
 static void put(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
