@@ -269,15 +269,11 @@ pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
         let (end, terminated) = chunk_end(&cell, i);
         let mut item = classify(&cell, i, end, lang, known);
         if !terminated && !matches!(item.kind, ItemKind::Directive) {
-            let last_is_brace = cell.is(end - 1, "}");
-            if matches!(item.kind, ItemKind::Statement)
-                && !last_is_brace
-                && !starts_statement(&cell, i)
-            {
+            // A block-ending `}` would have ended the item: what is left open is an
+            // expression (its value printed) or a declaration missing its `;`.
+            if matches!(item.kind, ItemKind::Statement) && !starts_statement(&cell, i) {
                 item.kind = ItemKind::Expression;
-            } else if !last_is_brace
-                || !matches!(item.kind, ItemKind::Function { .. } | ItemKind::Statement)
-            {
+            } else {
                 item.text.push(';');
                 item = classify_text(&item.text, item.line, lang, known).unwrap_or(item);
             }

@@ -27,8 +27,9 @@ struct is_text<T, std::void_t<decltype(std::declval<const T &>().size()),
     : std::is_same<std::remove_cv_t<std::remove_pointer_t<decltype(std::declval<const T &>().data())>>, char> {};
 template <class C> constexpr bool is_char = std::is_same_v<std::remove_cv_t<C>, char> ||
     std::is_same_v<std::remove_cv_t<C>, signed char> || std::is_same_v<std::remove_cv_t<C>, unsigned char>;
-template <class T> void show(const T &v) {
-  const char *t = tn<T>();
+template <class N> void show(const N &v) {
+  using T = std::remove_cv_t<N>;
+  const char *t = tn<N>();
   if constexpr (std::is_same_v<T, bool>) __remjit_show_bool(t, v);
   else if constexpr (is_char<T>) __remjit_show_char(t, v);
   else if constexpr (std::is_enum_v<T>) {
@@ -51,7 +52,7 @@ template <class F> void run(F f) {
   if constexpr (std::is_void_v<R>) f();
   else {
     const auto &v = f();
-    show<std::remove_cv_t<std::remove_reference_t<R>>>(v);
+    show<std::remove_reference_t<R>>(v);
   }
 }
 }  // namespace __remjit
