@@ -192,10 +192,13 @@ fn print(out: &Outcome, timing: bool) {
         let t = out.times;
         let _ = writeln!(
             stderr,
-            "remjit: time: compile {:.1} ms, link {:.3} ms, run {:.3} ms",
+            "remjit: time: compile {:.1} ms (compiler {:.1} ms), link {:.3} ms, run {:.3} ms; \
+             remjit's own {:.3} ms",
             ms(t.compile),
+            ms(t.compiler),
             ms(t.link),
-            ms(t.run)
+            ms(t.run),
+            ms(t.compile.saturating_sub(t.compiler) + t.link + t.run)
         );
     }
     let _ = stdout.flush();

@@ -23,6 +23,8 @@ pub struct Compiler {
     /// The precompiled head of the prelude: its text and the header to `-include`.
     pch: std::cell::RefCell<Option<(String, PathBuf)>>,
     pch_builds: std::cell::Cell<u32>,
+    /// Time spent in compiler processes since [`Compiler::take_time`].
+    spent: std::cell::Cell<std::time::Duration>,
 }
 
 /// The declarations earlier cells left for a new one.
@@ -77,7 +79,13 @@ impl Compiler {
             header,
             pch: Default::default(),
             pch_builds: Default::default(),
+            spent: Default::default(),
         })
+    }
+
+    /// The time spent in compiler processes since the last call.
+    pub fn take_time(&self) -> std::time::Duration {
+        self.spent.take()
     }
 
     /// The support module's object (C, whatever the session's language).
@@ -98,9 +106,10 @@ impl Compiler {
 
     /// Runs a compile command; the object, or the diagnostics (as the compiler wrote them).
     fn run(&self, mut cmd: Command, obj: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run the compiler `{}`: {e}", self.program))?;
+        let t = std::time::Instant::now();
+        let out = cmd.output();
+        self.spent.set(self.spent.get() + t.elapsed());
+        let out = out.map_err(|e| format!("cannot run the compiler `{}`: {e}", self.program))?;
         if !out.status.success() {
             let mut d = String::from_utf8_lossy(&out.stderr).into_owned();
             if d.is_empty() {
@@ -145,7 +154,7 @@ impl Compiler {
         let text = generate(self.lang, number, &text, items, show);
         std::fs::write(&src, text).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(["-c", "-g1", "-O0", "-fno-diagnostics-color"])
+        cmd.args(["-c", "-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
             .arg("-include")
             .arg(&header)
             .args(&self.flags)
@@ -193,7 +202,9 @@ impl Compiler {
             .arg(&h)
             .arg("-o")
             .arg(&gch);
+        let t = std::time::Instant::now();
         let ok = cmd.output().is_ok_and(|o| o.status.success());
+        self.spent.set(self.spent.get() + t.elapsed());
         // The previous one is no longer needed.
         if let Some((_, old)) = self.pch.borrow_mut().take() {
             let mut old_gch = old.clone().into_os_string();

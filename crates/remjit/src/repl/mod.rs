@@ -70,6 +70,8 @@ impl ReplOptions {
 pub struct CellTimes {
     /// Splitting, writing and compiling.
     pub compile: Duration,
+    /// Of which in the compiler's processes (the rest is the REPL's own share).
+    pub compiler: Duration,
     /// Linking the object.
     pub link: Duration,
     /// Running the statements and reading the value back.
@@ -226,6 +228,7 @@ impl Repl {
             return out;
         }
         self.next_cell += 1;
+        self.compiler.take_time();
         let object = match self.compile_cell(number, &mut items) {
             Ok(o) => Arc::new(o),
             Err(diagnostics) => {
@@ -236,6 +239,7 @@ impl Repl {
         };
         let t1 = Instant::now();
         out.times.compile = t1 - t0;
+        out.times.compiler = self.compiler.take_time();
         self.session
             .add_object_bytes(&format!("cell {number}"), object.to_vec());
         let module = match self.session.link() {
