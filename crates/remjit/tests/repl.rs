@@ -389,6 +389,8 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
         });
     }
     let mut child = cmd.spawn().unwrap();
+    // Only the REPL (and its executor) hold the terminal now: its end reads as end of file.
+    drop(cmd);
     drop(slave);
     let mut master = std::fs::File::from(master);
     let mut seen = String::new();

@@ -98,14 +98,22 @@ impl Compiler {
             .arg(&src)
             .arg("-o")
             .arg(&obj);
-        self.run(cmd, &obj).map_err(|message| Error::Compile {
+        let r = self
+            .run(cmd, Some(obj.as_path()))
+            .map(Option::unwrap_or_default);
+        r.map_err(|message| Error::Compile {
             path: src.display().to_string(),
             message,
         })
     }
 
-    /// Runs a compile command; the object, or the diagnostics (as the compiler wrote them).
-    fn run(&self, mut cmd: Command, obj: &std::path::Path) -> std::result::Result<Vec<u8>, String> {
+    /// Runs a compile command; the object (if it makes one), or the diagnostics (as the
+    /// compiler wrote them).
+    fn run(
+        &self,
+        mut cmd: Command,
+        obj: Option<&std::path::Path>,
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
         let t = std::time::Instant::now();
         let out = cmd.output();
         self.spent.set(self.spent.get() + t.elapsed());
@@ -117,23 +125,30 @@ impl Compiler {
             }
             return Err(d);
         }
-        std::fs::read(obj).map_err(|e| format!("cannot read {}: {e}", obj.display()))
+        let Some(obj) = obj else { return Ok(None) };
+        std::fs::read(obj)
+            .map(Some)
+            .map_err(|e| format!("cannot read {}: {e}", obj.display()))
     }
 
-    /// Compiles cell `number` after `prelude`; `show` names the value's type in C. The object,
-    /// or the compiler's diagnostics in the user's cell and line numbers.
+    /// Compiles cell `number` after `prelude`; `show` names the value's type in C. The object
+    /// (none for a cell that only declares: it is checked, by the preprocessor alone when it
+    /// holds only directives), or the compiler's diagnostics.
     pub fn compile(
         &self,
         number: u32,
         prelude: &Prelude,
         items: &[Item],
         show: Option<&str>,
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
+        let only = |f: &dyn Fn(&ItemKind) -> bool| items.iter().all(|i| f(&i.kind));
+        let directives = only(&|k| matches!(k, ItemKind::Directive));
+        let declarations = only(&|k| matches!(k, ItemKind::Directive | ItemKind::Carried));
         // A cell that includes headers itself makes a new head: precompile the next one.
         let includes = items
             .iter()
             .any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
-        let pch = if includes {
+        let pch = if includes || directives {
             None
         } else {
             self.precompiled(&prelude.head)
@@ -154,14 +169,26 @@ impl Compiler {
         let text = generate(self.lang, number, &text, items, show);
         std::fs::write(&src, text).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
         let mut cmd = Command::new(&self.program);
-        cmd.args(["-c", "-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
+        let out = match (directives, declarations) {
+            (true, _) => {
+                cmd.args(["-E", "-o", "/dev/null"]);
+                None
+            }
+            (_, true) => {
+                cmd.arg("-fsyntax-only");
+                None
+            }
+            _ => {
+                cmd.arg("-c").arg("-o").arg(&obj);
+                Some(obj.as_path())
+            }
+        };
+        cmd.args(["-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
             .arg("-include")
             .arg(&header)
             .args(&self.flags)
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj);
-        let r = self.run(cmd, &obj);
+            .arg(&src);
+        let r = self.run(cmd, out);
         let _ = std::fs::remove_file(&src);
         let _ = std::fs::remove_file(&obj);
         r

@@ -108,8 +108,9 @@ pub struct Outcome {
 struct CellRecord {
     number: u32,
     items: Vec<Item>,
-    object: Arc<Vec<u8>>,
-    module: ModuleId,
+    /// Its object and module (none for a cell that only declares).
+    object: Option<Arc<Vec<u8>>>,
+    module: Option<ModuleId>,
     /// The generated function running its statements.
     entry: Option<String>,
 }
@@ -230,7 +231,7 @@ impl Repl {
         self.next_cell += 1;
         self.compiler.take_time();
         let object = match self.compile_cell(number, &mut items) {
-            Ok(o) => Arc::new(o),
+            Ok(o) => o.map(Arc::new),
             Err(diagnostics) => {
                 let shown = compile::tidy_diagnostics(&diagnostics);
                 out.events.push(Event::Diagnostics(shown));
@@ -240,13 +241,18 @@ impl Repl {
         let t1 = Instant::now();
         out.times.compile = t1 - t0;
         out.times.compiler = self.compiler.take_time();
-        self.session
-            .add_object_bytes(&format!("cell {number}"), object.to_vec());
-        let module = match self.session.link() {
-            Ok(m) => m,
-            Err(e) => {
-                out.events.push(Event::Error(format!("cell {number}: {e}")));
-                return out;
+        let module = match &object {
+            None => None,
+            Some(o) => {
+                self.session
+                    .add_object_bytes(&format!("cell {number}"), o.to_vec());
+                match self.session.link() {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        out.events.push(Event::Error(format!("cell {number}: {e}")));
+                        return out;
+                    }
+                }
             }
         };
         let t2 = Instant::now();
@@ -275,7 +281,9 @@ impl Repl {
             }
             Err(e) => {
                 if !self.crashed(number, e, &mut out.events) {
-                    let _ = self.session.remove_module(module);
+                    if let Some(m) = module {
+                        let _ = self.session.remove_module(m);
+                    }
                 }
             }
         }
@@ -287,7 +295,7 @@ impl Repl {
         &mut self,
         number: u32,
         items: &mut [Item],
-    ) -> std::result::Result<Vec<u8>, String> {
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
         let prelude = self.prelude_text(&defined_names(items, self.options.lang));
         let show = self.value_type_expr(items);
         match self
@@ -407,9 +415,10 @@ impl Repl {
         }
         let mut replayed = 0;
         for c in &mut self.cells {
+            let Some(o) = &c.object else { continue };
             self.session
-                .add_object_bytes(&format!("cell {}", c.number), c.object.to_vec());
-            c.module = self.session.link()?;
+                .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
+            c.module = Some(self.session.link()?);
             if let Some(e) = &c.entry {
                 call(&self.session, e)?;
                 replayed += 1;
@@ -537,7 +546,9 @@ impl Repl {
         let Some(last) = self.cells.last() else {
             return Err(Error::Usage("nothing to undo".into()));
         };
-        self.session.remove_module(last.module)?;
+        if let Some(m) = last.module {
+            self.session.remove_module(m)?;
+        }
         let n = last.number;
         self.cells.pop();
         self.prelude.retain(|p| p.cell != n);
