@@ -10,7 +10,7 @@ use clap::Parser;
 use remjit::executor::Executor;
 use remjit::remote::{Ending, RemoteExecutor};
 use remjit::{Session, SessionOptions};
-use remjit_executor::crash::{self, write_function, Sink, Symbolize};
+use remjit_executor::crash::{self, Sink, Symbolize};
 use remjit_executor::signals;
 
 /// Link relocatable ELF x86-64 objects, archives and C/C++ sources into memory and run them.
@@ -20,9 +20,8 @@ struct Cli {
     /// Inputs: .o objects, .a archives, .so libraries, linker scripts, .c/.cc/.cpp sources.
     #[arg(required = true, value_name = "INPUTS")]
     inputs: Vec<PathBuf>,
-    /// Run the code in remjit's own process.
-    #[arg(long)]
-    in_process: bool,
+    #[command(flatten)]
+    exec: repl_cli::ExecutorArgs,
     /// Link, but do not run anything (no constructors, no entry point).
     #[arg(long)]
     noexec: bool,
@@ -68,21 +67,6 @@ struct Cli {
     /// Address space per slab reservation, e.g. 1Gb, 512Mb, 64Kb (default 1Gb).
     #[arg(long, value_name = "SIZE")]
     slab_allocate: Option<String>,
-    /// Run the code in an executor process (the default; =PATH picks the executor binary,
-    /// else remjit-executor beside remjit, else remjit itself acts as the executor).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    oop_executor: Option<String>,
-    /// Connect to an executor listening on HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    oop_executor_connect: Option<String>,
-    /// With --oop-executor-connect: the token shared with the executor, from a file of mode
-    /// 0600 (default: $REMJIT_TOKEN).
-    #[arg(long, value_name = "PATH")]
-    oop_executor_token_file: Option<PathBuf>,
-    /// Seconds the executor gets to answer when it starts (default 10, or
-    /// $REMJIT_EXECUTOR_TIMEOUT).
-    #[arg(long, value_name = "SECS")]
-    oop_executor_timeout: Option<f64>,
     /// Copy code and data to the executor over the wire instead of sharing memory.
     #[arg(long)]
     no_shared_memory: bool,
@@ -260,20 +244,12 @@ enum Mode {
 fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
     // A debugger cannot plant breakpoints in code pages shared with us (read-execute
     // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
-    let shared_memory = if cli.oop_executor_connect.is_some() {
+    let shared_memory = if cli.exec.oop_executor_connect.is_some() {
         Some(cli.use_shared_memory)
     } else {
         Some(!(cli.no_shared_memory || cli.wait_for_debugger))
     };
-    let spec = repl_cli::ExecutorChoice {
-        in_process: cli.in_process,
-        oop_executor: cli.oop_executor.as_deref(),
-        connect: cli.oop_executor_connect.as_deref(),
-        token_file: cli.oop_executor_token_file.as_deref(),
-        timeout: cli.oop_executor_timeout,
-        shared_memory,
-    }
-    .spec()?;
+    let spec = cli.exec.spec(shared_memory)?;
     Ok(match spec.start()? {
         remjit::repl::Running::InProcess(_) => Mode::InProcess,
         remjit::repl::Running::Remote(e) => Mode::Remote(e),
@@ -361,15 +337,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         }
         (Mode::Remote(exec), Err(e)) => {
             let lines = session.source_lines();
-            let jit = |pc: u64, out: &mut dyn Sink| match session.symbolize(pc) {
-                Some((module, f, off)) => {
-                    write_function(out, f.as_bytes(), off, module.as_bytes());
-                    if let Some(line) = lines.line(pc) {
-                        out.push(format!(" at {line}").as_bytes());
-                    }
-                    true
-                }
-                None => false,
+            let jit = |pc: u64, out: &mut dyn Sink| {
+                remjit::repl::exec::write_jit_frame(&session, &lines, pc, out)
             };
             // A dead executor explains the failure better than the broken call does.
             match exec.ending() {

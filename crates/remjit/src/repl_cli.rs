@@ -27,21 +27,8 @@ pub struct ReplCli {
     /// Pass ARG to the compiler of each cell (after the REPL's own flags).
     #[arg(long = "Xcc", value_name = "ARG", allow_hyphen_values = true)]
     compiler_flags: Vec<String>,
-    /// Run the code in remjit's own process (a crash then ends the REPL).
-    #[arg(long)]
-    in_process: bool,
-    /// Run the code in an executor process (the default; =PATH picks the executor binary).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    oop_executor: Option<String>,
-    /// Connect to an executor listening on HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    oop_executor_connect: Option<String>,
-    /// With --oop-executor-connect: the token file (default: $REMJIT_TOKEN).
-    #[arg(long, value_name = "PATH")]
-    oop_executor_token_file: Option<PathBuf>,
-    /// Seconds the executor gets to answer when it starts.
-    #[arg(long, value_name = "SECS")]
-    oop_executor_timeout: Option<f64>,
+    #[command(flatten)]
+    exec: ExecutorArgs,
     /// Copy code and data to the executor instead of sharing memory.
     #[arg(long)]
     no_shared_memory: bool,
@@ -50,38 +37,53 @@ pub struct ReplCli {
     no_replay: bool,
 }
 
-/// The executor the options choose (shared with `remjit`'s own command line).
-pub struct ExecutorChoice<'a> {
+/// Where the code runs: options shared by `remjit` and `remjit repl`.
+#[derive(clap::Args, Debug)]
+pub struct ExecutorArgs {
+    /// Run the code in remjit's own process (for the REPL: a crash then ends it).
+    #[arg(long)]
     pub in_process: bool,
-    pub oop_executor: Option<&'a str>,
-    pub connect: Option<&'a str>,
-    pub token_file: Option<&'a std::path::Path>,
-    pub timeout: Option<f64>,
-    pub shared_memory: Option<bool>,
+    /// Run the code in an executor process (the default; =PATH picks the executor binary,
+    /// else remjit-executor beside remjit, else remjit itself acts as the executor).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub oop_executor: Option<String>,
+    /// Connect to an executor listening on HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub oop_executor_connect: Option<String>,
+    /// With --oop-executor-connect: the token shared with the executor, from a file of mode
+    /// 0600 (default: $REMJIT_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    pub oop_executor_token_file: Option<PathBuf>,
+    /// Seconds the executor gets to answer when it starts (default 10, or
+    /// $REMJIT_EXECUTOR_TIMEOUT).
+    #[arg(long, value_name = "SECS")]
+    pub oop_executor_timeout: Option<f64>,
 }
 
-impl ExecutorChoice<'_> {
-    /// Checks the combination and says how to start the executor.
-    pub fn spec(&self) -> anyhow::Result<ExecutorSpec> {
+impl ExecutorArgs {
+    /// Checks the combination and says how to start the executor; `shared_memory` chooses
+    /// (by default shared memory for a spawned executor, copies over TCP).
+    pub fn spec(&self, shared_memory: Option<bool>) -> anyhow::Result<ExecutorSpec> {
         if self.in_process {
-            if self.oop_executor.is_some() || self.connect.is_some() {
+            if self.oop_executor.is_some() || self.oop_executor_connect.is_some() {
                 bail!(
                     "--in-process cannot be combined with --oop-executor or --oop-executor-connect"
                 );
             }
             return Ok(ExecutorSpec::InProcess);
         }
-        let timeout = remjit::repl::exec::setup_timeout(self.timeout)?;
-        if self.token_file.is_some() && self.connect.is_none() {
+        let timeout = remjit::repl::exec::setup_timeout(self.oop_executor_timeout)?;
+        if self.oop_executor_token_file.is_some() && self.oop_executor_connect.is_none() {
             bail!("--oop-executor-token-file applies only with --oop-executor-connect");
         }
-        if let Some(addr) = self.connect {
+        if let Some(addr) = &self.oop_executor_connect {
             // Over TCP the pages cannot be shared unless the peer asks for LLVM's named flavour.
-            let memory = match self.shared_memory {
+            let memory = match shared_memory {
                 Some(true) => MemoryMode::Shared,
                 _ => MemoryMode::Copy,
             };
-            let token = remjit::remote::Token::load(self.token_file).map_err(|e| anyhow!("{e}"))?;
+            let token = remjit::remote::Token::load(self.oop_executor_token_file.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
             return Ok(ExecutorSpec::Connect {
                 addr: addr.to_string(),
                 memory,
@@ -89,11 +91,11 @@ impl ExecutorChoice<'_> {
                 timeout,
             });
         }
-        let path = match self.oop_executor {
+        let path = match self.oop_executor.as_deref() {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => remjit::remote::transport::default_executor_path()?,
         };
-        let memory = match self.shared_memory {
+        let memory = match shared_memory {
             Some(false) => MemoryMode::Copy,
             _ => MemoryMode::Shared,
         };
@@ -241,15 +243,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
         "c++" | "C++" | "cxx" | "cpp" => Lang::Cxx,
         other => bail!("--lang {other}: expected c or c++"),
     };
-    let spec = ExecutorChoice {
-        in_process: cli.in_process,
-        oop_executor: cli.oop_executor.as_deref(),
-        connect: cli.oop_executor_connect.as_deref(),
-        token_file: cli.oop_executor_token_file.as_deref(),
-        timeout: cli.oop_executor_timeout,
-        shared_memory: cli.no_shared_memory.then_some(false),
-    }
-    .spec()?;
+    let spec = cli.exec.spec(cli.no_shared_memory.then_some(false))?;
     if matches!(spec, ExecutorSpec::InProcess) {
         remjit_executor::signals::restore_program_dispositions();
         remjit_executor::crash::install_in_process()

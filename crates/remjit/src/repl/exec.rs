@@ -120,7 +120,20 @@ pub fn describe_ending(session: &Session, exec: &RemoteExecutor) -> Option<(Endi
         return None;
     }
     let lines = session.source_lines();
-    let jit = |pc: u64, out: &mut dyn Sink| match session.symbolize(pc) {
+    let jit = |pc: u64, out: &mut dyn Sink| write_jit_frame(session, &lines, pc, out);
+    let text = exec.describe_death(&jit)?;
+    Some((ending, text))
+}
+
+/// Names a JIT'd code address in a crash report: function+offset, module, and source line when
+/// the object had DWARF; false when `pc` is in no JIT'd function.
+pub fn write_jit_frame(
+    session: &Session,
+    lines: &crate::debug::SourceLines,
+    pc: u64,
+    out: &mut dyn Sink,
+) -> bool {
+    match session.symbolize(pc) {
         Some((module, f, off)) => {
             write_function(out, f.as_bytes(), off, module.as_bytes());
             if let Some(line) = lines.line(pc) {
@@ -129,7 +142,5 @@ pub fn describe_ending(session: &Session, exec: &RemoteExecutor) -> Option<(Endi
             true
         }
         None => false,
-    };
-    let text = exec.describe_death(&jit)?;
-    Some((ending, text))
+    }
 }
