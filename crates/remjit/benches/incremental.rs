@@ -331,11 +331,11 @@ fn main() {
              incremental`): {} modules linked one by one, each calling the previous one's \
              function, one call after each link; median over the modules just before the \
              named one (out of process, 2 round trips per module with shared memory: \
-             initialize, call; 3 copying: reserve, finalize, call), {chain_runs} run(s) per \
-             mode. REPL: add + link + lookup + call with arguments + remove, median of {} \
-             iterations (out of process 5 round trips with shared memory: lookup of strlen, \
-             initialize, set args, call, deinitialize; 6 copying: lookup, reserve, finalize, \
-             set args, call, deallocate).",
+             initialize, call; 4 copying: reserve, finalize, call-stub slot write, call), \
+             {chain_runs} run(s) per mode. REPL: add + link + lookup + call with arguments + \
+             remove, median of {} iterations (out of process 5 round trips with shared \
+             memory: lookup of strlen, initialize, set args, call, deinitialize; 8 copying: \
+             lookup, reserve, finalize, slot write, set args, call, slot clear, deallocate).",
             thousands(n),
             thousands(repl_iters)
         ),

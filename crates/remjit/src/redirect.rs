@@ -12,6 +12,7 @@
 //! slot `i`. A block's code never changes once finalized; only slots are written.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
 use crate::executor::Executor;
@@ -32,6 +33,9 @@ pub(crate) struct CallStubs {
     end: u64,
     /// The page size, known once the first block exists.
     page: u64,
+    /// Each block's base, with the controller's live view of it when the mapper has one
+    /// ([`crate::memory::MemoryMapper::working_memory_is_live`]).
+    blocks: BTreeMap<u64, Option<u64>>,
 }
 
 impl CallStubs {
@@ -51,8 +55,9 @@ impl CallStubs {
             return Ok(s);
         }
         if self.next == self.end {
-            let (base, page) = new_block(slab)?;
+            let (base, page, view) = new_block(slab)?;
             (self.next, self.end, self.page) = (base, base + page, page);
+            self.blocks.insert(base, view);
         }
         let stub = self.next;
         self.next += STUB_SIZE;
@@ -62,8 +67,8 @@ impl CallStubs {
 }
 
 /// Allocates and finalizes a block: a page of stubs, then a page of zeroed slots. Returns
-/// its base and the page size.
-fn new_block(slab: &SlabAllocator) -> Result<(u64, u64)> {
+/// its base, the page size and the controller's live view of it, if any.
+fn new_block(slab: &SlabAllocator) -> Result<(u64, u64, Option<u64>)> {
     let page = slab.mapper().page_size();
     let alloc = slab.allocate(2 * page)?;
     let disp = u32::try_from(page - 6).unwrap_or(0).to_le_bytes();
@@ -96,22 +101,49 @@ fn new_block(slab: &SlabAllocator) -> Result<(u64, u64)> {
         file_maps: Vec::new(),
     };
     let base = alloc.base;
+    let live = slab.mapper().working_memory_is_live();
+    let view = live.then_some(alloc.working as u64);
     slab.finalize(alloc, &info)?;
-    Ok((base, page))
+    Ok((base, page, view))
 }
 
-/// Writes slot values (slot -> address), one executor write per run of adjacent slots.
-pub(crate) fn write_slots(executor: &dyn Executor, writes: &BTreeMap<u64, u64>) -> Result<()> {
-    let writes: Vec<(u64, u64)> = writes.iter().map(|(&s, &a)| (s, a)).collect();
-    let mut i = 0;
-    while i < writes.len() {
-        let start = writes[i].0;
-        let mut bytes = Vec::new();
-        while i < writes.len() && writes[i].0 == start + bytes.len() as u64 {
-            bytes.extend_from_slice(&writes[i].1.to_le_bytes());
-            i += 1;
+impl CallStubs {
+    /// Writes slot values (slot -> address): stores through the live view of their block
+    /// where there is one, else one executor write per run of adjacent slots.
+    pub(crate) fn write_slots(
+        &self,
+        executor: &dyn Executor,
+        writes: &BTreeMap<u64, u64>,
+    ) -> Result<()> {
+        let mut remote: Vec<(u64, u64)> = Vec::new();
+        for (&slot, &addr) in writes {
+            match self.view_of(slot) {
+                // SAFETY: `view` is the controller's mapping of the slot, an aligned word of
+                // a block that stays mapped for the session's life; an aligned 8-byte store is
+                // atomic, so code running meanwhile sees the old or the new target.
+                Some(view) => unsafe {
+                    (*(view as *const AtomicU64)).store(addr, Ordering::Release)
+                },
+                None => remote.push((slot, addr)),
+            }
         }
-        executor.write_memory(start, &bytes)?;
+        let mut i = 0;
+        while i < remote.len() {
+            let start = remote[i].0;
+            let mut bytes = Vec::new();
+            while i < remote.len() && remote[i].0 == start + bytes.len() as u64 {
+                bytes.extend_from_slice(&remote[i].1.to_le_bytes());
+                i += 1;
+            }
+            executor.write_memory(start, &bytes)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// The controller's address of `slot`, when its block has a live view.
+    fn view_of(&self, slot: u64) -> Option<u64> {
+        let (&base, &view) = self.blocks.range(..=slot).next_back()?;
+        let offset = slot.checked_sub(base)?;
+        (offset < 2 * self.page).then_some(view?.checked_add(offset)?)
+    }
 }

@@ -26,7 +26,7 @@ use crate::link::{
     self, FunctionSymbol, LinkEnv, LinkInput, LinkTimes, LinkedModule, SessionSymbol, SymbolKind,
 };
 use crate::memory::{FinalizedAlloc, MemoryMapper, PretendMapper, SlabAllocator};
-use crate::redirect::{self, CallStubs};
+use crate::redirect::CallStubs;
 
 /// An executor's refusal, prefixed with what the session was doing (`calling `f``).
 fn naming(e: Error, doing: &str) -> Error {
@@ -416,7 +416,7 @@ impl Session {
             }
             self.symbols.insert(name.clone(), view);
         }
-        redirect::write_slots(self.executor.as_ref(), &writes)
+        self.stubs.write_slots(self.executor.as_ref(), &writes)
     }
 
     /// Records a linked module: its dependencies, then its definitions and COMDAT groups.

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{compile, remjit, work_dir};
+use common::{compile, remjit};
 use remjit::remote::{MemoryMode, RemoteExecutor, Token};
 use remjit::{Arg, ModuleId, Ret, RetKind, Session, SessionOptions};
 
@@ -107,11 +107,7 @@ fn modes() -> Vec<Mode> {
 
 /// Writes `files` (name, text) into a fresh directory for test `name`.
 fn sources(name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = work_dir(&format!("embed-{name}"));
-    for (f, text) in files {
-        std::fs::write(dir.join(f), text).unwrap();
-    }
-    dir
+    common::sources(&format!("embed-{name}"), files)
 }
 
 fn link_one(s: &mut Session, obj: &Path) -> ModuleId {
@@ -401,5 +397,40 @@ fn a_redefinition_reaches_earlier_callers_and_its_removal_restores_them() {
         assert_eq!(pointer(s, "h_ptr"), stub, "{name}");
         assert_eq!(int_call(s, "f", 1), 3, "{name}");
         mode.finish();
+    }
+}
+
+/// A call that crashes the executor ends it as any crash of JIT'd code does: the call fails,
+/// and the executor's crash report names the function.
+#[test]
+fn a_crashing_call_ends_the_executor_with_a_crash_report() {
+    use remjit::remote::Ending;
+    use remjit_executor::crash::{write_function, Sink};
+    let dir = sources(
+        "crash",
+        &[("poke.c", "void poke(int *p, int v) { *p = v; }\n")],
+    );
+    let obj = compile(&dir, &dir.join("poke.c"), "poke.o", &["-O1"]);
+    for memory in [MemoryMode::Shared, MemoryMode::Copy] {
+        let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), memory).unwrap());
+        let mut s = Session::with_executor(exec.clone(), SessionOptions::default()).unwrap();
+        link_one(&mut s, &obj);
+        let args = [Arg::Ptr(0x10), Arg::I64(1)];
+        assert!(s.call("poke", &args, RetKind::Void).is_err(), "{memory:?}");
+        assert!(
+            matches!(exec.ending(), Ending::Signaled(libc::SIGSEGV, Some(_))),
+            "{memory:?}"
+        );
+        let jit = |pc: u64, out: &mut dyn Sink| match s.symbolize(pc) {
+            Some((module, f, off)) => {
+                write_function(out, f.as_bytes(), off, module.as_bytes());
+                true
+            }
+            None => false,
+        };
+        let report = exec.describe_death(&jit).unwrap();
+        let head = "the JIT'd code crashed: SIGSEGV (signal 11) at address 0x10, in `poke`+0x";
+        assert!(report.starts_with(head), "{memory:?}: {report}");
+        assert!(report.contains(&obj.display().to_string()), "{report}");
     }
 }

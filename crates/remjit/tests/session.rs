@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{compile, remjit, work_dir};
+use common::{compile, remjit};
 use object::{Object, ObjectSymbol, SymbolScope};
 use remjit::remote::{MemoryMode, RemoteExecutor};
 use remjit::{ModuleId, Session, SessionOptions, SymbolKind};
@@ -30,11 +30,7 @@ fn sessions() -> Vec<(&'static str, Session)> {
 
 /// Writes `files` (name, text) into a fresh directory for test `name`.
 fn sources(name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = work_dir(&format!("session-{name}"));
-    for (f, text) in files {
-        std::fs::write(dir.join(f), text).unwrap();
-    }
-    dir
+    common::sources(&format!("session-{name}"), files)
 }
 
 /// Links `obj` alone as a new module.

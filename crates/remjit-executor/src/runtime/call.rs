@@ -30,8 +30,10 @@ struct CallFrame {
 
 // `remjit_call_sysv(f, frame)`: loads the argument registers from `frame`, pushes its stack
 // arguments (last first, the stack kept 16-byte aligned at the call), calls `f` and stores rax
-// and xmm0 back. Like `remjit_call_outermost`, it ends the unwinder's walk (rip undefined), so
-// an uncaught C++ exception terminates as in a native program.
+// and xmm0 back. JIT'd code is always entered through this frame, which tells the unwinder that
+// the stack ends here (rip undefined), as a native `_start` does: an exception nothing catches
+// reaches the end of the stack and the C++ runtime calls std::terminate as in a native program,
+// instead of unwinding into the host's Rust frames.
 std::arch::global_asm!(
     ".text",
     ".p2align 4",
@@ -162,6 +164,18 @@ pub unsafe fn call(f: u64, args: &[(u8, u64)]) -> Result<Registers, String> {
         rax: frame.rax,
         xmm0: frame.xmm0,
     })
+}
+
+/// Calls `f` with three integer arguments; returns `rax`.
+///
+/// # Safety
+/// `f` must be a function taking (at most) three integer or pointer arguments.
+pub unsafe fn call_ints(f: u64, args: [u64; 3]) -> u64 {
+    let mut frame = CallFrame::default();
+    frame.ints[..3].copy_from_slice(&args);
+    // SAFETY: no stack arguments; the caller vouches for `f`.
+    remjit_call_sysv(f, &mut frame);
+    frame.rax
 }
 
 #[cfg(test)]

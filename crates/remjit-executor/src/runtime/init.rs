@@ -46,47 +46,15 @@ fn args() -> (c_int, *mut *mut c_char) {
         .unwrap_or((0, std::ptr::null_mut()))
 }
 
-// JIT'd code is entered through this frame, which tells the unwinder that the stack ends here
-// (as a native `_start` does): an exception nothing catches then reaches the end of the stack,
-// and the C++ runtime calls std::terminate as in a native program, instead of unwinding into
-// the host's Rust frames. `f(a0, a1, a2)`, all arguments in 64-bit registers.
-std::arch::global_asm!(
-    ".text",
-    ".p2align 4",
-    ".globl remjit_call_outermost",
-    ".type remjit_call_outermost, @function",
-    "remjit_call_outermost:",
-    ".cfi_startproc",
-    "push rbp",
-    ".cfi_def_cfa_offset 16",
-    ".cfi_offset rbp, -16",
-    ".cfi_undefined rip",
-    "mov rbp, rsp",
-    "mov rax, rdi",
-    "mov rdi, rsi",
-    "mov rsi, rdx",
-    "mov rdx, rcx",
-    "call rax",
-    "pop rbp",
-    ".cfi_def_cfa_offset 8",
-    "ret",
-    ".cfi_endproc",
-    ".size remjit_call_outermost, . - remjit_call_outermost",
-);
-
-extern "C" {
-    fn remjit_call_outermost(f: u64, a0: u64, a1: u64, a2: u64) -> u64;
-}
-
 /// Calls JIT'd code at `f` with up to three integer arguments, as the outermost frame the
-/// unwinder sees; returns `rax`.
+/// unwinder sees (an uncaught C++ exception then terminates as in a native program, instead of
+/// unwinding into the host's Rust frames); returns `rax`.
 ///
 /// # Safety
 /// `f` must be a function taking (at most) three integer or pointer arguments.
 pub unsafe fn call_outermost(f: u64, a0: u64, a1: u64, a2: u64) -> u64 {
-    // SAFETY: the frame above keeps the stack 16-byte aligned at `call rax` and passes the
-    // arguments in rdi, rsi, rdx as the SysV ABI wants; the caller vouches for `f`.
-    remjit_call_outermost(f, a0, a1, a2)
+    // SAFETY: the caller vouches for `f`.
+    super::call::call_ints(f, [a0, a1, a2])
 }
 
 /// Calls each address as an `.init_array` function `(argc, argv, envp)`, in the given order.

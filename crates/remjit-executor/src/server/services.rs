@@ -852,3 +852,62 @@ pub fn is_data_at(addr: u64) -> bool {
         ty == 1 || ty == 5 || ty == 6
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expected<T: Sps>(reply: &[u8]) -> Result<T, String> {
+        Expected::<T>::from_bytes(reply).unwrap().0
+    }
+
+    /// The embedder services take nothing on trust: malformed arguments, memory never made
+    /// accessible, data called as code, sizes and argument counts over the caps.
+    #[test]
+    fn embedder_services_refuse_hostile_requests() {
+        let s = Services::new();
+        let read = |addr: u64, len: u64| expected::<Bytes>(&s.read_memory(&(addr, len).to_bytes()));
+        let base = s.memory.reserve(8192).unwrap();
+        assert_eq!(
+            read(base, 16).unwrap_err(),
+            format!(
+                "{base:#x}..{:#x} is not readable (reserved but never made accessible)",
+                base + 16
+            )
+        );
+        s.protect(base, 4096, 3).unwrap();
+        let write = |addr: u64, b: &[u8]| {
+            let reply = s.write_memory(&(addr, Bytes(b.to_vec())).to_bytes());
+            SpsError::from_bytes(&reply).unwrap().into_result()
+        };
+        write(base + 8, &[1, 2, 3]).unwrap();
+        assert_eq!(read(base + 8, 4).unwrap().0, [1, 2, 3, 0]);
+        assert_eq!(
+            write(base + 4094, &[0; 4]).unwrap_err(),
+            format!(
+                "{:#x}..{:#x} is not writable (finalized read-only or executable, or never \
+                 made accessible)",
+                base + 4094,
+                base + 4098
+            )
+        );
+        assert_eq!(
+            write(u64::MAX - 1, &[0; 4]).unwrap_err(),
+            format!("range {:#x}+0x4 overflows", u64::MAX - 1)
+        );
+        let call = |a: &[u8]| expected::<(u64, u64)>(&s.call(a));
+        assert_eq!(
+            call(&(base, Vec::<(u8, u64)>::new()).to_bytes()).unwrap_err(),
+            format!("{base:#x} is not in finalized executable memory; refusing to call it")
+        );
+        assert_eq!(
+            call(&(base, vec![(0u8, 0u64); 17]).to_bytes()).unwrap_err(),
+            "17 arguments refused: at most 16"
+        );
+        assert!(call(&[1, 2, 3])
+            .unwrap_err()
+            .starts_with("call: malformed arguments"));
+        assert!(read(0, u64::MAX).unwrap_err().starts_with("read of "));
+        s.memory.release(base).unwrap();
+    }
+}

@@ -77,6 +77,10 @@ impl MemoryMapper for InProcessMapper {
         true
     }
 
+    fn working_memory_is_live(&self) -> bool {
+        true
+    }
+
     fn discard(&self, addr: u64, len: u64) -> Result<()> {
         remjit_executor::vm::reset(addr, len)
             .map_err(|e| Error::Memory(format!("resetting {addr:#x}: {e}")))

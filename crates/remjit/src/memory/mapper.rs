@@ -137,6 +137,14 @@ pub trait MemoryMapper: Send + Sync {
         false
     }
 
+    /// Whether the working memory [`MemoryMapper::prepare`] returns stays the executing
+    /// process's own memory once initialized (the same process, or shared memory): a store
+    /// through it reaches JIT'd code without a message. The session patches call-stub slots
+    /// that way when it can.
+    fn working_memory_is_live(&self) -> bool {
+        false
+    }
+
     /// Whether [`AllocInfo::file_maps`] can be honoured (the executing process can map the
     /// controller's files). Mappers that cannot get every byte written instead.
     fn can_map_files(&self) -> bool {

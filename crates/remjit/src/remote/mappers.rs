@@ -398,6 +398,10 @@ impl MemoryMapper for SharedMapper {
         self.flavour == SharedFlavour::Memfd
     }
 
+    fn working_memory_is_live(&self) -> bool {
+        true
+    }
+
     fn discard(&self, addr: u64, len: u64) -> Result<()> {
         let (reservation, _, fd) = self.region_of(addr)?;
         // SAFETY: fallocate on our descriptor of the shared object; the executor never mapped

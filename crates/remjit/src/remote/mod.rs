@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use remjit_executor::crash::{describe, parse_report, CrashReport, Symbolize};
+use remjit_executor::runtime::access;
 use remjit_executor::runtime::perf::{PerfFunction, PerfOutputs};
 use remjit_wire::names;
 use remjit_wire::sps::{Bytes, Expected, Sps, SpsError};
@@ -449,12 +450,23 @@ impl Executor for RemoteExecutor {
     }
 
     fn write_memory(&self, addr: u64, bytes: &[u8]) -> Result<()> {
-        if !self.conn.has(names::REMJIT_WRITE_MEMORY) {
+        let r: SpsError = if self.conn.has(names::REMJIT_WRITE_MEMORY) {
+            self.conn
+                .call_named(names::REMJIT_WRITE_MEMORY, &(addr, Bytes(bytes.to_vec())))?
+        } else if self.conn.has(names::MEM_WRITE_BUFFERS) {
+            // LLVM's executor: its buffer write, which checks nothing (the cap is ours) and
+            // returns nothing (LLVM 19's signature is `void(...)`).
+            access::check_size("write", bytes.len() as u64).map_err(Error::Executor)?;
+            let writes = vec![(addr, Bytes(bytes.to_vec()))];
+            let tag = self.conn.symbol(names::MEM_WRITE_BUFFERS)?;
+            let out = self.conn.call(tag, &writes.to_bytes())?;
+            if out.is_empty() {
+                return Ok(());
+            }
+            SpsError::from_bytes(&out).map_err(|e| Error::Executor(e.to_string()))?
+        } else {
             return Err(unsupported("write memory"));
-        }
-        let r: SpsError = self
-            .conn
-            .call_named(names::REMJIT_WRITE_MEMORY, &(addr, Bytes(bytes.to_vec())))?;
+        };
         Self::sps_error(r)
     }
 

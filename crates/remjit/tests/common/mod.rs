@@ -18,6 +18,15 @@ pub fn work_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Writes `files` (name, text) into the work directory `name`; returns it.
+pub fn sources(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = work_dir(name);
+    for (f, text) in files {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    dir
+}
+
 /// A program source in tests/programs.
 pub fn program(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
