@@ -238,7 +238,7 @@ x + 3
             "{err}"
         );
         assert!(
-            err.contains("remjit: executor restarted; 6 cells relinked, 2 replayed in "),
+            err.contains("remjit: executor restarted; 5 cells relinked, 2 replayed in "),
             "{err}"
         );
     }
@@ -289,6 +289,31 @@ fn saved_session_compiles_natively() {
     assert!(cc.status.success(), "{}", text(&cc.stderr));
     let run = Command::new(&exe).output().unwrap();
     assert_eq!(text(&run.stdout), "counter=42 norm2=25\n");
+}
+
+#[test]
+fn commands_lib_time_restart_help() {
+    let input = "%lib z\n#include <zlib.h>\nconst char *v = 0;\nv = zlibVersion();\n\
+                 %time on\nint n = 2;\n%time off\nn += 40;\n%restart\nv == zlibVersion()\nn\n\
+                 %help\n%nonsense\n%quit\nn\n";
+    let out = repl(&[], input);
+    let stdout = text(&out.stdout);
+    let err = text(&out.stderr);
+    assert!(
+        stdout.starts_with("(int) 1\n(int) 42\nCells: C or C++"),
+        "{stdout}\n{err}"
+    );
+    assert!(stdout.contains("%save FILE"), "{stdout}");
+    assert_eq!(err.matches("remjit: time: compile ").count(), 1, "{err}");
+    assert!(
+        err.contains("remjit: executor restarted; 5 cells relinked, 2 replayed in "),
+        "{err}"
+    );
+    assert!(
+        err.contains("remjit: error: unknown command `%nonsense`: %help lists them"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
 }
 
 /// A token (64 hex digits): tests need distinct ones, not secret ones.

@@ -564,9 +564,7 @@ impl Repl {
     /// `%lib NAME`: loads a library for later cells (and after restarts).
     pub fn add_library(&mut self, name: &str) -> Result<()> {
         self.session.add_library(name)?;
-        if self.session.has_pending_objects() || !name.is_empty() {
-            self.extra_libraries.push(name.to_string());
-        }
+        self.extra_libraries.push(name.to_string());
         Ok(())
     }
 
@@ -628,5 +626,6 @@ fn tidy_type_names(s: &str) -> String {
         "std::string",
     )
     .replace("std::__cxx11::basic_string<char>", "std::string")
+    .replace("std::basic_string<char>", "std::string")
     .replace("std::__cxx11::", "std::")
 }
