@@ -144,7 +144,7 @@ def own_share(n, extra):
     early = statistics.median(x[4] for x in t[5:15])
     late = statistics.median(x[4] for x in t[-10:])
     link = statistics.median(x[2] for x in t)
-    runt = statistics.median(x[3] for x in t)
+    runt = statistics.median([x[3] for x in t if x[3] > 0] or [0])
     compiler = statistics.median(x[1] for x in t[-10:])
     return early, late, link, runt, compiler
 
@@ -167,28 +167,47 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--long", type=int, default=300)
+    ap.add_argument("--long", type=int, default=1000)
     ap.add_argument("--recovery", type=int, default=100)
+    ap.add_argument("--readme", action="store_true",
+                    help="write the tables between the repl-bench markers of README.md")
     args = ap.parse_args()
     if not os.path.exists(REMJIT):
         raise SystemExit("build first: cargo build --release")
-    print("| session | remjit repl | clang-repl-19 | ratio |")
-    print("| --- | --- | --- | --- |")
-    print(session_row("C", C_SESSION, [], ["--Xcc=-xc"], args.runs))
-    print(session_row("C++", CXX_SESSION, ["--lang", "c++"], [], args.runs))
-    print()
-    print("| remjit's own share per cell (all but the compiler) | shared memory | copies |")
-    print("| --- | --- | --- |")
+    out = []
+    say = out.append
+    say(f"Measured {time.strftime('%Y-%m-%d')} on {os.uname().nodename} "
+        f"({os.cpu_count()} cores), median of {args.runs} runs, gcc/g++, default executor "
+        "(out of process, shared memory).")
+    say("")
+    say("| session | remjit repl | clang-repl-19 | ratio |")
+    say("| --- | --- | --- | --- |")
+    say(session_row("C", C_SESSION, [], ["--Xcc=-xc"], args.runs))
+    say(session_row("C++", CXX_SESSION, ["--lang", "c++"], [], args.runs))
+    say("")
+    say("| remjit's own share per cell (all but the compiler) | shared memory | copies |")
+    say("| --- | --- | --- |")
     shm = own_share(args.long, [])
     cp = own_share(args.long, ["--no-shared-memory"])
-    print(f"| cells 5-15 | {shm[0]:.3f} ms | {cp[0]:.3f} ms |")
-    print(f"| last 10 of {args.long} cells | {shm[1]:.3f} ms | {cp[1]:.3f} ms |")
-    print(f"| of which link (median) | {shm[2]:.3f} ms | {cp[2]:.3f} ms |")
-    print(f"| of which run + value read (median) | {shm[3]:.3f} ms | {cp[3]:.3f} ms |")
-    print(f"| the compiler, last 10 cells | {shm[4]:.1f} ms | {cp[4]:.1f} ms |")
-    print()
+    say(f"| cells 5-15 | {shm[0]:.3f} ms | {cp[0]:.3f} ms |")
+    say(f"| last 10 of {args.long} cells | {shm[1]:.3f} ms | {cp[1]:.3f} ms |")
+    say(f"| of which link (median) | {shm[2]:.3f} ms | {cp[2]:.3f} ms |")
+    say(f"| of which run + value read (median of cells that run) | {shm[3]:.3f} ms | "
+        f"{cp[3]:.3f} ms |")
+    say(f"| the compiler (gcc), last 10 cells | {shm[4]:.1f} ms | {cp[4]:.1f} ms |")
+    say("")
     cells, replayed, ms = recovery(args.recovery, [])
-    print(f"recovery after a segfault: {cells} cells relinked, {replayed} replayed in {ms} ms")
+    say(f"Recovery after a segfault with {args.recovery} earlier cells: fresh executor, "
+        f"{cells} cells relinked, {replayed} replayed in {ms} ms.")
+    text = "\n".join(out)
+    print(text)
+    if args.readme:
+        path = os.path.join(ROOT, "README.md")
+        readme = open(path).read()
+        a = readme.index("<!-- repl-bench:start -->")
+        b = readme.index("<!-- repl-bench:end -->")
+        readme = readme[:a] + "<!-- repl-bench:start -->\n" + text + "\n" + readme[b:]
+        open(path, "w").write(readme)
 
 
 if __name__ == "__main__":

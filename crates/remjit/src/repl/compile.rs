@@ -184,6 +184,7 @@ impl Compiler {
             }
         };
         cmd.args(["-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
+            .arg("-fno-diagnostics-show-caret")
             .arg("-include")
             .arg(&header)
             .args(&self.flags)

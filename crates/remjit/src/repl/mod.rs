@@ -619,13 +619,34 @@ fn has_expression(items: &[Item]) -> bool {
     items.iter().any(|i| i.kind == ItemKind::Expression)
 }
 
-/// Shorter spellings of the type names libstdc++'s templates print.
+/// Shorter spellings of the type names libstdc++'s templates and gcc print, in the value's
+/// leading `(type)`.
 fn tidy_type_names(s: &str) -> String {
-    s.replace(
-        "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
-        "std::string",
-    )
-    .replace("std::__cxx11::basic_string<char>", "std::string")
-    .replace("std::basic_string<char>", "std::string")
-    .replace("std::__cxx11::", "std::")
+    const NAMES: &[(&str, &str)] = &[
+        (
+            "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+            "std::string",
+        ),
+        ("std::__cxx11::basic_string<char>", "std::string"),
+        ("std::basic_string<char>", "std::string"),
+        ("std::__cxx11::", "std::"),
+        ("long long unsigned int", "unsigned long long"),
+        ("long long int", "long long"),
+        ("long unsigned int", "unsigned long"),
+        ("short unsigned int", "unsigned short"),
+        ("long int", "long"),
+        ("short int", "short"),
+    ];
+    let Some(rest) = s.strip_prefix('(') else {
+        return s.to_string();
+    };
+    // The type ends at the `) ` before the value (types may hold parentheses).
+    let Some(end) = rest.find(") ") else {
+        return s.to_string();
+    };
+    let mut ty = rest[..end].to_string();
+    for (long, short) in NAMES {
+        ty = ty.replace(long, short);
+    }
+    format!("({ty}{}", &rest[end..])
 }

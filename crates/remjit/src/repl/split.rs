@@ -778,7 +778,7 @@ fn variable(
             )
         });
         names.push((name.clone(), ty));
-        externs.push(declarator.clone());
+        externs.push(sized_array(cell, d).unwrap_or_else(|| declarator.clone()));
         let init = cell.span(d.init, d.end);
         if lang == Lang::C && is_dynamic_init(cell, d.init, d.end, known) {
             defs.push(declarator);
@@ -810,6 +810,39 @@ fn variable(
         text: cell.span(a, b).to_string(),
         line,
     }
+}
+
+/// `name[]` with a brace initializer as `name [N]` (N its elements), so that later cells know
+/// the size (`sizeof`); `None` otherwise (designated initializers included).
+fn sized_array(cell: &Cell, d: &Declarator) -> Option<String> {
+    let open = (d.name..d.init).find(|&k| cell.is(k, "["))?;
+    if !cell.is(open + 1, "]") || !cell.is(d.init, "=") || !cell.is(d.init + 1, "{") {
+        return None;
+    }
+    let close = skip_balanced(cell, d.init + 1, d.end);
+    let mut count = 0;
+    let mut depth = 0usize;
+    let mut empty = true;
+    for k in d.init + 2..close.saturating_sub(1) {
+        match cell.text(k) {
+            "." | "[" if depth == 0 => return None,
+            "(" | "[" | "{" => depth += 1,
+            ")" | "]" | "}" => depth = depth.saturating_sub(1),
+            "," if depth == 0 => {
+                count += 1;
+                empty = true;
+                continue;
+            }
+            _ => {}
+        }
+        empty = false;
+    }
+    if !empty {
+        count += 1;
+    }
+    let before = cell.join(d.start, open + 1, &|_| false);
+    let after = cell.join(open + 1, d.init, &|_| false);
+    Some(format!("{before} {count} {after}"))
 }
 
 /// Whether a C initializer (`= ...` in `a..b`) needs code to run: it names a variable or
@@ -935,7 +968,7 @@ mod tests {
         check(
             "static int a[] = {1, 2}, *p;",
             Lang::C,
-            &["var:int a [ ] = {1, 2}, * p;|extern int a [ ], * p;|"],
+            &["var:int a [ ] = {1, 2}, * p;|extern int a [ 2 ], * p;|"],
         );
         check("int sq(int v) { return v * v; }", Lang::C, &["fn:sq"]);
         check("int sq(int v);", Lang::C, &["carried:int sq(int v);"]);
