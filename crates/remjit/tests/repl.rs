@@ -91,8 +91,11 @@ v
 c.next()
 template <class T> T twice(T a) { return a + a; }
 twice(2.25)
+auto words = std::vector<std::string>{"x", "y"};
+auto add = [](int a, int b) { return a + b; };
+words.size() + add(1, 2)
 "#;
-    let expected = "hello 4 2\n(std::string) \"hello world\"\n(std::vector<int>) size 4\n(int) 3\n(double) 4.5\n";
+    let expected = "hello 4 2\n(std::string) \"hello world\"\n(std::vector<int>) size 4\n(int) 3\n(double) 4.5\n(unsigned long) 5\n";
     for mode in [&["--in-process"][..], &[]] {
         assert_session(&[&["--lang", "c++"], mode].concat(), input, expected, 0);
     }

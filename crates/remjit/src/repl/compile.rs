@@ -248,6 +248,11 @@ impl Compiler {
     }
 }
 
+/// The symbol holding the type name of cell `number`'s `auto` variable `name` (C++).
+pub fn auto_type_symbol(number: u32, name: &str) -> String {
+    format!("__remjit_type_{number}_{name}")
+}
+
 /// Whether a directive is an `#include`.
 pub fn is_include(directive: &str) -> bool {
     let d = directive.trim_start().trim_start_matches('#').trim_start();
@@ -276,6 +281,16 @@ pub fn generate(
                 at(&mut s, item.line);
                 s.push_str(&v.definition);
                 s.push('\n');
+                if lang == Lang::Cxx && v.extern_decl.is_empty() {
+                    // `auto`: the type is the compiler's; record its name for later cells.
+                    for (name, _) in &v.names {
+                        s.push_str(&format!(
+                            "#line 1 \"<remjit>\"\nextern \"C\" const char *const {} = \
+                             ::__remjit::tn<decltype({name})>();\n",
+                            auto_type_symbol(number, name)
+                        ));
+                    }
+                }
                 for init in &v.inits {
                     at(&mut body, item.line);
                     body.push_str(init);

@@ -257,6 +257,9 @@ impl Repl {
         };
         let t2 = Instant::now();
         out.times.link = t2 - t1;
+        if module.is_some() {
+            self.name_auto_types(number, &mut items);
+        }
         let has_statements = items
             .iter()
             .any(|i| matches!(i.kind, ItemKind::Statement | ItemKind::Expression) || has_inits(i));
@@ -339,6 +342,46 @@ impl Repl {
         }
         chain.push_str("(const char *)0");
         Some(chain)
+    }
+
+    /// C++ `auto` variables: their type names, as the compiler spelled them in the cell's
+    /// `__remjit_type_N_name` strings, make their `extern` declarations for later cells (not
+    /// for unnameable types: lambdas, unnamed classes).
+    fn name_auto_types(&self, number: u32, items: &mut [Item]) {
+        for item in items.iter_mut() {
+            let ItemKind::Variable(v) = &mut item.kind else {
+                continue;
+            };
+            if self.options.lang != Lang::Cxx || !v.extern_decl.is_empty() {
+                continue;
+            }
+            let mut decls = Vec::new();
+            for (name, _) in &v.names {
+                match self.auto_type(&compile::auto_type_symbol(number, name)) {
+                    Some(ty) => decls.push(format!("extern {ty} {name};")),
+                    None => {
+                        decls.clear();
+                        break;
+                    }
+                }
+            }
+            v.extern_decl = decls.join(" ");
+        }
+    }
+
+    /// The type named by a `__PRETTY_FUNCTION__` string the pointer `symbol` points to.
+    fn auto_type(&self, symbol: &str) -> Option<String> {
+        let p = self.session.read(symbol, 0, 8).ok()?;
+        let addr = u64::from_le_bytes(p.try_into().ok()?);
+        // The string may end near the end of readable memory: shorter reads then.
+        let mut text = [512, 128, 64]
+            .iter()
+            .find_map(|&n| self.session.read_memory(addr, n).ok())?;
+        text.truncate(text.iter().position(|&b| b == 0)?);
+        let text = String::from_utf8(text).ok()?;
+        let ty = text.split_once("T = ")?.1.strip_suffix(']')?.trim();
+        let unnameable = ["lambda", "{anonymous}", "<unnamed", "(anonymous"];
+        (!ty.is_empty() && !unnameable.iter().any(|u| ty.contains(u))).then(|| ty.to_string())
     }
 
     /// Runs a cell's statements; reads its value back.

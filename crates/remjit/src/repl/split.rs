@@ -607,6 +607,12 @@ fn declaration(
     if cxx_const || words.contains(&"inline") {
         return carried(text); // C++ constants have internal linkage: each cell has its own
     }
+    // A lambda's type has no name a later cell could declare: an inline variable instead,
+    // carried as it is (one copy in the session, as for any COMDAT).
+    let lambda = (a..b).any(|k| cell.is(k, "=") && cell.is(k + 1, "["));
+    if lang == Lang::Cxx && words.first() == Some(&"auto") && lambda {
+        return carried(format!("inline {text}"));
+    }
     let Some(decls) = declarators(cell, a, b, lang, known) else {
         return carried(text); // a prototype
     };
@@ -1049,7 +1055,7 @@ mod tests {
         check(
             "auto f = [](int a) { return a; };",
             Lang::Cxx,
-            &["var:auto f = [](int a) { return a; };||"],
+            &["carried:inline auto f = [](int a) { return a; };"],
         );
     }
 }
