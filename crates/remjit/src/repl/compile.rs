@@ -23,6 +23,8 @@ pub struct Compiler {
     /// The precompiled head of the prelude: its text and the header to `-include`.
     pch: std::cell::RefCell<Option<(String, PathBuf)>>,
     pch_builds: std::cell::Cell<u32>,
+    /// Warnings of compiles that succeeded, since [`Compiler::take_warnings`].
+    warnings: std::cell::RefCell<String>,
     /// Time spent in compiler processes since [`Compiler::take_time`].
     spent: std::cell::Cell<std::time::Duration>,
 }
@@ -80,7 +82,13 @@ impl Compiler {
             pch: Default::default(),
             pch_builds: Default::default(),
             spent: Default::default(),
+            warnings: Default::default(),
         })
+    }
+
+    /// The warnings of successful compiles since the last call.
+    pub fn take_warnings(&self) -> String {
+        self.warnings.take()
     }
 
     /// The time spent in compiler processes since the last call.
@@ -125,6 +133,9 @@ impl Compiler {
             }
             return Err(d);
         }
+        self.warnings
+            .borrow_mut()
+            .push_str(&String::from_utf8_lossy(&out.stderr));
         let Some(obj) = obj else { return Ok(None) };
         std::fs::read(obj)
             .map(Some)

@@ -230,8 +230,15 @@ impl Repl {
         }
         self.next_cell += 1;
         self.compiler.take_time();
+        self.compiler.take_warnings();
         let object = match self.compile_cell(number, &mut items) {
-            Ok(o) => o.map(Arc::new),
+            Ok(o) => {
+                let warnings = compile::tidy_diagnostics(&self.compiler.take_warnings());
+                if !warnings.trim().is_empty() {
+                    out.events.push(Event::Diagnostics(warnings));
+                }
+                o.map(Arc::new)
+            }
             Err(diagnostics) => {
                 let shown = compile::tidy_diagnostics(&diagnostics);
                 out.events.push(Event::Diagnostics(shown));
