@@ -241,7 +241,7 @@ x + 3
             "{err}"
         );
         assert!(
-            err.contains("remjit: executor restarted; 5 cells relinked, 2 replayed in "),
+            err.contains("remjit: executor restarted; 6 cells relinked, 2 replayed in "),
             "{err}"
         );
     }
