@@ -35,6 +35,9 @@ pub struct ReplCli {
     /// After a crash, start the fresh executor empty instead of replaying earlier cells.
     #[arg(long)]
     no_replay: bool,
+    /// Reading from a pipe, do not compile the next cell while the current one runs.
+    #[arg(long)]
+    no_compile_ahead: bool,
 }
 
 /// Where the code runs: options shared by `remjit` and `remjit repl`.
@@ -273,7 +276,17 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
     };
     let mut timing = false;
     let mut failed = false;
-    while let Some(cell) = input.cell(repl.next_cell())? {
+    // From a pipe, the next cell compiles while this one links and runs.
+    let ahead = !interactive && !cli.no_compile_ahead;
+    let mut read_ahead: Option<String> = None;
+    loop {
+        let cell = match read_ahead.take() {
+            Some(c) => c,
+            None => match input.cell(repl.next_cell())? {
+                Some(c) => c,
+                None => break,
+            },
+        };
         if cell.trim_start().starts_with('%') {
             match command(&mut repl, &cell, &mut timing) {
                 Ok(true) => continue,
@@ -285,7 +298,8 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
                 }
             }
         }
-        let out = repl.eval(&cell);
+        read_ahead = if ahead { input.cell(0)? } else { None };
+        let out = repl.eval_ahead(&cell, read_ahead.as_deref());
         failed |= !out.ok;
         print(&out, timing);
     }

@@ -64,9 +64,23 @@ const C_EXPECTED: &str = "counter=42 norm2=25\n(int) 42\n(unsigned long) 6\n(int
 
 #[test]
 fn c_variables_types_and_macros_persist() {
-    for mode in MODES {
+    for mode in MODES.iter().chain([&["--no-compile-ahead"][..]].iter()) {
         assert_session(mode, C_SESSION, C_EXPECTED, 0);
     }
+}
+
+/// A cell compiled ahead on the assumption that the one before is kept is compiled again when
+/// that one fails.
+#[test]
+fn compiled_ahead_cells_follow_failures() {
+    let out = repl(&[], "double v = nope;\nv\nint w = 3;\nw\n");
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "(int) 3\n", "{err}");
+    assert!(
+        err.contains("cell 1:1:12: error: ‘nope’ undeclared"),
+        "{err}"
+    );
+    assert!(err.contains("cell 2:1:1: error: ‘v’ undeclared"), "{err}");
 }
 
 #[test]

@@ -124,7 +124,18 @@ impl Compiler {
     ) -> std::result::Result<Option<Vec<u8>>, String> {
         let t = std::time::Instant::now();
         let out = cmd.output();
-        self.spent.set(self.spent.get() + t.elapsed());
+        self.collect(out, t, obj)
+    }
+
+    /// What a finished compiler process left: the object, or its diagnostics. Its time and
+    /// warnings are added up for [`Compiler::take_time`] and [`Compiler::take_warnings`].
+    fn collect(
+        &self,
+        out: std::io::Result<std::process::Output>,
+        started: std::time::Instant,
+        obj: Option<&std::path::Path>,
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
+        self.spent.set(self.spent.get() + started.elapsed());
         let out = out.map_err(|e| format!("cannot run the compiler `{}`: {e}", self.program))?;
         if !out.status.success() {
             let mut d = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -152,6 +163,18 @@ impl Compiler {
         items: &[Item],
         show: Option<&str>,
     ) -> std::result::Result<Option<Vec<u8>>, String> {
+        let p = self.start(number, prelude, items, show);
+        self.finish(p)
+    }
+
+    /// Starts compiling cell `number` in the background (see [`Compiler::compile`]).
+    pub fn start(
+        &self,
+        number: u32,
+        prelude: &Prelude,
+        items: &[Item],
+        show: Option<&str>,
+    ) -> Pending {
         let only = |f: &dyn Fn(&ItemKind) -> bool| items.iter().all(|i| f(&i.kind));
         let directives = only(&|k| matches!(k, ItemKind::Directive));
         let declarations = only(&|k| matches!(k, ItemKind::Directive | ItemKind::Carried));
@@ -177,33 +200,66 @@ impl Compiler {
         };
         let src = self.dir.path().join(format!("cell{number}.{ext}"));
         let obj = self.dir.path().join(format!("cell{number}.o"));
+        let mut pending = Pending {
+            child: Err(String::new()),
+            src: src.clone(),
+            obj: obj.clone(),
+            makes_object: !declarations,
+            started: std::time::Instant::now(),
+        };
         let text = generate(self.lang, number, &text, items, show);
-        std::fs::write(&src, text).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+        if let Err(e) = std::fs::write(&src, text) {
+            pending.child = Err(format!("cannot write {}: {e}", src.display()));
+            return pending;
+        }
         let mut cmd = Command::new(&self.program);
-        let out = match (directives, declarations) {
-            (true, _) => {
-                cmd.args(["-E", "-o", "/dev/null"]);
-                None
-            }
-            (_, true) => {
-                cmd.arg("-fsyntax-only");
-                None
-            }
-            _ => {
-                cmd.arg("-c").arg("-o").arg(&obj);
-                Some(obj.as_path())
-            }
+        match (directives, declarations) {
+            (true, _) => cmd.args(["-E", "-o", "/dev/null"]),
+            (_, true) => cmd.arg("-fsyntax-only"),
+            _ => cmd.arg("-c").arg("-o").arg(&obj),
         };
         cmd.args(["-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
             .arg("-fno-diagnostics-show-caret")
             .arg("-include")
             .arg(&header)
             .args(&self.flags)
-            .arg(&src);
-        let r = self.run(cmd, out);
-        let _ = std::fs::remove_file(&src);
-        let _ = std::fs::remove_file(&obj);
-        r
+            .arg(&src)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        pending.child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run the compiler `{}`: {e}", self.program));
+        pending
+    }
+
+    /// Waits for a compile [`Compiler::start`] began: the object, or the diagnostics.
+    pub fn finish(&self, mut p: Pending) -> std::result::Result<Option<Vec<u8>>, String> {
+        let child = std::mem::replace(&mut p.child, Err(String::new()))?;
+        let out = child.wait_with_output();
+        let obj = p.makes_object.then_some(p.obj.as_path());
+        self.collect(out, p.started, obj)
+    }
+}
+
+/// A compiler process running in the background; dropped unfinished, it is killed. Its
+/// files go with it.
+pub struct Pending {
+    child: std::result::Result<std::process::Child, String>,
+    src: PathBuf,
+    obj: PathBuf,
+    makes_object: bool,
+    started: std::time::Instant,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Ok(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.src);
+        let _ = std::fs::remove_file(&self.obj);
     }
 }
 
@@ -314,14 +370,27 @@ pub fn generate(
                 body.push('\n');
             }
             ItemKind::Expression => {
+                // The expression keeps its own lines and columns: the code around it is on
+                // lines of its own (no macro, whose arguments could not hold `#line`).
+                let (open, close) = match (lang, show) {
+                    (Lang::C, Some(t)) => (
+                        "{ __auto_type __remjit_v = (".to_string(),
+                        format!(
+                            "); const char *__remjit_t = {t}; __remjit_show_c(&__remjit_v, \
+                             sizeof __remjit_v, __builtin_classify_type(__remjit_v), \
+                             __remjit_t ? __remjit_t : __REMJIT_TYPE(__remjit_v)); }}"
+                        ),
+                    ),
+                    (Lang::C, None) => ("(void)(".to_string(), ");".to_string()),
+                    (Lang::Cxx, _) => (
+                        "::__remjit::run([&]() -> decltype(auto) { return (".to_string(),
+                        "); });".to_string(),
+                    ),
+                };
+                body.push_str(&format!("#line 1 \"<remjit>\"\n{open}\n"));
                 at(&mut body, item.line);
-                match (lang, show) {
-                    (Lang::C, Some(t)) => {
-                        body.push_str(&format!("__REMJIT_SHOW(({}), {t});\n", item.text))
-                    }
-                    (Lang::C, None) => body.push_str(&format!("({});\n", item.text)),
-                    (Lang::Cxx, _) => body.push_str(&format!("__REMJIT_SHOW(({}));\n", item.text)),
-                }
+                body.push_str(&item.text);
+                body.push_str(&format!("\n#line 1 \"<remjit>\"\n{close}\n"));
             }
         }
     }

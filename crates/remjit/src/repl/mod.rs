@@ -18,9 +18,9 @@ pub mod lex;
 pub mod split;
 
 mod compile;
+mod context;
 mod save;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +30,8 @@ use crate::executor::RetKind;
 use crate::remote::Ending;
 use crate::{ModuleId, Session, SessionOptions};
 
-pub use compile::{Compiler, Prelude};
+pub use compile::{Compiler, Pending, Prelude};
+pub use context::Context;
 pub use exec::{ExecutorSpec, Running};
 pub use split::{Item, ItemKind, Known, Lang};
 
@@ -115,15 +116,13 @@ struct CellRecord {
     entry: Option<String>,
 }
 
-/// A declaration later cells see.
-#[derive(Debug, Clone)]
-struct PreludeEntry {
-    cell: u32,
-    line: u32,
-    /// The variable or C function it declares (a redefinition hides it).
-    name: Option<String>,
-    text: String,
-    hidden_by: Option<u32>,
+/// A cell compiled ahead, for the context generation it expects.
+struct Ahead {
+    src: String,
+    number: u32,
+    generation: u64,
+    items: Vec<Item>,
+    pending: Pending,
 }
 
 /// Names the support module defines.
@@ -138,12 +137,9 @@ pub struct Repl {
     compiler: Compiler,
     support: Arc<Vec<u8>>,
     cells: Vec<CellRecord>,
-    prelude: Vec<PreludeEntry>,
-    known: Known,
-    /// Variables' declared types, for naming values in C.
-    var_types: HashMap<String, String>,
-    /// Struct and union types, for naming values in C.
-    records: Vec<String>,
+    ctx: Context,
+    /// The next cell, compiling while the current one runs.
+    ahead: Option<Ahead>,
     next_cell: u32,
     /// Libraries `%lib` added.
     extra_libraries: Vec<String>,
@@ -168,10 +164,8 @@ impl Repl {
             compiler,
             support,
             cells: Vec::new(),
-            prelude: Vec::new(),
-            known: Known::default(),
-            var_types: HashMap::new(),
-            records: Vec::new(),
+            ctx: Context::default(),
+            ahead: None,
             next_cell: 1,
             extra_libraries: Vec::new(),
         })
@@ -220,18 +214,43 @@ impl Repl {
 
     /// Evaluates one cell.
     pub fn eval(&mut self, src: &str) -> Outcome {
+        self.eval_ahead(src, None)
+    }
+
+    /// Evaluates one cell and, meanwhile, compiles `next` (the cell that will follow) on the
+    /// assumption that this one is kept: a script's cells then compile two at a time. The
+    /// next [`Repl::eval`] of exactly `next` uses that work if the assumption held.
+    pub fn eval_ahead(&mut self, src: &str, next: Option<&str>) -> Outcome {
         let mut out = Outcome::default();
         let number = self.next_cell;
+        let lang = self.options.lang;
         let t0 = Instant::now();
-        let mut items = split::split(src, self.options.lang, &self.known);
-        if items.is_empty() {
-            out.ok = true;
-            return out;
-        }
+        let ahead = self
+            .ahead
+            .take()
+            .filter(|a| a.src == src && a.number == number && a.generation == self.ctx.generation);
+        let (mut items, pending) = match ahead {
+            Some(a) => (a.items, a.pending),
+            None => {
+                let items = split::split(src, lang, &self.ctx.known);
+                if items.is_empty() {
+                    out.ok = true;
+                    return out;
+                }
+                let p = self.ctx.start(&self.compiler, number, &items, lang);
+                (items, p)
+            }
+        };
         self.next_cell += 1;
+        if let Some(next) = next {
+            self.ahead = self.compile_ahead(number, &items, next);
+        }
         self.compiler.take_time();
         self.compiler.take_warnings();
-        let object = match self.compile_cell(number, &mut items) {
+        let compiled = self
+            .ctx
+            .finish(&self.compiler, pending, number, &mut items, lang);
+        let object = match compiled {
             Ok(o) => {
                 let warnings = compile::tidy_diagnostics(&self.compiler.take_warnings());
                 if !warnings.trim().is_empty() {
@@ -280,7 +299,8 @@ impl Repl {
         match ran {
             Ok(value) => {
                 out.events.extend(value.map(Event::Value));
-                self.commit(CellRecord {
+                self.ctx.absorb(number, &items, lang);
+                self.cells.push(CellRecord {
                     number,
                     items,
                     object,
@@ -300,55 +320,31 @@ impl Repl {
         out
     }
 
-    /// Compiles a cell; a C expression of type void is compiled again as a statement.
-    fn compile_cell(
-        &mut self,
-        number: u32,
-        items: &mut [Item],
-    ) -> std::result::Result<Option<Vec<u8>>, String> {
-        let prelude = self.prelude_text(&defined_names(items, self.options.lang));
-        let show = self.value_type_expr(items);
-        match self
-            .compiler
-            .compile(number, &prelude, items, show.as_deref())
-        {
-            Err(d)
-                if self.options.lang == Lang::C
-                    && d.contains("declared void")
-                    && has_expression(items) =>
-            {
-                for i in items.iter_mut() {
-                    if i.kind == ItemKind::Expression {
-                        i.kind = ItemKind::Statement;
-                        i.text.push(';');
-                    }
-                }
-                self.compiler.compile(number, &prelude, items, None)
-            }
-            r => r,
-        }
-    }
-
-    /// In C, what names the type of the final expression: its declared type when it is a
-    /// variable, else a chain over the struct and union types declared so far.
-    fn value_type_expr(&self, items: &[Item]) -> Option<String> {
-        if self.options.lang != Lang::C {
+    /// Starts compiling `next` as cell `number + 1`, against the context as it will be once
+    /// cell `number` (`items`) is kept. Not after a C++ `auto` variable, whose declaration
+    /// for later cells is known only once its cell ran.
+    fn compile_ahead(&self, number: u32, items: &[Item], next: &str) -> Option<Ahead> {
+        let lang = self.options.lang;
+        let auto = items
+            .iter()
+            .any(|i| matches!(&i.kind, ItemKind::Variable(v) if v.extern_decl.is_empty()));
+        if auto || next.trim_start().starts_with('%') {
             return None;
         }
-        let expr = items.iter().find(|i| i.kind == ItemKind::Expression)?;
-        if let Some(t) = self.var_types.get(expr.text.trim()) {
-            return Some(format!("\"{t}\""));
+        let mut ctx = self.ctx.clone();
+        ctx.absorb(number, items, lang);
+        let next_items = split::split(next, lang, &ctx.known);
+        if next_items.is_empty() {
+            return None;
         }
-        let mut chain = String::new();
-        for r in &self.records {
-            for t in [r.clone(), format!("{r} *")] {
-                chain.push_str(&format!(
-                    "__builtin_types_compatible_p(__typeof__(__remjit_v), {t}) ? \"{t}\" : "
-                ));
-            }
-        }
-        chain.push_str("(const char *)0");
-        Some(chain)
+        let pending = ctx.start(&self.compiler, number + 1, &next_items, lang);
+        Some(Ahead {
+            src: next.to_string(),
+            number: number + 1,
+            generation: ctx.generation,
+            items: next_items,
+            pending,
+        })
     }
 
     /// C++ `auto` variables: their type names, as the compiler spelled them in the cell's
@@ -455,8 +451,7 @@ impl Repl {
         )?;
         if !replay {
             self.cells.clear();
-            self.prelude.clear();
-            self.rebuild_known();
+            self.ctx = self.ctx.rebuilt(std::iter::empty(), self.options.lang);
             return Ok("executor restarted empty".into());
         }
         let quiet = self.cells.iter().any(|c| c.entry.is_some());
@@ -484,113 +479,6 @@ impl Repl {
         ))
     }
 
-    /// Keeps a cell: its declarations join the prelude.
-    fn commit(&mut self, rec: CellRecord) {
-        let lang = self.options.lang;
-        for item in &rec.items {
-            let (name, text) = match &item.kind {
-                ItemKind::Directive | ItemKind::Carried => (None, item.text.clone()),
-                ItemKind::Function {
-                    name,
-                    prototype: Some(p),
-                } => ((lang == Lang::C).then(|| name.clone()), p.clone()),
-                ItemKind::Variable(v) if !v.extern_decl.is_empty() => {
-                    for (n, _) in &v.names {
-                        self.hide(n, rec.number);
-                    }
-                    let name = v.names.first().map(|n| n.0.clone());
-                    (name, v.extern_decl.clone())
-                }
-                _ => continue,
-            };
-            if let Some(n) = &name {
-                self.hide(n, rec.number);
-            }
-            self.prelude.push(PreludeEntry {
-                cell: rec.number,
-                line: item.line,
-                name,
-                text,
-                hidden_by: None,
-            });
-        }
-        self.cells.push(rec);
-        self.rebuild_known();
-    }
-
-    /// Hides earlier declarations of `name` (a redefinition may change its type).
-    fn hide(&mut self, name: &str, by: u32) {
-        for p in &mut self.prelude {
-            if p.hidden_by.is_none() && p.name.as_deref() == Some(name) {
-                p.hidden_by = Some(by);
-            }
-        }
-    }
-
-    /// What the splitter and the value printer know, from the live cells.
-    fn rebuild_known(&mut self) {
-        self.known = Known::default();
-        self.var_types.clear();
-        self.records.clear();
-        for c in &self.cells {
-            for item in &c.items {
-                match &item.kind {
-                    ItemKind::Variable(v) => {
-                        for (n, t) in &v.names {
-                            self.known.variables.insert(n.clone());
-                            if let Some(t) = t {
-                                self.var_types.insert(n.clone(), t.clone());
-                            }
-                        }
-                    }
-                    ItemKind::Carried => {
-                        let (names, records) = split::declared_types(item, self.options.lang);
-                        self.known.types.extend(names);
-                        self.records.extend(records);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// The declarations of the live cells, with `#line` directives naming their cells; not
-    /// those of names the new cell defines again (perhaps with another type). The part up to
-    /// the last `#include` is the head, precompiled when nothing in it gave way.
-    fn prelude_text(&self, redefined: &[String]) -> Prelude {
-        let gives_way = |p: &PreludeEntry| p.name.as_ref().is_some_and(|n| redefined.contains(n));
-        let live: Vec<&PreludeEntry> = self
-            .prelude
-            .iter()
-            .filter(|p| p.hidden_by.is_none())
-            .collect();
-        let head_len = live
-            .iter()
-            .rposition(|p| compile::is_include(&p.text))
-            .map_or(0, |k| k + 1);
-        let head_len = if live[..head_len].iter().any(|p| gives_way(p)) {
-            0
-        } else {
-            head_len
-        };
-        let mut out = Prelude::default();
-        for (k, p) in live.iter().enumerate() {
-            if gives_way(p) {
-                continue;
-            }
-            let s = if k < head_len {
-                &mut out.head
-            } else {
-                &mut out.tail
-            };
-            s.push_str(&format!(
-                "#line {} \"cell {}\"\n{}\n",
-                p.line, p.cell, p.text
-            ));
-        }
-        out
-    }
-
     /// `%undo`: removes the last cell (its module, its declarations). Says which.
     pub fn undo(&mut self) -> Result<String> {
         let Some(last) = self.cells.last() else {
@@ -601,13 +489,8 @@ impl Repl {
         }
         let n = last.number;
         self.cells.pop();
-        self.prelude.retain(|p| p.cell != n);
-        for p in &mut self.prelude {
-            if p.hidden_by == Some(n) {
-                p.hidden_by = None;
-            }
-        }
-        self.rebuild_known();
+        let live = self.cells.iter().map(|c| (c.number, c.items.as_slice()));
+        self.ctx = self.ctx.rebuilt(live, self.options.lang);
         Ok(format!("cell {n} removed"))
     }
 
@@ -644,29 +527,12 @@ fn call(session: &Session, name: &str) -> Result<()> {
     session.call(name, &[], RetKind::I32).map(|_| ())
 }
 
-/// The variables (and in C the functions) `items` define: their earlier declarations give way.
-fn defined_names(items: &[Item], lang: Lang) -> Vec<String> {
-    let mut out = Vec::new();
-    for i in items {
-        match &i.kind {
-            ItemKind::Variable(v) => out.extend(v.names.iter().map(|n| n.0.clone())),
-            ItemKind::Function { name, .. } if lang == Lang::C => out.push(name.clone()),
-            _ => {}
-        }
-    }
-    out
-}
-
 fn entry_name(number: u32) -> String {
     format!("__remjit_cell_{number}")
 }
 
 fn has_inits(item: &Item) -> bool {
     matches!(&item.kind, ItemKind::Variable(v) if !v.inits.is_empty())
-}
-
-fn has_expression(items: &[Item]) -> bool {
-    items.iter().any(|i| i.kind == ItemKind::Expression)
 }
 
 /// Shorter spellings of the type names libstdc++'s templates and gcc print, in the value's

@@ -14,6 +14,3 @@ void __remjit_show_c(const void *, __remjit_size_t, int, const char *);
   float *: "float *", double *: "double *", const double *: "const double *", \
   char **: "char **", const char **: "const char **", void **: "void **", int **: "int **", \
   default: (const char *)0)
-#define __REMJIT_SHOW(e, T) do { __auto_type __remjit_v = (e); const char *__remjit_t = (T); \
-  __remjit_show_c(&__remjit_v, sizeof __remjit_v, __builtin_classify_type(__remjit_v), \
-                  __remjit_t ? __remjit_t : __REMJIT_TYPE(__remjit_v)); } while (0)

@@ -56,4 +56,3 @@ template <class F> void run(F f) {
   }
 }
 }  // namespace __remjit
-#define __REMJIT_SHOW(e) ::__remjit::run([&]() -> decltype(auto) { return (e); })
