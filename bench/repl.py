@@ -6,7 +6,9 @@
 Rows:
 - a 30-cell C session (includes, globals, a struct, functions, printf) and a 30-cell C++
   session (<iostream>, <vector>, <string>, a class), end to end through a pipe, median of --runs,
-  remjit repl (gcc/g++, default executor) vs clang-repl-19; both must print the same output;
+  remjit repl (gcc/g++, default executor; from a pipe the next cell compiles while the current
+  one runs, and once with --no-compile-ahead) vs clang-repl-19; both must print the same
+  output;
 - remjit's own share per cell (everything but the compiler processes: split, generate, link,
   finalize, run, value read-back) at cell 10 and at cell --long of a long C session, from
   `%time on`;
@@ -137,7 +139,8 @@ def own_share(n, extra):
     text = "%time on\n#include <stdio.h>\n"
     for i in range(n):
         text += f"int v{i} = {i};\n" if i % 2 == 0 else f"v{i - 1} += 1;\n"
-    _, _, err = run([REMJIT, "repl"] + extra, text)
+    # One cell at a time: with compiling ahead, a cell's compile overlaps the one before.
+    _, _, err = run([REMJIT, "repl", "--no-compile-ahead"] + extra, text)
     t = [tuple(map(float, m.groups())) for m in TIME.finditer(err.decode())]
     if len(t) < 20:
         raise SystemExit(f"no %time lines: {err.decode()[-400:]}")
@@ -183,7 +186,11 @@ def main():
     say("| session | remjit repl | clang-repl-19 | ratio |")
     say("| --- | --- | --- | --- |")
     say(session_row("C", C_SESSION, [], ["--Xcc=-xc"], args.runs))
+    say(session_row("C, one cell at a time (--no-compile-ahead)", C_SESSION,
+                    ["--no-compile-ahead"], ["--Xcc=-xc"], args.runs))
     say(session_row("C++", CXX_SESSION, ["--lang", "c++"], [], args.runs))
+    say(session_row("C++, one cell at a time", CXX_SESSION,
+                    ["--lang", "c++", "--no-compile-ahead"], [], args.runs))
     say("")
     say("| remjit's own share per cell (all but the compiler) | shared memory | copies |")
     say("| --- | --- | --- |")
