@@ -12,12 +12,18 @@ use common::{remjit, run_with_timeout};
 
 /// Runs `remjit repl ARGS` with `input` on stdin.
 fn repl(args: &[&str], input: &str) -> Output {
+    repl_env(args, input, &[])
+}
+
+/// Runs `remjit repl ARGS` with `input` on stdin and `env` set.
+fn repl_env(args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input");
     std::fs::write(&file, input).unwrap();
     let mut cmd = Command::new(remjit());
     cmd.arg("repl")
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::fs::File::open(&file).unwrap());
     run_with_timeout(&mut cmd, Duration::from_secs(180))
 }
@@ -67,6 +73,28 @@ fn c_variables_types_and_macros_persist() {
     for mode in MODES.iter().chain([&["--no-compile-ahead"][..]].iter()) {
         assert_session(mode, C_SESSION, C_EXPECTED, 0);
     }
+}
+
+/// clang compiles the cells as well as gcc (its own diagnostics flags, its precompiled
+/// headers).
+#[test]
+fn clang_compiles_the_cells() {
+    let out = repl_env(&[], C_SESSION, &[("CC", "clang-19")]);
+    assert_eq!(text(&out.stdout), C_EXPECTED, "{}", text(&out.stderr));
+    let out = repl_env(&[], "int x = 1;\nint y = nope;\nx\n", &[("CC", "clang-19")]);
+    assert_eq!(text(&out.stdout), "(int) 1\n");
+    assert_eq!(
+        text(&out.stderr),
+        "cell 2:1:9: error: use of undeclared identifier 'nope'\n"
+    );
+    let input = "#include <string>\nstd::string s = \"a\";\ns + \"b\"\n";
+    let out = repl_env(&["--lang", "c++"], input, &[("CXX", "clang++-19")]);
+    assert_eq!(
+        text(&out.stdout),
+        "(std::string) \"ab\"\n",
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A cell compiled ahead on the assumption that the one before is kept is compiled again when

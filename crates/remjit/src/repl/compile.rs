@@ -18,6 +18,8 @@ pub struct Compiler {
     program: String,
     c_program: String,
     flags: Vec<String>,
+    /// The flag that drops source excerpts and carets from diagnostics (clang and gcc differ).
+    no_caret: &'static str,
     dir: tempfile::TempDir,
     header: PathBuf,
     /// The precompiled head of the prelude: its text and the header to `-include`.
@@ -72,11 +74,17 @@ impl Compiler {
             Lang::Cxx => SUPPORT_CXX_H,
         };
         std::fs::write(&header, text).map_err(|e| io_error(&header, e))?;
+        let no_caret = if is_clang(&program) {
+            "-fno-caret-diagnostics"
+        } else {
+            "-fno-diagnostics-show-caret"
+        };
         Ok(Compiler {
             lang,
             program,
             c_program,
             flags: flags.to_vec(),
+            no_caret,
             dir,
             header,
             pch: Default::default(),
@@ -219,7 +227,7 @@ impl Compiler {
             _ => cmd.arg("-c").arg("-o").arg(&obj),
         };
         cmd.args(["-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
-            .arg("-fno-diagnostics-show-caret")
+            .arg(self.no_caret)
             .arg("-include")
             .arg(&header)
             .args(&self.flags)
@@ -318,6 +326,16 @@ impl Compiler {
 /// The symbol holding the type name of cell `number`'s `auto` variable `name` (C++).
 pub fn auto_type_symbol(number: u32, name: &str) -> String {
     format!("__remjit_type_{number}_{name}")
+}
+
+/// Whether `program` is clang (its `--version` says so; `cc` may be either).
+fn is_clang(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("clang"))
 }
 
 /// Whether a directive is an `#include`.
