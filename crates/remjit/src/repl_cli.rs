@@ -302,6 +302,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
         let out = repl.eval_ahead(&cell, read_ahead.as_deref());
         failed |= !out.ok;
         print(&out, timing);
+        if repl.is_lost() {
+            bail!("the session is lost: no executor runs its code");
+        }
     }
     repl.shutdown();
     Ok(i32::from(failed && !interactive))

@@ -296,6 +296,29 @@ x + 3
     assert!(text(&out.stderr).contains("remjit: executor restarted empty"));
 }
 
+/// A cell whose replay crashes (it behaves differently the second time): the REPL says so
+/// and starts empty rather than stopping.
+#[test]
+fn a_replay_that_crashes_restarts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let input = format!(
+        "#include <stdio.h>\n#include <stdlib.h>\nint k = 7;\n\
+         if (fopen(\"{m}\", \"r\")) abort(); else fclose(fopen(\"{m}\", \"w\"));\n\
+         *(int *)0 = 1;\nk\nint j = 2;\nj\n",
+        m = marker.display()
+    );
+    let out = repl(&[], &input);
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "(int) 2\n", "{err}");
+    assert!(
+        err.contains("remjit: error: replaying the cells failed: "),
+        "{err}"
+    );
+    assert!(err.contains("remjit: executor restarted empty\n"), "{err}");
+    assert!(err.contains("cell 6:1:1: error: ‘k’ undeclared"), "{err}");
+}
+
 #[test]
 fn recovery_after_an_uncaught_exception() {
     let input = r#"#include <string>
@@ -399,6 +422,48 @@ fn session_over_tcp() {
     assert_eq!(out.status.code(), Some(0));
     let done = exec.wait_with_output().unwrap();
     assert_eq!(text(&done.stdout), "remote 21\n");
+}
+
+/// Over TCP a crash ends the executor's one session: no executor can be had again, and the
+/// REPL ends with an error instead of going on without one.
+#[test]
+fn a_crash_over_tcp_ends_the_session() {
+    use std::io::BufRead;
+    let token = test_token(12);
+    let mut exec = Command::new(remjit().with_file_name("remjit-executor"))
+        .arg("listen=127.0.0.1:0")
+        .env("REMJIT_TOKEN", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(exec.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let connect = format!("--oop-executor-connect={addr}");
+    let out = repl_env(
+        &[&connect, "--oop-executor-timeout=5"],
+        "int x = 1;\n*(int *)0 = 1;\nx\n",
+        &[("REMJIT_TOKEN", &token)],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "", "{err}");
+    assert!(
+        err.contains("remjit: error: cannot restart the executor: "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("remjit: error: the session is lost: no executor runs its code\n"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let _ = exec.kill();
+    let _ = exec.wait();
 }
 
 /// Everything the terminal shows until it shows `what` (or the deadline passes).

@@ -98,7 +98,8 @@ impl Context {
     }
 
     /// The context of `cells` (number and items, oldest first), as after they were absorbed
-    /// one by one; its generation moves on from this one's.
+    /// one by one. Its generation moves on by two from this one's: a cell compiled ahead
+    /// expects this generation plus one (the current cell absorbed), never a rebuilt one.
     pub fn rebuilt<'a>(
         &self,
         cells: impl Iterator<Item = (u32, &'a [Item])>,
@@ -108,7 +109,7 @@ impl Context {
         for (number, items) in cells {
             c.absorb(number, items, lang);
         }
-        c.generation = self.generation + 1;
+        c.generation = self.generation + 2;
         c
     }
 

@@ -117,7 +117,12 @@ impl ExecutorSpec {
 pub fn describe_ending(session: &Session, exec: &RemoteExecutor) -> Option<(Ending, String)> {
     let ending = exec.ending();
     if ending == Ending::Unknown {
-        return None;
+        // Not a process of ours (TCP): all we know is that it is gone.
+        return exec.connection_lost().then(|| {
+            let what =
+                "the executor closed the connection (its crash report, if any, is where it ran)";
+            (ending, what.to_string())
+        });
     }
     let lines = session.source_lines();
     let jit = |pc: u64, out: &mut dyn Sink| write_jit_frame(session, &lines, pc, out);

@@ -140,6 +140,8 @@ pub struct Repl {
     ctx: Context,
     /// The next cell, compiling while the current one runs.
     ahead: Option<Ahead>,
+    /// The executor died and none could be started again.
+    lost: bool,
     next_cell: u32,
     /// Libraries `%lib` added.
     extra_libraries: Vec<String>,
@@ -166,6 +168,7 @@ impl Repl {
             cells: Vec::new(),
             ctx: Context::default(),
             ahead: None,
+            lost: false,
             next_cell: 1,
             extra_libraries: Vec::new(),
         })
@@ -430,9 +433,28 @@ impl Repl {
         events.push(Event::Crash(format!("cell {number}: {text}")));
         match self.restart(self.options.replay) {
             Ok(note) => events.push(Event::Note(note)),
-            Err(e) => events.push(Event::Error(format!("cannot restart the executor: {e}"))),
+            Err(e) if self.options.replay && self.running.remote().is_some() => {
+                // Replaying failed (an earlier cell crashes this time?): start empty.
+                events.push(Event::Error(format!("replaying the cells failed: {e}")));
+                match self.restart(false) {
+                    Ok(note) => events.push(Event::Note(note)),
+                    Err(e) => self.lost(e, events),
+                }
+            }
+            Err(e) => self.lost(e, events),
         }
         true
+    }
+
+    /// No executor could be started: the session is over.
+    fn lost(&mut self, e: Error, events: &mut Vec<Event>) {
+        events.push(Event::Error(format!("cannot restart the executor: {e}")));
+        self.lost = true;
+    }
+
+    /// Whether the executor is gone for good (it died and none could be started again).
+    pub fn is_lost(&self) -> bool {
+        self.lost
     }
 
     /// Starts a fresh executor; with `replay`, links every live cell again and runs their
@@ -443,6 +465,7 @@ impl Repl {
             r.shutdown();
         }
         self.running = self.spec.start()?;
+        self.lost = false;
         self.session = Self::start_session(
             &self.running,
             &self.options,
