@@ -389,14 +389,14 @@ fn test_token(seed: u8) -> String {
     (0..32u8).map(|i| format!("{:02x}", i ^ seed)).collect()
 }
 
-#[test]
-fn session_over_tcp() {
+/// `remjit-executor listen=127.0.0.1:0` with `token`, its stdout to `stdout`: the child and
+/// its address.
+fn listen(token: &str, stdout: Stdio) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let token = test_token(11);
     let mut exec = Command::new(remjit().with_file_name("remjit-executor"))
         .arg("listen=127.0.0.1:0")
-        .env("REMJIT_TOKEN", &token)
-        .stdout(Stdio::piped())
+        .env("REMJIT_TOKEN", token)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -408,6 +408,15 @@ fn session_over_tcp() {
         .find(|w| w.starts_with("127.0.0.1:"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    // Whatever else it says is read (and dropped), never left to fill the pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (exec, addr)
+}
+
+#[test]
+fn session_over_tcp() {
+    let token = test_token(11);
+    let (exec, addr) = listen(&token, Stdio::piped());
     let input = "#include <stdio.h>\nint x = 20;\nx += 1;\nprintf(\"remote %d\\n\", x);\nx * 2\n";
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("input");
@@ -428,23 +437,8 @@ fn session_over_tcp() {
 /// REPL ends with an error instead of going on without one.
 #[test]
 fn a_crash_over_tcp_ends_the_session() {
-    use std::io::BufRead;
     let token = test_token(12);
-    let mut exec = Command::new(remjit().with_file_name("remjit-executor"))
-        .arg("listen=127.0.0.1:0")
-        .env("REMJIT_TOKEN", &token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(exec.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let (mut exec, addr) = listen(&token, Stdio::null());
     let connect = format!("--oop-executor-connect={addr}");
     let out = repl_env(
         &[&connect, "--oop-executor-timeout=5"],
