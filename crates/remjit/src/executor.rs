@@ -147,7 +147,7 @@ pub trait Executor: Send + Sync {
     /// Looks up many names at once (one batch per link).
     fn lookup(&self, names: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>>;
 
-    /// Sets `argc`/`argv` for constructors and `main` (argv[0] first).
+    /// Sets `argc`/`argv` for constructors and `main` (`argv[0]` first).
     fn set_program_args(&self, args: &[String]) -> Result<()>;
 
     /// Calls `int main(int, char **, char **)` at `entry` with the program args.

@@ -1,5 +1,7 @@
 //! The library API: a session to which inputs are added and linked module by module, later
-//! modules using the symbols of earlier ones, as a REPL or a JIT compiler needs.
+//! modules using the symbols of earlier ones, as a REPL or a JIT compiler needs. The crate's
+//! front page describes the model (redefinition through call stubs, dependencies) and shows
+//! an embedder calling functions with arguments and reading and writing variables.
 //!
 //! ```no_run
 //! # fn main() -> remjit::Result<()> {
@@ -308,7 +310,7 @@ impl Session {
         })
     }
 
-    /// Sets the `argc`/`argv` that constructors and `main` see (argv[0] first).
+    /// Sets the `argc`/`argv` that constructors and `main` see (`argv[0]` first).
     pub fn set_program_args(&self, args: &[String]) -> Result<()> {
         self.executor.set_program_args(args)
     }
@@ -498,7 +500,8 @@ impl Session {
         self.lookup_symbol(name).map(|s| s.addr)
     }
 
-    /// The visible (newest) definition of an exported symbol: address, kind, size, module.
+    /// The visible (newest) definition of an exported symbol: address, kind, size, module, and
+    /// for a function, the call stub later modules bind to.
     pub fn lookup_symbol(&self, name: &str) -> Option<SymbolInfo> {
         let &(module, s) = self.defs.get(name.as_bytes())?.last()?;
         let stub = self.stubs.get(name.as_bytes());
@@ -570,7 +573,7 @@ impl Session {
         }
     }
 
-    /// Runs `entry` as `main` with `args` (argv[0] first) and returns its status.
+    /// Runs `entry` as `main` with `args` (`argv[0]` first) and returns its status.
     pub fn run_main(&self, entry: &str, args: &[String]) -> Result<i32> {
         let addr = self.entry(entry)?;
         self.executor.set_program_args(args)?;

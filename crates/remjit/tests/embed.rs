@@ -434,3 +434,55 @@ fn a_crashing_call_ends_the_executor_with_a_crash_report() {
         assert!(report.contains(&obj.display().to_string()), "{report}");
     }
 }
+
+/// C++: an out-of-line member function redefined by a later module reaches the caller linked
+/// before it; the inline member both modules share (a COMDAT group) keeps one address.
+#[test]
+fn a_redefined_cxx_member_function_reaches_earlier_callers() {
+    const HEADER: &str =
+        "struct P {\n  int k;\n  int get() const;\n  int twice() const { return 2 * k; }\n};\n";
+    let dir = sources(
+        "cxx",
+        &[
+            ("p.h", HEADER),
+            ("get1.cc", "#include \"p.h\"\nint P::get() const { return k; }\n"),
+            ("get2.cc", "#include \"p.h\"\nint P::get() const { return k * 100; }\n"),
+            (
+                "use.cc",
+                "#include \"p.h\"\nextern \"C\" int use(int k) { P p{k}; return p.get() + p.twice(); }\n\
+                 extern \"C\" void *twice_a() { return (void *)&P::twice; }\n",
+            ),
+            (
+                "other.cc",
+                "#include \"p.h\"\nextern \"C\" int other(int k) { P p{k}; return p.twice(); }\n\
+                 extern \"C\" void *twice_b() { return (void *)&P::twice; }\n",
+            ),
+        ],
+    );
+    let flags = ["-O0", "-Wno-pmf-conversions"];
+    let obj = |n: &str| {
+        compile(
+            &dir,
+            &dir.join(format!("{n}.cc")),
+            &format!("{n}.o"),
+            &flags,
+        )
+    };
+    let [get1, get2, user, other] = ["get1", "get2", "use", "other"].map(obj);
+    for mut mode in modes() {
+        let s = &mut mode.session;
+        let name = mode.name;
+        link_one(s, &get1);
+        link_one(s, &user);
+        assert_eq!(int_call(s, "use", 3), 3 + 6, "{name}");
+        let redefinition = link_one(s, &get2);
+        assert_eq!(int_call(s, "use", 3), 300 + 6, "{name}");
+        link_one(s, &other);
+        assert_eq!(int_call(s, "other", 3), 6, "{name}");
+        assert_eq!(pointer(s, "twice_a"), pointer(s, "twice_b"), "{name}");
+        let err = s.remove_module(redefinition);
+        assert!(err.is_ok(), "{name}: {err:?}");
+        assert_eq!(int_call(s, "use", 3), 3 + 6, "{name}");
+        mode.finish();
+    }
+}
