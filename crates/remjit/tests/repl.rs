@@ -75,6 +75,15 @@ fn c_variables_types_and_macros_persist() {
     }
 }
 
+/// A thread-local keeps its value across cells (cells are compiled -fPIC: another cell's
+/// thread-local is reached through __tls_get_addr).
+#[test]
+fn thread_locals_persist() {
+    for mode in &MODES[..2] {
+        assert_session(mode, "__thread int t = 1;\nt += 4;\nt\n", "(int) 5\n", 0);
+    }
+}
+
 /// clang compiles the cells as well as gcc (its own diagnostics flags, its precompiled
 /// headers).
 #[test]

@@ -8,6 +8,10 @@ use super::split::{Item, ItemKind, Lang};
 use crate::error::{Error, Result};
 
 const SUPPORT_C: &str = include_str!("support/support.c");
+/// Cells compile as position-independent code: a thread-local of another cell lives in another
+/// module, reached through `__tls_get_addr`, never with the initial-exec model gcc uses for an
+/// `extern __thread` in (PIE) executable code.
+const TLS_MODEL: &str = "-fPIC";
 const SUPPORT_C_H: &str = include_str!("support/support_c.h");
 const SUPPORT_CXX_H: &str = include_str!("support/support_cxx.h");
 
@@ -226,7 +230,7 @@ impl Compiler {
             (_, true) => cmd.arg("-fsyntax-only"),
             _ => cmd.arg("-c").arg("-o").arg(&obj),
         };
-        cmd.args(["-pipe", "-g1", "-O0", "-fno-diagnostics-color"])
+        cmd.args(["-pipe", "-g1", "-O0", "-fno-diagnostics-color", TLS_MODEL])
             .arg(self.no_caret)
             .arg("-include")
             .arg(&header)
@@ -300,11 +304,18 @@ impl Compiler {
             Lang::Cxx => "c++-header",
         };
         let mut cmd = Command::new(&self.program);
-        cmd.args(["-g1", "-O0", "-fno-diagnostics-color", "-x", lang])
-            .args(&self.flags)
-            .arg(&h)
-            .arg("-o")
-            .arg(&gch);
+        cmd.args([
+            "-g1",
+            "-O0",
+            "-fno-diagnostics-color",
+            TLS_MODEL,
+            "-x",
+            lang,
+        ])
+        .args(&self.flags)
+        .arg(&h)
+        .arg("-o")
+        .arg(&gch);
         let t = std::time::Instant::now();
         let ok = cmd.output().is_ok_and(|o| o.status.success());
         self.spent.set(self.spent.get() + t.elapsed());

@@ -278,7 +278,15 @@ impl Repl {
                 match self.session.link() {
                     Ok(m) => Some(m),
                     Err(e) => {
-                        out.events.push(Event::Error(format!("cell {number}: {e}")));
+                        // The linker's messages name the object, "cell N", often first.
+                        let e = e.to_string();
+                        let named = e.starts_with(&format!("cell {number}:"));
+                        let e = if named {
+                            e
+                        } else {
+                            format!("cell {number}: {e}")
+                        };
+                        out.events.push(Event::Error(e));
                         return out;
                     }
                 }
