@@ -75,6 +75,21 @@ fn c_variables_types_and_macros_persist() {
     }
 }
 
+/// A REPL killed before it could clean up leaves its directory; the next REPL removes it.
+#[test]
+fn stale_private_directories_are_removed() {
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let stale = std::env::temp_dir().join(format!("remjit-repl-{pid}-stale"));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("cell1.c"), "int x;").unwrap();
+    assert_session(&["--in-process"], "1 + 1\n", "(int) 2\n", 0);
+    let left = stale.exists();
+    let _ = std::fs::remove_dir_all(&stale);
+    assert!(!left, "{} is still there", stale.display());
+}
+
 /// A thread-local keeps its value across cells (cells are compiled -fPIC: another cell's
 /// thread-local is reached through __tls_get_addr).
 #[test]

@@ -65,8 +65,9 @@ impl Compiler {
             Lang::C => c_program.clone(),
             Lang::Cxx => env("CXX", "g++"),
         });
+        sweep_stale_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("remjit-repl-")
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| io_error(std::path::Path::new("a temporary directory"), e))?;
         let header = dir.path().join(match lang {
@@ -337,6 +338,30 @@ impl Compiler {
 /// The symbol holding the type name of cell `number`'s `auto` variable `name` (C++).
 pub fn auto_type_symbol(number: u32, name: &str) -> String {
     format!("__remjit_type_{number}_{name}")
+}
+
+/// The private directories are `remjit-repl-PID-XXXXXX` in the temporary directory.
+const DIR_PREFIX: &str = "remjit-repl-";
+
+/// Removes the private directories of REPLs that ended without cleaning up (killed, or their
+/// terminal closed): those whose process is gone.
+fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if gone && std::path::Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Whether `program` is clang (its `--version` says so; `cc` may be either).
