@@ -96,6 +96,7 @@ pub mod memory;
 pub mod object;
 pub(crate) mod redirect;
 pub mod remote;
+pub mod repl;
 pub mod session;
 
 pub use error::{Error, Result};

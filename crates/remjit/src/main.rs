@@ -8,9 +8,9 @@ use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 
 use remjit::executor::Executor;
-use remjit::remote::{Ending, MemoryMode, RemoteExecutor};
+use remjit::remote::{Ending, RemoteExecutor};
 use remjit::{Session, SessionOptions};
-use remjit_executor::crash::{self, write_function, Sink, Symbolize};
+use remjit_executor::crash::{self, Sink, Symbolize};
 use remjit_executor::signals;
 
 /// Link relocatable ELF x86-64 objects, archives and C/C++ sources into memory and run them.
@@ -20,9 +20,8 @@ struct Cli {
     /// Inputs: .o objects, .a archives, .so libraries, linker scripts, .c/.cc/.cpp sources.
     #[arg(required = true, value_name = "INPUTS")]
     inputs: Vec<PathBuf>,
-    /// Run the code in remjit's own process.
-    #[arg(long)]
-    in_process: bool,
+    #[command(flatten)]
+    exec: repl_cli::ExecutorArgs,
     /// Link, but do not run anything (no constructors, no entry point).
     #[arg(long)]
     noexec: bool,
@@ -68,21 +67,6 @@ struct Cli {
     /// Address space per slab reservation, e.g. 1Gb, 512Mb, 64Kb (default 1Gb).
     #[arg(long, value_name = "SIZE")]
     slab_allocate: Option<String>,
-    /// Run the code in an executor process (the default; =PATH picks the executor binary,
-    /// else remjit-executor beside remjit, else remjit itself acts as the executor).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true, default_missing_value = "")]
-    oop_executor: Option<String>,
-    /// Connect to an executor listening on HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    oop_executor_connect: Option<String>,
-    /// With --oop-executor-connect: the token shared with the executor, from a file of mode
-    /// 0600 (default: $REMJIT_TOKEN).
-    #[arg(long, value_name = "PATH")]
-    oop_executor_token_file: Option<PathBuf>,
-    /// Seconds the executor gets to answer when it starts (default 10, or
-    /// $REMJIT_EXECUTOR_TIMEOUT).
-    #[arg(long, value_name = "SECS")]
-    oop_executor_timeout: Option<f64>,
     /// Copy code and data to the executor over the wire instead of sharing memory.
     #[arg(long)]
     no_shared_memory: bool,
@@ -262,62 +246,19 @@ enum Mode {
     Remote(Arc<RemoteExecutor>),
 }
 
-/// How long the executor gets to answer at start: --oop-executor-timeout, else
-/// $REMJIT_EXECUTOR_TIMEOUT, else 10 s.
-fn setup_timeout(cli: &Cli) -> anyhow::Result<std::time::Duration> {
-    let secs = match (
-        cli.oop_executor_timeout,
-        std::env::var("REMJIT_EXECUTOR_TIMEOUT"),
-    ) {
-        (Some(s), _) => s,
-        (None, Ok(v)) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("REMJIT_EXECUTOR_TIMEOUT=`{v}`: expected seconds"))?,
-        (None, Err(_)) => return Ok(remjit::remote::DEFAULT_SETUP_TIMEOUT),
-    };
-    if !(secs > 0.0 && secs <= 1e6) {
-        bail!("executor timeout {secs}: expected a number of seconds above 0 and at most 1000000");
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
-    if cli.oop_executor_token_file.is_some() && cli.oop_executor_connect.is_none() {
-        bail!("--oop-executor-token-file applies only with --oop-executor-connect");
-    }
-    if cli.in_process {
-        if cli.oop_executor.is_some() || cli.oop_executor_connect.is_some() {
-            bail!("--in-process cannot be combined with --oop-executor or --oop-executor-connect");
-        }
-        return Ok(Mode::InProcess);
-    }
-    let timeout = setup_timeout(cli)?;
-    let exec = if let Some(addr) = &cli.oop_executor_connect {
-        // Over TCP the pages cannot be shared unless the peer asks for LLVM's named flavour.
-        let memory = if cli.use_shared_memory {
-            MemoryMode::Shared
-        } else {
-            MemoryMode::Copy
-        };
-        let token = remjit::remote::Token::load(cli.oop_executor_token_file.as_deref())
-            .map_err(|e| anyhow!("{e}"))?;
-        RemoteExecutor::connect(addr, memory, token.as_ref(), timeout)?
+    // A debugger cannot plant breakpoints in code pages shared with us (read-execute
+    // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
+    let shared_memory = if cli.exec.oop_executor_connect.is_some() {
+        Some(cli.use_shared_memory)
     } else {
-        let path = match cli.oop_executor.as_deref() {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => remjit::remote::transport::default_executor_path()?,
-        };
-        // A debugger cannot plant breakpoints in code pages shared with us (read-execute
-        // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
-        let memory = if cli.no_shared_memory || cli.wait_for_debugger {
-            MemoryMode::Copy
-        } else {
-            MemoryMode::Shared
-        };
-        RemoteExecutor::spawn_with(&path, memory, timeout)?
+        Some(!(cli.no_shared_memory || cli.wait_for_debugger))
     };
-    Ok(Mode::Remote(Arc::new(exec)))
+    let spec = cli.exec.spec(shared_memory)?;
+    Ok(match spec.start()? {
+        remjit::repl::Running::InProcess(_) => Mode::InProcess,
+        remjit::repl::Running::Remote(e) => Mode::Remote(e),
+    })
 }
 
 /// Like a shell waiting for its child: the executor shares our terminal's foreground process
@@ -377,7 +318,7 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         record_link_map: !cli.check.is_empty(),
         // Constructors that crash in process are named (with --link-each the table is set
         // once after the links instead: rebuilding it per module would cost O(n^2)).
-        in_process_crash_table: cli.in_process && !cli.noexec && !cli.link_each,
+        in_process_crash_table: cli.exec.in_process && !cli.noexec && !cli.link_each,
         slab_address: slab_placement(&cli)?,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
@@ -404,15 +345,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         }
         (Mode::Remote(exec), Err(e)) => {
             let lines = session.source_lines();
-            let jit = |pc: u64, out: &mut dyn Sink| match session.symbolize(pc) {
-                Some((module, f, off)) => {
-                    write_function(out, f.as_bytes(), off, module.as_bytes());
-                    if let Some(line) = lines.line(pc) {
-                        out.push(format!(" at {line}").as_bytes());
-                    }
-                    true
-                }
-                None => false,
+            let jit = |pc: u64, out: &mut dyn Sink| {
+                remjit::repl::exec::write_jit_frame(&session, &lines, pc, out)
             };
             // A dead executor explains the failure better than the broken call does.
             match exec.ending() {
@@ -556,6 +490,8 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
 #[path = "../../remjit-executor/src/main.rs"]
 mod executor_main;
 
+mod repl_cli;
+
 /// The command line as UTF-8 strings; an argument that is not UTF-8 ends remjit with a message
 /// (`std::env::args` would panic on it).
 fn utf8_args() -> Vec<String> {
@@ -576,6 +512,18 @@ fn main() {
         executor_main::main();
     }
     let (ours, program) = normalize_args(utf8_args());
+    if ours.get(1).is_some_and(|a| a == "repl") {
+        let mut args = ours;
+        args.remove(1);
+        args[0] = "remjit repl".into();
+        match repl_cli::main(args) {
+            Ok(status) => std::process::exit(status),
+            Err(e) => {
+                eprintln!("remjit: error: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
     let cli = match Cli::try_parse_from(ours) {
         Ok(c) => c,
         Err(e) => e.exit(),

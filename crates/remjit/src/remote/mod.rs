@@ -304,6 +304,11 @@ impl Drop for RemoteExecutor {
 }
 
 impl RemoteExecutor {
+    /// Whether the connection to the executor is gone (it died, or over TCP ended the session).
+    pub fn connection_lost(&self) -> bool {
+        self.conn.peer_gone()
+    }
+
     /// How many symbol-lookup requests went to the executor: names it has found are not asked
     /// for again.
     pub fn lookups_sent(&self) -> u64 {

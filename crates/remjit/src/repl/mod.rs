@@ -1,0 +1,599 @@
+//! The REPL engine behind `remjit repl`: C or C++ cells in; their output, values, diagnostics
+//! and crash reports out. Each cell is compiled by the system compiler into an object and
+//! linked as its own module of a [`Session`]; declarations are carried to later cells in a
+//! prelude; when a cell kills the executor, a fresh one gets every earlier cell again.
+//!
+//! ```no_run
+//! # fn main() -> remjit::Result<()> {
+//! use remjit::repl::{Event, ExecutorSpec, Lang, Repl, ReplOptions};
+//! let mut repl = Repl::new(ReplOptions::new(Lang::C), ExecutorSpec::InProcess)?;
+//! repl.eval("int x = 6;");
+//! let out = repl.eval("x * 7");
+//! assert_eq!(out.events, vec![Event::Value("(int) 42".into())]);
+//! # Ok(()) }
+//! ```
+
+pub mod exec;
+pub mod lex;
+pub mod split;
+
+mod compile;
+mod context;
+mod save;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::executor::RetKind;
+use crate::remote::Ending;
+use crate::{ModuleId, Session, SessionOptions};
+
+pub use compile::{Compiler, Pending, Prelude};
+pub use context::Context;
+pub use exec::{ExecutorSpec, Running};
+pub use split::{Item, ItemKind, Known, Lang};
+
+/// How a REPL behaves.
+#[derive(Debug, Clone)]
+pub struct ReplOptions {
+    /// C or C++.
+    pub lang: Lang,
+    /// The compiler (default `$CC`/`$CXX`, else gcc/g++).
+    pub compiler: Option<String>,
+    /// Extra compiler flags (`-Xcc`).
+    pub compile_flags: Vec<String>,
+    /// Library directories (`-L`).
+    pub library_dirs: Vec<PathBuf>,
+    /// Libraries (`-l`), loaded at start and after each restart.
+    pub libraries: Vec<String>,
+    /// After a crash, run the earlier cells' statements again (off: restart empty).
+    pub replay: bool,
+}
+
+impl ReplOptions {
+    /// The defaults for `lang`.
+    pub fn new(lang: Lang) -> ReplOptions {
+        ReplOptions {
+            lang,
+            compiler: None,
+            compile_flags: Vec::new(),
+            library_dirs: Vec::new(),
+            libraries: Vec::new(),
+            replay: true,
+        }
+    }
+}
+
+/// Where a cell's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CellTimes {
+    /// Splitting, writing and compiling.
+    pub compile: Duration,
+    /// Of which in the compiler's processes (the rest is the REPL's own share).
+    pub compiler: Duration,
+    /// Linking the object.
+    pub link: Duration,
+    /// Running the statements and reading the value back.
+    pub run: Duration,
+}
+
+/// Something a cell produced, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The value of the final expression, e.g. `(int) 42` (for stdout).
+    Value(String),
+    /// Compiler diagnostics, in the user's cell and line numbers (for stderr).
+    Diagnostics(String),
+    /// An error: the cell was dropped (for stderr).
+    Error(String),
+    /// How the executor died, and where (for stderr).
+    Crash(String),
+    /// What the REPL did about it, e.g. `executor restarted; 12 cells replayed in 84 ms`.
+    Note(String),
+}
+
+/// What one cell produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Values, diagnostics, reports, in order.
+    pub events: Vec<Event>,
+    /// The cell was kept (compiled, linked, ran).
+    pub ok: bool,
+    /// Where its time went.
+    pub times: CellTimes,
+}
+
+/// A cell that compiled, linked and ran.
+struct CellRecord {
+    number: u32,
+    items: Vec<Item>,
+    /// Its object and module (none for a cell that only declares).
+    object: Option<Arc<Vec<u8>>>,
+    module: Option<ModuleId>,
+    /// The generated function running its statements.
+    entry: Option<String>,
+}
+
+/// A cell compiled ahead, for the context generation it expects.
+struct Ahead {
+    src: String,
+    number: u32,
+    generation: u64,
+    items: Vec<Item>,
+    pending: Pending,
+}
+
+/// Names the support module defines.
+const SUPPORT_OBJECT: &str = "remjit-repl-support.o";
+
+/// A REPL session.
+pub struct Repl {
+    options: ReplOptions,
+    spec: ExecutorSpec,
+    running: Running,
+    session: Session,
+    compiler: Compiler,
+    support: Arc<Vec<u8>>,
+    cells: Vec<CellRecord>,
+    ctx: Context,
+    /// The next cell, compiling while the current one runs.
+    ahead: Option<Ahead>,
+    /// The executor died and none could be started again.
+    lost: bool,
+    next_cell: u32,
+    /// Libraries `%lib` added.
+    extra_libraries: Vec<String>,
+}
+
+impl Repl {
+    /// Starts a REPL: an executor, a session and the support module.
+    pub fn new(options: ReplOptions, spec: ExecutorSpec) -> Result<Repl> {
+        let compiler = Compiler::new(
+            options.lang,
+            options.compiler.clone(),
+            &options.compile_flags,
+        )?;
+        let support = Arc::new(compiler.support_object()?);
+        let running = spec.start()?;
+        let session = Self::start_session(&running, &options, &support, &[])?;
+        Ok(Repl {
+            options,
+            spec,
+            running,
+            session,
+            compiler,
+            support,
+            cells: Vec::new(),
+            ctx: Context::default(),
+            ahead: None,
+            lost: false,
+            next_cell: 1,
+            extra_libraries: Vec::new(),
+        })
+    }
+
+    /// A session over `running` with the support module and the libraries linked.
+    fn start_session(
+        running: &Running,
+        options: &ReplOptions,
+        support: &Arc<Vec<u8>>,
+        extra: &[String],
+    ) -> Result<Session> {
+        let session_options = SessionOptions {
+            library_dirs: options.library_dirs.clone(),
+            ..SessionOptions::default()
+        };
+        let mut session = Session::with_executor(running.executor(), session_options)?;
+        session.set_program_args(&["remjit-repl".to_string()])?;
+        for lib in options.libraries.iter().chain(extra) {
+            session.add_library(lib)?;
+        }
+        session.add_object_bytes(SUPPORT_OBJECT, support.to_vec());
+        session.link()?;
+        Ok(session)
+    }
+
+    /// The session underneath.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The executor running the code.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// How many cells are live.
+    pub fn cell_count(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The number the next cell gets.
+    pub fn next_cell(&self) -> u32 {
+        self.next_cell
+    }
+
+    /// Evaluates one cell.
+    pub fn eval(&mut self, src: &str) -> Outcome {
+        self.eval_ahead(src, None)
+    }
+
+    /// Evaluates one cell and, meanwhile, compiles `next` (the cell that will follow) on the
+    /// assumption that this one is kept: a script's cells then compile two at a time. The
+    /// next [`Repl::eval`] of exactly `next` uses that work if the assumption held.
+    pub fn eval_ahead(&mut self, src: &str, next: Option<&str>) -> Outcome {
+        let mut out = Outcome::default();
+        let number = self.next_cell;
+        let lang = self.options.lang;
+        let t0 = Instant::now();
+        let ahead = self
+            .ahead
+            .take()
+            .filter(|a| a.src == src && a.number == number && a.generation == self.ctx.generation);
+        let (mut items, pending) = match ahead {
+            Some(a) => (a.items, a.pending),
+            None => {
+                let items = split::split(src, lang, &self.ctx.known);
+                if items.is_empty() {
+                    out.ok = true;
+                    return out;
+                }
+                let p = self.ctx.start(&self.compiler, number, &items, lang);
+                (items, p)
+            }
+        };
+        self.next_cell += 1;
+        if let Some(next) = next {
+            self.ahead = self.compile_ahead(number, &items, next);
+        }
+        self.compiler.take_time();
+        self.compiler.take_warnings();
+        let compiled = self
+            .ctx
+            .finish(&self.compiler, pending, number, &mut items, lang);
+        let object = match compiled {
+            Ok(o) => {
+                let warnings = compile::tidy_diagnostics(&self.compiler.take_warnings());
+                if !warnings.trim().is_empty() {
+                    out.events.push(Event::Diagnostics(warnings));
+                }
+                o.map(Arc::new)
+            }
+            Err(diagnostics) => {
+                let shown = compile::tidy_diagnostics(&diagnostics);
+                out.events.push(Event::Diagnostics(shown));
+                return out;
+            }
+        };
+        let t1 = Instant::now();
+        out.times.compile = t1 - t0;
+        out.times.compiler = self.compiler.take_time();
+        let module = match &object {
+            None => None,
+            Some(o) => {
+                self.session
+                    .add_object_bytes(&format!("cell {number}"), o.to_vec());
+                match self.session.link() {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        // The linker's messages name the object, "cell N", often first.
+                        let e = e.to_string();
+                        let named = e.starts_with(&format!("cell {number}:"));
+                        let e = if named {
+                            e
+                        } else {
+                            format!("cell {number}: {e}")
+                        };
+                        out.events.push(Event::Error(e));
+                        return out;
+                    }
+                }
+            }
+        };
+        let t2 = Instant::now();
+        out.times.link = t2 - t1;
+        if module.is_some() {
+            self.name_auto_types(number, &mut items);
+        }
+        let has_statements = items
+            .iter()
+            .any(|i| matches!(i.kind, ItemKind::Statement | ItemKind::Expression) || has_inits(i));
+        let entry = has_statements.then(|| entry_name(number));
+        let has_value = items.iter().any(|i| i.kind == ItemKind::Expression);
+        let ran = match &entry {
+            Some(e) => self.run_cell(number, e, has_value),
+            None => Ok(None),
+        };
+        out.times.run = t2.elapsed();
+        match ran {
+            Ok(value) => {
+                out.events.extend(value.map(Event::Value));
+                self.ctx.absorb(number, &items, lang);
+                self.cells.push(CellRecord {
+                    number,
+                    items,
+                    object,
+                    module,
+                    entry,
+                });
+                out.ok = true;
+            }
+            Err(e) => {
+                if !self.crashed(number, e, &mut out.events) {
+                    if let Some(m) = module {
+                        let _ = self.session.remove_module(m);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Starts compiling `next` as cell `number + 1`, against the context as it will be once
+    /// cell `number` (`items`) is kept. Not after a C++ `auto` variable, whose declaration
+    /// for later cells is known only once its cell ran.
+    fn compile_ahead(&self, number: u32, items: &[Item], next: &str) -> Option<Ahead> {
+        let lang = self.options.lang;
+        let auto = items
+            .iter()
+            .any(|i| matches!(&i.kind, ItemKind::Variable(v) if v.extern_decl.is_empty()));
+        if auto || next.trim_start().starts_with('%') {
+            return None;
+        }
+        let mut ctx = self.ctx.clone();
+        ctx.absorb(number, items, lang);
+        let next_items = split::split(next, lang, &ctx.known);
+        if next_items.is_empty() {
+            return None;
+        }
+        let pending = ctx.start(&self.compiler, number + 1, &next_items, lang);
+        Some(Ahead {
+            src: next.to_string(),
+            number: number + 1,
+            generation: ctx.generation,
+            items: next_items,
+            pending,
+        })
+    }
+
+    /// C++ `auto` variables: their type names, as the compiler spelled them in the cell's
+    /// `__remjit_type_N_name` strings, make their `extern` declarations for later cells (not
+    /// for unnameable types: lambdas, unnamed classes).
+    fn name_auto_types(&self, number: u32, items: &mut [Item]) {
+        for item in items.iter_mut() {
+            let ItemKind::Variable(v) = &mut item.kind else {
+                continue;
+            };
+            if self.options.lang != Lang::Cxx || !v.extern_decl.is_empty() {
+                continue;
+            }
+            let mut decls = Vec::new();
+            for (name, _) in &v.names {
+                match self.auto_type(&compile::auto_type_symbol(number, name)) {
+                    Some(ty) => decls.push(format!("extern {ty} {name};")),
+                    None => {
+                        decls.clear();
+                        break;
+                    }
+                }
+            }
+            v.extern_decl = decls.join(" ");
+        }
+    }
+
+    /// The type named by a `__PRETTY_FUNCTION__` string the pointer `symbol` points to.
+    fn auto_type(&self, symbol: &str) -> Option<String> {
+        let p = self.session.read(symbol, 0, 8).ok()?;
+        let addr = u64::from_le_bytes(p.try_into().ok()?);
+        // The string may end near the end of readable memory: shorter reads then.
+        let mut text = [512, 128, 64]
+            .iter()
+            .find_map(|&n| self.session.read_memory(addr, n).ok())?;
+        text.truncate(text.iter().position(|&b| b == 0)?);
+        let text = String::from_utf8(text).ok()?;
+        let ty = text.split_once("T = ")?.1.strip_suffix(']')?.trim();
+        let unnameable = ["lambda", "{anonymous}", "<unnamed", "(anonymous"];
+        (!ty.is_empty() && !unnameable.iter().any(|u| ty.contains(u))).then(|| ty.to_string())
+    }
+
+    /// Runs a cell's statements; reads its value back.
+    fn run_cell(&self, number: u32, entry: &str, has_value: bool) -> Result<Option<String>> {
+        let _ = number;
+        self.call(entry)?;
+        if !has_value {
+            return Ok(None);
+        }
+        let value = self.read_value()?;
+        Ok((!value.is_empty()).then(|| tidy_type_names(&value)))
+    }
+
+    /// Calls a function of the cells or the support module.
+    fn call(&self, name: &str) -> Result<()> {
+        call(&self.session, name)
+    }
+
+    /// The value buffer of the support module, read from the executor (one read, also over
+    /// TCP), up to its NUL.
+    fn read_value(&self) -> Result<String> {
+        let mut bytes = self.session.read("__remjit_vbuf", 0, VALUE_BUFFER)?;
+        if let Some(end) = bytes.iter().position(|&b| b == 0) {
+            bytes.truncate(end);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A cell's call failed: if the executor died, report how and start a fresh one (true).
+    fn crashed(&mut self, number: u32, e: Error, events: &mut Vec<Event>) -> bool {
+        let ending = self
+            .running
+            .remote()
+            .and_then(|r| exec::describe_ending(&self.session, r));
+        let Some((ending, text)) = ending else {
+            events.push(Event::Error(format!("cell {number}: {e}")));
+            return false;
+        };
+        let text = match ending {
+            Ending::Signaled(libc::SIGINT, _) => "interrupted".to_string(),
+            _ => text,
+        };
+        events.push(Event::Crash(format!("cell {number}: {text}")));
+        match self.restart(self.options.replay) {
+            Ok(note) => events.push(Event::Note(note)),
+            Err(e) if self.options.replay && self.running.remote().is_some() => {
+                // Replaying failed (an earlier cell crashes this time?): start empty.
+                events.push(Event::Error(format!("replaying the cells failed: {e}")));
+                match self.restart(false) {
+                    Ok(note) => events.push(Event::Note(note)),
+                    Err(e) => self.lost(e, events),
+                }
+            }
+            Err(e) => self.lost(e, events),
+        }
+        true
+    }
+
+    /// No executor could be started: the session is over.
+    fn lost(&mut self, e: Error, events: &mut Vec<Event>) {
+        events.push(Event::Error(format!("cannot restart the executor: {e}")));
+        self.lost = true;
+    }
+
+    /// Whether the executor is gone for good (it died and none could be started again).
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Starts a fresh executor; with `replay`, links every live cell again and runs their
+    /// statements with output suppressed, else starts empty. Says what it did.
+    pub fn restart(&mut self, replay: bool) -> Result<String> {
+        let t = Instant::now();
+        if let Some(r) = self.running.remote() {
+            r.shutdown();
+        }
+        self.running = self.spec.start()?;
+        self.lost = false;
+        self.session = Self::start_session(
+            &self.running,
+            &self.options,
+            &self.support,
+            &self.extra_libraries,
+        )?;
+        if !replay {
+            self.cells.clear();
+            self.ctx = self.ctx.rebuilt(std::iter::empty(), self.options.lang);
+            return Ok("executor restarted empty".into());
+        }
+        let quiet = self.cells.iter().any(|c| c.entry.is_some());
+        if quiet {
+            self.call("__remjit_quiet_on")?;
+        }
+        let mut replayed = 0;
+        for c in &mut self.cells {
+            let Some(o) = &c.object else { continue };
+            self.session
+                .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
+            c.module = Some(self.session.link()?);
+            if let Some(e) = &c.entry {
+                call(&self.session, e)?;
+                replayed += 1;
+            }
+        }
+        if quiet {
+            self.call("__remjit_quiet_off")?;
+        }
+        Ok(format!(
+            "executor restarted; {} cells relinked, {replayed} replayed in {} ms",
+            self.cells.len(),
+            t.elapsed().as_millis()
+        ))
+    }
+
+    /// `%undo`: removes the last cell (its module, its declarations). Says which.
+    pub fn undo(&mut self) -> Result<String> {
+        let Some(last) = self.cells.last() else {
+            return Err(Error::Usage("nothing to undo".into()));
+        };
+        if let Some(m) = last.module {
+            self.session.remove_module(m)?;
+        }
+        let n = last.number;
+        self.cells.pop();
+        let live = self.cells.iter().map(|c| (c.number, c.items.as_slice()));
+        self.ctx = self.ctx.rebuilt(live, self.options.lang);
+        Ok(format!("cell {n} removed"))
+    }
+
+    /// `%lib NAME`: loads a library for later cells (and after restarts).
+    pub fn add_library(&mut self, name: &str) -> Result<()> {
+        self.session.add_library(name)?;
+        self.extra_libraries.push(name.to_string());
+        Ok(())
+    }
+
+    /// `%save FILE`: the live cells as one program that compiles natively.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let items: Vec<&Item> = self.cells.iter().flat_map(|c| c.items.iter()).collect();
+        let text = save::program(&items, self.options.lang);
+        std::fs::write(path, text).map_err(|error| Error::Io {
+            path: path.display().to_string(),
+            error,
+        })
+    }
+
+    /// Ends the session (the executor too).
+    pub fn shutdown(&self) {
+        if let Some(r) = self.running.remote() {
+            r.shutdown();
+        }
+    }
+}
+
+/// The size of the support module's value buffer (`__remjit_vbuf`).
+const VALUE_BUFFER: u64 = 4096;
+
+/// Calls `int name(void)` of a cell or the support module.
+fn call(session: &Session, name: &str) -> Result<()> {
+    session.call(name, &[], RetKind::I32).map(|_| ())
+}
+
+fn entry_name(number: u32) -> String {
+    format!("__remjit_cell_{number}")
+}
+
+fn has_inits(item: &Item) -> bool {
+    matches!(&item.kind, ItemKind::Variable(v) if !v.inits.is_empty())
+}
+
+/// Shorter spellings of the type names libstdc++'s templates and gcc print, in the value's
+/// leading `(type)`.
+fn tidy_type_names(s: &str) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        (
+            "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+            "std::string",
+        ),
+        ("std::__cxx11::basic_string<char>", "std::string"),
+        ("std::basic_string<char>", "std::string"),
+        ("std::__cxx11::", "std::"),
+        ("long long unsigned int", "unsigned long long"),
+        ("long long int", "long long"),
+        ("long unsigned int", "unsigned long"),
+        ("short unsigned int", "unsigned short"),
+        ("long int", "long"),
+        ("short int", "short"),
+    ];
+    let Some(rest) = s.strip_prefix('(') else {
+        return s.to_string();
+    };
+    // The type ends at the `) ` before the value (types may hold parentheses).
+    let Some(end) = rest.find(") ") else {
+        return s.to_string();
+    };
+    let mut ty = rest[..end].to_string();
+    for (long, short) in NAMES {
+        ty = ty.replace(long, short);
+    }
+    format!("({ty}{}", &rest[end..])
+}

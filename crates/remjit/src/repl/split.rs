@@ -1,0 +1,1061 @@
+//! Splitting a cell into top-level items and telling what each is: directives, type
+//! declarations, functions, variables (which stay at file scope and are carried to later cells)
+//! and statements (which run at once, in a generated function). Heuristic, as any REPL's is
+//! before the compiler sees the code: ordinary C and C++ come out right, and an odd case ends
+//! in a compiler diagnostic rather than a wrong result.
+
+use std::collections::HashSet;
+
+use super::lex::{lex, Kind, Token};
+
+/// The language of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// C (gcc or $CC).
+    C,
+    /// C++ (g++ or $CXX).
+    Cxx,
+}
+
+/// What a top-level item of a cell is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A preprocessor line: carried to later cells as it is.
+    Directive,
+    /// Types, templates, `using`, namespaces, prototypes, `extern` declarations, inline
+    /// functions, C++ constants: carried to later cells as they are.
+    Carried,
+    /// A function definition: compiled in its cell; later cells see `prototype`.
+    Function {
+        /// Its name (for redefinitions).
+        name: String,
+        /// Its declaration for later cells (none for an out-of-class member).
+        prototype: Option<String>,
+    },
+    /// A variable definition: defined in its cell; later cells see `extern_decl`.
+    Variable(Variable),
+    /// Statements, run in the cell's generated function.
+    Statement,
+    /// The cell's final expression without `;`: its value is printed.
+    Expression,
+}
+
+/// A variable definition, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variable {
+    /// The declared names with their type as written (`struct point`, `int *`), for value
+    /// printing; no type for arrays and function pointers.
+    pub names: Vec<(String, Option<String>)>,
+    /// The definition to compile (`static` dropped; in C, initializers that are not constant
+    /// moved to `inits`).
+    pub definition: String,
+    /// The `extern` declaration later cells see.
+    pub extern_decl: String,
+    /// `name = initializer;` statements run with the cell's statements (C only).
+    pub inits: Vec<String>,
+}
+
+/// One item: what it is, its text and its first line in the cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// What it is.
+    pub kind: ItemKind,
+    /// Its text (with its `;`, one added when the cell's last item had none).
+    pub text: String,
+    /// Its first line in the cell, from 1.
+    pub line: u32,
+}
+
+/// What the splitter knows of earlier cells.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    /// Type names declared so far (typedefs, C++ classes).
+    pub types: HashSet<String>,
+    /// Variables defined so far.
+    pub variables: HashSet<String>,
+}
+
+/// Words that begin a declaration.
+const DECL_WORDS: &[&str] = &[
+    "int",
+    "char",
+    "short",
+    "long",
+    "unsigned",
+    "signed",
+    "float",
+    "double",
+    "void",
+    "_Bool",
+    "bool",
+    "const",
+    "volatile",
+    "static",
+    "extern",
+    "register",
+    "auto",
+    "inline",
+    "constexpr",
+    "consteval",
+    "constinit",
+    "thread_local",
+    "_Thread_local",
+    "__thread",
+    "struct",
+    "union",
+    "enum",
+    "class",
+    "typename",
+    "wchar_t",
+    "char8_t",
+    "char16_t",
+    "char32_t",
+    "_Complex",
+    "__int128",
+    "_Atomic",
+    "_Alignas",
+    "alignas",
+    "__attribute__",
+    "__extension__",
+    "virtual",
+    "explicit",
+    "friend",
+    "mutable",
+    "__auto_type",
+    "typeof",
+    "__typeof__",
+    "decltype",
+];
+
+/// Library type names a cell commonly declares variables with.
+const LIB_TYPES: &[&str] = &[
+    "size_t",
+    "ssize_t",
+    "ptrdiff_t",
+    "intptr_t",
+    "uintptr_t",
+    "intmax_t",
+    "uintmax_t",
+    "FILE",
+    "int8_t",
+    "int16_t",
+    "int32_t",
+    "int64_t",
+    "uint8_t",
+    "uint16_t",
+    "uint32_t",
+    "uint64_t",
+    "time_t",
+    "clock_t",
+    "off_t",
+    "pid_t",
+    "va_list",
+    "wint_t",
+    "fpos_t",
+    "div_t",
+    "jmp_buf",
+    "pthread_t",
+    "pthread_mutex_t",
+    "string",
+    "vector",
+    "map",
+];
+
+/// Words that begin a statement.
+const STATEMENT_WORDS: &[&str] = &[
+    "if",
+    "for",
+    "while",
+    "do",
+    "switch",
+    "return",
+    "break",
+    "continue",
+    "goto",
+    "try",
+    "throw",
+    "case",
+    "default",
+    "else",
+    "delete",
+    "co_return",
+    "co_yield",
+    "co_await",
+];
+
+/// Words that begin an item carried as it is.
+const CARRIED_WORDS: &[&str] = &[
+    "typedef",
+    "template",
+    "using",
+    "namespace",
+    "static_assert",
+    "_Static_assert",
+    "asm",
+    "__asm__",
+];
+
+/// A cell's tokens with its text.
+struct Cell<'a> {
+    src: &'a str,
+    toks: Vec<Token>,
+}
+
+impl<'a> Cell<'a> {
+    fn text(&self, i: usize) -> &'a str {
+        self.toks.get(i).map_or("", |t| t.text(self.src))
+    }
+
+    fn is(&self, i: usize, s: &str) -> bool {
+        self.toks
+            .get(i)
+            .is_some_and(|t| t.kind != Kind::Str && t.text(self.src) == s)
+    }
+
+    fn kind(&self, i: usize) -> Option<Kind> {
+        self.toks.get(i).map(|t| t.kind)
+    }
+
+    /// The source text of tokens `a..b`, as written.
+    fn span(&self, a: usize, b: usize) -> &'a str {
+        if a >= b {
+            return "";
+        }
+        self.src
+            .get(self.toks[a].start..self.toks[b - 1].end)
+            .unwrap_or("")
+    }
+
+    /// The source text of tokens `a..b` with the tokens `skip` picks blanked out (lines and
+    /// columns stay where they were).
+    fn blank(&self, a: usize, b: usize, skip: &dyn Fn(usize) -> bool) -> String {
+        let mut out = self.span(a, b).to_string();
+        let base = self.toks.get(a).map_or(0, |t| t.start);
+        for k in a..b {
+            if skip(k) {
+                let t = self.toks[k];
+                out.replace_range(t.start - base..t.end - base, &" ".repeat(t.end - t.start));
+            }
+        }
+        out
+    }
+
+    /// Tokens `a..b` joined by single spaces, some of them left out.
+    fn join(&self, a: usize, b: usize, skip: &dyn Fn(usize) -> bool) -> String {
+        let mut out = String::new();
+        for i in a..b {
+            if skip(i) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(self.text(i));
+        }
+        out
+    }
+}
+
+/// Splits a cell into items.
+pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
+    let lexed = lex(src);
+    let cell = Cell {
+        src,
+        toks: lexed.tokens,
+    };
+    let mut items = Vec::new();
+    let mut i = 0;
+    while i < cell.toks.len() {
+        let (end, terminated) = chunk_end(&cell, i);
+        let mut item = classify(&cell, i, end, lang, known);
+        if !terminated && !matches!(item.kind, ItemKind::Directive) {
+            // A block-ending `}` would have ended the item: what is left open is an
+            // expression (its value printed) or a declaration missing its `;`.
+            if matches!(item.kind, ItemKind::Statement) && !starts_statement(&cell, i) {
+                item.kind = ItemKind::Expression;
+            } else {
+                item.text.push(';');
+                item = classify_text(&item.text, item.line, lang, known).unwrap_or(item);
+            }
+        }
+        items.push(item);
+        i = end;
+    }
+    items
+}
+
+/// Re-classifies one item's text (after a `;` was added).
+fn classify_text(text: &str, line: u32, lang: Lang, known: &Known) -> Option<Item> {
+    let mut items = split(text, lang, known);
+    if items.len() != 1 {
+        return None;
+    }
+    let mut item = items.pop()?;
+    item.line = line;
+    Some(item)
+}
+
+fn starts_statement(cell: &Cell, i: usize) -> bool {
+    STATEMENT_WORDS.contains(&cell.text(i)) || cell.is(i, "{")
+}
+
+/// Where the item starting at token `i` ends (exclusive), and whether it ended with its own
+/// `;` or `}` rather than at the end of the cell.
+fn chunk_end(cell: &Cell, i: usize) -> (usize, bool) {
+    if cell.kind(i) == Some(Kind::Directive) {
+        return (i + 1, true);
+    }
+    let first = cell.text(i);
+    let mut depth = 0usize;
+    let mut brace_ends = false;
+    let mut j = i;
+    while j < cell.toks.len() {
+        if cell.kind(j) == Some(Kind::Directive) && depth == 0 {
+            return (j, false);
+        }
+        if cell.kind(j) == Some(Kind::Punct) {
+            match cell.text(j) {
+                "{" => {
+                    if depth == 0 {
+                        brace_ends = block_ends_item(cell, i, j);
+                    }
+                    depth += 1;
+                }
+                "(" | "[" => depth += 1,
+                ")" | "]" => depth = depth.saturating_sub(1),
+                "}" => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 && brace_ends {
+                        let next = cell.text(j + 1);
+                        let more = (next == "else" && first == "if")
+                            || (next == "catch" && first == "try")
+                            || (next == "while" && first == "do");
+                        if !more {
+                            return (j + 1, true);
+                        }
+                        brace_ends = false;
+                    }
+                }
+                ";" if depth == 0 => {
+                    if first == "if" && cell.is(j + 1, "else") {
+                        j += 1;
+                        continue;
+                    }
+                    return (j + 1, true);
+                }
+                _ => {}
+            }
+        }
+        j += 1;
+    }
+    (j, false)
+}
+
+/// Whether the `{` at `brace` (depth 0) opens a body whose `}` ends the item: a function, a
+/// namespace, an `extern "C"` block or a statement, but not a class or an initializer.
+fn block_ends_item(cell: &Cell, start: usize, brace: usize) -> bool {
+    let first = cell.text(start);
+    if brace == start || STATEMENT_WORDS.contains(&first) {
+        return first != "do";
+    }
+    if first == "namespace" || (first == "extern" && cell.kind(start + 1) == Some(Kind::Str)) {
+        return true;
+    }
+    let mut depth = 0usize;
+    let mut parens = false;
+    let mut k = start;
+    while k < brace {
+        match cell.text(k) {
+            "(" => {
+                let attr = matches!(
+                    cell.text(k.wrapping_sub(1)),
+                    "__attribute__" | "alignas" | "_Alignas" | "__declspec" | "decltype"
+                );
+                if depth == 0 && !attr {
+                    parens = true;
+                }
+                depth += 1;
+            }
+            "[" | "<" if depth > 0 => depth += 1,
+            ")" | "]" => depth = depth.saturating_sub(1),
+            "=" if depth == 0 && !cell.is(k.wrapping_sub(1), "operator") => return false,
+            _ => {}
+        }
+        k += 1;
+    }
+    parens
+}
+
+/// Classifies tokens `a..b`.
+fn classify(cell: &Cell, a: usize, b: usize, lang: Lang, known: &Known) -> Item {
+    let line = cell.toks[a].line;
+    let text = cell.span(a, b).to_string();
+    let item = |kind| Item {
+        kind,
+        text: text.clone(),
+        line,
+    };
+    if cell.kind(a) == Some(Kind::Directive) {
+        return item(ItemKind::Directive);
+    }
+    let first = cell.text(a);
+    if CARRIED_WORDS.contains(&first)
+        || (first == "extern" && cell.kind(a + 1) == Some(Kind::Str))
+        || is_type_definition(cell, a, b)
+    {
+        return item(ItemKind::Carried);
+    }
+    if starts_statement(cell, a) {
+        return item(ItemKind::Statement);
+    }
+    if cell.is(b - 1, "}") && block_ends_item(cell, a, find_depth0(cell, a, b, "{").unwrap_or(a)) {
+        return function(cell, a, b, lang, text, line);
+    }
+    if !is_declaration(cell, a, b, known) {
+        return item(ItemKind::Statement);
+    }
+    declaration(cell, a, b, lang, known, text, line)
+}
+
+/// The first token `what` at bracket depth 0 in `a..b`.
+fn find_depth0(cell: &Cell, a: usize, b: usize, what: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for k in a..b {
+        let t = cell.text(k);
+        if t == what && depth == 0 && cell.kind(k) == Some(Kind::Punct) {
+            return Some(k);
+        }
+        match t {
+            "(" | "[" | "{" => depth += 1,
+            ")" | "]" | "}" => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `struct S {...};`, `struct S;`, `class C : B {...};`, `enum class E {...};`: a type and no
+/// variable.
+fn is_type_definition(cell: &Cell, a: usize, b: usize) -> bool {
+    if !matches!(cell.text(a), "struct" | "union" | "enum" | "class") {
+        return false;
+    }
+    let mut k = a + 1;
+    if matches!(cell.text(k), "class" | "struct") {
+        k += 1;
+    }
+    while cell.text(k) == "__attribute__" || cell.text(k) == "alignas" {
+        k += 1;
+        if cell.is(k, "(") {
+            k = skip_balanced(cell, k, b);
+        }
+    }
+    if cell.kind(k) == Some(Kind::Ident) {
+        k += 1;
+    }
+    if cell.is(k, "final") {
+        k += 1;
+    }
+    matches!(cell.text(k), "{" | ";" | ":")
+}
+
+/// The index past the bracket group opening at `k`.
+fn skip_balanced(cell: &Cell, k: usize, b: usize) -> usize {
+    let mut depth = 0usize;
+    let mut j = k;
+    while j < b {
+        match cell.text(j) {
+            "(" | "[" | "{" => depth += 1,
+            ")" | "]" | "}" => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return j + 1;
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    b
+}
+
+/// Whether `a..b` declares something: it starts with a declaration word or a known type name,
+/// or reads `Name [<...>] [*&]* name` followed by `=`, `;`, `[`, `,`, `(` or `{`.
+fn is_declaration(cell: &Cell, a: usize, b: usize, known: &Known) -> bool {
+    let first = cell.text(a);
+    if DECL_WORDS.contains(&first) {
+        return true;
+    }
+    if cell.kind(a) != Some(Kind::Ident) {
+        return false;
+    }
+    let mut k = a;
+    if cell.is(k, "::") {
+        k += 1;
+    }
+    loop {
+        if cell.kind(k) != Some(Kind::Ident) {
+            return false;
+        }
+        k += 1;
+        if cell.is(k, "<") {
+            k = match skip_angles(cell, k, b) {
+                Some(e) => e,
+                None => return false,
+            };
+        }
+        if cell.is(k, "::") {
+            k += 1;
+            continue;
+        }
+        break;
+    }
+    let named_type = known.types.contains(first) || LIB_TYPES.contains(&first);
+    let mut stars = 0;
+    while matches!(cell.text(k), "*" | "&" | "&&" | "const" | "volatile") {
+        k += 1;
+        stars += 1;
+    }
+    if cell.kind(k) != Some(Kind::Ident) {
+        return false;
+    }
+    if known.variables.contains(first) && stars > 0 {
+        return false; // `x * y;` with x a variable: an expression
+    }
+    named_type || matches!(cell.text(k + 1), "=" | ";" | "[" | "," | "(" | "{" | "")
+}
+
+/// Past the `>` matching the `<` at `k`, if the group closes before `b` (and holds no `;`).
+fn skip_angles(cell: &Cell, k: usize, b: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for j in k..b {
+        match cell.text(j) {
+            "<" => depth += 1,
+            ">" => depth -= 1,
+            ">>" => depth -= 2,
+            ";" | "{" | "}" => return None,
+            "(" => {
+                // decltype(...) or a value: skip the parentheses.
+                continue;
+            }
+            _ => {}
+        }
+        if depth <= 0 {
+            return Some(j + 1);
+        }
+    }
+    None
+}
+
+/// A function definition: its name, and its prototype for later cells.
+fn function(cell: &Cell, a: usize, b: usize, lang: Lang, text: String, line: u32) -> Item {
+    let brace = find_depth0(cell, a, b, "{").unwrap_or(b);
+    let paren = find_depth0(cell, a, brace, "(").unwrap_or(brace);
+    let name = cell.text(paren.wrapping_sub(1)).to_string();
+    let qualified = paren >= 2 && cell.is(paren - 2, "::");
+    let words: Vec<&str> = (a..paren).map(|k| cell.text(k)).collect();
+    let is_inline = words
+        .iter()
+        .any(|w| matches!(*w, "inline" | "constexpr" | "consteval" | "__inline"));
+    if is_inline {
+        let text = if lang == Lang::C && !words.contains(&"static") {
+            format!("static {text}")
+        } else {
+            text
+        };
+        return Item {
+            kind: ItemKind::Carried,
+            text,
+            line,
+        };
+    }
+    let not_static = |k: usize| cell.text(k) == "static" && k < paren;
+    let definition = cell.blank(a, b, &not_static);
+    let prototype = (!qualified).then(|| format!("{};", cell.join(a, brace, &not_static)));
+    Item {
+        kind: ItemKind::Function { name, prototype },
+        text: definition,
+        line,
+    }
+}
+
+/// A declaration ending in `;`: a prototype or `extern` declaration (carried), or a variable
+/// definition.
+fn declaration(
+    cell: &Cell,
+    a: usize,
+    b: usize,
+    lang: Lang,
+    known: &Known,
+    text: String,
+    line: u32,
+) -> Item {
+    let carried = |text: String| Item {
+        kind: ItemKind::Carried,
+        text,
+        line,
+    };
+    let words: Vec<&str> = (a..b).map(|k| cell.text(k)).collect();
+    if words.contains(&"extern") || words.contains(&"typedef") {
+        return carried(text);
+    }
+    let cxx_const = lang == Lang::Cxx
+        && words
+            .iter()
+            .take_while(|w| **w != "=" && **w != "*")
+            .any(|w| matches!(*w, "const" | "constexpr"));
+    if cxx_const || words.contains(&"inline") {
+        return carried(text); // C++ constants have internal linkage: each cell has its own
+    }
+    // A lambda's type has no name a later cell could declare: an inline variable instead,
+    // carried as it is (one copy in the session, as for any COMDAT).
+    let lambda = (a..b).any(|k| cell.is(k, "=") && cell.is(k + 1, "["));
+    if lang == Lang::Cxx && words.first() == Some(&"auto") && lambda {
+        return carried(format!("inline {text}"));
+    }
+    let Some(decls) = declarators(cell, a, b, lang, known) else {
+        return carried(text); // a prototype
+    };
+    variable(cell, a, b, lang, known, &decls, line)
+}
+
+/// One declarator of a variable definition, as token ranges.
+struct Declarator {
+    /// Its name token.
+    name: usize,
+    /// Where its declarator starts (pointer stars included) and where its initializer starts
+    /// (`=`, `{` or `(`; equal to `end` without one).
+    start: usize,
+    init: usize,
+    end: usize,
+}
+
+/// The declarators of a variable definition in `a..b` (the `;` at `b - 1`), or `None` for a
+/// function prototype.
+fn declarators(
+    cell: &Cell,
+    a: usize,
+    b: usize,
+    lang: Lang,
+    known: &Known,
+) -> Option<Vec<Declarator>> {
+    let end = if cell.is(b - 1, ";") { b - 1 } else { b };
+    // The declaration specifiers end before the first declarator's name or pointer.
+    let mut k = a;
+    let mut spec_end = a;
+    while k < end {
+        let t = cell.text(k);
+        if matches!(t, "*" | "&" | "&&" | "(" | "=" | "[" | "{" | ",") {
+            break;
+        }
+        if t == "<" {
+            k = skip_angles(cell, k, end)?;
+            spec_end = k;
+            continue;
+        }
+        if t == "__attribute__" || t == "alignas" || t == "decltype" || t == "typeof" {
+            k = skip_balanced(cell, k + 1, end);
+            spec_end = k;
+            continue;
+        }
+        k += 1;
+        spec_end = k;
+    }
+    // The last word before that is the first declarator's name.
+    if !matches!(cell.text(k), "*" | "&" | "&&") {
+        spec_end = spec_end.saturating_sub(1).max(a);
+    }
+    let mut out = Vec::new();
+    let mut k = spec_end;
+    while k < end {
+        let start = k;
+        while matches!(
+            cell.text(k),
+            "*" | "&" | "&&" | "const" | "volatile" | "restrict" | "__restrict"
+        ) {
+            k += 1;
+        }
+        if cell.is(k, "(") {
+            // A function pointer or array pointer: `(*name)(...)`.
+            let close = skip_balanced(cell, k, end);
+            let name = (k..close)
+                .rev()
+                .find(|&j| cell.kind(j) == Some(Kind::Ident))?;
+            k = close;
+            while cell.is(k, "(") || cell.is(k, "[") {
+                k = skip_balanced(cell, k, end);
+            }
+            let init = k;
+            k = find_depth0(cell, k, end, ",").unwrap_or(end);
+            out.push(Declarator {
+                name,
+                start,
+                init,
+                end: k,
+            });
+            k += 1;
+            continue;
+        }
+        if cell.kind(k) != Some(Kind::Ident) {
+            return None;
+        }
+        let name = k;
+        k += 1;
+        while cell.is(k, "[") {
+            k = skip_balanced(cell, k, end);
+        }
+        if cell.is(k, "(") && !is_direct_init(cell, k, end, lang, known) {
+            return None; // `T name(params)`: a prototype
+        }
+        let init = k;
+        k = find_depth0(cell, k, end, ",").unwrap_or(end);
+        out.push(Declarator {
+            name,
+            start,
+            init,
+            end: k,
+        });
+        k += 1;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Whether `(` at `k` starts a C++ direct initializer (`std::string s("hi")`) rather than a
+/// parameter list.
+fn is_direct_init(cell: &Cell, k: usize, end: usize, lang: Lang, known: &Known) -> bool {
+    if lang == Lang::C || cell.is(k + 1, ")") {
+        return false;
+    }
+    let t = cell.text(k + 1);
+    let literal = matches!(
+        cell.kind(k + 1),
+        Some(Kind::Number | Kind::Str | Kind::Char)
+    );
+    literal
+        || matches!(
+            t,
+            "-" | "+" | "!" | "{" | "&" | "true" | "false" | "nullptr"
+        )
+        || (known.variables.contains(t) && !cell.is(k + 2, "*"))
+        || (k + 1 < end && cell.kind(k + 1) == Some(Kind::Ident) && cell.is(k + 2, "("))
+}
+
+/// A variable definition: its definition, `extern` declaration, names and types.
+fn variable(
+    cell: &Cell,
+    a: usize,
+    b: usize,
+    lang: Lang,
+    known: &Known,
+    decls: &[Declarator],
+    line: u32,
+) -> Item {
+    let first_start = decls[0].start;
+    let storage = |k: usize| {
+        k < first_start
+            && match cell.text(k) {
+                "static" | "register" => true,
+                "auto" => lang == Lang::C,
+                _ => false,
+            }
+    };
+    let specs = cell.join(a, first_start, &storage);
+    let type_words = cell.join(a, first_start, &|k| {
+        storage(k)
+            || matches!(
+                cell.text(k),
+                "extern" | "_Thread_local" | "thread_local" | "__thread"
+            )
+    });
+    let mut defs = Vec::new();
+    let mut dynamic = false;
+    let mut externs = Vec::new();
+    let mut inits = Vec::new();
+    let mut names = Vec::new();
+    for d in decls {
+        let name = cell.text(d.name).to_string();
+        let declarator = cell.join(d.start, d.init, &|_| false);
+        let array_or_fn = (d.start..d.init).any(|k| matches!(cell.text(k), "[" | "("));
+        let stars = cell.join(d.start, d.name, &|_| false);
+        let ty = (!array_or_fn && !specs.contains("auto")).then(|| {
+            format!(
+                "{type_words}{}{stars}",
+                if stars.is_empty() { "" } else { " " }
+            )
+        });
+        names.push((name.clone(), ty));
+        externs.push(sized_array(cell, d).unwrap_or_else(|| declarator.clone()));
+        let init = cell.span(d.init, d.end);
+        if lang == Lang::C && is_dynamic_init(cell, d.init, d.end, known) {
+            defs.push(declarator);
+            dynamic = true;
+            let value = init.trim_start().trim_start_matches('=');
+            inits.push(format!("{name} ={value};"));
+        } else {
+            defs.push(format!("{declarator} {init}").trim_end().to_string());
+        }
+    }
+    let extern_decl = if specs.contains("auto") {
+        // The type is the compiler's to deduce: later cells cannot name it.
+        String::new()
+    } else {
+        format!("extern {specs} {};", externs.join(", "))
+    };
+    let definition = if dynamic {
+        format!("{specs} {};", defs.join(", "))
+    } else {
+        cell.blank(a, b, &storage)
+    };
+    Item {
+        kind: ItemKind::Variable(Variable {
+            names,
+            definition,
+            extern_decl,
+            inits,
+        }),
+        text: cell.span(a, b).to_string(),
+        line,
+    }
+}
+
+/// `name[]` with a brace initializer as `name [N]` (N its elements), so that later cells know
+/// the size (`sizeof`); `None` otherwise (designated initializers included).
+fn sized_array(cell: &Cell, d: &Declarator) -> Option<String> {
+    let open = (d.name..d.init).find(|&k| cell.is(k, "["))?;
+    if !cell.is(open + 1, "]") || !cell.is(d.init, "=") || !cell.is(d.init + 1, "{") {
+        return None;
+    }
+    let close = skip_balanced(cell, d.init + 1, d.end);
+    let mut count = 0;
+    let mut depth = 0usize;
+    let mut empty = true;
+    for k in d.init + 2..close.saturating_sub(1) {
+        match cell.text(k) {
+            "." | "[" if depth == 0 => return None,
+            "(" | "[" | "{" => depth += 1,
+            ")" | "]" | "}" => depth = depth.saturating_sub(1),
+            "," if depth == 0 => {
+                count += 1;
+                empty = true;
+                continue;
+            }
+            _ => {}
+        }
+        empty = false;
+    }
+    if !empty {
+        count += 1;
+    }
+    let before = cell.join(d.start, open + 1, &|_| false);
+    let after = cell.join(open + 1, d.init, &|_| false);
+    Some(format!("{before} {count} {after}"))
+}
+
+/// Whether a C initializer (`= ...` in `a..b`) needs code to run: it names a variable or
+/// calls a function. Brace and string initializers are left to the compiler.
+fn is_dynamic_init(cell: &Cell, a: usize, b: usize, known: &Known) -> bool {
+    if !cell.is(a, "=") || cell.is(a + 1, "{") || cell.kind(a + 1) == Some(Kind::Str) {
+        return false;
+    }
+    (a + 1..b).any(|k| {
+        let t = cell.text(k);
+        cell.kind(k) == Some(Kind::Ident)
+            && (known.variables.contains(t)
+                || (cell.is(k + 1, "(") && !matches!(t, "sizeof" | "_Alignof" | "alignof")))
+    })
+}
+
+/// The type names an item declares: typedef names and C++ class names (usable alone), and
+/// the struct or union types (for naming values in C).
+pub fn declared_types(item: &Item, lang: Lang) -> (Vec<String>, Vec<String>) {
+    let lexed = lex(&item.text);
+    let cell = Cell {
+        src: &item.text,
+        toks: lexed.tokens,
+    };
+    let n = cell.toks.len();
+    let mut names = Vec::new();
+    let mut records = Vec::new();
+    let first = cell.text(0);
+    if first == "typedef" {
+        // The name is the last identifier at depth 0, or the one inside `(*name)`.
+        let mut depth = 0usize;
+        let mut name = None;
+        for k in 1..n {
+            match cell.text(k) {
+                "(" | "[" | "{" => depth += 1,
+                ")" | "]" | "}" => depth = depth.saturating_sub(1),
+                _ if cell.kind(k) == Some(Kind::Ident) && (depth == 0 || cell.is(k - 1, "*")) => {
+                    name = Some(cell.text(k).to_string());
+                }
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            if matches!(cell.text(1), "struct" | "union") {
+                records.push(name.clone());
+            }
+            names.push(name);
+        }
+    } else if first == "using" && cell.is(2, "=") {
+        names.push(cell.text(1).to_string());
+    } else if matches!(first, "struct" | "union" | "class" | "enum") {
+        let mut k = 1;
+        if matches!(cell.text(k), "class" | "struct") {
+            k += 1;
+        }
+        if cell.kind(k) == Some(Kind::Ident) {
+            let tag = cell.text(k).to_string();
+            if first != "enum" {
+                records.push(format!("{first} {tag}"));
+            }
+            if lang == Lang::Cxx {
+                names.push(tag);
+            }
+        }
+    } else if first == "template" {
+        if let Some(k) =
+            (0..n).find(|&k| matches!(cell.text(k), "class" | "struct") && cell.is(k + 2, "{"))
+        {
+            names.push(cell.text(k + 1).to_string());
+        }
+    }
+    (names, records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(src: &str, lang: Lang) -> Vec<String> {
+        let mut known = Known::default();
+        known.variables.insert("x".into());
+        known.types.insert("point_t".into());
+        split(src, lang, &known)
+            .iter()
+            .map(|i| match &i.kind {
+                ItemKind::Directive => "dir".to_string(),
+                ItemKind::Carried => format!("carried:{}", i.text),
+                ItemKind::Function { name, .. } => format!("fn:{name}"),
+                ItemKind::Variable(v) => format!(
+                    "var:{}|{}|{}",
+                    v.definition,
+                    v.extern_decl,
+                    v.inits.join(" ")
+                ),
+                ItemKind::Statement => format!("stmt:{}", i.text),
+                ItemKind::Expression => format!("expr:{}", i.text),
+            })
+            .map(|s| s.split_whitespace().collect::<String>())
+            .collect()
+    }
+
+    /// Asserts the kinds of `src`'s items, whitespace aside.
+    fn check(src: &str, lang: Lang, expect: &[&str]) {
+        let want: Vec<String> = expect
+            .iter()
+            .map(|s| s.split_whitespace().collect::<String>())
+            .collect();
+        assert_eq!(kinds(src, lang), want, "{src}");
+    }
+
+    #[test]
+    fn c_items() {
+        check(
+            "#include <stdio.h>\nint x = 3;",
+            Lang::C,
+            &["dir", "var:int x = 3;|extern int x;|"],
+        );
+        check(
+            "int y = x * 2;",
+            Lang::C,
+            &["var:int y;|extern int y;|y = x * 2;"],
+        );
+        check(
+            "static int a[] = {1, 2}, *p;",
+            Lang::C,
+            &["var:int a [ ] = {1, 2}, * p;|extern int a [ 2 ], * p;|"],
+        );
+        check("int sq(int v) { return v * v; }", Lang::C, &["fn:sq"]);
+        check("int sq(int v);", Lang::C, &["carried:int sq(int v);"]);
+        check(
+            "struct point { int x, y; };",
+            Lang::C,
+            &["carried:struct point { int x, y; };"],
+        );
+        check(
+            "struct point p = {1, 2};",
+            Lang::C,
+            &["var:struct point p = {1, 2};|extern struct point p;|"],
+        );
+        check("x = 5; x", Lang::C, &["stmt:x = 5;", "expr:x"]);
+        check(
+            "printf(\"%d\\n\", x);",
+            Lang::C,
+            &["stmt:printf(\"%d\\n\", x);"],
+        );
+        check(
+            "for (int i = 0; i < 3; i++) { x += i; }",
+            Lang::C,
+            &["stmt:for (int i = 0; i < 3; i++) { x += i; }"],
+        );
+        check(
+            "if (x) { x = 1; } else x = 2;",
+            Lang::C,
+            &["stmt:if (x) { x = 1; } else x = 2;"],
+        );
+        check(
+            "point_t q;",
+            Lang::C,
+            &["var:point_t q;|extern point_t q;|"],
+        );
+        check(
+            "typedef struct { int a; } s_t;",
+            Lang::C,
+            &["carried:typedef struct { int a; } s_t;"],
+        );
+        check("int z = 4", Lang::C, &["var:int z = 4;|extern int z;|"]);
+        check("x * 2", Lang::C, &["expr:x * 2"]);
+        check(
+            "FILE *f = fopen(\"a\", \"r\");",
+            Lang::C,
+            &["var:FILE * f;|extern FILE * f;|f = fopen(\"a\", \"r\");"],
+        );
+    }
+
+    #[test]
+    fn cxx_items() {
+        check(
+            "std::vector<int> v{1, 2};",
+            Lang::Cxx,
+            &["var:std::vector < int > v {1, 2};|extern std::vector < int > v;|"],
+        );
+        check(
+            "std::string s(\"hi\");",
+            Lang::Cxx,
+            &["var:std::string s (\"hi\");|extern std::string s;|"],
+        );
+        assert_eq!(
+            kinds("class A { public: int f() { return 1; } };", Lang::Cxx).len(),
+            1
+        );
+        assert!(kinds(
+            "template <class T> T twice(T a) { return a + a; }",
+            Lang::Cxx
+        )[0]
+        .starts_with("carried:"));
+        check("int A::g() { return 2; }", Lang::Cxx, &["fn:g"]);
+        assert!(kinds("const int N = 3;", Lang::Cxx)[0].starts_with("carried:"));
+        assert!(kinds("using namespace std;", Lang::Cxx)[0].starts_with("carried:"));
+        check(
+            "std::cout << x << std::endl;",
+            Lang::Cxx,
+            &["stmt:std::cout << x << std::endl;"],
+        );
+        check(
+            "auto f = [](int a) { return a; };",
+            Lang::Cxx,
+            &["carried:inline auto f = [](int a) { return a; };"],
+        );
+    }
+}

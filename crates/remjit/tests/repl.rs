@@ -1,0 +1,584 @@
+//! `remjit repl` driven through a pipe (and once through a pseudo-terminal), in process and out
+//! of process: C and C++ sessions whose variables and types persist, value printing, `%undo`,
+//! redefinition, `%save`, crash recovery with replay, Ctrl-C, and a session over TCP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{remjit, run_with_timeout};
+
+/// Runs `remjit repl ARGS` with `input` on stdin.
+fn repl(args: &[&str], input: &str) -> Output {
+    repl_env(args, input, &[])
+}
+
+/// Runs `remjit repl ARGS` with `input` on stdin and `env` set.
+fn repl_env(args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input");
+    std::fs::write(&file, input).unwrap();
+    let mut cmd = Command::new(remjit());
+    cmd.arg("repl")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::fs::File::open(&file).unwrap());
+    run_with_timeout(&mut cmd, Duration::from_secs(180))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts the exact stdout of a session and its exit status.
+fn assert_session(args: &[&str], input: &str, stdout: &str, status: i32) -> Output {
+    let out = repl(args, input);
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(text(&out.stdout), stdout, "{args:?}; stderr:\n{err}");
+    assert_eq!(out.status.code(), Some(status), "{args:?}; stderr:\n{err}");
+    out
+}
+
+/// In process, out of process with shared memory, and with copies.
+const MODES: &[&[&str]] = &[&["--in-process"], &[], &["--no-shared-memory"]];
+
+const C_SESSION: &str = r#"#include <stdio.h>
+#include <string.h>
+int counter = 40;
+struct point { int x, y; };
+typedef struct point point_t;
+point_t origin = {3, 4};
+int norm2(point_t p) {
+  return p.x * p.x + p.y * p.y;
+}
+counter += 2;
+printf("counter=%d norm2=%d\n", counter, norm2(origin));
+counter
+char name[16] = "remjit";
+strlen(name)
+#define TWICE(v) ((v) * 2)
+TWICE(counter) \
+  + 1
+origin.x = 10;
+norm2(origin)
+"#;
+
+const C_EXPECTED: &str = "counter=42 norm2=25\n(int) 42\n(unsigned long) 6\n(int) 85\n(int) 116\n";
+
+#[test]
+fn c_variables_types_and_macros_persist() {
+    for mode in MODES.iter().chain([&["--no-compile-ahead"][..]].iter()) {
+        assert_session(mode, C_SESSION, C_EXPECTED, 0);
+    }
+}
+
+/// A REPL killed before it could clean up leaves its directory; the next REPL removes it.
+#[test]
+fn stale_private_directories_are_removed() {
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let stale = std::env::temp_dir().join(format!("remjit-repl-{pid}-stale"));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("cell1.c"), "int x;").unwrap();
+    assert_session(&["--in-process"], "1 + 1\n", "(int) 2\n", 0);
+    let left = stale.exists();
+    let _ = std::fs::remove_dir_all(&stale);
+    assert!(!left, "{} is still there", stale.display());
+}
+
+/// A thread-local keeps its value across cells (cells are compiled -fPIC: another cell's
+/// thread-local is reached through __tls_get_addr).
+#[test]
+fn thread_locals_persist() {
+    for mode in &MODES[..2] {
+        assert_session(mode, "__thread int t = 1;\nt += 4;\nt\n", "(int) 5\n", 0);
+    }
+}
+
+/// clang compiles the cells as well as gcc (its own diagnostics flags, its precompiled
+/// headers).
+#[test]
+fn clang_compiles_the_cells() {
+    let out = repl_env(&[], C_SESSION, &[("CC", "clang-19")]);
+    assert_eq!(text(&out.stdout), C_EXPECTED, "{}", text(&out.stderr));
+    let out = repl_env(&[], "int x = 1;\nint y = nope;\nx\n", &[("CC", "clang-19")]);
+    assert_eq!(text(&out.stdout), "(int) 1\n");
+    assert_eq!(
+        text(&out.stderr),
+        "cell 2:1:9: error: use of undeclared identifier 'nope'\n"
+    );
+    let input = "#include <string>\nstd::string s = \"a\";\ns + \"b\"\n";
+    let out = repl_env(&["--lang", "c++"], input, &[("CXX", "clang++-19")]);
+    assert_eq!(
+        text(&out.stdout),
+        "(std::string) \"ab\"\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A cell compiled ahead on the assumption that the one before is kept is compiled again when
+/// that one fails.
+#[test]
+fn compiled_ahead_cells_follow_failures() {
+    let out = repl(&[], "double v = nope;\nv\nint w = 3;\nw\n");
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "(int) 3\n", "{err}");
+    assert!(
+        err.contains("cell 1:1:12: error: ‘nope’ undeclared"),
+        "{err}"
+    );
+    assert!(err.contains("cell 2:1:1: error: ‘v’ undeclared"), "{err}");
+}
+
+#[test]
+fn cxx_session() {
+    let input = r#"#include <iostream>
+#include <string>
+#include <vector>
+std::string greeting = "hello";
+std::vector<int> v{1, 2, 3};
+class Counter {
+ public:
+  int next() { return ++n; }
+ private:
+  int n = 0;
+};
+Counter c;
+v.push_back(4);
+c.next();
+std::cout << greeting << " " << v.size() << " " << c.next() << std::endl;
+greeting + " world"
+v
+c.next()
+template <class T> T twice(T a) { return a + a; }
+twice(2.25)
+auto words = std::vector<std::string>{"x", "y"};
+auto add = [](int a, int b) { return a + b; };
+words.size() + add(1, 2)
+"#;
+    let expected = "hello 4 2\n(std::string) \"hello world\"\n(std::vector<int>) size 4\n(int) 3\n(double) 4.5\n(unsigned long) 5\n";
+    for mode in [&["--in-process"][..], &[]] {
+        assert_session(&[&["--lang", "c++"], mode].concat(), input, expected, 0);
+    }
+}
+
+#[test]
+fn c_values_of_each_kind() {
+    let input = r#"#include <stdbool.h>
+enum color { RED, GREEN, BLUE };
+enum color c = BLUE;
+struct pair { int a, b; };
+struct pair pr = {1, 2};
+int x = 7;
+bool yes = true;
+const char *s = "hi\n";
+char *none = 0;
+42
+3.5
+2.0f
+-7LL
+10u
+'a'
+(char)'b'
+yes
+c
+pr
+s
+none
+(void *)0x1000
+x == 7
+sizeof(struct pair)
+"#;
+    let expected = "(int) 42\n(double) 3.5\n(float) 2\n(long long) -7\n(unsigned int) 10\n\
+                    (int) 97\n(char) 'b'\n(bool) true\n(enum color) 2\n\
+                    (struct pair) { 01 00 00 00 02 00 00 00 }\n(const char *) \"hi\\n\"\n\
+                    (char *) 0x0\n(void *) 0x1000\n(int) 1\n(unsigned long) 8\n";
+    assert_session(&[], input, expected, 0);
+    // A pointer prints in hex.
+    let out = repl(&[], "int x = 1;\n&x\n");
+    let v = text(&out.stdout);
+    assert!(v.starts_with("(int *) 0x") && v.len() > 12, "{v}");
+}
+
+#[test]
+fn cxx_values_of_each_kind() {
+    let input = r#"#include <string>
+#include <map>
+enum class Mode : unsigned char { Off, On };
+struct P { int a; };
+true
+'x'
+Mode::On
+nullptr
+std::string("abc")
+std::map<int, int>{{1, 2}, {3, 4}}
+"lit"
+P{5}
+1.0 / 3
+"#;
+    let expected = "(bool) true\n(char) 'x'\n(Mode) 1\n(std::nullptr_t) 0x0\n\
+                    (std::string) \"abc\"\n(std::map<int, int>) size 2\n(const char [4]) \"lit\"\n\
+                    (P) { 05 00 00 00 }\n(double) 0.33333333333333331\n";
+    assert_session(&["--lang", "c++"], input, expected, 0);
+}
+
+#[test]
+fn redefinition_reaches_earlier_callers_and_undo_restores() {
+    let input = r#"int f(void) { return 1; }
+int g(void) { return f() * 10; }
+g()
+int f(void) { return 2; }
+g()
+%undo
+%undo
+g()
+int v = 5;
+double v = 2.5;
+v
+%undo
+%undo
+v
+"#;
+    let out = assert_session(
+        &[],
+        input,
+        "(int) 10\n(int) 20\n(int) 10\n(double) 2.5\n(int) 5\n",
+        0,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("remjit: cell 5 removed\nremjit: cell 4 removed\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diagnostics_name_the_cell_and_line() {
+    let out = repl(&[], "int ok = 1;\nint f(void) {\n  return nope;\n}\nok\n");
+    let err = text(&out.stderr);
+    assert!(err.contains("cell 2:2:10: error:"), "{err}");
+    assert!(err.contains("nope"), "{err}");
+    assert!(!err.contains("__remjit"), "{err}");
+    assert_eq!(text(&out.stdout), "(int) 1\n");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// Crashes of each kind end the executor; a fresh one gets the earlier cells, their
+/// statements replayed, so the values are back.
+#[test]
+fn recovery_after_crashes() {
+    let input = r#"#include <stdio.h>
+#include <stdlib.h>
+int x = 1;
+x = 41;
+printf("printed once\n");
+int *null = 0;
+*null = 3;
+x + 1
+abort();
+x + 2
+exit(3);
+x + 3
+"#;
+    for mode in &MODES[1..] {
+        let out = assert_session(
+            mode,
+            input,
+            "printed once\n(int) 42\n(int) 43\n(int) 44\n",
+            1,
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("remjit: cell 7: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x0, in `__remjit_body_7`"),
+            "{err}"
+        );
+        assert!(err.contains("at cell 7:1"), "{err}");
+        assert!(
+            err.contains("remjit: cell 9: the JIT'd program died of SIGABRT"),
+            "{err}"
+        );
+        assert!(
+            err.contains("remjit: cell 11: the executor exited with status 3"),
+            "{err}"
+        );
+        assert!(
+            err.contains("remjit: executor restarted; 6 cells relinked, 2 replayed in "),
+            "{err}"
+        );
+    }
+    // Without replay, the fresh executor starts empty.
+    let out = repl(
+        &["--no-replay"],
+        "int x = 4;\n*(int *)0 = 1;\nint y = 2;\ny\n",
+    );
+    assert_eq!(text(&out.stdout), "(int) 2\n");
+    assert!(text(&out.stderr).contains("remjit: executor restarted empty"));
+}
+
+/// A cell whose replay crashes (it behaves differently the second time): the REPL says so
+/// and starts empty rather than stopping.
+#[test]
+fn a_replay_that_crashes_restarts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let input = format!(
+        "#include <stdio.h>\n#include <stdlib.h>\nint k = 7;\n\
+         if (fopen(\"{m}\", \"r\")) abort(); else fclose(fopen(\"{m}\", \"w\"));\n\
+         *(int *)0 = 1;\nk\nint j = 2;\nj\n",
+        m = marker.display()
+    );
+    let out = repl(&[], &input);
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "(int) 2\n", "{err}");
+    assert!(
+        err.contains("remjit: error: replaying the cells failed: "),
+        "{err}"
+    );
+    assert!(err.contains("remjit: executor restarted empty\n"), "{err}");
+    assert!(err.contains("cell 6:1:1: error: ‘k’ undeclared"), "{err}");
+}
+
+#[test]
+fn recovery_after_an_uncaught_exception() {
+    let input = r#"#include <string>
+#include <stdexcept>
+std::string s = "kept";
+s += "!";
+throw std::runtime_error("boom");
+s
+"#;
+    let out = assert_session(&["--lang", "c++"], input, "(std::string) \"kept!\"\n", 1);
+    let err = text(&out.stderr);
+    assert!(err.contains("what():  boom"), "{err}");
+    assert!(
+        err.contains("remjit: cell 5: the JIT'd program died of SIGABRT"),
+        "{err}"
+    );
+    assert!(
+        err.contains("executor restarted; 4 cells relinked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn saved_session_compiles_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.c");
+    let input = format!("{C_SESSION}%save {}\n", file.display());
+    assert_session(&[], &input, C_EXPECTED, 0);
+    let exe = dir.path().join("saved");
+    let cc = Command::new("gcc")
+        .arg(&file)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(cc.status.success(), "{}", text(&cc.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    assert_eq!(text(&run.stdout), "counter=42 norm2=25\n");
+}
+
+#[test]
+fn commands_lib_time_restart_help() {
+    let input = "%lib z\n#include <zlib.h>\nconst char *v = 0;\nv = zlibVersion();\n\
+                 %time on\nint n = 2;\n%time off\nn += 40;\n%restart\nv == zlibVersion()\nn\n\
+                 %help\n%nonsense\n%quit\nn\n";
+    let out = repl(&[], input);
+    let stdout = text(&out.stdout);
+    let err = text(&out.stderr);
+    assert!(
+        stdout.starts_with("(int) 1\n(int) 42\nCells: C or C++"),
+        "{stdout}\n{err}"
+    );
+    assert!(stdout.contains("%save FILE"), "{stdout}");
+    assert_eq!(err.matches("remjit: time: compile ").count(), 1, "{err}");
+    assert!(
+        err.contains("remjit: executor restarted; 5 cells relinked, 2 replayed in "),
+        "{err}"
+    );
+    assert!(
+        err.contains("remjit: error: unknown command `%nonsense`: %help lists them"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+}
+
+/// A token (64 hex digits): tests need distinct ones, not secret ones.
+fn test_token(seed: u8) -> String {
+    (0..32u8).map(|i| format!("{:02x}", i ^ seed)).collect()
+}
+
+/// `remjit-executor listen=127.0.0.1:0` with `token`, its stdout to `stdout`: the child and
+/// its address.
+fn listen(token: &str, stdout: Stdio) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut exec = Command::new(remjit().with_file_name("remjit-executor"))
+        .arg("listen=127.0.0.1:0")
+        .env("REMJIT_TOKEN", token)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(exec.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    // Whatever else it says is read (and dropped), never left to fill the pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (exec, addr)
+}
+
+#[test]
+fn session_over_tcp() {
+    let token = test_token(11);
+    let (exec, addr) = listen(&token, Stdio::piped());
+    let input = "#include <stdio.h>\nint x = 20;\nx += 1;\nprintf(\"remote %d\\n\", x);\nx * 2\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input");
+    std::fs::write(&file, input).unwrap();
+    let mut cmd = Command::new(remjit());
+    cmd.args(["repl", &format!("--oop-executor-connect={addr}")])
+        .env("REMJIT_TOKEN", &token)
+        .stdin(std::fs::File::open(&file).unwrap());
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    // The value comes back to the controller; printf writes on the executor's stdout.
+    assert_eq!(text(&out.stdout), "(int) 42\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let done = exec.wait_with_output().unwrap();
+    assert_eq!(text(&done.stdout), "remote 21\n");
+}
+
+/// Over TCP a crash ends the executor's one session: no executor can be had again, and the
+/// REPL ends with an error instead of going on without one.
+#[test]
+fn a_crash_over_tcp_ends_the_session() {
+    let token = test_token(12);
+    let (mut exec, addr) = listen(&token, Stdio::null());
+    let connect = format!("--oop-executor-connect={addr}");
+    let out = repl_env(
+        &[&connect, "--oop-executor-timeout=5"],
+        "int x = 1;\n*(int *)0 = 1;\nx\n",
+        &[("REMJIT_TOKEN", &token)],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "", "{err}");
+    assert!(
+        err.contains("remjit: error: cannot restart the executor: "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("remjit: error: the session is lost: no executor runs its code\n"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let _ = exec.kill();
+    let _ = exec.wait();
+}
+
+/// Everything the terminal shows until it shows `what` (or the deadline passes).
+fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(what) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        match master.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// In a real terminal: line editing reads the cells, and Ctrl-C ends an infinite loop (the
+/// executor dies of SIGINT, the REPL restarts it and replays) without ending the session.
+#[test]
+fn terminal_ctrl_c_interrupts_an_infinite_loop() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty with no name, termios or window size.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: fresh descriptors we own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    // SAFETY: fcntl on our descriptor.
+    unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut cmd = Command::new(remjit());
+    cmd.arg("repl")
+        .env("TERM", "dumb")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and the controlling-terminal ioctl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Only the REPL (and its executor) hold the terminal now: its end reads as end of file.
+    drop(cmd);
+    drop(slave);
+    let mut master = std::fs::File::from(master);
+    let mut seen = String::new();
+    assert!(
+        read_until(&mut master, &mut seen, "[1]> "),
+        "no prompt: {seen}"
+    );
+    step(&mut master, &mut seen, "int x = 5;\r", "[2]> ");
+    step(&mut master, &mut seen, "x += 1;\r", "[3]> ");
+    master.write_all(b"while (1) {}\r").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    step(&mut master, &mut seen, "\x03", "[4]> ");
+    step(&mut master, &mut seen, "x\r", "(int) 6");
+    master.write_all(b"%quit\r").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the REPL did not end: {seen}");
+        let _ = read_until(&mut master, &mut seen, "\u{0}");
+    };
+    assert!(status.success(), "{seen}");
+    assert!(seen.contains("remjit: cell 3: interrupted"), "{seen}");
+    assert!(
+        seen.contains("executor restarted; 2 cells relinked, 1 replayed"),
+        "{seen}"
+    );
+}
+
+/// Types `send` and waits until the terminal shows `wait`.
+fn step(master: &mut std::fs::File, seen: &mut String, send: &str, wait: &str) {
+    master.write_all(send.as_bytes()).unwrap();
+    assert!(
+        read_until(master, seen, wait),
+        "waiting for {wait:?}; saw:\n{seen}"
+    );
+}
