@@ -795,3 +795,34 @@ fn found_host_symbols_are_asked_for_once() {
     // a asks for strlen; b finds it known; c asks for strcmp.
     assert_eq!(sent, vec![1, 1, 2]);
 }
+
+/// The executor runs `main` on a reused thread as if each call had a fresh main thread: the
+/// `thread_local` destructors of a call run before the call returns, and the next call sees
+/// the initial values again (shared memory and copying).
+#[test]
+fn each_main_call_gets_fresh_thread_locals_and_runs_their_destructors() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-fresh-tls");
+    let src = dir.join("tls.cc");
+    std::fs::write(
+        &src,
+        "static int dtors;\n\
+         struct T { int n = 0; ~T() { dtors++; } };\n\
+         thread_local T t;\n\
+         extern \"C\" int bump() { return ++t.n * 100 + dtors; }\n",
+    )
+    .unwrap();
+    let o = compile(&dir, &src, "tls.o", &["-O2", "-fPIC"]);
+    for mode in [MemoryMode::Shared, MemoryMode::Copy] {
+        let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), mode).unwrap());
+        let mut s = Session::with_executor(exec, SessionOptions::default()).unwrap();
+        s.add_file(&o).unwrap();
+        s.link().unwrap();
+        let got: Vec<i32> = (0..3).map(|_| s.run_main("bump", &[]).unwrap()).collect();
+        // A reused thread that kept its thread-locals would give 100, 200, 300; one that did
+        // not run their destructors 100, 100, 100.
+        assert_eq!(got, vec![100, 101, 102], "{mode:?}");
+    }
+}

@@ -6,6 +6,7 @@
 //! The in-process mode of the controller calls these directly; the executor binary exposes them
 //! as services. Both therefore share one implementation.
 
+pub mod call_thread;
 pub mod eh_frame;
 pub mod exit;
 pub mod init;
@@ -14,11 +15,20 @@ pub mod perf;
 pub mod tls;
 
 /// Names that JIT'd code must bind to this runtime instead of to the process's libraries, with
-/// the runtime's addresses for them (`__tls_get_addr`, `atexit`, `__cxa_atexit`).
+/// the runtime's addresses for them (`__tls_get_addr`, `atexit`, `__cxa_atexit`,
+/// `__cxa_thread_atexit`).
 pub fn symbol_overrides() -> Vec<(&'static str, u64)> {
     vec![
         ("__tls_get_addr", tls::tls_get_addr as *const () as u64),
         ("atexit", exit::atexit as *const () as u64),
         ("__cxa_atexit", exit::cxa_atexit as *const () as u64),
+        (
+            "__cxa_thread_atexit",
+            call_thread::cxa_thread_atexit as *const () as u64,
+        ),
+        (
+            "__cxa_thread_atexit_impl",
+            call_thread::cxa_thread_atexit as *const () as u64,
+        ),
     ]
 }
