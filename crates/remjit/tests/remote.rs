@@ -826,3 +826,52 @@ fn each_main_call_gets_fresh_thread_locals_and_runs_their_destructors() {
         assert_eq!(got, vec![100, 101, 102], "{mode:?}");
     }
 }
+
+/// With shared memory, finalize and calls go through the call mailbox; an executor that dies
+/// while the controller waits there is reported as over the socket, without a hang. Copying
+/// keeps the socket.
+#[test]
+fn executor_death_during_a_mailbox_call_is_reported() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-mailbox-death");
+    let o = source(
+        &dir,
+        "die",
+        "#include <signal.h>\n#include <unistd.h>\n\
+         int fine(void) { return 42; }\n\
+         int die(void) { kill(getpid(), SIGKILL); pause(); return 0; }\n",
+        &["-O2"],
+    );
+    for (mode, through_mailbox) in [(MemoryMode::Shared, true), (MemoryMode::Copy, false)] {
+        let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), mode).unwrap());
+        let mut s = Session::with_executor(exec.clone(), SessionOptions::default()).unwrap();
+        s.add_file(&o).unwrap();
+        s.link().unwrap();
+        assert_eq!(s.run_main("fine", &[]).unwrap(), 42);
+        // initialize, set args, call
+        let expect = if through_mailbox { 3 } else { 0 };
+        assert_eq!(exec.mailbox_calls(), expect, "{mode:?}");
+        // A hang fails the test instead of blocking it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = s.run_main("die", &[]).map_err(|e| e.to_string());
+            let _ = tx.send(r);
+            drop(s);
+        });
+        let err = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the call ends")
+            .expect_err("the executor died");
+        assert_eq!(
+            err, "executor: the executor closed the connection",
+            "{mode:?}"
+        );
+        assert!(matches!(
+            exec.ending(),
+            remjit::remote::Ending::Signaled(libc::SIGKILL, _)
+        ));
+    }
+    std::fs::remove_file(&o).unwrap();
+}

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod fdpass;
 pub mod mappers;
+pub mod ring;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -132,6 +133,9 @@ impl RemoteExecutor {
         let ours = conn.has(names::REMJIT_RUN_MAIN);
         let mapper: Arc<dyn MemoryMapper> = match memory {
             MemoryMode::Shared if ours && is_unix && conn.has(names::REMJIT_MEMFD_RESERVE) => {
+                if conn.has(remjit_wire::ring::OPEN) {
+                    conn.open_mailbox(&fds)?;
+                }
                 Arc::new(SharedMapper::new(
                     conn.clone(),
                     fds.clone(),
@@ -307,6 +311,11 @@ impl RemoteExecutor {
     /// for again.
     pub fn lookups_sent(&self) -> u64 {
         self.lookups_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many calls went through the call mailbox in shared memory instead of the socket.
+    pub fn mailbox_calls(&self) -> u64 {
+        self.conn.mailbox_calls()
     }
 
     /// One dylib-manager lookup of `names_` in the executor's process handle.
