@@ -53,6 +53,9 @@ pub const REPLY: u32 = 2;
 /// The length word of a result that did not fit (the call ran; its result is lost).
 pub const TOO_LONG: u64 = u64::MAX;
 
+/// How long a waiter spins before it also yields its core between looks.
+const YIELD_AFTER: Duration = Duration::from_micros(30);
+
 /// The header at the start of the page.
 #[repr(C)]
 struct Header {
@@ -192,21 +195,33 @@ impl Mailbox {
         tick: Duration,
         mut alive: impl FnMut() -> Result<(), String>,
     ) -> Result<(), Interrupted> {
+        if self.spin_for(want, spin) {
+            return Ok(());
+        }
+        self.sleep_for(want, tick, &mut alive)
+    }
+
+    /// Spins up to `spin` until the state is `want`; whether it came.
+    pub fn spin_for(&self, want: u32, spin: Duration) -> bool {
         let h = self.header();
         let start = Instant::now();
         let mut n = 0u32;
         while h.state.load(Ordering::Acquire) != want {
             n = n.wrapping_add(1);
             if n.is_multiple_of(64) {
-                if start.elapsed() >= spin {
-                    return self.sleep_for(want, tick, &mut alive);
+                let spent = start.elapsed();
+                if spent >= spin {
+                    return false;
                 }
-                // Another thread may need this core (two cores, several processes).
-                std::thread::yield_now();
+                // After a while, another thread may need this core more (few cores, several
+                // processes); before that, yielding would cost more than the wait.
+                if spent >= YIELD_AFTER {
+                    std::thread::yield_now();
+                }
             }
             std::hint::spin_loop();
         }
-        Ok(())
+        true
     }
 
     fn sleep_for(

@@ -127,9 +127,19 @@ fn serve(mb: &Mailbox, services: &Services, stop: &AtomicBool) {
         true => Err("the session is over".to_string()),
         false => Ok(()),
     };
-    while mb.wait_for(REQUEST, SPIN, TICK, alive).is_ok() {
+    // The program's signal mask, entered for the first call that runs JIT'd code and kept
+    // while calls keep coming (two system calls less per call); asleep, the thread blocks
+    // asynchronous signals as the executor's other threads do.
+    let mut mask = None;
+    loop {
+        if !mb.spin_for(REQUEST, SPIN) {
+            mask = None;
+            if mb.wait_for(REQUEST, Duration::ZERO, TICK, alive).is_err() {
+                return;
+            }
+        }
         let out = match mb.take() {
-            Ok((tag, args)) => call(services, tag, &args),
+            Ok((tag, args)) => call(services, tag, &args, &mut mask),
             Err(len) => SpsError(Some(format!(
                 "protocol violation: a call mailbox request of {len} bytes (at most {CAPACITY})"
             )))
@@ -141,12 +151,15 @@ fn serve(mb: &Mailbox, services: &Services, stop: &AtomicBool) {
     }
 }
 
-/// Runs the service at `tag`, when the mailbox serves it, as the socket loop would.
-fn call(services: &Services, tag: u64, args: &[u8]) -> Vec<u8> {
+/// Runs the service at `tag`, when the mailbox serves it, as the socket loop would (calls that
+/// run JIT'd code with the program's signal mask).
+fn call(services: &Services, tag: u64, args: &[u8], mask: &mut Option<ProgramMask>) -> Vec<u8> {
     let refuse = |msg: String| SpsError(Some(msg)).to_bytes();
     match services.lookup(tag) {
         Some((handler, kind, name)) if ring::SERVICES.contains(&name) => {
-            let _mask = (kind == Kind::Runs).then(ProgramMask::enter);
+            if kind != Kind::Quick && mask.is_none() {
+                *mask = Some(ProgramMask::enter());
+            }
             handler(services, args)
         }
         Some((_, _, name)) => refuse(format!(
