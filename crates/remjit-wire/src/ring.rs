@@ -53,9 +53,6 @@ pub const REPLY: u32 = 2;
 /// The length word of a result that did not fit (the call ran; its result is lost).
 pub const TOO_LONG: u64 = u64::MAX;
 
-/// How long a waiter spins before it also yields its core between looks.
-const YIELD_AFTER: Duration = Duration::from_micros(30);
-
 /// The header at the start of the page.
 #[repr(C)]
 struct Header {
@@ -209,15 +206,13 @@ impl Mailbox {
         while h.state.load(Ordering::Acquire) != want {
             n = n.wrapping_add(1);
             if n.is_multiple_of(64) {
-                let spent = start.elapsed();
-                if spent >= spin {
+                if start.elapsed() >= spin {
                     return false;
                 }
-                // After a while, another thread may need this core more (few cores, several
-                // processes); before that, yielding would cost more than the wait.
-                if spent >= YIELD_AFTER {
-                    std::thread::yield_now();
-                }
+                // The peer may be waiting for this very core (two cores, several busy
+                // processes): measured, yielding between looks is much faster then, and costs
+                // little otherwise.
+                std::thread::yield_now();
             }
             std::hint::spin_loop();
         }
