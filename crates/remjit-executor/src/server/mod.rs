@@ -188,6 +188,7 @@ impl Pool {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let idle = self.idle.clone();
         let replies = self.replies.clone();
+        let owner = std::process::id();
         std::thread::Builder::new()
             .name("remjit-call".into())
             .stack_size(CALL_STACK)
@@ -198,6 +199,7 @@ impl Pool {
                 let mut job = Some(job);
                 while let Some(j) = job.take() {
                     let out = (j.work)();
+                    ring::leave_if_forked(owner, &out);
                     // Idle again before the reply goes out: the controller's next call, sent
                     // as soon as it reads the reply, finds this thread instead of starting one.
                     if let Ok(mut v) = idle.lock() {

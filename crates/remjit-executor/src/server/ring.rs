@@ -127,6 +127,7 @@ fn serve(mb: &Mailbox, services: &Services, stop: &AtomicBool) {
         true => Err("the session is over".to_string()),
         false => Ok(()),
     };
+    let owner = std::process::id();
     // The program's signal mask, entered for the first call that runs JIT'd code and kept
     // while calls keep coming (two system calls less per call); asleep, the thread blocks
     // asynchronous signals as the executor's other threads do.
@@ -145,10 +146,27 @@ fn serve(mb: &Mailbox, services: &Services, stop: &AtomicBool) {
             )))
             .to_bytes(),
         };
+        leave_if_forked(owner, &out);
         if !mb.post(REPLY, 0, &out) {
             mb.post_too_long();
         }
     }
+}
+
+/// After a call that ran JIT'd code: in a process the code forked (`owner` is the executor's
+/// pid), the child returned from the call (from `main`, say) and must not answer the
+/// controller, nor serve it: it exits as a native child returning from `main` does, with
+/// `main`'s status when `out` is one.
+pub(crate) fn leave_if_forked(owner: u32, out: &[u8]) {
+    if std::process::id() == owner {
+        return;
+    }
+    let status = match i64::from_bytes(out) {
+        Ok(s) if out.len() == 8 => s as i32,
+        _ => 0,
+    };
+    // SAFETY: exit(3) as the forked program's own return from main would call it.
+    unsafe { libc::exit(status) };
 }
 
 /// Runs the service at `tag`, when the mailbox serves it, as the socket loop would (calls that
