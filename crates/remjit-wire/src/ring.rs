@@ -16,6 +16,7 @@
 //! Both sides treat the page as hostile: lengths are checked against the capacity and the
 //! bytes are copied out before they are decoded.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,81 @@ pub const REPLY: u32 = 2;
 
 /// The length word of a result that did not fit (the call ran; its result is lost).
 pub const TOO_LONG: u64 = u64::MAX;
+
+/// Seals the mailbox's memfd carries: its size is fixed for good, so that neither side can make
+/// the other's accesses fault by shrinking it.
+const SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Creates the mailbox's memory (the executor): a sealed memfd of [`SIZE`] bytes, and its
+/// mapping here.
+pub fn create() -> std::io::Result<(OwnedFd, *mut u8)> {
+    let os = std::io::Error::last_os_error;
+    // SAFETY: memfd_create with a constant name.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"remjit-calls".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(os());
+    }
+    // SAFETY: a descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sizing and sealing our own memfd.
+    unsafe {
+        if libc::ftruncate(fd.as_raw_fd(), SIZE as libc::off_t) != 0
+            || libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) != 0
+        {
+            return Err(os());
+        }
+    }
+    let page = map(fd.as_fd())?;
+    Ok((fd, page))
+}
+
+/// Maps the mailbox's memory read-write (both sides), after checking that it is [`SIZE`]
+/// bytes and sealed so (a peer's memfd is hostile as the rest of its input).
+pub fn map(fd: BorrowedFd<'_>) -> std::io::Result<*mut u8> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    // SAFETY: fstat and F_GET_SEALS into locals, then a fresh shared mapping of the file.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if st.st_size != SIZE as libc::off_t {
+            return Err(bad("the call mailbox's memory is not of the agreed size"));
+        }
+        let seals = libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS);
+        if seals < 0 || seals & SEALS != SEALS {
+            return Err(bad(
+                "the call mailbox's memory is not sealed against resizing",
+            ));
+        }
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(p.cast())
+    }
+}
+
+/// Unmaps what [`create`] or [`map`] mapped.
+///
+/// # Safety
+/// `page` must be such a mapping, no longer used.
+pub unsafe fn unmap(page: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { libc::munmap(page.cast(), SIZE) };
+}
 
 /// The header at the start of the page.
 #[repr(C)]
@@ -331,6 +407,37 @@ mod tests {
         assert_eq!(mb.take(), Err(TOO_LONG));
         assert!(mb.post(REPLY, 1, &vec![9u8; CAPACITY]));
         assert_eq!(mb.take().unwrap().1.len(), CAPACITY);
+    }
+
+    #[test]
+    fn only_a_sealed_page_of_the_agreed_size_is_mapped() {
+        let (fd, page) = create().unwrap();
+        let other = map(fd.as_fd()).unwrap();
+        // SAFETY: both mappings are ours and unused from here.
+        unsafe {
+            *page = 7;
+            assert_eq!(*other, 7);
+            unmap(page);
+            unmap(other);
+        }
+        // SAFETY: a fresh memfd of our own, sized but not sealed.
+        let plain = unsafe {
+            let fd = libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0 && libc::ftruncate(fd, SIZE as libc::off_t) == 0);
+            OwnedFd::from_raw_fd(fd)
+        };
+        let e = map(plain.as_fd()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the call mailbox's memory is not sealed against resizing"
+        );
+        // SAFETY: shrinking our own unsealed memfd.
+        unsafe { libc::ftruncate(plain.as_raw_fd(), 4096) };
+        let e = map(plain.as_fd()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the call mailbox's memory is not of the agreed size"
+        );
     }
 
     #[test]

@@ -881,9 +881,9 @@ fn executor_death_during_a_mailbox_call_is_reported() {
 #[test]
 fn a_forked_child_returning_from_main_exits_as_natively() {
     let dir = work_dir("remote-fork-return");
-    let src = dir.join("forkret.c");
-    std::fs::write(
-        &src,
+    let o = source(
+        &dir,
+        "forkret",
         "#include <stdio.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
          int main(void) {\n\
          \x20 pid_t p = fork();\n\
@@ -892,15 +892,12 @@ fn a_forked_child_returning_from_main_exits_as_natively() {
          \x20 waitpid(p, &st, 0);\n\
          \x20 printf(\"child %d\\n\", WIFEXITED(st) ? WEXITSTATUS(st) : -1);\n\
          \x20 return 10;\n}\n",
-    )
-    .unwrap();
-    let o = compile(&dir, &src, "forkret.o", &["-O2"]);
+        &["-O2"],
+    );
     let expect = native(&dir, "forkret", std::slice::from_ref(&o), &[], &[]);
     assert_eq!(expect, (b"child 3\n".to_vec(), 10));
     for mode in [&[][..], &["--no-shared-memory"][..]] {
-        let mut cmd = Command::new(remjit());
-        cmd.args(mode).arg(&o);
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
         assert_same(&format!("fork and return {mode:?}"), &out, &expect);
     }
 }

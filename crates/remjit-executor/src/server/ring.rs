@@ -3,7 +3,7 @@
 //! masks as calls over the socket. It runs JIT'd code (constructors, `main`) itself, so it has
 //! a main-sized stack and the crash handler's alternate stack.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,38 +67,9 @@ pub fn open(
     }
 }
 
-/// A page of shared memory (its memfd, its mapping here).
-fn shared_page() -> Result<(OwnedFd, *mut u8), String> {
-    let os = |what: &str| format!("call mailbox: {what}: {}", std::io::Error::last_os_error());
-    // SAFETY: memfd_create with a constant name.
-    let fd = unsafe { libc::memfd_create(c"remjit-calls".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(os("memfd_create"));
-    }
-    // SAFETY: a descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sizing and mapping our own memfd.
-    unsafe {
-        if libc::ftruncate(fd.as_raw_fd(), SIZE as libc::off_t) != 0 {
-            return Err(os("ftruncate"));
-        }
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(os("mmap"));
-        }
-        Ok((fd, p.cast()))
-    }
-}
-
 fn start(services: Arc<Services>) -> Result<(Handle, RawFd), String> {
-    let (fd, page) = shared_page()?;
+    let (fd, page) =
+        ring::create().map_err(|e| format!("call mailbox: cannot create its memory: {e}"))?;
     // SAFETY: a fresh SIZE-byte shared mapping, unmapped only by the thread below when it ends.
     let mailbox = Arc::new(unsafe { Mailbox::new(page, Side::Executor) });
     let stop = Arc::new(AtomicBool::new(false));
@@ -113,7 +84,7 @@ fn start(services: Arc<Services>) -> Result<(Handle, RawFd), String> {
             drop(fd);
             // SAFETY: our mapping; the session is over and nothing else uses it (the handle
             // only wakes the futex word, before it is told to stop).
-            unsafe { libc::munmap(page as *mut libc::c_void, SIZE) };
+            unsafe { ring::unmap(page as *mut u8) };
         })
         .map_err(|e| format!("call mailbox: cannot start its thread: {e}"))?;
     Ok((Handle { stop, mailbox }, raw))
@@ -203,20 +174,11 @@ mod tests {
             Expected::<u64>::from_bytes(&out).unwrap().0,
             Ok(SIZE as u64)
         );
-        // SAFETY: maps the mailbox's memfd (open while its thread runs); never unmapped.
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.unwrap(),
-                0,
-            )
-        };
-        assert_ne!(page, libc::MAP_FAILED);
-        // SAFETY: as above.
-        let mb = unsafe { Mailbox::new(page.cast(), Side::Controller) };
+        // SAFETY: the mailbox's memfd stays open while its thread runs (past this test).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd.unwrap()) };
+        let page = ring::map(fd).unwrap();
+        // SAFETY: a mailbox mapping never unmapped.
+        let mb = unsafe { Mailbox::new(page, Side::Controller) };
         (services, handle.unwrap(), mb)
     }
 

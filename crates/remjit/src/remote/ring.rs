@@ -42,7 +42,7 @@ unsafe impl Sync for CallMailbox {}
 impl Drop for CallMailbox {
     fn drop(&mut self) {
         // SAFETY: our own mapping of the page, no longer used.
-        unsafe { libc::munmap(self.page.cast(), SIZE) };
+        unsafe { ring::unmap(self.page) };
     }
 }
 
@@ -59,33 +59,16 @@ impl CallMailbox {
                 "protocol violation: a call mailbox of {size} bytes (expected {SIZE})"
             )));
         }
-        use std::os::fd::AsRawFd;
-        // SAFETY: maps the executor's memfd, which is SIZE bytes (it said so, and a shorter
-        // file would only fault on our side of an access the executor also checks).
-        let page = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if page == libc::MAP_FAILED {
-            return Err(Error::Executor(format!(
-                "mapping the call mailbox: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        let page = ring::map(std::os::fd::AsFd::as_fd(&fd))
+            .map_err(|e| Error::Executor(format!("mapping the call mailbox: {e}")))?;
         let tags = ring::SERVICES
             .iter()
             .filter_map(|n| conn.symbol(n).ok())
             .collect();
         Ok(CallMailbox {
             // SAFETY: a SIZE-byte shared mapping that lives as long as `self`.
-            mailbox: unsafe { Mailbox::new(page.cast(), Side::Controller) },
-            page: page.cast(),
+            mailbox: unsafe { Mailbox::new(page, Side::Controller) },
+            page,
             busy: Mutex::new(()),
             tags,
             calls: AtomicU64::new(0),
