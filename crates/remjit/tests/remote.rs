@@ -901,3 +901,25 @@ fn a_forked_child_returning_from_main_exits_as_natively() {
         assert_same(&format!("fork and return {mode:?}"), &out, &expect);
     }
 }
+
+/// `main` leaving by `pthread_exit` ends the program with status 0 as natively, instead of
+/// leaving remjit waiting for a return that cannot come (the executor's thread that ran it is
+/// gone).
+#[test]
+fn main_leaving_by_pthread_exit_ends_the_program() {
+    let dir = work_dir("remote-pthread-exit");
+    let o = source(
+        &dir,
+        "pexit",
+        "#include <pthread.h>\n#include <stdio.h>\n#include <stdlib.h>\n\
+         static void bye(void) { printf(\"bye\\n\"); }\n\
+         int main(void) { atexit(bye); printf(\"before\\n\"); pthread_exit(0); return 5; }\n",
+        &["-O2"],
+    );
+    let expect = native(&dir, "pexit", std::slice::from_ref(&o), &[], &[]);
+    assert_eq!(expect, (b"before\nbye\n".to_vec(), 0));
+    for mode in [&[][..], &["--no-shared-memory"][..]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_same(&format!("pthread_exit {mode:?}"), &out, &expect);
+    }
+}

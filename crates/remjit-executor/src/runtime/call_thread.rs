@@ -43,6 +43,32 @@ pub unsafe extern "C" fn cxa_thread_atexit(f: Dtor, obj: *mut c_void, dso: *mut 
     unsafe { __cxa_thread_atexit_impl(f, obj, dso) }
 }
 
+/// Our `pthread_exit`: on a thread running `main` through [`run_main_here`], the thread would
+/// end with nothing to return to the caller, which would wait for ever. A native program whose
+/// main thread leaves that way ends with status 0 once its other threads are done: here it
+/// ends at once (its other threads are not waited for), through `exit`, which runs the
+/// thread's destructors and the exit handlers first. Elsewhere, the C library's.
+///
+/// # Safety
+/// As `pthread_exit`.
+pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
+    if RUNNING_MAIN.try_with(Cell::get).unwrap_or(false) {
+        // SAFETY: exit(3), as the C runtime calls it when the last thread is gone.
+        unsafe { libc::exit(0) };
+    }
+    // SAFETY: forwarded as received.
+    unsafe { libc::pthread_exit(ret) }
+}
+
+/// Our `thrd_exit` (C11): as [`pthread_exit`].
+///
+/// # Safety
+/// As `thrd_exit`.
+pub unsafe extern "C" fn thrd_exit(res: c_int) -> ! {
+    // SAFETY: C11 threads are POSIX threads; glibc's thrd_exit passes `res` as the pointer.
+    unsafe { pthread_exit(res as isize as *mut c_void) }
+}
+
 /// Runs and forgets the destructors kept for this thread, newest first (a destructor may
 /// register more; those run too).
 pub fn run_thread_dtors() {

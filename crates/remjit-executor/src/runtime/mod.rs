@@ -16,7 +16,7 @@ pub mod tls;
 
 /// Names that JIT'd code must bind to this runtime instead of to the process's libraries, with
 /// the runtime's addresses for them (`__tls_get_addr`, `atexit`, `__cxa_atexit`,
-/// `__cxa_thread_atexit`).
+/// `__cxa_thread_atexit`, `pthread_exit`).
 pub fn symbol_overrides() -> Vec<(&'static str, u64)> {
     vec![
         ("__tls_get_addr", tls::tls_get_addr as *const () as u64),
@@ -30,5 +30,10 @@ pub fn symbol_overrides() -> Vec<(&'static str, u64)> {
             "__cxa_thread_atexit_impl",
             call_thread::cxa_thread_atexit as *const () as u64,
         ),
+        (
+            "pthread_exit",
+            call_thread::pthread_exit as *const () as u64,
+        ),
+        ("thrd_exit", call_thread::thrd_exit as *const () as u64),
     ]
 }

@@ -17,10 +17,11 @@ use crate::error::{Error, Result};
 /// within that.
 const SPIN: Duration = Duration::from_micros(100);
 /// Between looks at whether the executor is still there, while asleep (the connection's
-/// reader also wakes us when the executor goes).
-const TICK: Duration = Duration::from_millis(20);
-/// Ticks between looks at whether a local executor is stopped or dead (about a second).
-const TICKS_PER_LIVENESS_LOOK: u32 = 50;
+/// reader also wakes us at once when the executor's stream ends).
+const TICK: Duration = Duration::from_millis(100);
+/// Ticks between looks at whether a local executor is stopped or dead (about a second, as on
+/// the socket: a process it forked may hold its stream open).
+const TICKS_PER_LIVENESS_LOOK: u32 = 10;
 
 /// The mailbox, mapped here.
 pub struct CallMailbox {
