@@ -17,6 +17,9 @@ use crate::signals::ProgramMask;
 /// How long the mailbox thread spins for the next call after answering one: the controller's
 /// next call (the next link's finalize, the call after a finalize) usually comes within that.
 const SPIN: Duration = Duration::from_micros(200);
+/// How long no call must come before the thread uses its idle time (a call right after a
+/// finalize comes sooner).
+const QUIET: Duration = Duration::from_micros(5);
 /// Between looks at whether the session is over, while asleep.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -120,6 +123,10 @@ fn serve(mb: &Mailbox, services: &Services, stop: &AtomicBool) {
         leave_if_forked(owner, &out);
         if !mb.post(REPLY, 0, &out) {
             mb.post_too_long();
+        }
+        // Idle time (no call follows at once): give the controller pages ahead.
+        if super::shm::ahead_pending() && !mb.spin_for(REQUEST, QUIET) {
+            super::shm::allocate_ahead(services);
         }
     }
 }
