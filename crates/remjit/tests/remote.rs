@@ -923,3 +923,43 @@ fn main_leaving_by_pthread_exit_ends_the_program() {
         assert_same(&format!("pthread_exit {mode:?}"), &out, &expect);
     }
 }
+
+/// A small module's memory, freed, is cleared in place (not given back) with shared memory:
+/// the next module there finds zeroes where its zero-filled data lies, as in fresh memory.
+#[test]
+fn a_freed_small_module_leaves_zeroes_for_the_next() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-cleared");
+    // The same layout twice: initialised data the first time, zero-filled the second.
+    let full = source(
+        &dir,
+        "full",
+        "int data[2048] = { [0 ... 2047] = 7 };\n\
+         int probe(void) { int s = 0; for (int i = 0; i < 2048; i++) s += data[i]; return s; }\n",
+        &["-O2", "-fPIC"],
+    );
+    let empty = source(
+        &dir,
+        "empty",
+        "int data[2048];\n\
+         int probe(void) { int s = 0; for (int i = 0; i < 2048; i++) s += data[i]; return s; }\n",
+        &["-O2", "-fPIC"],
+    );
+    let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), MemoryMode::Shared).unwrap());
+    let mut s = Session::with_executor(exec, SessionOptions::default()).unwrap();
+    s.add_file(&full).unwrap();
+    let m = s.link().unwrap();
+    let at = s.lookup("probe").unwrap();
+    assert_eq!(s.run_main("probe", &[]).unwrap(), 7 * 2048);
+    s.remove_module(m).unwrap();
+    s.add_file(&empty).unwrap();
+    s.link().unwrap();
+    assert_eq!(
+        s.lookup("probe").unwrap(),
+        at,
+        "the freed range is used again"
+    );
+    assert_eq!(s.run_main("probe", &[]).unwrap(), 0);
+}
