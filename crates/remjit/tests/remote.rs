@@ -876,13 +876,24 @@ fn executor_death_during_a_mailbox_call_is_reported() {
     std::fs::remove_file(&o).unwrap();
 }
 
+/// Runs C `text` natively, checks that it printed `stdout` and ended with `status`, then
+/// through remjit out of process (shared memory and copying) for the same.
+fn out_of_process_as_natively(name: &str, text: &str, stdout: &str, status: i32) {
+    let dir = work_dir(&format!("remote-{name}"));
+    let o = source(&dir, name, text, &["-O2"]);
+    let expect = native(&dir, name, std::slice::from_ref(&o), &[], &[]);
+    assert_eq!(expect, (stdout.as_bytes().to_vec(), status));
+    for mode in [&[][..], &["--no-shared-memory"][..]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_same(&format!("{name} {mode:?}"), &out, &expect);
+    }
+}
+
 /// A child that JIT'd code forks and that returns from `main` exits with `main`'s status, as
 /// natively; it never answers (or serves) the controller in the executor's place.
 #[test]
 fn a_forked_child_returning_from_main_exits_as_natively() {
-    let dir = work_dir("remote-fork-return");
-    let o = source(
-        &dir,
+    out_of_process_as_natively(
         "forkret",
         "#include <stdio.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
          int main(void) {\n\
@@ -892,14 +903,9 @@ fn a_forked_child_returning_from_main_exits_as_natively() {
          \x20 waitpid(p, &st, 0);\n\
          \x20 printf(\"child %d\\n\", WIFEXITED(st) ? WEXITSTATUS(st) : -1);\n\
          \x20 return 10;\n}\n",
-        &["-O2"],
+        "child 3\n",
+        10,
     );
-    let expect = native(&dir, "forkret", std::slice::from_ref(&o), &[], &[]);
-    assert_eq!(expect, (b"child 3\n".to_vec(), 10));
-    for mode in [&[][..], &["--no-shared-memory"][..]] {
-        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
-        assert_same(&format!("fork and return {mode:?}"), &out, &expect);
-    }
 }
 
 /// `main` leaving by `pthread_exit` ends the program with status 0 as natively, instead of
@@ -907,21 +913,14 @@ fn a_forked_child_returning_from_main_exits_as_natively() {
 /// gone).
 #[test]
 fn main_leaving_by_pthread_exit_ends_the_program() {
-    let dir = work_dir("remote-pthread-exit");
-    let o = source(
-        &dir,
+    out_of_process_as_natively(
         "pexit",
         "#include <pthread.h>\n#include <stdio.h>\n#include <stdlib.h>\n\
          static void bye(void) { printf(\"bye\\n\"); }\n\
          int main(void) { atexit(bye); printf(\"before\\n\"); pthread_exit(0); return 5; }\n",
-        &["-O2"],
+        "before\nbye\n",
+        0,
     );
-    let expect = native(&dir, "pexit", std::slice::from_ref(&o), &[], &[]);
-    assert_eq!(expect, (b"before\nbye\n".to_vec(), 0));
-    for mode in [&[][..], &["--no-shared-memory"][..]] {
-        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
-        assert_same(&format!("pthread_exit {mode:?}"), &out, &expect);
-    }
 }
 
 /// A small module's memory, freed, is cleared in place (not given back) with shared memory:
