@@ -250,21 +250,9 @@ impl RemoteExecutor {
         self.conn.hangup();
         let Ok(mut g) = self.child.lock() else { return };
         let Some(mut c) = g.take() else { return };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut nap = Duration::from_micros(20);
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(nap);
-                    nap = (nap * 2).min(Duration::from_millis(5));
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-            }
+        if !transport::wait_until(&mut c, Instant::now() + Duration::from_secs(2)) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         // The executor is gone, but a process it forked may hold its end of the stream: end
         // ours, so that the reader ends.
