@@ -86,16 +86,20 @@ pub struct ProgramMask {
 
 impl ProgramMask {
     /// Switches the current thread to the program's mask (no-op when no mask was recorded:
-    /// in process, the host's mask is the program's).
+    /// in process, the host's mask is the program's; and when the thread has it already).
     pub fn enter() -> ProgramMask {
         // SAFETY: a zeroed sigset_t is a valid (empty) set.
         let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let Some(mask) = PROGRAM_MASK.get() else {
-            return ProgramMask {
-                saved,
-                active: false,
-            };
+        let inactive = |saved| ProgramMask {
+            saved,
+            active: false,
         };
+        let Some(mask) = PROGRAM_MASK.get() else {
+            return inactive(saved);
+        };
+        if IN_PROGRAM_MASK.with(|m| m.replace(true)) {
+            return inactive(saved);
+        }
         // SAFETY: pthread_sigmask on the calling thread with valid sets.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, &mut saved) };
         ProgramMask {
@@ -105,11 +109,17 @@ impl ProgramMask {
     }
 }
 
+thread_local! {
+    /// Whether a [`ProgramMask`] of this thread is active.
+    static IN_PROGRAM_MASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl Drop for ProgramMask {
     fn drop(&mut self) {
         if self.active {
             // SAFETY: restores the mask saved by `enter` on the same thread.
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.saved, std::ptr::null_mut()) };
+            IN_PROGRAM_MASK.with(|m| m.set(false));
         }
     }
 }
@@ -148,6 +158,10 @@ mod tests {
                 std::thread::spawn(|| assert!(!blocked(libc::SIGINT)))
                     .join()
                     .unwrap();
+                // Entered again (a call inside a call): leaving the inner one keeps the
+                // program's mask until the outer one goes.
+                drop(ProgramMask::enter());
+                assert!(!blocked(libc::SIGINT));
             }
             assert!(blocked(libc::SIGINT));
             unblock_async_signals();

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod frame;
 pub mod names;
+pub mod ring;
 pub mod sps;
 pub mod tcp;
 pub mod types;

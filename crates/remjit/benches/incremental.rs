@@ -330,12 +330,13 @@ fn main() {
             "Incremental linking through the Session API (`cargo bench -p remjit --bench \
              incremental`): {} modules linked one by one, each calling the previous one's \
              function, one call after each link; median over the modules just before the \
-             named one (out of process, 2 round trips per module with shared memory: \
-             initialize, call; 4 copying: reserve, finalize, call-stub slot write, call), \
-             {chain_runs} run(s) per mode. REPL: add + link + lookup + call with arguments + \
-             remove, median of {} iterations (out of process 5 round trips with shared \
-             memory: lookup of strlen, initialize, set args, call, deinitialize; 8 copying: \
-             lookup, reserve, finalize, slot write, set args, call, slot clear, deallocate).",
+             named one (out of process with shared memory, initialize and call go through \
+             the call mailbox in shared memory, no socket round trip; copying, 4 socket round \
+             trips: reserve, finalize, call-stub slot write, call), {chain_runs} run(s) per \
+             mode. REPL: add + link + lookup + call with arguments + remove, median of {} \
+             iterations (with shared memory initialize, set args, call, deinitialize through \
+             the mailbox; copying 7 socket round trips: reserve, finalize, slot write, set \
+             args, call, slot clear, deallocate; strlen is looked up once per session).",
             thousands(n),
             thousands(repl_iters)
         ),

@@ -795,3 +795,170 @@ fn found_host_symbols_are_asked_for_once() {
     // a asks for strlen; b finds it known; c asks for strcmp.
     assert_eq!(sent, vec![1, 1, 2]);
 }
+
+/// The executor runs `main` on a reused thread as if each call had a fresh main thread: the
+/// `thread_local` destructors of a call run before the call returns, and the next call sees
+/// the initial values again (shared memory and copying).
+#[test]
+fn each_main_call_gets_fresh_thread_locals_and_runs_their_destructors() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-fresh-tls");
+    let src = dir.join("tls.cc");
+    std::fs::write(
+        &src,
+        "static int dtors;\n\
+         struct T { int n = 0; ~T() { dtors++; } };\n\
+         thread_local T t;\n\
+         extern \"C\" int bump() { return ++t.n * 100 + dtors; }\n",
+    )
+    .unwrap();
+    let o = compile(&dir, &src, "tls.o", &["-O2", "-fPIC"]);
+    for mode in [MemoryMode::Shared, MemoryMode::Copy] {
+        let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), mode).unwrap());
+        let mut s = Session::with_executor(exec, SessionOptions::default()).unwrap();
+        s.add_file(&o).unwrap();
+        s.link().unwrap();
+        let got: Vec<i32> = (0..3).map(|_| s.run_main("bump", &[]).unwrap()).collect();
+        // A reused thread that kept its thread-locals would give 100, 200, 300; one that did
+        // not run their destructors 100, 100, 100.
+        assert_eq!(got, vec![100, 101, 102], "{mode:?}");
+    }
+}
+
+/// With shared memory, finalize and calls go through the call mailbox; an executor that dies
+/// while the controller waits there is reported as over the socket, without a hang. Copying
+/// keeps the socket.
+#[test]
+fn executor_death_during_a_mailbox_call_is_reported() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-mailbox-death");
+    let o = source(
+        &dir,
+        "die",
+        "#include <signal.h>\n#include <unistd.h>\n\
+         int fine(void) { return 42; }\n\
+         int die(void) { kill(getpid(), SIGKILL); pause(); return 0; }\n",
+        &["-O2"],
+    );
+    for (mode, through_mailbox) in [(MemoryMode::Shared, true), (MemoryMode::Copy, false)] {
+        let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), mode).unwrap());
+        let mut s = Session::with_executor(exec.clone(), SessionOptions::default()).unwrap();
+        s.add_file(&o).unwrap();
+        s.link().unwrap();
+        assert_eq!(s.run_main("fine", &[]).unwrap(), 42);
+        // initialize (the session's call-stub block, then the module), set args, call
+        let expect = if through_mailbox { 4 } else { 0 };
+        assert_eq!(exec.mailbox_calls(), expect, "{mode:?}");
+        // A hang fails the test instead of blocking it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = s.run_main("die", &[]).map_err(|e| e.to_string());
+            let _ = tx.send(r);
+            drop(s);
+        });
+        let err = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the call ends")
+            .expect_err("the executor died");
+        assert_eq!(
+            err, "executor: the executor closed the connection",
+            "{mode:?}"
+        );
+        assert!(matches!(
+            exec.ending(),
+            remjit::remote::Ending::Signaled(libc::SIGKILL, _)
+        ));
+    }
+    std::fs::remove_file(&o).unwrap();
+}
+
+/// Runs C `text` natively, checks that it printed `stdout` and ended with `status`, then
+/// through remjit out of process (shared memory and copying) for the same.
+fn out_of_process_as_natively(name: &str, text: &str, stdout: &str, status: i32) {
+    let dir = work_dir(&format!("remote-{name}"));
+    let o = source(&dir, name, text, &["-O2"]);
+    let expect = native(&dir, name, std::slice::from_ref(&o), &[], &[]);
+    assert_eq!(expect, (stdout.as_bytes().to_vec(), status));
+    for mode in [&[][..], &["--no-shared-memory"][..]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_same(&format!("{name} {mode:?}"), &out, &expect);
+    }
+}
+
+/// A child that JIT'd code forks and that returns from `main` exits with `main`'s status, as
+/// natively; it never answers (or serves) the controller in the executor's place.
+#[test]
+fn a_forked_child_returning_from_main_exits_as_natively() {
+    out_of_process_as_natively(
+        "forkret",
+        "#include <stdio.h>\n#include <sys/wait.h>\n#include <unistd.h>\n\
+         int main(void) {\n\
+         \x20 pid_t p = fork();\n\
+         \x20 if (p == 0) return 3;\n\
+         \x20 int st = 0;\n\
+         \x20 waitpid(p, &st, 0);\n\
+         \x20 printf(\"child %d\\n\", WIFEXITED(st) ? WEXITSTATUS(st) : -1);\n\
+         \x20 return 10;\n}\n",
+        "child 3\n",
+        10,
+    );
+}
+
+/// `main` leaving by `pthread_exit` ends the program with status 0 as natively, instead of
+/// leaving remjit waiting for a return that cannot come (the executor's thread that ran it is
+/// gone).
+#[test]
+fn main_leaving_by_pthread_exit_ends_the_program() {
+    out_of_process_as_natively(
+        "pexit",
+        "#include <pthread.h>\n#include <stdio.h>\n#include <stdlib.h>\n\
+         static void bye(void) { printf(\"bye\\n\"); }\n\
+         int main(void) { atexit(bye); printf(\"before\\n\"); pthread_exit(0); return 5; }\n",
+        "before\nbye\n",
+        0,
+    );
+}
+
+/// A small module's memory, freed, is cleared in place (not given back) with shared memory:
+/// the next module there finds zeroes where its zero-filled data lies, as in fresh memory.
+#[test]
+fn a_freed_small_module_leaves_zeroes_for_the_next() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-cleared");
+    // The same layout twice: initialised data the first time, zero-filled the second.
+    let full = source(
+        &dir,
+        "full",
+        "int data[2048] = { [0 ... 2047] = 7 };\n\
+         int probe(void) { int s = 0; for (int i = 0; i < 2048; i++) s += data[i]; return s; }\n",
+        &["-O2", "-fPIC"],
+    );
+    let empty = source(
+        &dir,
+        "empty",
+        "int data[2048];\n\
+         int probe(void) { int s = 0; for (int i = 0; i < 2048; i++) s += data[i]; return s; }\n",
+        &["-O2", "-fPIC"],
+    );
+    let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), MemoryMode::Shared).unwrap());
+    let mut s = Session::with_executor(exec, SessionOptions::default()).unwrap();
+    s.add_file(&full).unwrap();
+    let m = s.link().unwrap();
+    let at = s.lookup("probe").unwrap();
+    assert_eq!(s.run_main("probe", &[]).unwrap(), 7 * 2048);
+    s.remove_module(m).unwrap();
+    s.add_file(&empty).unwrap();
+    s.link().unwrap();
+    assert_eq!(
+        s.lookup("probe").unwrap(),
+        at,
+        "the freed range is used again"
+    );
+    assert_eq!(s.run_main("probe", &[]).unwrap(), 0);
+}

@@ -18,15 +18,21 @@ static HANDLERS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 static LIBC_HOOK: Once = Once::new();
 
 extern "C" fn at_libc_exit() {
+    // As exit() orders them: the exiting thread's thread_local destructors first.
+    super::call_thread::run_thread_dtors();
     run_exit_handlers(None);
 }
 
-fn register(entry: Entry) -> c_int {
-    // A JIT'd program that calls exit() still runs its handlers: libc's exit calls this hook.
+/// A JIT'd program that calls exit() still runs its handlers: libc's exit calls our hook.
+pub(crate) fn hook_libc_exit() {
     LIBC_HOOK.call_once(|| {
         // SAFETY: registering a plain function with libc.
         unsafe { libc::atexit(at_libc_exit) };
     });
+}
+
+fn register(entry: Entry) -> c_int {
+    hook_libc_exit();
     match HANDLERS.lock() {
         Ok(mut h) => {
             h.push(entry);

@@ -75,13 +75,7 @@ struct BlocksGuard;
 
 impl Drop for BlocksGuard {
     fn drop(&mut self) {
-        let p = BLOCKS.try_with(|b| b.replace(std::ptr::null_mut()));
-        if let Ok(p) = p {
-            if !p.is_null() {
-                // SAFETY: created by Box::into_raw in `thread_blocks`, and now unreachable.
-                drop(unsafe { Box::from_raw(p) });
-            }
-        }
+        reset_thread();
     }
 }
 
@@ -99,6 +93,18 @@ fn thread_blocks() -> *mut ThreadBlocks {
         let _ = GUARD.try_with(|_| ());
     }
     fresh
+}
+
+/// Drops the calling thread's blocks, as its end would: later accesses get fresh blocks with
+/// the initial values (a thread reused for another `main`, see [`super::call_thread`]).
+pub fn reset_thread() {
+    let p = BLOCKS.try_with(|b| b.replace(std::ptr::null_mut()));
+    if let Ok(p) = p {
+        if !p.is_null() {
+            // SAFETY: created by Box::into_raw in `thread_blocks`, and now unreachable.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
 }
 
 /// Registers a module's TLS image; returns its module id (never 0).

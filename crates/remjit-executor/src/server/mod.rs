@@ -6,6 +6,7 @@
 pub mod debug;
 pub mod listen;
 pub mod memory;
+pub mod ring;
 pub mod services;
 pub mod shm;
 
@@ -187,6 +188,7 @@ impl Pool {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let idle = self.idle.clone();
         let replies = self.replies.clone();
+        let owner = std::process::id();
         std::thread::Builder::new()
             .name("remjit-call".into())
             .stack_size(CALL_STACK)
@@ -197,6 +199,7 @@ impl Pool {
                 let mut job = Some(job);
                 while let Some(j) = job.take() {
                     let out = (j.work)();
+                    ring::leave_if_forked(owner, &out);
                     // Idle again before the reply goes out: the controller's next call, sent
                     // as soon as it reads the reply, finds this thread instead of starting one.
                     if let Ok(mut v) = idle.lock() {
@@ -223,7 +226,12 @@ pub fn setup_message(services: &Services) -> SetupMessage {
             names::REMJIT_RUNTIME_OVERRIDES.to_string(),
             Bytes(overrides.to_bytes()),
         )],
-        bootstrap_symbols: services.symbols.clone(),
+        bootstrap_symbols: services
+            .symbols
+            .iter()
+            .cloned()
+            .chain([(remjit_wire::ring::OPEN.to_string(), ring::open_tag())])
+            .collect(),
     }
 }
 
@@ -261,6 +269,7 @@ pub fn serve_on(
         failed: Mutex::new(None),
     });
     let pool = Pool::new(replies.clone());
+    let mut mailbox = None;
     let setup = setup_message(&services).to_bytes();
     replies.send(Opcode::Setup, 0, 0, &setup, None);
     let result = loop {
@@ -286,6 +295,11 @@ pub fn serve_on(
                     "protocol violation: unexpected {:?} frame (seq {}) from the controller",
                     frame.opcode, frame.seq
                 )));
+            }
+            Opcode::CallWrapper if frame.tag == ring::open_tag() => {
+                let (out, fd) =
+                    ring::open(&services, &frame.payload, socket.is_some(), &mut mailbox);
+                replies.send(Opcode::Result, frame.seq, 0, &out, fd);
             }
             Opcode::CallWrapper => {
                 let Some((handler, kind, _name)) = services.lookup(frame.tag) else {
@@ -331,6 +345,9 @@ pub fn serve_on(
             }
         }
     };
+    if let Some(m) = mailbox {
+        m.close();
+    }
     shm::unlink_all_names();
     crate::signals::unblock_async_signals();
     result

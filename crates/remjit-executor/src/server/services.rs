@@ -34,8 +34,7 @@ pub enum Kind {
     Quick,
     /// Runs JIT'd code (on a pool thread, with the program's signal mask).
     Runs,
-    /// Runs `main` on a thread of its own (the pool thread waiting for it keeps signals
-    /// blocked, so that they reach `main`'s thread).
+    /// Runs `main` (on a pool thread, as if on a fresh main thread: see `run_main_thread`).
     Main,
 }
 
@@ -756,27 +755,14 @@ fn refused<T: Sps>(what: &str, why: String, status: T) -> Vec<u8> {
     status.to_bytes()
 }
 
-/// Runs `main` on a thread of its own and waits for the thread to end, so that its
-/// thread-locals' destructors have run (as `exit` runs the main thread's) before the controller
-/// hears that `main` returned and asks for the exit handlers.
+/// Runs `main` on the calling thread (a call thread of the executor: a main-sized stack and
+/// an alternate signal stack), with the program's signal mask. Its thread-locals' destructors
+/// run before this returns (as `exit` runs the main thread's), so before the controller hears
+/// that `main` returned and asks for the exit handlers; see [`runtime::call_thread`].
 fn run_main_thread(addr: u64) -> i32 {
-    let t = std::thread::Builder::new()
-        .name("remjit-main".into())
-        .stack_size(64 << 20)
-        .spawn(move || {
-            // A stack overflow in main reports like any crash: the handler needs a stack.
-            let _alt = crate::crash::AltStack::new();
-            let _mask = crate::signals::ProgramMask::enter();
-            // SAFETY: an address in finalized JIT'd memory, called as main.
-            unsafe { runtime::init::run_as_main(addr) }
-        });
-    match t {
-        Ok(h) => h.join().unwrap_or(-1),
-        Err(e) => {
-            eprintln!("remjit-executor: cannot start a thread for main: {e}");
-            -1
-        }
-    }
+    let _mask = crate::signals::ProgramMask::enter();
+    // SAFETY: an address in finalized JIT'd memory, called as main.
+    unsafe { runtime::call_thread::run_main_here(addr) }
 }
 
 /// mprotect with LLVM's protection bits.

@@ -124,7 +124,11 @@ impl MemoryMapper for InProcessMapper {
             if len == 0 {
                 continue;
             }
-            // Zero fill is already zero: slab memory is fresh or reset when freed.
+            // Zero fill is already zero: slab memory is fresh or reset when freed. `prepare`
+            // made the whole allocation read-write already.
+            if seg.prot.to_mprotect() == libc::PROT_READ | libc::PROT_WRITE {
+                continue;
+            }
             // SAFETY: the segment is working memory we prepared.
             unsafe {
                 if libc::mprotect(

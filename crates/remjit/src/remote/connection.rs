@@ -13,6 +13,8 @@ use remjit_wire::frame::{read_frame, write_frame, Frame, Opcode};
 use remjit_wire::sps::{Sps, SpsError};
 use remjit_wire::types::SetupMessage;
 
+use super::fdpass::ReceivedFds;
+use super::ring::CallMailbox;
 use crate::error::{Error, Result};
 
 /// Largest frame accepted from an executor (its results and Setup are small).
@@ -30,6 +32,8 @@ struct Shared {
     /// The executor closed the stream or hung up (rather than breaking the protocol).
     peer_gone: AtomicBool,
     why_dead: Mutex<Option<String>>,
+    /// The call mailbox in shared memory, when open (hot calls skip the socket).
+    mailbox: std::sync::OnceLock<CallMailbox>,
 }
 
 impl Shared {
@@ -37,6 +41,9 @@ impl Shared {
         self.dead.store(true, Ordering::SeqCst);
         if let Ok(mut w) = self.why_dead.lock() {
             w.get_or_insert(why.clone());
+        }
+        if let Some(m) = self.mailbox.get() {
+            m.wake();
         }
         if let Ok(mut p) = self.pending.lock() {
             for (_, tx) in p.drain() {
@@ -87,6 +94,7 @@ impl Connection {
             dead: AtomicBool::new(false),
             peer_gone: AtomicBool::new(false),
             why_dead: Mutex::new(None),
+            mailbox: std::sync::OnceLock::new(),
         });
         let (setup_tx, setup_rx) = mpsc::channel();
         let sh = shared.clone();
@@ -133,24 +141,61 @@ impl Connection {
             match rx.recv_timeout(LIVENESS_PERIOD) {
                 Ok(r) => return Ok(r),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Err(()),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let Some(pid) = self.pid else { continue };
-                    if is_dead(pid) {
-                        // Its stream may stay open (a process it forked holds it): no reply
-                        // will come.
-                        self.shared.peer_gone.store(true, Ordering::SeqCst);
-                        self.shared.fail_all("the executor ended".into());
-                        return Err(());
-                    }
-                    let stopped = is_stopped(pid);
-                    if stopped && !self.said_stopped.swap(true, Ordering::SeqCst) {
-                        eprintln!("remjit: executor pid {pid} is stopped; waiting");
-                    } else if !stopped {
-                        self.said_stopped.store(false, Ordering::SeqCst);
-                    }
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => self.look_at_peer().map_err(|_| ())?,
             }
         }
+    }
+
+    /// Whether a local executor is still there: a dead one fails every call; a stopped one
+    /// is waited for, but we say so once per stop.
+    fn look_at_peer(&self) -> std::result::Result<(), String> {
+        let gone = || self.why_dead().unwrap_or_else(|| "executor is gone".into());
+        let Some(pid) = self.pid else {
+            return if self.is_dead() { Err(gone()) } else { Ok(()) };
+        };
+        if is_dead(pid) {
+            // Its stream may stay open (a process it forked holds it): no reply will come.
+            self.shared.peer_gone.store(true, Ordering::SeqCst);
+            self.shared.fail_all("the executor ended".into());
+            return Err(gone());
+        }
+        let stopped = is_stopped(pid);
+        if stopped && !self.said_stopped.swap(true, Ordering::SeqCst) {
+            eprintln!("remjit: executor pid {pid} is stopped; waiting");
+        } else if !stopped {
+            self.said_stopped.store(false, Ordering::SeqCst);
+        }
+        if self.is_dead() {
+            return Err(gone());
+        }
+        Ok(())
+    }
+
+    /// Opens the call mailbox (our executor over a unix socket; its memory arrives in `fds`):
+    /// from then on the hot calls go through it.
+    pub fn open_mailbox(&self, fds: &ReceivedFds) -> Result<()> {
+        let m = CallMailbox::open(self, fds)?;
+        let _ = self.shared.mailbox.set(m);
+        Ok(())
+    }
+
+    /// How many calls went through the call mailbox (none when it is not open).
+    pub fn mailbox_calls(&self) -> u64 {
+        self.shared.mailbox.get().map_or(0, CallMailbox::calls)
+    }
+
+    /// A call through the mailbox, when it takes this one.
+    fn call_mailbox(&self, tag: u64, args: &[u8]) -> Option<Result<Vec<u8>>> {
+        let m = self.shared.mailbox.get()?;
+        m.call(tag, args, |deep| {
+            if deep {
+                self.look_at_peer()
+            } else if self.is_dead() {
+                Err(self.why_dead().unwrap_or_else(|| "executor is gone".into()))
+            } else {
+                Ok(())
+            }
+        })
     }
 
     /// Whether the peer is gone.
@@ -191,6 +236,9 @@ impl Connection {
             return Err(Error::Executor(
                 self.why_dead().unwrap_or_else(|| "executor is gone".into()),
             ));
+        }
+        if let Some(r) = self.call_mailbox(tag, args) {
+            return r;
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();

@@ -310,6 +310,9 @@ impl MemoryMapper for CopyMapper {
     }
 }
 
+/// Largest freed allocation whose pages are cleared in place rather than given back.
+const CLEAR_AT_MOST: u64 = 64 << 10;
+
 /// Which shared-memory flavour a [`SharedMapper`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedFlavour {
@@ -562,6 +565,21 @@ impl MemoryMapper for SharedMapper {
             // Give the physical pages back (both processes' RSS falls); the range reads as
             // zeroes when reused.
             let len = extent.div_ceil(self.page) * self.page;
+            if len <= CLEAR_AT_MOST {
+                // Small (never mapped from files, see FILE_MAP_THRESHOLD): cleared in place
+                // instead. The slab hands freed ranges out again first, and the next module
+                // there then finds its pages present: measured, a punched hole costs more
+                // (the pages leave both processes' page tables) than clearing, plus a fault
+                // per page when the range is reused.
+                if let Ok((region, local, _)) = self.region_of(a) {
+                    // SAFETY: the allocation's bytes in our mapping of its region; the
+                    // executor has deinitialized it and no one else writes there now.
+                    unsafe {
+                        std::ptr::write_bytes(local.add((a - region) as usize), 0, len as usize)
+                    };
+                }
+                continue;
+            }
             if let Ok((_, _, fd)) = self.region_of(a) {
                 // SAFETY: fallocate on our descriptor of the shared object.
                 unsafe {

@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod fdpass;
 pub mod mappers;
+pub mod ring;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -133,6 +134,9 @@ impl RemoteExecutor {
         let ours = conn.has(names::REMJIT_RUN_MAIN);
         let mapper: Arc<dyn MemoryMapper> = match memory {
             MemoryMode::Shared if ours && is_unix && conn.has(names::REMJIT_MEMFD_RESERVE) => {
+                if conn.has(remjit_wire::ring::OPEN) {
+                    conn.open_mailbox(&fds)?;
+                }
                 Arc::new(SharedMapper::new(
                     conn.clone(),
                     fds.clone(),
@@ -247,21 +251,9 @@ impl RemoteExecutor {
         self.conn.hangup();
         let Ok(mut g) = self.child.lock() else { return };
         let Some(mut c) = g.take() else { return };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut nap = Duration::from_micros(20);
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(nap);
-                    nap = (nap * 2).min(Duration::from_millis(5));
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-            }
+        if !transport::wait_until(&mut c, Instant::now() + Duration::from_secs(2)) {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         // The executor is gone, but a process it forked may hold its end of the stream: end
         // ours, so that the reader ends.
@@ -313,6 +305,11 @@ impl RemoteExecutor {
     /// for again.
     pub fn lookups_sent(&self) -> u64 {
         self.lookups_sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many calls went through the call mailbox in shared memory instead of the socket.
+    pub fn mailbox_calls(&self) -> u64 {
+        self.conn.mailbox_calls()
     }
 
     /// One dylib-manager lookup of `names_` in the executor's process handle.

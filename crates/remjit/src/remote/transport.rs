@@ -217,3 +217,41 @@ pub fn connect(addr: &str, token: Option<&Token>, timeout: Duration) -> Result<S
 pub unsafe fn unix_from_raw(fd: i32) -> Stream {
     Stream::Unix(UnixStream::from_raw_fd(fd))
 }
+
+/// Waits until `child` has ended, at most until `deadline`; whether it did (it is then
+/// reaped). Woken the moment it ends (a pidfd), else looking at growing intervals.
+pub fn wait_until(child: &mut Child, deadline: std::time::Instant) -> bool {
+    use std::time::Instant;
+    // SAFETY: pidfd_open(2) of our own child; the descriptor is owned below.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    // SAFETY: a descriptor we just received (when the call succeeded).
+    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+    let mut nap = Duration::from_micros(20);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match &pidfd {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: poll of one valid descriptor, bounded by the deadline.
+                unsafe { libc::poll(&mut p, 1, ms) };
+            }
+            None => {
+                std::thread::sleep(nap.min(left));
+                nap = (nap * 2).min(Duration::from_millis(5));
+            }
+        }
+    }
+}
