@@ -258,6 +258,21 @@ mod tests {
 
     #[test]
     fn low_reservation_avoids_what_is_mapped_there() {
+        // Other tests of this binary take low address space of their own, in parallel: the
+        // check runs alone, in a child process of this test binary.
+        const CHILD: &str = "REMJIT_VM_TEST_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name = "vm::tests::low_reservation_avoids_what_is_mapped_there";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{stdout}");
+            assert!(stdout.contains("1 passed"), "{stdout}");
+            return;
+        }
         // Block the first guesses (the top of the low 2 GiB) with small mappings.
         let blockers: Vec<u64> = (1..=4u64)
             .filter_map(|k| map_at(TWO_GIB - k * (256 << 20), 4096))
