@@ -491,9 +491,9 @@ impl Services {
         let r = (|| {
             let range: AddrRange = decode(args, "eh_frame deregistration")?;
             self.memory.check(range.start, 4)?;
-            // SAFETY: registered by register_eh_frame.
-            unsafe { runtime::eh_frame::deregister(range.start) };
-            Ok(())
+            // SAFETY: deregister refuses what register_eh_frame did not register; that one is
+            // in our memory (checked above).
+            unsafe { runtime::eh_frame::deregister(range.start) }
         })();
         SpsError::from(r).to_bytes()
     }

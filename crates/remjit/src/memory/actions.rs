@@ -82,7 +82,9 @@ pub unsafe fn run_in_process(action: &AllocAction) -> Result<()> {
         AllocAction::RegisterEhFrame { addr } => {
             runtime::eh_frame::register(*addr).map_err(Error::Executor)?
         }
-        AllocAction::DeregisterEhFrame { addr } => runtime::eh_frame::deregister(*addr),
+        AllocAction::DeregisterEhFrame { addr } => {
+            runtime::eh_frame::deregister(*addr).map_err(Error::Executor)?
+        }
         AllocAction::RegisterTls {
             init,
             init_size,
