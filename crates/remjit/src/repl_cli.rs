@@ -232,7 +232,9 @@ fn command(repl: &mut Repl, line: &str, timing: &mut bool) -> anyhow::Result<boo
 }
 
 /// A no-op SIGINT handler: Ctrl-C ends the executor (in our process group) running a cell, not
-/// the REPL. A handler, not SIG_IGN, so that executors started later do not inherit it.
+/// the REPL. A handler, not SIG_IGN, so that executors started later do not inherit it. Not
+/// with an executor over TCP, which Ctrl-C cannot reach: there it ends the REPL, as the
+/// session is lost anyway (the executor ends when the connection does).
 extern "C" fn on_interrupt(_: libc::c_int) {}
 
 /// `remjit repl ARGS` (`args[0]` is the program name).
@@ -251,7 +253,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
         remjit_executor::signals::restore_program_dispositions();
         remjit_executor::crash::install_in_process()
             .map_err(|e| anyhow!("cannot install the crash handlers: {e}"))?;
-    } else {
+    } else if matches!(spec, ExecutorSpec::Spawn { .. }) {
         // SAFETY: installing a handler that does nothing.
         unsafe {
             libc::signal(
