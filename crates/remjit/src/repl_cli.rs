@@ -148,8 +148,9 @@ impl Input {
         }
     }
 
-    /// A whole cell: lines until brackets close and no line ends in `\`.
-    fn cell(&mut self, number: u32) -> anyhow::Result<Option<String>> {
+    /// A whole cell: lines until brackets close and no line ends in `\`. A cell left open at
+    /// the end of input is not submitted: `incomplete` is set and `None` returned.
+    fn cell(&mut self, number: u32, incomplete: &mut bool) -> anyhow::Result<Option<String>> {
         let mut buf = String::new();
         loop {
             let prompt = if buf.is_empty() {
@@ -158,7 +159,11 @@ impl Input {
                 "...> ".to_string()
             };
             let Some(line) = self.line(&prompt)? else {
-                return Ok((!buf.trim().is_empty()).then_some(buf));
+                if buf.trim().is_empty() || buf.trim_start().starts_with('%') || is_complete(&buf) {
+                    return Ok((!buf.trim().is_empty()).then_some(buf));
+                }
+                *incomplete = true;
+                return Ok(None);
             };
             if line == "\u{3}" {
                 buf.clear();
@@ -279,10 +284,11 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
     // From a pipe, the next cell compiles while this one links and runs.
     let ahead = !interactive && !cli.no_compile_ahead;
     let mut read_ahead: Option<String> = None;
+    let mut incomplete = false;
     loop {
         let cell = match read_ahead.take() {
             Some(c) => c,
-            None => match input.cell(repl.next_cell())? {
+            None => match input.cell(repl.next_cell(), &mut incomplete)? {
                 Some(c) => c,
                 None => break,
             },
@@ -298,7 +304,11 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
                 }
             }
         }
-        read_ahead = if ahead { input.cell(0)? } else { None };
+        read_ahead = if ahead {
+            input.cell(0, &mut incomplete)?
+        } else {
+            None
+        };
         let out = repl.eval_ahead(&cell, read_ahead.as_deref());
         failed |= !out.ok;
         print(&out, timing);
@@ -307,5 +317,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
         }
     }
     repl.shutdown();
+    if incomplete {
+        eprintln!("remjit: incomplete cell at end of input");
+        return Ok(1);
+    }
     Ok(i32::from(failed && !interactive))
 }

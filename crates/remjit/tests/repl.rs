@@ -135,6 +135,26 @@ fn compiled_ahead_cells_follow_failures() {
     assert!(err.contains("cell 2:1:1: error: ‘v’ undeclared"), "{err}");
 }
 
+/// A cell still open at the end of input is reported, not submitted (and never overflows the
+/// stack); the cells before it ran.
+#[test]
+fn an_open_cell_at_end_of_input_is_reported() {
+    for open in [
+        "int a[",
+        "{",
+        "enum {",
+        "struct S {",
+        "int f() {",
+        "int x = (",
+    ] {
+        let out = repl(&["--in-process"], &format!("6 * 7\n{open}\n"));
+        let err = text(&out.stderr);
+        assert_eq!(text(&out.stdout), "(int) 42\n", "{open}: {err}");
+        assert_eq!(err, "remjit: incomplete cell at end of input\n", "{open}");
+        assert_eq!(out.status.code(), Some(1), "{open}: {err}");
+    }
+}
+
 #[test]
 fn cxx_session() {
     let input = r#"#include <iostream>

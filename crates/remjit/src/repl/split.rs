@@ -258,6 +258,12 @@ impl<'a> Cell<'a> {
 
 /// Splits a cell into items.
 pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
+    split_at_most(src, lang, known, true)
+}
+
+/// Splits a cell into items; an unterminated item gets a `;` and is re-classified once, if
+/// `retry` (a `;` does not close an open bracket, so a second try would go on for ever).
+fn split_at_most(src: &str, lang: Lang, known: &Known, retry: bool) -> Vec<Item> {
     let lexed = lex(src);
     let cell = Cell {
         src,
@@ -275,7 +281,9 @@ pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
                 item.kind = ItemKind::Expression;
             } else {
                 item.text.push(';');
-                item = classify_text(&item.text, item.line, lang, known).unwrap_or(item);
+                if retry {
+                    item = classify_text(&item.text, item.line, lang, known).unwrap_or(item);
+                }
             }
         }
         items.push(item);
@@ -286,7 +294,7 @@ pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
 
 /// Re-classifies one item's text (after a `;` was added).
 fn classify_text(text: &str, line: u32, lang: Lang, known: &Known) -> Option<Item> {
-    let mut items = split(text, lang, known);
+    let mut items = split_at_most(text, lang, known, false);
     if items.len() != 1 {
         return None;
     }
@@ -957,6 +965,26 @@ mod tests {
             .map(|s| s.split_whitespace().collect::<String>())
             .collect();
         assert_eq!(kinds(src, lang), want, "{src}");
+    }
+
+    /// An item an added `;` does not close is classified once, not again and again (that
+    /// overflowed the stack).
+    #[test]
+    fn unclosed_items_end() {
+        for src in [
+            "int a[",
+            "{",
+            "enum {",
+            "struct S {",
+            "int f() {",
+            "int x = (",
+        ] {
+            for lang in [Lang::C, Lang::Cxx] {
+                let items = split(src, lang, &Known::default());
+                assert_eq!(items.len(), 1, "{src}");
+                assert!(items[0].text.starts_with(src), "{src}");
+            }
+        }
     }
 
     #[test]
