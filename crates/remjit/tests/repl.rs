@@ -524,8 +524,9 @@ fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool
     true
 }
 
-/// In a real terminal: line editing reads the cells, and Ctrl-C ends an infinite loop (the
-/// executor dies of SIGINT, the REPL restarts it and replays) without ending the session.
+/// In a real terminal: line editing reads the cells, and Ctrl-C (sent once the loop's cell
+/// printed its marker) ends an infinite loop (the executor dies of SIGINT, the REPL restarts it
+/// and replays) without ending the session.
 #[test]
 fn terminal_ctrl_c_interrupts_an_infinite_loop() {
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -571,11 +572,18 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
         read_until(&mut master, &mut seen, "[1]> "),
         "no prompt: {seen}"
     );
-    step(&mut master, &mut seen, "int x = 5;\r", "[2]> ");
-    step(&mut master, &mut seen, "x += 1;\r", "[3]> ");
-    master.write_all(b"while (1) {}\r").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    step(&mut master, &mut seen, "\x03", "[4]> ");
+    step(&mut master, &mut seen, "#include <stdio.h>\r", "[2]> ");
+    step(&mut master, &mut seen, "int x = 5;\r", "[3]> ");
+    step(&mut master, &mut seen, "x += 1;\r", "[4]> ");
+    // The loop is running once its cell printed the marker (the echo of the line shows
+    // `"spin" "ning"`, never the joined word).
+    step(
+        &mut master,
+        &mut seen,
+        "puts(\"spin\" \"ning\"); fflush(stdout); while (1) {}\r",
+        "spinning",
+    );
+    step(&mut master, &mut seen, "\x03", "[5]> ");
     step(&mut master, &mut seen, "x\r", "(int) 6");
     master.write_all(b"%quit\r").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -587,9 +595,9 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
         let _ = read_until(&mut master, &mut seen, "\u{0}");
     };
     assert!(status.success(), "{seen}");
-    assert!(seen.contains("remjit: cell 3: interrupted"), "{seen}");
+    assert!(seen.contains("remjit: cell 4: interrupted"), "{seen}");
     assert!(
-        seen.contains("executor restarted; 2 cells relinked, 1 replayed"),
+        seen.contains("executor restarted; 3 cells relinked, 1 replayed"),
         "{seen}"
     );
 }
