@@ -155,6 +155,19 @@ fn an_open_cell_at_end_of_input_is_reported() {
     }
 }
 
+/// `int (*p)(void);` defines one pointer that later cells share (it was taken for a prototype,
+/// and each cell had its own null `p`); a redefined function reaches the pointers to it.
+#[test]
+fn function_pointer_variables_persist() {
+    let input = "int f(void) { return 1; }\nint (*p)(void);\np = f;\np == f\np()\n\
+                 int (*q)(void) = f;\nq()\nint f(void) { return 3; }\nq() + p()\n";
+    for mode in MODES {
+        assert_session(mode, input, "(int) 1\n(int) 1\n(int) 1\n(int) 6\n", 0);
+    }
+    let cxx = "(bool) true\n(int) 1\n(int) 1\n(int) 6\n";
+    assert_session(&["--lang", "c++"], input, cxx, 0);
+}
+
 #[test]
 fn cxx_session() {
     let input = r#"#include <iostream>

@@ -627,6 +627,24 @@ fn declaration(
     variable(cell, a, b, lang, known, &decls, line)
 }
 
+/// The name in the nested declarator `(*name...)` spanning `open..close`, or `None` when it
+/// declares a function (`(*name(params))`, a prototype returning a pointer) or names nothing.
+fn nested_name(cell: &Cell, open: usize, close: usize) -> Option<usize> {
+    let mut j = open;
+    while j < close
+        && matches!(
+            cell.text(j),
+            "(" | "*" | "&" | "&&" | "^" | "const" | "volatile" | "restrict" | "__restrict"
+        )
+    {
+        j += 1;
+    }
+    if cell.kind(j) != Some(Kind::Ident) || j >= close || cell.is(j + 1, "(") {
+        return None;
+    }
+    Some(j)
+}
+
 /// One declarator of a variable definition, as token ranges.
 struct Declarator {
     /// Its name token.
@@ -669,8 +687,10 @@ fn declarators(
         k += 1;
         spec_end = k;
     }
-    // The last word before that is the first declarator's name.
-    if !matches!(cell.text(k), "*" | "&" | "&&") {
+    // The last word before that is the first declarator's name, unless a pointer or a nested
+    // declarator (`(*name)`, `(&name)`, `(^name)`: not a parameter list) begins there.
+    let nested = cell.is(k, "(") && matches!(cell.text(k + 1), "*" | "&" | "^");
+    if !nested && !matches!(cell.text(k), "*" | "&" | "&&") {
         spec_end = spec_end.saturating_sub(1).max(a);
     }
     let mut out = Vec::new();
@@ -686,9 +706,7 @@ fn declarators(
         if cell.is(k, "(") {
             // A function pointer or array pointer: `(*name)(...)`.
             let close = skip_balanced(cell, k, end);
-            let name = (k..close)
-                .rev()
-                .find(|&j| cell.kind(j) == Some(Kind::Ident))?;
+            let name = nested_name(cell, k, close)?;
             k = close;
             while cell.is(k, "(") || cell.is(k, "[") {
                 k = skip_balanced(cell, k, end);
@@ -985,6 +1003,27 @@ mod tests {
                 assert!(items[0].text.starts_with(src), "{src}");
             }
         }
+    }
+
+    /// A parenthesised declarator is a variable (a pointer to a function or to an array), not a
+    /// parameter list; a function returning a function pointer is still a prototype.
+    #[test]
+    fn nested_declarators() {
+        check(
+            "int (*p)(void);",
+            Lang::C,
+            &["var:int (*p)(void);|extern int ( * p ) ( void );|"],
+        );
+        check(
+            "int (*pa)[3] = 0;",
+            Lang::C,
+            &["var:int (*pa)[3] = 0;|extern int ( * pa ) [ 3 ];|"],
+        );
+        check(
+            "void (*signal(int, void (*)(int)))(int);",
+            Lang::C,
+            &["carried:void (*signal(int, void (*)(int)))(int);"],
+        );
     }
 
     #[test]
