@@ -187,6 +187,28 @@ fn cxx_temporaries_and_constants_print() {
     }
 }
 
+/// A structured binding at the top level is refused with a message (it made every later cell
+/// fail: "structured binding declaration cannot be 'extern'"); one in a block runs.
+#[test]
+fn top_level_structured_bindings_are_refused() {
+    let input = "#include <utility>\nauto [a, b] = std::pair<int, int>(1, 2);\nint c = 3;\nc\n\
+                 { auto [x, y] = std::pair<int, int>(4, 5); c = x + y; }\nc\n";
+    for mode in [&["--in-process"][..], &[]] {
+        let out = assert_session(
+            &[&["--lang", "c++"], mode].concat(),
+            input,
+            "(int) 3\n(int) 9\n",
+            1,
+        );
+        assert_eq!(
+            text(&out.stderr),
+            "remjit: error: cell 2:1: a structured binding is not kept at the top level (later \
+             cells could not declare its names); keep the whole value (`auto p = ...;`, then \
+             `p.first`) or bind in a block (`{ auto [a, b] = ...; ... }`)\n"
+        );
+    }
+}
+
 #[test]
 fn cxx_session() {
     let input = r#"#include <iostream>

@@ -292,6 +292,46 @@ fn split_at_most(src: &str, lang: Lang, known: &Known, retry: bool) -> Vec<Item>
     items
 }
 
+/// Why a cell cannot be kept, if it cannot: a structured binding at file scope (C++) names no
+/// variable a later cell could declare `extern`.
+pub fn refusal(items: &[Item], lang: Lang) -> Option<String> {
+    if lang != Lang::Cxx {
+        return None;
+    }
+    let binding = items.iter().find(|i| {
+        matches!(i.kind, ItemKind::Variable(_) | ItemKind::Carried)
+            && is_structured_binding(&i.text)
+    })?;
+    Some(format!(
+        "{}: a structured binding is not kept at the top level (later cells could not \
+         declare its names); keep the whole value (`auto p = ...;`, then `p.first`) or bind \
+         in a block (`{{ auto [a, b] = ...; ... }}`)",
+        binding.line
+    ))
+}
+
+/// `auto [a, b] = ...;`, `const auto &[x, y] = ...;`.
+fn is_structured_binding(text: &str) -> bool {
+    let lexed = lex(text);
+    let cell = Cell {
+        src: text,
+        toks: lexed.tokens,
+    };
+    let mut k = 0;
+    let mut auto = false;
+    while k < cell.toks.len() {
+        match cell.text(k) {
+            "auto" => auto = true,
+            "const" | "volatile" | "static" | "thread_local" | "inline" | "constexpr" | "&"
+            | "&&" | "extern" | "constinit" => {}
+            "[" => return auto,
+            _ => return false,
+        }
+        k += 1;
+    }
+    false
+}
+
 /// Re-classifies one item's text (after a `;` was added).
 fn classify_text(text: &str, line: u32, lang: Lang, known: &Known) -> Option<Item> {
     let mut items = split_at_most(text, lang, known, false);
@@ -1024,6 +1064,30 @@ mod tests {
             Lang::C,
             &["carried:void (*signal(int, void (*)(int)))(int);"],
         );
+    }
+
+    /// A structured binding at file scope is refused (in C++); one in a block is a statement.
+    #[test]
+    fn structured_bindings_are_refused() {
+        let refused = |src: &str| refusal(&split(src, Lang::Cxx, &Known::default()), Lang::Cxx);
+        for src in [
+            "auto [a, b] = std::pair<int, int>(1, 2);",
+            "const auto &[x, y] = q;",
+            "static auto [m, n] = f();",
+        ] {
+            assert!(
+                refused(src).is_some_and(|m| m.starts_with("1: a structured binding")),
+                "{src}"
+            );
+        }
+        for src in [
+            "{ auto [a, b] = q; }",
+            "auto p = q;",
+            "int a[2] = {1, 2};",
+            "a[0]",
+        ] {
+            assert_eq!(refused(src), None, "{src}");
+        }
     }
 
     #[test]
