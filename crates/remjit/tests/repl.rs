@@ -209,6 +209,20 @@ fn top_level_structured_bindings_are_refused() {
     }
 }
 
+/// A static member's out-of-class definition (`int Cnt::n = 4;`) is compiled in its cell and
+/// not declared `extern` to later cells (that declaration defined a second, zero `Cnt::n`).
+#[test]
+fn static_member_definitions_are_kept() {
+    let input = "#include <string>\n\
+                 struct Cnt { static int n; static std::string s; static int *p; };\n\
+                 int Cnt::n = 4;\nCnt::n\nstd::string Cnt::s = \"hey\";\nCnt::s\n\
+                 int *Cnt::p = &Cnt::n;\n*Cnt::p += 1;\nCnt::n\nint Cnt::n = 9;\nCnt::n\n";
+    let expected = "(int) 4\n(std::string) \"hey\"\n(int) 5\n(int) 9\n";
+    for mode in [&["--in-process"][..], &[]] {
+        assert_session(&[&["--lang", "c++"], mode].concat(), input, expected, 0);
+    }
+}
+
 #[test]
 fn cxx_session() {
     let input = r#"#include <iostream>

@@ -567,6 +567,10 @@ fn is_declaration(cell: &Cell, a: usize, b: usize, known: &Known) -> bool {
     if cell.kind(k) != Some(Kind::Ident) {
         return false;
     }
+    // A qualified name: `T A::s = ...` defines a static member.
+    while cell.is(k + 1, "::") && cell.kind(k + 2) == Some(Kind::Ident) {
+        k += 2;
+    }
     if known.variables.contains(first) && stars > 0 {
         return false; // `x * y;` with x a variable: an expression
     }
@@ -732,6 +736,13 @@ fn declarators(
     let nested = cell.is(k, "(") && matches!(cell.text(k + 1), "*" | "&" | "^");
     if !nested && !matches!(cell.text(k), "*" | "&" | "&&") {
         spec_end = spec_end.saturating_sub(1).max(a);
+        // A qualified name (`A::s`) is a name too.
+        while spec_end >= a + 2
+            && cell.is(spec_end - 1, "::")
+            && cell.kind(spec_end - 2) == Some(Kind::Ident)
+        {
+            spec_end -= 2;
+        }
     }
     let mut out = Vec::new();
     let mut k = spec_end;
@@ -764,6 +775,9 @@ fn declarators(
         }
         if cell.kind(k) != Some(Kind::Ident) {
             return None;
+        }
+        while cell.is(k + 1, "::") && cell.kind(k + 2) == Some(Kind::Ident) {
+            k += 2;
         }
         let name = k;
         k += 1;
@@ -816,6 +830,18 @@ fn variable(
     decls: &[Declarator],
     line: u32,
 ) -> Item {
+    if let Some(d) = decls.iter().find(|d| cell.is(d.name.wrapping_sub(1), "::")) {
+        // A static member's definition (`int A::n = 4;`): compiled in its cell as it is, as
+        // an out-of-class member function is; the class declares it to later cells.
+        return Item {
+            kind: ItemKind::Function {
+                name: cell.text(d.name).to_string(),
+                prototype: None,
+            },
+            text: cell.span(a, b).to_string(),
+            line,
+        };
+    }
     let first_start = decls[0].start;
     let storage = |k: usize| {
         k < first_start
@@ -1176,6 +1202,9 @@ mod tests {
         )[0]
         .starts_with("carried:"));
         check("int A::g() { return 2; }", Lang::Cxx, &["fn:g"]);
+        check("int Cnt::n = 4;", Lang::Cxx, &["fn:n"]);
+        check("std::string A::s = \"x\";", Lang::Cxx, &["fn:s"]);
+        check("int *A::p, A::q;", Lang::Cxx, &["fn:p"]);
         assert!(kinds("const int N = 3;", Lang::Cxx)[0].starts_with("carried:"));
         assert!(kinds("using namespace std;", Lang::Cxx)[0].starts_with("carried:"));
         check(
