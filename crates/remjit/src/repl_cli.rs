@@ -8,7 +8,9 @@ use anyhow::{anyhow, bail};
 use clap::Parser;
 
 use remjit::remote::MemoryMode;
-use remjit::repl::{lex::is_complete, Event, ExecutorSpec, Lang, Outcome, Repl, ReplOptions};
+use remjit::repl::{
+    lex::is_complete, split::awaits_body, Event, ExecutorSpec, Lang, Outcome, Repl, ReplOptions,
+};
 
 /// A C or C++ read-eval-print loop over remjit's executor: cells are compiled by the system
 /// compiler, linked incrementally, and survive crashes of the code they run.
@@ -148,6 +150,24 @@ impl Input {
         }
     }
 
+    /// Whether the complete cell `buf` goes on: it ends in a function declarator (or a
+    /// condition) whose `{` comes on the next line. From a pipe, only if the next line shows
+    /// it; at a terminal the user sees the continuation prompt.
+    fn body_follows(&mut self, buf: &str) -> anyhow::Result<bool> {
+        if !awaits_body(buf) {
+            return Ok(false);
+        }
+        match self {
+            Input::Editor(_) => Ok(true),
+            Input::Plain(r) => {
+                // Looked at, not consumed: the next line keeps its columns.
+                let ahead = r.fill_buf()?;
+                let first = ahead.iter().find(|c| !matches!(c, b' ' | b'\t' | b'\r'));
+                Ok(first == Some(&b'{'))
+            }
+        }
+    }
+
     /// A whole cell: lines until brackets close and no line ends in `\`. A cell left open at
     /// the end of input is not submitted: `incomplete` is set and `None` returned.
     fn cell(&mut self, number: u32, incomplete: &mut bool) -> anyhow::Result<Option<String>> {
@@ -175,7 +195,8 @@ impl Input {
                 buf.clear();
                 continue;
             }
-            if buf.trim_start().starts_with('%') || is_complete(&buf) {
+            let command = buf.trim_start().starts_with('%');
+            if command || (is_complete(&buf) && !self.body_follows(&buf)?) {
                 if let Input::Editor(ed) = self {
                     let _ = ed.add_history_entry(buf.trim_end());
                 }

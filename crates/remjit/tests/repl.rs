@@ -223,6 +223,24 @@ fn static_member_definitions_are_kept() {
     }
 }
 
+/// A function (or an `if`) whose `{` is on the next line is one cell, as is a preprocessor
+/// conditional up to its `#endif`, both branches of which may define the same variable (they
+/// were cut into cells that did not compile, or a variable no later cell saw).
+#[test]
+fn bodies_on_the_next_line_and_conditionals_are_one_cell() {
+    let input =
+        "#include <stdio.h>\nint fib(int n)\n{\n  return n < 2 ? n : fib(n - 1) + fib(n - 2);\n}\n\
+                 fib(10)\nint sq(int v)\n  {\n  return v * v; }\nsq(fib(5))\n\
+                 if (sq(2) == 4)\n{\n  puts(\"four\");\n}\n\
+                 #define TWO 2\n#if TWO == 2\nint a = 22;\n#else\nint a = 33;\n#endif\na\n\
+                 #ifdef TWO\n# ifndef THREE\nint f(void) { return a + 1; }\n# endif\n#endif\nf()\n";
+    let expected = "(int) 55\n(int) 25\nfour\n(int) 22\n(int) 23\n";
+    for mode in MODES.iter().chain([&["--no-compile-ahead"][..]].iter()) {
+        assert_session(mode, input, expected, 0);
+    }
+    assert_session(&["--lang", "c++"], input, expected, 0);
+}
+
 #[test]
 fn cxx_session() {
     let input = r#"#include <iostream>

@@ -292,6 +292,36 @@ fn split_at_most(src: &str, lang: Lang, known: &Known, retry: bool) -> Vec<Item>
     items
 }
 
+/// Whether a whole cell reads as a function declarator still waiting for its body: a
+/// declaration ending in the `)` of its parameter list, with no `=`, `;` or `{` at depth 0
+/// (`int fib(int n)` with `{` on the next line); or `if (...)`, `for (...)`, `while (...)`,
+/// `switch (...)` with nothing after the condition.
+pub fn awaits_body(src: &str) -> bool {
+    let cell = Cell {
+        src,
+        toks: lex(src).tokens,
+    };
+    let n = cell.toks.len();
+    if n < 3 || !cell.is(n - 1, ")") || cell.toks.iter().any(|t| t.kind == Kind::Directive) {
+        return false;
+    }
+    let Some(paren) = find_depth0(&cell, 0, n, "(") else {
+        return false;
+    };
+    let closes_at_end = skip_balanced(&cell, paren, n) == n;
+    if matches!(cell.text(0), "if" | "for" | "while" | "switch") {
+        return paren == 1 && closes_at_end;
+    }
+    let stray = ["=", ";", "{"]
+        .iter()
+        .any(|w| find_depth0(&cell, 0, n, w).is_some());
+    closes_at_end
+        && !stray
+        && cell.kind(paren - 1) == Some(Kind::Ident)
+        && !STATEMENT_WORDS.contains(&cell.text(0))
+        && is_declaration(&cell, 0, n, &Known::default())
+}
+
 /// Why a cell cannot be kept, if it cannot: a structured binding at file scope (C++) names no
 /// variable a later cell could declare `extern`.
 pub fn refusal(items: &[Item], lang: Lang) -> Option<String> {
@@ -1113,6 +1143,34 @@ mod tests {
             "a[0]",
         ] {
             assert_eq!(refused(src), None, "{src}");
+        }
+    }
+
+    /// A function declarator whose body comes on the next line waits for it; expressions and
+    /// statements ending in `)` do not.
+    #[test]
+    fn function_declarators_await_their_body() {
+        for src in [
+            "int fib(int n)",
+            "static point_t *make(int x, int y)",
+            "std::vector<int> f()",
+            "if (x)",
+            "for (i = 0; i < 3; i++)",
+        ] {
+            assert!(awaits_body(src), "{src}");
+        }
+        for src in [
+            "f(3)",
+            "printf(\"%d\", x)",
+            "int x = f(3)",
+            "if (x) f(1)",
+            "while (x > 0) x--;",
+            "int f(void);",
+            "int f(void) { return 1; }",
+            "(x)",
+            "sizeof(int)",
+        ] {
+            assert!(!awaits_body(src), "{src}");
         }
     }
 
