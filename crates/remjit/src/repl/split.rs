@@ -439,6 +439,9 @@ fn block_ends_item(cell: &Cell, start: usize, brace: usize) -> bool {
     if first == "namespace" || (first == "extern" && cell.kind(start + 1) == Some(Kind::Str)) {
         return true;
     }
+    if first == "[" && !cell.is(start + 1, "[") {
+        return false; // a lambda (`[[...]]` would be an attribute)
+    }
     let mut depth = 0usize;
     let mut parens = false;
     let mut k = start;
@@ -1261,6 +1264,12 @@ mod tests {
         .starts_with("carried:"));
         check("int A::g() { return 2; }", Lang::Cxx, &["fn:g"]);
         check("int Cnt::n = 4;", Lang::Cxx, &["fn:n"]);
+        check(
+            "[](int a) { return a; }(4)",
+            Lang::Cxx,
+            &["expr:[](int a) { return a; }(4)"],
+        );
+        check("[[nodiscard]] int h() { return 1; }", Lang::Cxx, &["fn:h"]);
         check("std::string A::s = \"x\";", Lang::Cxx, &["fn:s"]);
         check("int *A::p, A::q;", Lang::Cxx, &["fn:p"]);
         assert!(kinds("const int N = 3;", Lang::Cxx)[0].starts_with("carried:"));
