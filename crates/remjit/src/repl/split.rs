@@ -1125,6 +1125,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any mix of C tokens splits (and is read as complete or not) without a panic or a
+        /// recursion without end (an unclosed `[` after an added `;` overflowed the stack).
+        #[test]
+        fn token_soup_splits(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "int", "x", "a", "S", "::", "(", ")", "[", "]", "{", "}", ";", "=", "*", "&",
+                    ",", "1", "\"s\"", "auto", "struct", "enum", "if", "else", "return",
+                    "\n#if 1\n", "\n#endif\n", "<", ">", "[]", " ",
+                ]),
+                0..16,
+            )
+        ) {
+            let text = parts.join(" ");
+            for lang in [Lang::C, Lang::Cxx] {
+                let items = split(&text, lang, &Known::default());
+                let _ = (refusal(&items, lang), awaits_body(&text));
+            }
+            let _ = crate::repl::lex::is_complete(&text);
+        }
+    }
+
     /// A structured binding at file scope is refused (in C++); one in a block is a statement.
     #[test]
     fn structured_bindings_are_refused() {
