@@ -479,16 +479,37 @@ fn saved_session_compiles_natively() {
     let file = dir.path().join("saved.c");
     let input = format!("{C_SESSION}%save {}\n", file.display());
     assert_session(&[], &input, C_EXPECTED, 0);
-    let exe = dir.path().join("saved");
+    assert_eq!(native_output(&file), "counter=42 norm2=25\n");
+}
+
+/// The stdout of saved C program `file`, compiled natively by gcc (next to it).
+fn native_output(file: &std::path::Path) -> String {
+    let exe = file.with_extension("exe");
     let cc = Command::new("gcc")
-        .arg(&file)
+        .arg(file)
         .arg("-o")
         .arg(&exe)
         .output()
         .unwrap();
     assert!(cc.status.success(), "{}", text(&cc.stderr));
-    let run = Command::new(&exe).output().unwrap();
-    assert_eq!(text(&run.stdout), "counter=42 norm2=25\n");
+    text(&Command::new(&exe).output().unwrap().stdout)
+}
+
+/// A saved session keeps both branches of a cell's `#if`/`#else` (the later branch's variable
+/// dropped the earlier one's definition), its function pointer and its function whose body
+/// was on the next line.
+#[test]
+fn saved_conditionals_compile_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.c");
+    let input = format!(
+        "#include <stdio.h>\nint f(void) {{ return 1; }}\nint (*p)(void);\np = f;\n\
+         #if 1\nint a = 2;\n#else\nint a = 3;\n#endif\nint g(int n)\n{{ return n + a; }}\n\
+         printf(\"%d\\n\", g(p()));\n%save {}\n",
+        file.display()
+    );
+    assert_session(&[], &input, "3\n", 0);
+    assert_eq!(native_output(&file), "3\n");
 }
 
 #[test]

@@ -540,7 +540,11 @@ impl Repl {
 
     /// `%save FILE`: the live cells as one program that compiles natively.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let items: Vec<&Item> = self.cells.iter().flat_map(|c| c.items.iter()).collect();
+        let items: Vec<(u32, &Item)> = self
+            .cells
+            .iter()
+            .flat_map(|c| c.items.iter().map(move |i| (c.number, i)))
+            .collect();
         let text = save::program(&items, self.options.lang);
         std::fs::write(path, text).map_err(|error| Error::Io {
             path: path.display().to_string(),
