@@ -613,11 +613,12 @@ fn a_crash_over_tcp_ends_the_session() {
     let _ = exec.wait();
 }
 
-/// Everything the terminal shows until it shows `what` (or the deadline passes).
+/// Everything the terminal shows until it shows `what` anew (or the deadline passes).
 fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut buf = [0u8; 4096];
-    while !seen.contains(what) {
+    let from = seen.len();
+    while !seen[from..].contains(what) {
         if Instant::now() > deadline {
             return false;
         }
@@ -635,7 +636,8 @@ fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool
 
 /// In a real terminal: line editing reads the cells, and Ctrl-C (sent once the loop's cell
 /// printed its marker) ends an infinite loop (the executor dies of SIGINT, the REPL restarts it
-/// and replays) without ending the session.
+/// and replays) without ending the session; a function's body may start on the next line, and
+/// Ctrl-D on a continuation line ends the session with the open cell reported.
 #[test]
 fn terminal_ctrl_c_interrupts_an_infinite_loop() {
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -694,7 +696,13 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
     );
     step(&mut master, &mut seen, "\x03", "[5]> ");
     step(&mut master, &mut seen, "x\r", "(int) 6");
-    master.write_all(b"%quit\r").unwrap();
+    // A function's `{` on the next line: the continuation prompt, then one cell.
+    step(&mut master, &mut seen, "int four(void)\r", "...> ");
+    step(&mut master, &mut seen, "{ return 4; }\r", "[7]> ");
+    step(&mut master, &mut seen, "four()\r", "(int) 4");
+    // Ctrl-D on a continuation line: the open cell is reported, the REPL ends with status 1.
+    step(&mut master, &mut seen, "int a[\r", "...> ");
+    master.write_all(b"\x04").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -703,7 +711,11 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
         assert!(Instant::now() < deadline, "the REPL did not end: {seen}");
         let _ = read_until(&mut master, &mut seen, "\u{0}");
     };
-    assert!(status.success(), "{seen}");
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(
+        seen.contains("remjit: incomplete cell at end of input"),
+        "{seen}"
+    );
     assert!(seen.contains("remjit: cell 4: interrupted"), "{seen}");
     assert!(
         seen.contains("executor restarted; 3 cells relinked, 1 replayed"),
