@@ -170,16 +170,19 @@ fn function_pointer_variables_persist() {
 
 /// A C++ expression's temporary is returned by value (`V{1}.x` returned a reference to a dead
 /// temporary and crashed), an lvalue by reference; a static const member without definition is
-/// not odr-used; an xvalue of a copyable type is copied; an error is reported once; a cell
-/// starting with a lambda is an expression (it was taken for a function definition).
+/// not odr-used; an xvalue is copied (or, move-only, referred to: never moved from); an error
+/// is reported once; a cell starting with a lambda is an expression (it was taken for a
+/// function definition).
 #[test]
 fn cxx_temporaries_and_constants_print() {
     let input = "#include <string>\n#include <utility>\nstruct V { int x; };\nV{1}.x\n\
                  struct S { static const int v = 5; };\nS::v\nstd::string s = \"abc\";\n\
                  std::move(s)\ns\nchar nm[8] = \"hi\";\nnm\nnope + 1\n([](int a) { return a * 2; }(4))\n\
-                 [](int a) { return a * 3; }(4)\n";
+                 [](int a) { return a * 3; }(4)\n\
+                 struct MO { int v = 5; MO() = default; MO(MO &&o) : v(o.v) { o.v = 0; } };\n\
+                 MO mo;\nstd::move(mo)\nmo.v\n";
     let expected = "(int) 1\n(int) 5\n(std::string) \"abc\"\n(std::string) \"abc\"\n\
-                    (char [8]) \"hi\"\n(int) 8\n(int) 12\n";
+                    (char [8]) \"hi\"\n(int) 8\n(int) 12\n(MO) { 05 00 00 00 }\n(int) 5\n";
     for mode in [&["--in-process"][..], &[]] {
         let out = assert_session(&[&["--lang", "c++"], mode].concat(), input, expected, 1);
         assert_eq!(

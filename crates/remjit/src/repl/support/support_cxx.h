@@ -50,14 +50,15 @@ template <class N> void show(const N &v) {
 // What an expression cell's value is returned as: a temporary (prvalue or xvalue) by value,
 // an lvalue by reference; a const scalar lvalue by value (`S::v`, a static const member with
 // no definition, is then not odr-used).
-// An xvalue of a copyable type is copied (`std::move(s)` leaves `s` as it was).
+// An xvalue of a copyable type is copied (`std::move(s)` leaves `s` as it was); one of a
+// move-only type stays a reference (not moved out of the variable it names).
 template <class T> struct held {
   T v;
   held(const T &x) : v(x) {}
 };
 template <class T> struct keep { using type = T; };
 template <class T> struct keep<T &&> {
-  using type = std::conditional_t<std::is_copy_constructible_v<T>, held<T>, T>;
+  using type = std::conditional_t<std::is_copy_constructible_v<T>, held<T>, T &&>;
 };
 template <class T> struct keep<T &> {
   using type = std::conditional_t<std::is_const_v<T> && std::is_scalar_v<T>, std::remove_cv_t<T>, T &>;
