@@ -8,7 +8,9 @@ use anyhow::{anyhow, bail};
 use clap::Parser;
 
 use remjit::remote::MemoryMode;
-use remjit::repl::{lex::is_complete, Event, ExecutorSpec, Lang, Outcome, Repl, ReplOptions};
+use remjit::repl::{
+    lex::is_complete, split::awaits_body, Event, ExecutorSpec, Lang, Outcome, Repl, ReplOptions,
+};
 
 /// A C or C++ read-eval-print loop over remjit's executor: cells are compiled by the system
 /// compiler, linked incrementally, and survive crashes of the code they run.
@@ -148,8 +150,27 @@ impl Input {
         }
     }
 
-    /// A whole cell: lines until brackets close and no line ends in `\`.
-    fn cell(&mut self, number: u32) -> anyhow::Result<Option<String>> {
+    /// Whether the complete cell `buf` goes on: it ends in a function declarator (or a
+    /// condition) whose `{` comes on the next line. From a pipe, only if the next line shows
+    /// it; at a terminal the user sees the continuation prompt.
+    fn body_follows(&mut self, buf: &str) -> anyhow::Result<bool> {
+        if !awaits_body(buf) {
+            return Ok(false);
+        }
+        match self {
+            Input::Editor(_) => Ok(true),
+            Input::Plain(r) => {
+                // Looked at, not consumed: the next line keeps its columns.
+                let ahead = r.fill_buf()?;
+                let first = ahead.iter().find(|c| !matches!(c, b' ' | b'\t' | b'\r'));
+                Ok(first == Some(&b'{'))
+            }
+        }
+    }
+
+    /// A whole cell: lines until brackets close and no line ends in `\`. A cell left open at
+    /// the end of input is not submitted: `incomplete` is set and `None` returned.
+    fn cell(&mut self, number: u32, incomplete: &mut bool) -> anyhow::Result<Option<String>> {
         let mut buf = String::new();
         loop {
             let prompt = if buf.is_empty() {
@@ -158,7 +179,11 @@ impl Input {
                 "...> ".to_string()
             };
             let Some(line) = self.line(&prompt)? else {
-                return Ok((!buf.trim().is_empty()).then_some(buf));
+                if buf.trim().is_empty() || buf.trim_start().starts_with('%') || is_complete(&buf) {
+                    return Ok((!buf.trim().is_empty()).then_some(buf));
+                }
+                *incomplete = true;
+                return Ok(None);
             };
             if line == "\u{3}" {
                 buf.clear();
@@ -170,7 +195,8 @@ impl Input {
                 buf.clear();
                 continue;
             }
-            if buf.trim_start().starts_with('%') || is_complete(&buf) {
+            let command = buf.trim_start().starts_with('%');
+            if command || (is_complete(&buf) && !self.body_follows(&buf)?) {
                 if let Input::Editor(ed) = self {
                     let _ = ed.add_history_entry(buf.trim_end());
                 }
@@ -281,10 +307,11 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
     // From a pipe, the next cell compiles while this one links and runs.
     let ahead = !interactive && !cli.no_compile_ahead;
     let mut read_ahead: Option<String> = None;
+    let mut incomplete = false;
     loop {
         let cell = match read_ahead.take() {
             Some(c) => c,
-            None => match input.cell(repl.next_cell())? {
+            None => match input.cell(repl.next_cell(), &mut incomplete)? {
                 Some(c) => c,
                 None => break,
             },
@@ -300,7 +327,11 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
                 }
             }
         }
-        read_ahead = if ahead { input.cell(0)? } else { None };
+        read_ahead = if ahead {
+            input.cell(0, &mut incomplete)?
+        } else {
+            None
+        };
         let out = repl.eval_ahead(&cell, read_ahead.as_deref());
         failed |= !out.ok;
         print(&out, timing);
@@ -309,5 +340,9 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
         }
     }
     repl.shutdown();
+    if incomplete {
+        eprintln!("remjit: incomplete cell at end of input");
+        return Ok(1);
+    }
     Ok(i32::from(failed && !interactive))
 }

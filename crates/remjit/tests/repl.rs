@@ -135,6 +135,117 @@ fn compiled_ahead_cells_follow_failures() {
     assert!(err.contains("cell 2:1:1: error: ‘v’ undeclared"), "{err}");
 }
 
+/// A cell still open at the end of input is reported, not submitted (and never overflows the
+/// stack); the cells before it ran.
+#[test]
+fn an_open_cell_at_end_of_input_is_reported() {
+    for open in [
+        "int a[",
+        "{",
+        "enum {",
+        "struct S {",
+        "int f() {",
+        "int x = (",
+    ] {
+        let out = repl(&["--in-process"], &format!("6 * 7\n{open}\n"));
+        let err = text(&out.stderr);
+        assert_eq!(text(&out.stdout), "(int) 42\n", "{open}: {err}");
+        assert_eq!(err, "remjit: incomplete cell at end of input\n", "{open}");
+        assert_eq!(out.status.code(), Some(1), "{open}: {err}");
+    }
+}
+
+/// `int (*p)(void);` defines one pointer that later cells share (it was taken for a prototype,
+/// and each cell had its own null `p`); a redefined function reaches the pointers to it.
+#[test]
+fn function_pointer_variables_persist() {
+    let input = "int f(void) { return 1; }\nint (*p)(void);\np = f;\np == f\np()\n\
+                 int (*q)(void) = f;\nq()\nint f(void) { return 3; }\nq() + p()\n";
+    for mode in MODES {
+        assert_session(mode, input, "(int) 1\n(int) 1\n(int) 1\n(int) 6\n", 0);
+    }
+    let cxx = "(bool) true\n(int) 1\n(int) 1\n(int) 6\n";
+    assert_session(&["--lang", "c++"], input, cxx, 0);
+}
+
+/// A C++ expression's temporary is returned by value (`V{1}.x` returned a reference to a dead
+/// temporary and crashed), an lvalue by reference; a static const member without definition is
+/// not odr-used; an xvalue is copied (or, move-only, referred to: never moved from); an error
+/// is reported once; a cell starting with a lambda is an expression (it was taken for a
+/// function definition).
+#[test]
+fn cxx_temporaries_and_constants_print() {
+    let input = "#include <string>\n#include <utility>\nstruct V { int x; };\nV{1}.x\n\
+                 struct S { static const int v = 5; };\nS::v\nstd::string s = \"abc\";\n\
+                 std::move(s)\ns\nchar nm[8] = \"hi\";\nnm\nnope + 1\n([](int a) { return a * 2; }(4))\n\
+                 [](int a) { return a * 3; }(4)\n\
+                 struct MO { int v = 5; MO() = default; MO(MO &&o) : v(o.v) { o.v = 0; } };\n\
+                 MO mo;\nstd::move(mo)\nmo.v\n";
+    let expected = "(int) 1\n(int) 5\n(std::string) \"abc\"\n(std::string) \"abc\"\n\
+                    (char [8]) \"hi\"\n(int) 8\n(int) 12\n(MO) { 05 00 00 00 }\n(int) 5\n";
+    for mode in [&["--in-process"][..], &[]] {
+        let out = assert_session(&[&["--lang", "c++"], mode].concat(), input, expected, 1);
+        assert_eq!(
+            text(&out.stderr),
+            "cell 12:1:1: error: ‘nope’ was not declared in this scope\n"
+        );
+    }
+}
+
+/// A structured binding at the top level is refused with a message (it made every later cell
+/// fail: "structured binding declaration cannot be 'extern'"); one in a block runs.
+#[test]
+fn top_level_structured_bindings_are_refused() {
+    let input = "#include <utility>\nauto [a, b] = std::pair<int, int>(1, 2);\nint c = 3;\nc\n\
+                 { auto [x, y] = std::pair<int, int>(4, 5); c = x + y; }\nc\n";
+    for mode in [&["--in-process"][..], &[]] {
+        let out = assert_session(
+            &[&["--lang", "c++"], mode].concat(),
+            input,
+            "(int) 3\n(int) 9\n",
+            1,
+        );
+        assert_eq!(
+            text(&out.stderr),
+            "remjit: error: cell 2:1: a structured binding is not kept at the top level (later \
+             cells could not declare its names); keep the whole value (`auto p = ...;`, then \
+             `p.first`) or bind in a block (`{ auto [a, b] = ...; ... }`)\n"
+        );
+    }
+}
+
+/// A static member's out-of-class definition (`int Cnt::n = 4;`) is compiled in its cell and
+/// not declared `extern` to later cells (that declaration defined a second, zero `Cnt::n`).
+#[test]
+fn static_member_definitions_are_kept() {
+    let input = "#include <string>\n\
+                 struct Cnt { static int n; static std::string s; static int *p; };\n\
+                 int Cnt::n = 4;\nCnt::n\nstd::string Cnt::s = \"hey\";\nCnt::s\n\
+                 int *Cnt::p = &Cnt::n;\n*Cnt::p += 1;\nCnt::n\nint Cnt::n = 9;\nCnt::n\n";
+    let expected = "(int) 4\n(std::string) \"hey\"\n(int) 5\n(int) 9\n";
+    for mode in [&["--in-process"][..], &[]] {
+        assert_session(&[&["--lang", "c++"], mode].concat(), input, expected, 0);
+    }
+}
+
+/// A function (or an `if`) whose `{` is on the next line is one cell, as is a preprocessor
+/// conditional up to its `#endif`, both branches of which may define the same variable (they
+/// were cut into cells that did not compile, or a variable no later cell saw).
+#[test]
+fn bodies_on_the_next_line_and_conditionals_are_one_cell() {
+    let input =
+        "#include <stdio.h>\nint fib(int n)\n{\n  return n < 2 ? n : fib(n - 1) + fib(n - 2);\n}\n\
+                 fib(10)\nint sq(int v)\n  {\n  return v * v; }\nsq(fib(5))\n\
+                 if (sq(2) == 4)\n{\n  puts(\"four\");\n}\n\
+                 #define TWO 2\n#if TWO == 2\nint a = 22;\n#else\nint a = 33;\n#endif\na\n\
+                 #ifdef TWO\n# ifndef THREE\nint f(void) { return a + 1; }\n# endif\n#endif\nf()\n";
+    let expected = "(int) 55\n(int) 25\nfour\n(int) 22\n(int) 23\n";
+    for mode in MODES.iter().chain([&["--no-compile-ahead"][..]].iter()) {
+        assert_session(mode, input, expected, 0);
+    }
+    assert_session(&["--lang", "c++"], input, expected, 0);
+}
+
 #[test]
 fn cxx_session() {
     let input = r#"#include <iostream>
@@ -371,16 +482,37 @@ fn saved_session_compiles_natively() {
     let file = dir.path().join("saved.c");
     let input = format!("{C_SESSION}%save {}\n", file.display());
     assert_session(&[], &input, C_EXPECTED, 0);
-    let exe = dir.path().join("saved");
+    assert_eq!(native_output(&file), "counter=42 norm2=25\n");
+}
+
+/// The stdout of saved C program `file`, compiled natively by gcc (next to it).
+fn native_output(file: &std::path::Path) -> String {
+    let exe = file.with_extension("exe");
     let cc = Command::new("gcc")
-        .arg(&file)
+        .arg(file)
         .arg("-o")
         .arg(&exe)
         .output()
         .unwrap();
     assert!(cc.status.success(), "{}", text(&cc.stderr));
-    let run = Command::new(&exe).output().unwrap();
-    assert_eq!(text(&run.stdout), "counter=42 norm2=25\n");
+    text(&Command::new(&exe).output().unwrap().stdout)
+}
+
+/// A saved session keeps both branches of a cell's `#if`/`#else` (the later branch's variable
+/// dropped the earlier one's definition), its function pointer and its function whose body
+/// was on the next line.
+#[test]
+fn saved_conditionals_compile_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.c");
+    let input = format!(
+        "#include <stdio.h>\nint f(void) {{ return 1; }}\nint (*p)(void);\np = f;\n\
+         #if 1\nint a = 2;\n#else\nint a = 3;\n#endif\nint g(int n)\n{{ return n + a; }}\n\
+         printf(\"%d\\n\", g(p()));\n%save {}\n",
+        file.display()
+    );
+    assert_session(&[], &input, "3\n", 0);
+    assert_eq!(native_output(&file), "3\n");
 }
 
 #[test]
@@ -484,11 +616,12 @@ fn a_crash_over_tcp_ends_the_session() {
     let _ = exec.wait();
 }
 
-/// Everything the terminal shows until it shows `what` (or the deadline passes).
+/// Everything the terminal shows until it shows `what` anew (or the deadline passes).
 fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut buf = [0u8; 4096];
-    while !seen.contains(what) {
+    let from = seen.len();
+    while !seen[from..].contains(what) {
         if Instant::now() > deadline {
             return false;
         }
@@ -504,8 +637,10 @@ fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool
     true
 }
 
-/// In a real terminal: line editing reads the cells, and Ctrl-C ends an infinite loop (the
-/// executor dies of SIGINT, the REPL restarts it and replays) without ending the session.
+/// In a real terminal: line editing reads the cells, and Ctrl-C (sent once the loop's cell
+/// printed its marker) ends an infinite loop (the executor dies of SIGINT, the REPL restarts it
+/// and replays) without ending the session; a function's body may start on the next line, and
+/// Ctrl-D on a continuation line ends the session with the open cell reported.
 #[test]
 fn terminal_ctrl_c_interrupts_an_infinite_loop() {
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -551,13 +686,26 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
         read_until(&mut master, &mut seen, "[1]> "),
         "no prompt: {seen}"
     );
-    step(&mut master, &mut seen, "int x = 5;\r", "[2]> ");
-    step(&mut master, &mut seen, "x += 1;\r", "[3]> ");
-    master.write_all(b"while (1) {}\r").unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    step(&mut master, &mut seen, "\x03", "[4]> ");
+    step(&mut master, &mut seen, "#include <stdio.h>\r", "[2]> ");
+    step(&mut master, &mut seen, "int x = 5;\r", "[3]> ");
+    step(&mut master, &mut seen, "x += 1;\r", "[4]> ");
+    // The loop is running once its cell printed the marker (the echo of the line shows
+    // `"spin" "ning"`, never the joined word).
+    step(
+        &mut master,
+        &mut seen,
+        "puts(\"spin\" \"ning\"); fflush(stdout); while (1) {}\r",
+        "spinning",
+    );
+    step(&mut master, &mut seen, "\x03", "[5]> ");
     step(&mut master, &mut seen, "x\r", "(int) 6");
-    master.write_all(b"%quit\r").unwrap();
+    // A function's `{` on the next line: the continuation prompt, then one cell.
+    step(&mut master, &mut seen, "int four(void)\r", "...> ");
+    step(&mut master, &mut seen, "{ return 4; }\r", "[7]> ");
+    step(&mut master, &mut seen, "four()\r", "(int) 4");
+    // Ctrl-D on a continuation line: the open cell is reported, the REPL ends with status 1.
+    step(&mut master, &mut seen, "int a[\r", "...> ");
+    master.write_all(b"\x04").unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -566,10 +714,14 @@ fn terminal_ctrl_c_interrupts_an_infinite_loop() {
         assert!(Instant::now() < deadline, "the REPL did not end: {seen}");
         let _ = read_until(&mut master, &mut seen, "\u{0}");
     };
-    assert!(status.success(), "{seen}");
-    assert!(seen.contains("remjit: cell 3: interrupted"), "{seen}");
+    assert_eq!(status.code(), Some(1), "{seen}");
     assert!(
-        seen.contains("executor restarted; 2 cells relinked, 1 replayed"),
+        seen.contains("remjit: incomplete cell at end of input"),
+        "{seen}"
+    );
+    assert!(seen.contains("remjit: cell 4: interrupted"), "{seen}");
+    assert!(
+        seen.contains("executor restarted; 3 cells relinked, 1 replayed"),
         "{seen}"
     );
 }

@@ -436,7 +436,19 @@ pub fn generate(
                         ),
                     ),
                     (Lang::C, None) => ("(void)(".to_string(), ");".to_string()),
+                    (Lang::Cxx, _) if !has_lambda(&item.text) => {
+                        // A temporary is returned by value, an lvalue by reference: the
+                        // expression's type needs it written twice (same lines, same messages).
+                        let mut open = String::from(
+                            "::__remjit::run([&]() -> ::__remjit::keep_t<decltype((\n",
+                        );
+                        at(&mut open, item.line);
+                        open.push_str(&item.text);
+                        open.push_str("\n#line 1 \"<remjit>\"\n))> { return (");
+                        (open, "); });".to_string())
+                    }
                     (Lang::Cxx, _) => (
+                        // C++17 has no lambda in `decltype`: references as they come.
                         "::__remjit::run([&]() -> decltype(auto) { return (".to_string(),
                         "); });".to_string(),
                     ),
@@ -467,15 +479,38 @@ pub fn generate(
     s
 }
 
-/// The compiler's messages without the lines about generated code.
+/// Whether a C++ expression holds a lambda (a `[` that follows no operand).
+fn has_lambda(src: &str) -> bool {
+    use super::lex::Kind;
+    let toks = super::lex::lex(src).tokens;
+    toks.iter().enumerate().any(|(k, t)| {
+        t.kind == Kind::Punct
+            && t.text(src) == "["
+            && k.checked_sub(1).is_none_or(|p| {
+                let prev = toks[p].text(src);
+                let operand =
+                    matches!(prev, ")" | "]") || (toks[p].kind != Kind::Punct && prev != "return");
+                !operand
+            })
+    })
+}
+
+/// The compiler's messages without the lines about generated code (nor the repeats an
+/// expression written twice gives).
 pub fn tidy_diagnostics(text: &str) -> String {
     let mut out = String::new();
+    let mut seen = std::collections::HashSet::new();
     for line in text.lines() {
+        if !seen.insert(line) {
+            continue;
+        }
         let generated = line.contains("__remjit")
             || line.contains("__REMJIT")
             || line.contains("remjit-repl.h");
         let context = line.ends_with("At top level:") || line.starts_with("In file included from");
-        if generated || context {
+        // An error in generated code after one in the cell follows from it.
+        let follows = line.starts_with("<remjit>:") && out.contains(": error: ");
+        if generated || context || follows {
             continue;
         }
         out.push_str(line);

@@ -88,10 +88,11 @@ impl Context {
         }
     }
 
-    /// Hides earlier declarations of `name` (a redefinition may change its type).
+    /// Hides earlier cells' declarations of `name` (a redefinition may change its type); not
+    /// those of cell `by` itself (`#if`/`#else` branches may each define it).
     fn hide(&mut self, name: &str, by: u32) {
         for p in &mut self.prelude {
-            if p.hidden_by.is_none() && p.name.as_deref() == Some(name) {
+            if p.hidden_by.is_none() && p.cell != by && p.name.as_deref() == Some(name) {
                 p.hidden_by = Some(by);
             }
         }

@@ -292,7 +292,11 @@ pub fn is_complete(src: &str) -> bool {
         return false;
     }
     let mut depth: i64 = 0;
+    let mut conditionals: i64 = 0;
     for t in &lexed.tokens {
+        if t.kind == Kind::Directive {
+            conditionals += conditional_step(t.text(src));
+        }
         if t.kind == Kind::Punct {
             match t.text(src) {
                 "(" | "[" | "{" => depth += 1,
@@ -301,7 +305,23 @@ pub fn is_complete(src: &str) -> bool {
             }
         }
     }
-    depth <= 0
+    depth <= 0 && conditionals <= 0
+}
+
+/// How a directive changes the nesting of preprocessor conditionals: +1 for `#if`, `#ifdef`,
+/// `#ifndef`; -1 for `#endif`.
+fn conditional_step(directive: &str) -> i64 {
+    let word = directive
+        .trim_start_matches('#')
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or("");
+    match word {
+        "if" | "ifdef" | "ifndef" => 1,
+        "endif" => -1,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -347,5 +367,12 @@ mod tests {
         assert!(!is_complete("/* open"));
         assert!(is_complete("char c = '}';"));
         assert!(is_complete("const char *s = \"{\";"));
+        // A preprocessor conditional is one cell up to its `#endif`.
+        assert!(!is_complete("#ifdef X\nint a = 1;\n"));
+        assert!(!is_complete("#if 1\n#  ifndef Y\nint a;\n#endif\n"));
+        assert!(is_complete(
+            "#if 1\n#  ifndef Y\nint a;\n# endif\n#else\nint b;\n#endif\n"
+        ));
+        assert!(is_complete("#define IF_X 1\n#include <stdio.h>\n"));
     }
 }

@@ -240,6 +240,12 @@ impl Repl {
                     out.ok = true;
                     return out;
                 }
+                if let Some(why) = split::refusal(&items, lang) {
+                    self.next_cell += 1;
+                    out.events
+                        .push(Event::Error(format!("cell {number}:{why}")));
+                    return out;
+                }
                 let p = self.ctx.start(&self.compiler, number, &items, lang);
                 (items, p)
             }
@@ -345,7 +351,7 @@ impl Repl {
         let mut ctx = self.ctx.clone();
         ctx.absorb(number, items, lang);
         let next_items = split::split(next, lang, &ctx.known);
-        if next_items.is_empty() {
+        if next_items.is_empty() || split::refusal(&next_items, lang).is_some() {
             return None;
         }
         let pending = ctx.start(&self.compiler, number + 1, &next_items, lang);
@@ -534,7 +540,11 @@ impl Repl {
 
     /// `%save FILE`: the live cells as one program that compiles natively.
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let items: Vec<&Item> = self.cells.iter().flat_map(|c| c.items.iter()).collect();
+        let items: Vec<(u32, &Item)> = self
+            .cells
+            .iter()
+            .flat_map(|c| c.items.iter().map(move |i| (c.number, i)))
+            .collect();
         let text = save::program(&items, self.options.lang);
         std::fs::write(path, text).map_err(|error| Error::Io {
             path: path.display().to_string(),

@@ -1,16 +1,18 @@
 //! `%save FILE`: the live cells as one program a compiler builds natively. Declarations stay
-//! at file scope in cell order (a function redefined later keeps only its last definition);
-//! the statements of all cells run in order in `main`.
+//! at file scope in cell order (a function or variable redefined by a later cell keeps only its
+//! last definition; a cell's own `#if`/`#else` branches stay); the statements of all cells run
+//! in order in `main`.
 
 use super::split::{Item, ItemKind, Lang};
 
-/// The program text.
-pub fn program(items: &[&Item], lang: Lang) -> String {
+/// The program text of `items`, each with its cell's number.
+pub fn program(items: &[(u32, &Item)], lang: Lang) -> String {
     let mut top = String::new();
     let mut main = String::new();
-    for (k, item) in items.iter().enumerate() {
+    for (k, &(cell, item)) in items.iter().enumerate() {
         let redefined_later = |name: &str| {
-            items[k + 1..].iter().any(|later| match &later.kind {
+            let mut later = items[k + 1..].iter().filter(|(c, _)| *c != cell);
+            later.any(|(_, later)| match &later.kind {
                 ItemKind::Function { name: n, .. } => n == name && lang == Lang::C,
                 ItemKind::Variable(v) => v.names.iter().any(|(n, _)| n == name),
                 _ => false,

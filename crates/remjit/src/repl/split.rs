@@ -258,6 +258,12 @@ impl<'a> Cell<'a> {
 
 /// Splits a cell into items.
 pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
+    split_at_most(src, lang, known, true)
+}
+
+/// Splits a cell into items; an unterminated item gets a `;` and is re-classified once, if
+/// `retry` (a `;` does not close an open bracket, so a second try would go on for ever).
+fn split_at_most(src: &str, lang: Lang, known: &Known, retry: bool) -> Vec<Item> {
     let lexed = lex(src);
     let cell = Cell {
         src,
@@ -275,7 +281,9 @@ pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
                 item.kind = ItemKind::Expression;
             } else {
                 item.text.push(';');
-                item = classify_text(&item.text, item.line, lang, known).unwrap_or(item);
+                if retry {
+                    item = classify_text(&item.text, item.line, lang, known).unwrap_or(item);
+                }
             }
         }
         items.push(item);
@@ -284,9 +292,79 @@ pub fn split(src: &str, lang: Lang, known: &Known) -> Vec<Item> {
     items
 }
 
+/// Whether a whole cell reads as a function declarator still waiting for its body: a
+/// declaration ending in the `)` of its parameter list, with no `=`, `;` or `{` at depth 0
+/// (`int fib(int n)` with `{` on the next line); or `if (...)`, `for (...)`, `while (...)`,
+/// `switch (...)` with nothing after the condition.
+pub fn awaits_body(src: &str) -> bool {
+    let cell = Cell {
+        src,
+        toks: lex(src).tokens,
+    };
+    let n = cell.toks.len();
+    if n < 3 || !cell.is(n - 1, ")") || cell.toks.iter().any(|t| t.kind == Kind::Directive) {
+        return false;
+    }
+    let Some(paren) = find_depth0(&cell, 0, n, "(") else {
+        return false;
+    };
+    let closes_at_end = skip_balanced(&cell, paren, n) == n;
+    if matches!(cell.text(0), "if" | "for" | "while" | "switch") {
+        return paren == 1 && closes_at_end;
+    }
+    let stray = ["=", ";", "{"]
+        .iter()
+        .any(|w| find_depth0(&cell, 0, n, w).is_some());
+    closes_at_end
+        && !stray
+        && cell.kind(paren - 1) == Some(Kind::Ident)
+        && !STATEMENT_WORDS.contains(&cell.text(0))
+        && is_declaration(&cell, 0, n, &Known::default())
+}
+
+/// Why a cell cannot be kept, if it cannot: a structured binding at file scope (C++) names no
+/// variable a later cell could declare `extern`.
+pub fn refusal(items: &[Item], lang: Lang) -> Option<String> {
+    if lang != Lang::Cxx {
+        return None;
+    }
+    let binding = items.iter().find(|i| {
+        matches!(i.kind, ItemKind::Variable(_) | ItemKind::Carried)
+            && is_structured_binding(&i.text)
+    })?;
+    Some(format!(
+        "{}: a structured binding is not kept at the top level (later cells could not \
+         declare its names); keep the whole value (`auto p = ...;`, then `p.first`) or bind \
+         in a block (`{{ auto [a, b] = ...; ... }}`)",
+        binding.line
+    ))
+}
+
+/// `auto [a, b] = ...;`, `const auto &[x, y] = ...;`.
+fn is_structured_binding(text: &str) -> bool {
+    let lexed = lex(text);
+    let cell = Cell {
+        src: text,
+        toks: lexed.tokens,
+    };
+    let mut k = 0;
+    let mut auto = false;
+    while k < cell.toks.len() {
+        match cell.text(k) {
+            "auto" => auto = true,
+            "const" | "volatile" | "static" | "thread_local" | "inline" | "constexpr" | "&"
+            | "&&" | "extern" | "constinit" => {}
+            "[" => return auto,
+            _ => return false,
+        }
+        k += 1;
+    }
+    false
+}
+
 /// Re-classifies one item's text (after a `;` was added).
 fn classify_text(text: &str, line: u32, lang: Lang, known: &Known) -> Option<Item> {
-    let mut items = split(text, lang, known);
+    let mut items = split_at_most(text, lang, known, false);
     if items.len() != 1 {
         return None;
     }
@@ -360,6 +438,9 @@ fn block_ends_item(cell: &Cell, start: usize, brace: usize) -> bool {
     }
     if first == "namespace" || (first == "extern" && cell.kind(start + 1) == Some(Kind::Str)) {
         return true;
+    }
+    if first == "[" && !cell.is(start + 1, "[") {
+        return false; // a lambda (`[[...]]` would be an attribute)
     }
     let mut depth = 0usize;
     let mut parens = false;
@@ -519,6 +600,10 @@ fn is_declaration(cell: &Cell, a: usize, b: usize, known: &Known) -> bool {
     if cell.kind(k) != Some(Kind::Ident) {
         return false;
     }
+    // A qualified name: `T A::s = ...` defines a static member.
+    while cell.is(k + 1, "::") && cell.kind(k + 2) == Some(Kind::Ident) {
+        k += 2;
+    }
     if known.variables.contains(first) && stars > 0 {
         return false; // `x * y;` with x a variable: an expression
     }
@@ -619,6 +704,24 @@ fn declaration(
     variable(cell, a, b, lang, known, &decls, line)
 }
 
+/// The name in the nested declarator `(*name...)` spanning `open..close`, or `None` when it
+/// declares a function (`(*name(params))`, a prototype returning a pointer) or names nothing.
+fn nested_name(cell: &Cell, open: usize, close: usize) -> Option<usize> {
+    let mut j = open;
+    while j < close
+        && matches!(
+            cell.text(j),
+            "(" | "*" | "&" | "&&" | "^" | "const" | "volatile" | "restrict" | "__restrict"
+        )
+    {
+        j += 1;
+    }
+    if cell.kind(j) != Some(Kind::Ident) || j >= close || cell.is(j + 1, "(") {
+        return None;
+    }
+    Some(j)
+}
+
 /// One declarator of a variable definition, as token ranges.
 struct Declarator {
     /// Its name token.
@@ -661,9 +764,18 @@ fn declarators(
         k += 1;
         spec_end = k;
     }
-    // The last word before that is the first declarator's name.
-    if !matches!(cell.text(k), "*" | "&" | "&&") {
+    // The last word before that is the first declarator's name, unless a pointer or a nested
+    // declarator (`(*name)`, `(&name)`, `(^name)`: not a parameter list) begins there.
+    let nested = cell.is(k, "(") && matches!(cell.text(k + 1), "*" | "&" | "^");
+    if !nested && !matches!(cell.text(k), "*" | "&" | "&&") {
         spec_end = spec_end.saturating_sub(1).max(a);
+        // A qualified name (`A::s`) is a name too.
+        while spec_end >= a + 2
+            && cell.is(spec_end - 1, "::")
+            && cell.kind(spec_end - 2) == Some(Kind::Ident)
+        {
+            spec_end -= 2;
+        }
     }
     let mut out = Vec::new();
     let mut k = spec_end;
@@ -678,9 +790,7 @@ fn declarators(
         if cell.is(k, "(") {
             // A function pointer or array pointer: `(*name)(...)`.
             let close = skip_balanced(cell, k, end);
-            let name = (k..close)
-                .rev()
-                .find(|&j| cell.kind(j) == Some(Kind::Ident))?;
+            let name = nested_name(cell, k, close)?;
             k = close;
             while cell.is(k, "(") || cell.is(k, "[") {
                 k = skip_balanced(cell, k, end);
@@ -698,6 +808,9 @@ fn declarators(
         }
         if cell.kind(k) != Some(Kind::Ident) {
             return None;
+        }
+        while cell.is(k + 1, "::") && cell.kind(k + 2) == Some(Kind::Ident) {
+            k += 2;
         }
         let name = k;
         k += 1;
@@ -750,6 +863,18 @@ fn variable(
     decls: &[Declarator],
     line: u32,
 ) -> Item {
+    if let Some(d) = decls.iter().find(|d| cell.is(d.name.wrapping_sub(1), "::")) {
+        // A static member's definition (`int A::n = 4;`): compiled in its cell as it is, as
+        // an out-of-class member function is; the class declares it to later cells.
+        return Item {
+            kind: ItemKind::Function {
+                name: cell.text(d.name).to_string(),
+                prototype: None,
+            },
+            text: cell.span(a, b).to_string(),
+            line,
+        };
+    }
     let first_start = decls[0].start;
     let storage = |k: usize| {
         k < first_start
@@ -959,6 +1084,122 @@ mod tests {
         assert_eq!(kinds(src, lang), want, "{src}");
     }
 
+    /// An item an added `;` does not close is classified once, not again and again (that
+    /// overflowed the stack).
+    #[test]
+    fn unclosed_items_end() {
+        for src in [
+            "int a[",
+            "{",
+            "enum {",
+            "struct S {",
+            "int f() {",
+            "int x = (",
+        ] {
+            for lang in [Lang::C, Lang::Cxx] {
+                let items = split(src, lang, &Known::default());
+                assert_eq!(items.len(), 1, "{src}");
+                assert!(items[0].text.starts_with(src), "{src}");
+            }
+        }
+    }
+
+    /// A parenthesised declarator is a variable (a pointer to a function or to an array), not a
+    /// parameter list; a function returning a function pointer is still a prototype.
+    #[test]
+    fn nested_declarators() {
+        check(
+            "int (*p)(void);",
+            Lang::C,
+            &["var:int (*p)(void);|extern int ( * p ) ( void );|"],
+        );
+        check(
+            "int (*pa)[3] = 0;",
+            Lang::C,
+            &["var:int (*pa)[3] = 0;|extern int ( * pa ) [ 3 ];|"],
+        );
+        check(
+            "void (*signal(int, void (*)(int)))(int);",
+            Lang::C,
+            &["carried:void (*signal(int, void (*)(int)))(int);"],
+        );
+    }
+
+    proptest::proptest! {
+        /// Any mix of C tokens splits (and is read as complete or not) without a panic or a
+        /// recursion without end (an unclosed `[` after an added `;` overflowed the stack).
+        #[test]
+        fn token_soup_splits(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "int", "x", "a", "S", "::", "(", ")", "[", "]", "{", "}", ";", "=", "*", "&",
+                    ",", "1", "\"s\"", "auto", "struct", "enum", "if", "else", "return",
+                    "\n#if 1\n", "\n#endif\n", "<", ">", "[]", " ",
+                ]),
+                0..16,
+            )
+        ) {
+            let text = parts.join(" ");
+            for lang in [Lang::C, Lang::Cxx] {
+                let items = split(&text, lang, &Known::default());
+                let _ = (refusal(&items, lang), awaits_body(&text));
+            }
+            let _ = crate::repl::lex::is_complete(&text);
+        }
+    }
+
+    /// A structured binding at file scope is refused (in C++); one in a block is a statement.
+    #[test]
+    fn structured_bindings_are_refused() {
+        let refused = |src: &str| refusal(&split(src, Lang::Cxx, &Known::default()), Lang::Cxx);
+        for src in [
+            "auto [a, b] = std::pair<int, int>(1, 2);",
+            "const auto &[x, y] = q;",
+            "static auto [m, n] = f();",
+        ] {
+            assert!(
+                refused(src).is_some_and(|m| m.starts_with("1: a structured binding")),
+                "{src}"
+            );
+        }
+        for src in [
+            "{ auto [a, b] = q; }",
+            "auto p = q;",
+            "int a[2] = {1, 2};",
+            "a[0]",
+        ] {
+            assert_eq!(refused(src), None, "{src}");
+        }
+    }
+
+    /// A function declarator whose body comes on the next line waits for it; expressions and
+    /// statements ending in `)` do not.
+    #[test]
+    fn function_declarators_await_their_body() {
+        for src in [
+            "int fib(int n)",
+            "static point_t *make(int x, int y)",
+            "std::vector<int> f()",
+            "if (x)",
+            "for (i = 0; i < 3; i++)",
+        ] {
+            assert!(awaits_body(src), "{src}");
+        }
+        for src in [
+            "f(3)",
+            "printf(\"%d\", x)",
+            "int x = f(3)",
+            "if (x) f(1)",
+            "while (x > 0) x--;",
+            "int f(void);",
+            "int f(void) { return 1; }",
+            "(x)",
+            "sizeof(int)",
+        ] {
+            assert!(!awaits_body(src), "{src}");
+        }
+    }
+
     #[test]
     fn c_items() {
         check(
@@ -1045,6 +1286,15 @@ mod tests {
         )[0]
         .starts_with("carried:"));
         check("int A::g() { return 2; }", Lang::Cxx, &["fn:g"]);
+        check("int Cnt::n = 4;", Lang::Cxx, &["fn:n"]);
+        check(
+            "[](int a) { return a; }(4)",
+            Lang::Cxx,
+            &["expr:[](int a) { return a; }(4)"],
+        );
+        check("[[nodiscard]] int h() { return 1; }", Lang::Cxx, &["fn:h"]);
+        check("std::string A::s = \"x\";", Lang::Cxx, &["fn:s"]);
+        check("int *A::p, A::q;", Lang::Cxx, &["fn:p"]);
         assert!(kinds("const int N = 3;", Lang::Cxx)[0].starts_with("carried:"));
         assert!(kinds("using namespace std;", Lang::Cxx)[0].starts_with("carried:"));
         check(

@@ -47,12 +47,32 @@ template <class N> void show(const N &v) {
   else if constexpr (has_size<T>::value) __remjit_show_size(t, v.size());
   else __remjit_show_bytes(t, &v, sizeof v);
 }
+// What an expression cell's value is returned as: a temporary (prvalue or xvalue) by value,
+// an lvalue by reference; a const scalar lvalue by value (`S::v`, a static const member with
+// no definition, is then not odr-used).
+// An xvalue of a copyable type is copied (`std::move(s)` leaves `s` as it was); one of a
+// move-only type stays a reference (not moved out of the variable it names).
+template <class T> struct held {
+  T v;
+  held(const T &x) : v(x) {}
+};
+template <class T> struct keep { using type = T; };
+template <class T> struct keep<T &&> {
+  using type = std::conditional_t<std::is_copy_constructible_v<T>, held<T>, T &&>;
+};
+template <class T> struct keep<T &> {
+  using type = std::conditional_t<std::is_const_v<T> && std::is_scalar_v<T>, std::remove_cv_t<T>, T &>;
+};
+template <class T> using keep_t = typename keep<T>::type;
+template <class T> struct is_held : std::false_type {};
+template <class T> struct is_held<held<T>> : std::true_type {};
 template <class F> void run(F f) {
   using R = decltype(f());
   if constexpr (std::is_void_v<R>) f();
   else {
     const auto &v = f();
-    show<std::remove_reference_t<R>>(v);
+    if constexpr (is_held<R>::value) show<decltype(v.v)>(v.v);
+    else show<std::remove_reference_t<R>>(v);
   }
 }
 }  // namespace __remjit
