@@ -126,7 +126,8 @@ Commands:
 
 /// Where cells come from.
 enum Input {
-    Plain(std::io::StdinLock<'static>),
+    /// Standard input (a copy of its descriptor), with a buffer we can look into.
+    Plain(std::io::BufReader<std::fs::File>),
     Editor(Box<rustyline::DefaultEditor>),
 }
 
@@ -147,6 +148,25 @@ impl Input {
                 Err(rustyline::error::ReadlineError::Eof) => Ok(None),
                 Err(e) => Err(e.into()),
             },
+        }
+    }
+
+    /// Whether a line can be read without waiting: compiling ahead must never keep the
+    /// current cell from running while a program driving the REPL waits for its output.
+    fn ready(&mut self) -> bool {
+        match self {
+            Input::Editor(_) => false,
+            Input::Plain(r) if !r.buffer().is_empty() => true,
+            Input::Plain(r) => {
+                use std::os::fd::AsRawFd;
+                let mut p = libc::pollfd {
+                    fd: r.get_ref().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; no wait.
+                unsafe { libc::poll(&mut p, 1, 0) == 1 }
+            }
         }
     }
 
@@ -300,11 +320,14 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
     let mut input = if interactive {
         Input::Editor(Box::new(rustyline::DefaultEditor::new()?))
     } else {
-        Input::Plain(std::io::stdin().lock())
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        Input::Plain(std::io::BufReader::new(std::fs::File::from(fd)))
     };
     let mut timing = false;
     let mut failed = false;
-    // From a pipe, the next cell compiles while this one links and runs.
+    // From a pipe, the next cell compiles while this one links and runs, when it is there
+    // already (a program that feeds cells one by one gets each one's output first).
     let ahead = !interactive && !cli.no_compile_ahead;
     let mut read_ahead: Option<String> = None;
     let mut incomplete = false;
@@ -327,7 +350,7 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
                 }
             }
         }
-        read_ahead = if ahead {
+        read_ahead = if ahead && input.ready() {
             input.cell(0, &mut incomplete)?
         } else {
             None

@@ -616,6 +616,66 @@ fn a_crash_over_tcp_ends_the_session() {
     let _ = exec.wait();
 }
 
+/// `child` ended within a minute: its status (killed and failed otherwise).
+fn ends_within_a_minute(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ctrl-C cannot reach an executor over TCP: it ends the REPL (instead of being swallowed
+/// while the REPL waits on the wire), and the executor ends with the connection.
+#[test]
+fn ctrl_c_over_tcp_ends_the_repl_and_the_executor() {
+    use std::os::unix::process::ExitStatusExt;
+    let token = test_token(13);
+    let (mut exec, addr) = listen(&token, Stdio::piped());
+    let mut repl = Command::new(remjit())
+        .args(["repl", &format!("--oop-executor-connect={addr}")])
+        .env("REMJIT_TOKEN", &token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = repl.stdin.take().unwrap();
+    stdin
+        .write_all(b"#include <stdio.h>\nputs(\"spin\" \"ning\"); fflush(stdout); while (1) {}\n")
+        .unwrap();
+    // The cell runs once the executor printed its marker (its stdout is the executor's).
+    let mut out = exec.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = out.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+            if seen.windows(8).any(|w| w == b"spinning") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = (repl.kill(), exec.kill(), repl.wait(), exec.wait());
+        panic!("the looping cell never ran");
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(repl.id() as libc::pid_t, libc::SIGINT) };
+    let st = ends_within_a_minute(&mut repl, "the REPL");
+    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
+    ends_within_a_minute(&mut exec, "the executor");
+    drop(stdin);
+}
+
 /// Everything the terminal shows until it shows `what` anew (or the deadline passes).
 fn read_until(master: &mut std::fs::File, seen: &mut String, what: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
