@@ -232,8 +232,9 @@ mod tests {
         assert_eq!(ask(&mb, run_main, &[1, 2]), (-1i64).to_bytes());
         let set_args = tag(&services, names::REMJIT_SET_ARGS);
         assert!(error_text(&ask(&mb, set_args, &[9])).starts_with("set_program_args: malformed"));
-        // A length word beyond the page.
-        assert!(mb.post(REQUEST, set_args, &[]));
+        // A length word beyond the page (written before the state says REQUEST: the
+        // mailbox thread must not take the request half made).
+        assert!(mb.post(EMPTY, set_args, &[]));
         mb.post_too_long();
         mb.set_state(REQUEST);
         let ok = || Ok(());
