@@ -304,11 +304,15 @@ none
 (void *)0x1000
 x == 7
 sizeof(struct pair)
+unsigned char uc = 200;
+uc
+1.0f / 3
 "#;
     let expected = "(int) 42\n(double) 3.5\n(float) 2\n(long long) -7\n(unsigned int) 10\n\
                     (int) 97\n(char) 'b'\n(bool) true\n(enum color) 2\n\
                     (struct pair) { 01 00 00 00 02 00 00 00 }\n(const char *) \"hi\\n\"\n\
-                    (char *) 0x0\n(void *) 0x1000\n(int) 1\n(unsigned long) 8\n";
+                    (char *) 0x0\n(void *) 0x1000\n(int) 1\n(unsigned long) 8\n\
+                    (unsigned char) '\\xc8'\n(float) 0.333333343\n";
     assert_session(&[], input, expected, 0);
     // A pointer prints in hex.
     let out = repl(&[], "int x = 1;\n&x\n");
@@ -331,10 +335,15 @@ std::map<int, int>{{1, 2}, {3, 4}}
 "lit"
 P{5}
 1.0 / 3
+char nm[3] = {'a', 'b', 'c'};
+nm
+1.0f / 3
 "#;
+    // A char array without a NUL shows its own bytes only.
     let expected = "(bool) true\n(char) 'x'\n(Mode) 1\n(std::nullptr_t) 0x0\n\
                     (std::string) \"abc\"\n(std::map<int, int>) size 2\n(const char [4]) \"lit\"\n\
-                    (P) { 05 00 00 00 }\n(double) 0.33333333333333331\n";
+                    (P) { 05 00 00 00 }\n(double) 0.33333333333333331\n(char [3]) \"abc\"\n\
+                    (float) 0.333333343\n";
     assert_session(&["--lang", "c++"], input, expected, 0);
 }
 

@@ -79,7 +79,17 @@ void __remjit_show_bool(const char *t, int v) { begin(t); put("%s", v ? "true" :
 void __remjit_show_char(const char *t, int c) {
   char ch = (char)c;
   begin(t);
-  quoted(&ch, 1, '\'');
+  /* A byte above 127 is no character on its own (UTF-8 or not): shown by its value. */
+  if ((unsigned char)ch >= 0x80) put("'\\x%02x'", (unsigned char)ch);
+  else quoted(&ch, 1, '\'');
+}
+/* A float with the digits a float has (the shortest of 7 or 9 that reads back the same). */
+void __remjit_show_float(const char *t, float v) {
+  char b[64];
+  begin(t);
+  snprintf(b, sizeof b, "%.7g", v);
+  if (strtof(b, 0) != v) snprintf(b, sizeof b, "%.9g", v);
+  put("%s", b);
 }
 void __remjit_show_double(const char *t, double v) {
   char b[64];
@@ -121,7 +131,7 @@ void __remjit_show_c(const void *p, size_t n, int cls, const char *t) {
     if (chars) __remjit_show_str(t, *(const char *const *)p);
     else __remjit_show_ptr(t ? t : "void *", *(const void *const *)p);
   } else if (cls == 8) {
-    if (n == 4) __remjit_show_double(t, *(const float *)p);
+    if (n == 4) __remjit_show_float(t, *(const float *)p);
     else if (n == 8) __remjit_show_double(t, *(const double *)p);
     else __remjit_show_ldouble(t, *(const long double *)p);
   } else if (cls >= 1 && cls <= 4 && n <= 8) {
