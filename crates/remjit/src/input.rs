@@ -256,16 +256,22 @@ const SYSTEM_LIB_DIRS: &[&str] = &[
     "/usr/lib",
 ];
 
+/// A command for the compiler named by `spec`, a value of `$CC`/`$CXX`: its first word is the
+/// program and the others its first arguments (`ccache gcc`, `gcc -std=c11`), as make does.
+pub fn compiler_command(spec: &str) -> std::process::Command {
+    let mut words = spec.split_whitespace();
+    let mut cmd = std::process::Command::new(words.next().unwrap_or(spec));
+    cmd.args(words);
+    cmd
+}
+
 /// The compiler's own library directories (`cc -print-search-dirs`), asked once and only when a
 /// library is not found in the system directories (libstdc++ lives there).
 fn compiler_lib_dirs() -> &'static [PathBuf] {
     static DIRS: OnceLock<Vec<PathBuf>> = OnceLock::new();
     DIRS.get_or_init(|| {
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-        let Ok(out) = std::process::Command::new(cc)
-            .arg("-print-search-dirs")
-            .output()
-        else {
+        let Ok(out) = compiler_command(&cc).arg("-print-search-dirs").output() else {
             return Vec::new();
         };
         let text = String::from_utf8_lossy(&out.stdout);
@@ -395,7 +401,7 @@ pub fn compile_source(path: &Path, lang: &str, extra_flags: &[String]) -> Result
     let obj = dir.path().join("out.o");
     let bytes = {
         let _cleanup = interrupt::CleanupOnSignal::new(dir.path(), &obj);
-        let result = std::process::Command::new(&compiler)
+        let result = compiler_command(&compiler)
             .args(["-c", "-fPIC", "-O2"])
             .args(env_flags.split_whitespace())
             .args(extra_flags)

@@ -602,3 +602,23 @@ fn token_file_without_a_tcp_executor_is_refused() {
         );
     }
 }
+
+#[test]
+fn cc_with_arguments_is_split_into_words() {
+    let dir = work_dir("cli-cc-words");
+    let src = write(
+        &dir,
+        "stdv.c",
+        "#include <stdio.h>\nint main(void) { printf(\"%ld\\n\", __STDC_VERSION__); return 0; }\n",
+    );
+    for (cc, version) in [("gcc -std=c11", "201112\n"), ("gcc  -std=c17 ", "201710\n")] {
+        let out = remjit_in(&dir, &["--in-process", path_str(&src)], &[("CC", cc)]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            version,
+            "{cc}: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), Some(0), "{cc}");
+    }
+}

@@ -114,7 +114,7 @@ impl Compiler {
         let src = self.dir.path().join("remjit-repl-support.c");
         std::fs::write(&src, SUPPORT_C).map_err(|e| io_error(&src, e))?;
         let obj = self.dir.path().join("remjit-repl-support.o");
-        let mut cmd = Command::new(&self.c_program);
+        let mut cmd = crate::input::compiler_command(&self.c_program);
         cmd.args(["-c", "-O1", "-w", "-x", "c"])
             .arg(&src)
             .arg("-o")
@@ -225,7 +225,7 @@ impl Compiler {
             pending.child = Err(format!("cannot write {}: {e}", src.display()));
             return pending;
         }
-        let mut cmd = Command::new(&self.program);
+        let mut cmd = crate::input::compiler_command(&self.program);
         match (directives, declarations) {
             (true, _) => cmd.args(["-E", "-o", "/dev/null"]),
             (_, true) => cmd.arg("-fsyntax-only"),
@@ -304,7 +304,7 @@ impl Compiler {
             Lang::C => "c-header",
             Lang::Cxx => "c++-header",
         };
-        let mut cmd = Command::new(&self.program);
+        let mut cmd = crate::input::compiler_command(&self.program);
         cmd.args([
             "-g1",
             "-O0",
@@ -366,7 +366,7 @@ fn sweep_stale_dirs() {
 
 /// Whether `program` is clang (its `--version` says so; `cc` may be either).
 fn is_clang(program: &str) -> bool {
-    Command::new(program)
+    crate::input::compiler_command(program)
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
