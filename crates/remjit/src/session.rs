@@ -363,17 +363,13 @@ impl Session {
         }
         let placed = std::cell::RefCell::new(None);
         let before_initializers = |m: &link::PlacedModule<'_>| {
-            let failed = FailedLink::of(m);
             if self.options.in_process_crash_table {
                 let mut table = self.jit_functions();
-                table.extend(jit_functions_of(
-                    &failed.objects,
-                    &failed.functions,
-                    &failed.debug_inputs,
-                ));
+                table.extend(jit_functions_of(m.objects, m.functions, m.debug_inputs));
                 remjit_executor::crash::set_jit_functions(table);
             }
-            *placed.borrow_mut() = Some(failed);
+            // Kept for crash reports only when its finalize runs its code (no copy otherwise).
+            *placed.borrow_mut() = m.runs_code.then(|| FailedLink::of(m));
         };
         let comdat_kept = |sig: &[u8]| self.comdats.contains_key(sig);
         let comdat_symbol = |name: &[u8]| self.comdat_symbols.get(name).map(|s| s.0);

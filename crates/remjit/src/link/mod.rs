@@ -119,6 +119,9 @@ pub struct PlacedModule<'a> {
     pub functions: &'a [FunctionSymbol],
     /// Its inputs with DWARF, with their sections' load addresses.
     pub debug_inputs: &'a [crate::debug::DebugInput],
+    /// Whether finalizing it runs code of the inputs (constructors, IFUNC resolvers): only
+    /// then can its finalize crash in its functions.
+    pub runs_code: bool,
 }
 
 /// Time spent in each stage of a link.
@@ -251,6 +254,11 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
             objects: &objects,
             functions: &functions,
             debug_inputs: &debug_inputs,
+            runs_code: request
+                .info
+                .actions
+                .iter()
+                .any(|a| a.finalize.runs_input_code()),
         });
     }
     let fin = env.slab.finalize(alloc, &request.info)?;

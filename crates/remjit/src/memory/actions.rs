@@ -64,6 +64,18 @@ pub enum AllocAction {
     },
 }
 
+impl AllocAction {
+    /// Whether the action runs code of the inputs (a constructor or an IFUNC resolver), which
+    /// may crash.
+    pub fn runs_input_code(&self) -> bool {
+        match self {
+            AllocAction::ResolveIfunc { .. } => true,
+            AllocAction::RunInitializers { fns } => !fns.is_empty(),
+            _ => false,
+        }
+    }
+}
+
 /// A finalize action and the dealloc action that undoes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocActionPair {
