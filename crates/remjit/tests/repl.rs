@@ -625,22 +625,6 @@ fn a_crash_over_tcp_ends_the_session() {
     let _ = exec.wait();
 }
 
-/// `child` ended within a minute: its status (killed and failed otherwise).
-fn ends_within_a_minute(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not end");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Ctrl-C cannot reach an executor over TCP: it ends the REPL (instead of being swallowed
 /// while the REPL waits on the wire), and the executor ends with the connection.
 #[test]
@@ -679,9 +663,9 @@ fn ctrl_c_over_tcp_ends_the_repl_and_the_executor() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(repl.id() as libc::pid_t, libc::SIGINT) };
-    let st = ends_within_a_minute(&mut repl, "the REPL");
+    let st = common::wait_bounded(&mut repl, Duration::from_secs(60), "the REPL");
     assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
-    ends_within_a_minute(&mut exec, "the executor");
+    common::wait_bounded(&mut exec, Duration::from_secs(60), "the executor");
     drop(stdin);
 }
 

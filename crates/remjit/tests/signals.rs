@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -70,24 +70,6 @@ fn no_core_dumps(cmd: &mut Command) {
     }
 }
 
-/// Waits for `child` at most [`LIMIT`], killing it (and its process group) on time-out.
-fn wait_bounded(child: &mut Child, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        if start.elapsed() > LIMIT {
-            // SAFETY: kill(2) of the group the test made for the child.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// A running program, in a process group of its own, after its first `lines` lines of output.
 struct Started {
     child: Child,
@@ -120,7 +102,7 @@ fn start(mode: Option<&[&str]>, o: &Path, exe: &Path, args: &[&str], lines: usiz
 impl Started {
     /// Waits for the end (bounded), reading the rest of stdout: (shell status, stderr).
     fn finish(&mut self) -> (i32, String) {
-        let st = wait_bounded(&mut self.child, &self.what);
+        let st = common::wait_bounded(&mut self.child, LIMIT, &self.what);
         if let Some(mut out) = self.out.take() {
             out.read_to_string(&mut self.text).unwrap();
         }

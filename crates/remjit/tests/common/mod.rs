@@ -111,6 +111,29 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
+/// Waits for `child` at most `limit`; on time-out kills it and its process group (when it
+/// leads one) and fails the test naming `what`.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if start.elapsed() > limit {
+            // SAFETY: kill(2) of the child's group (ESRCH when it leads none).
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Runs remjit with `mode` flags, `inputs` and program `args`.
 pub fn jit(mode: &[&str], inputs: &[PathBuf], extra: &[&str], args: &[&str]) -> Output {
     let mut cmd = Command::new(remjit());
