@@ -209,6 +209,176 @@ pub fn reset(addr: u64, len: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Protections of a pack's three areas: code, read-only data, read-write data.
+const PACK_PROTS: [i32; 3] = [
+    libc::PROT_READ | libc::PROT_EXEC,
+    libc::PROT_READ,
+    libc::PROT_READ | libc::PROT_WRITE,
+];
+
+/// LLVM protection bits (R = 1, W = 2, X = 4) of pack area `i` (0, 1 or 2).
+pub fn pack_area_bits(i: u64) -> Option<u8> {
+    [5u8, 1, 3].get(usize::try_from(i).ok()?).copied()
+}
+
+/// The packs mapped in a process, by base: (area size, the mapper's data about it).
+#[derive(Debug)]
+pub struct PackSet<T> {
+    at: std::collections::BTreeMap<u64, (u64, T)>,
+}
+
+impl<T> Default for PackSet<T> {
+    fn default() -> Self {
+        PackSet {
+            at: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> PackSet<T> {
+    /// Notes the pack at `base`.
+    pub fn add(&mut self, base: u64, area: u64, data: T) {
+        self.at.insert(base, (area, data));
+    }
+
+    /// Forgets the pack at `base`: its area size and data.
+    pub fn remove(&mut self, base: u64) -> Option<(u64, T)> {
+        self.at.remove(&base)
+    }
+
+    /// The protection bits of the pack area holding all of `[addr, addr + len)`, if one does.
+    pub fn area_bits(&self, addr: u64, len: u64) -> Option<u8> {
+        let (&base, &(area, _)) = self.at.range(..=addr).next_back()?;
+        let last = addr.checked_add(len.max(1) - 1)?;
+        let i = (addr - base) / area.max(1);
+        (i == (last - base) / area.max(1))
+            .then(|| pack_area_bits(i))
+            .flatten()
+    }
+
+    /// Forgets (and returns) the packs inside `[start, start + len)`.
+    pub fn drain_range(&mut self, start: u64, len: u64) -> Vec<(u64, u64, T)> {
+        let end = start.saturating_add(len);
+        let inside: Vec<u64> = self.at.range(start..end).map(|(&b, _)| b).collect();
+        inside
+            .into_iter()
+            .filter_map(|b| self.at.remove(&b).map(|(a, d)| (b, a, d)))
+            .collect()
+    }
+}
+
+/// Gives the three areas of `area` bytes at `addr` (shared file pages the caller mapped there)
+/// their final protections once: code (read + execute), read-only data, read-write data. Small
+/// links then get pieces of them and need no `mprotect` of their own. The pages are populated
+/// (best effort), so the links' first accesses take no page faults. Used in process
+/// ([`map_pack`]) and by the executor's pack service alike.
+pub fn protect_pack(addr: u64, area: u64) -> std::io::Result<()> {
+    for (i, prot) in PACK_PROTS.into_iter().enumerate() {
+        let at = addr + i as u64 * area;
+        // SAFETY: pages of the caller's own reservation, mapped from its file.
+        if unsafe { libc::mprotect(at as *mut libc::c_void, area as usize, prot) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        populate(at, area, prot & libc::PROT_WRITE != 0);
+    }
+    Ok(())
+}
+
+/// Faults `[addr, addr + len)` in ahead of use (for writing when `write`); on kernels without
+/// `MADV_POPULATE_*` (before 5.14) the first accesses fault instead.
+pub fn populate(addr: u64, len: u64, write: bool) {
+    let advice = if write {
+        libc::MADV_POPULATE_WRITE
+    } else {
+        libc::MADV_POPULATE_READ
+    };
+    // SAFETY: advice only; the caller's own mapping.
+    unsafe { libc::madvise(addr as *mut libc::c_void, len as usize, advice) };
+}
+
+/// Maps a pack of three areas of `area` bytes at `addr` (inside a reservation of the
+/// caller's) from `fd` at `file_off`, protected by [`protect_pack`]. Returns the address of a
+/// second, read-write (never executable) view of the same three areas: the writable alias
+/// through which the linker writes code and read-only data.
+pub fn map_pack(
+    fd: std::os::fd::BorrowedFd<'_>,
+    file_off: u64,
+    addr: u64,
+    area: u64,
+) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let len = area
+        .checked_mul(3)
+        .ok_or(std::io::ErrorKind::InvalidInput)? as usize;
+    let raw = fd.as_raw_fd();
+    let off = libc::off_t::try_from(file_off).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: a fresh shared mapping of the caller's file where the kernel chooses.
+    let alias = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            raw,
+            off,
+        )
+    };
+    if alias == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: replaces pages of the caller's own reservation with its own file.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            raw,
+            off,
+        )
+    };
+    let r = if p == libc::MAP_FAILED {
+        Err(std::io::Error::last_os_error())
+    } else {
+        protect_pack(addr, area)
+    };
+    if let Err(e) = r {
+        // SAFETY: the alias mapped above, not handed out.
+        unsafe { libc::munmap(alias, len) };
+        return Err(e);
+    }
+    Ok(alias as u64)
+}
+
+/// Undoes [`map_pack`]'s alias and gives the file's pages of the pack back (the pack's range
+/// in the reservation is the caller's to [`reset`]).
+pub fn unmap_pack(
+    fd: std::os::fd::BorrowedFd<'_>,
+    file_off: u64,
+    alias: u64,
+    area: u64,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = area.saturating_mul(3);
+    // SAFETY: the alias [`map_pack`] returned, no longer used.
+    if unsafe { libc::munmap(alias as *mut libc::c_void, len as usize) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: punches a hole in the caller's own file (KEEP_SIZE: the size stays).
+    let r = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            file_off as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

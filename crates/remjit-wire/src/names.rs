@@ -89,6 +89,10 @@ pub const REMJIT_RUN_MAIN: &str = "__remjit_run_main_wrapper";
 pub const REMJIT_MEMFD_RESERVE: &str = "__remjit_memfd_reserve_wrapper";
 /// `Error((addr, seq<(offset, len, path, file_offset)>))`: map file pages over a range.
 pub const REMJIT_MAP_FILES: &str = "__remjit_map_files_wrapper";
+/// `Error((addr, area, bool))`: with `true`, give the three areas of `area` bytes of shared
+/// memory at `addr` the protections of a pack (code, read-only data, data) once, for small links
+/// to share; with `false`, make them inaccessible again (the pack is given back).
+pub const REMJIT_PACK: &str = "__remjit_pack_wrapper";
 
 /// Debugger (GDB JIT interface) registration wrapper that LLVM 19's llvm-jitlink looks up.
 pub const GDB_JIT_REGISTER: &str = "llvm_orc_registerJITLoaderGDBWrapper";

@@ -237,19 +237,23 @@ impl<'a> SourceLines<'a> {
     /// `file.c:LINE` of the code at `addr`, when its object has DWARF for it. A file under the
     /// current directory is named relative to it.
     pub fn line(&self, addr: u64) -> Option<String> {
-        let (i, &(_, _, inputs)) = self
+        // Small links' memory windows overlap (their pieces share pages): every module whose
+        // window holds `addr` is asked.
+        let mut contexts = self.contexts.borrow_mut();
+        let (file, line) = self
             .modules
             .iter()
             .enumerate()
-            .find(|(_, &(base, size, _))| addr >= base && addr - base < size)?;
-        let mut contexts = self.contexts.borrow_mut();
-        let ctxs = contexts
-            .entry(i)
-            .or_insert_with(|| inputs.iter().filter_map(line_context).collect());
-        let (file, line) = ctxs.iter().find_map(|ctx| {
-            let loc = ctx.find_location(addr).ok()??;
-            Some((loc.file?.to_string(), loc.line?))
-        })?;
+            .filter(|(_, &(base, size, _))| addr >= base && addr - base < size)
+            .find_map(|(i, &(_, _, inputs))| {
+                let ctxs = contexts
+                    .entry(i)
+                    .or_insert_with(|| inputs.iter().filter_map(line_context).collect());
+                ctxs.iter().find_map(|ctx| {
+                    let loc = ctx.find_location(addr).ok()??;
+                    Some((loc.file?.to_string(), loc.line?))
+                })
+            })?;
         let cwd = std::env::current_dir().ok();
         Some(format!("{}:{line}", shown_path(&file, cwd.as_deref())))
     }

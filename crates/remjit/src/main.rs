@@ -327,6 +327,10 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
     };
     let mode = start_executor(&cli)?;
     if let Mode::InProcess = mode {
+        if cli.wait_for_debugger {
+            // Breakpoints need private code pages (no pages shared between small links).
+            remjit::memory::pack::keep_code_private();
+        }
         // JIT'd code starts with a native program's dispositions; its crashes are reported
         // (a stack overflow too), then kill remjit with their signal.
         signals::restore_program_dispositions();

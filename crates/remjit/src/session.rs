@@ -734,8 +734,11 @@ impl Session {
             if addr < m.base || addr - m.base >= m.size {
                 continue;
             }
+            // Windows of small modules overlap (shared pages): the function decides.
             let i = m.functions.partition_point(|f| f.addr <= addr);
-            let f = m.functions.get(i.checked_sub(1)?)?;
+            let Some(f) = i.checked_sub(1).and_then(|i| m.functions.get(i)) else {
+                continue;
+            };
             if addr < f.addr.saturating_add(f.size.max(1)) {
                 return Some((m.objects.join(" "), f.name.clone(), addr - f.addr));
             }

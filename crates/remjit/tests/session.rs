@@ -264,3 +264,40 @@ fn a_dropped_comdat_definition_without_a_kept_copy_is_an_error_not_address_0() {
         assert_eq!(call(&s, "use_b"), 2, "{mode}");
     }
 }
+
+const PACKED_A: &str =
+    "int da[8] = {1, 2, 3, 4, 5, 6, 7, 8};\nint fa(void) { return da[0] + da[7]; }\n";
+const PACKED_B: &str = "int fb(void) { return 2; }\n";
+const PACKED_C: &str = "int zc[8];\nint fc(void) { return zc[4] + 3; }\n";
+
+/// Small modules share pages (packs, in process and with shared memory): two modules' code on
+/// one page; removing one keeps the other working; the next module gets the freed pieces, and
+/// its zero-initialised data there reads as zeroes although the removed module's data was not.
+#[test]
+fn small_modules_share_pages_and_reuse_freed_pieces() {
+    let dir = sources(
+        "packs",
+        &[("a.c", PACKED_A), ("b.c", PACKED_B), ("c.c", PACKED_C)],
+    );
+    let [a, b, c] = ["a", "b", "c"].map(|n| {
+        compile(
+            &dir,
+            &dir.join(format!("{n}.c")),
+            &format!("{n}.o"),
+            &["-O2"],
+        )
+    });
+    for (what, mut s) in sessions() {
+        let module_a = link_one(&mut s, &a);
+        link_one(&mut s, &b);
+        let (fa, fb) = (s.lookup("fa").unwrap(), s.lookup("fb").unwrap());
+        assert_eq!(fa / 4096, fb / 4096, "{what}: fa and fb share a code page");
+        assert_eq!(call(&s, "fa"), 9, "{what}");
+        s.remove_module(module_a).unwrap();
+        assert_eq!(call(&s, "fb"), 2, "{what}: b works after a's removal");
+        link_one(&mut s, &c);
+        assert_eq!(s.lookup("fc"), Some(fa), "{what}: c's code where a's was");
+        assert_eq!(call(&s, "fc"), 3, "{what}: c's zeroed data");
+        assert_eq!(call(&s, "fb"), 2, "{what}");
+    }
+}

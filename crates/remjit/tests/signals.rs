@@ -309,6 +309,20 @@ fn call_through_null_names_the_caller() {
     }
 }
 
+/// W^X: a store to a function's own code faults as natively, in process too, where small
+/// links' code shares pages written through a second, writable view.
+#[test]
+fn writing_over_code_is_a_segv_in_every_mode() {
+    for err in crash_reports("signals-codewrite", &["codewrite"], 139) {
+        check_report(
+            &err,
+            "remjit: the JIT'd code crashed: SIGSEGV (signal 11) at address 0x",
+            &[", in `patch_own_code`+0x", "signals.o"],
+            &[],
+        );
+    }
+}
+
 #[test]
 fn stack_overflow_reports_in_every_mode() {
     for err in crash_reports("signals-overflow", &["overflow"], 139) {

@@ -37,6 +37,8 @@ struct State {
     last_shared: Option<std::time::Instant>,
     /// Access in force (LLVM protection bits). Pages of a range not listed are inaccessible.
     prots: ProtMap,
+    /// Packs in shared ranges (`vm::protect_pack`): small links' segments share their pages.
+    packs: vm::PackSet<()>,
 }
 
 impl State {
@@ -215,6 +217,42 @@ impl Memory {
         }
     }
 
+    /// Notes the protection now in force on exactly `[addr, addr + len)` (a piece of a pack).
+    pub fn note_prot_exact(&self, addr: u64, len: u64, prot: u8) {
+        if let Ok(mut st) = self.state.lock() {
+            st.prots.set(addr, addr.saturating_add(len), prot);
+        }
+    }
+
+    /// The protection bits of the pack area holding all of `[addr, addr + len)`, if any.
+    pub fn pack_area_bits(&self, addr: u64, len: u64) -> Option<u8> {
+        self.state.lock().ok()?.packs.area_bits(addr, len)
+    }
+
+    /// Gives the three areas of `area` bytes at `addr`, in one shared range handed out, the
+    /// protections of a pack (`on`), or makes them inaccessible again.
+    pub fn pack(&self, addr: u64, area: u64, on: bool) -> Result<(), String> {
+        let len = area
+            .checked_mul(3)
+            .filter(|&l| l > 0 && addr.is_multiple_of(page()) && area.is_multiple_of(page()))
+            .ok_or_else(|| format!("bad pack of 3 x {area:#x} bytes at {addr:#x}"))?;
+        let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        let base = st.handed_out(addr, len)?;
+        if st.ranges.get(&base).is_none_or(|r| r.shared.is_none()) {
+            return Err(format!("pack at {addr:#x}: not shared memory"));
+        }
+        if on {
+            vm::protect_pack(addr, area).map_err(|e| format!("pack at {addr:#x}: {e}"))?;
+            st.packs.add(addr, area, ());
+            return Ok(());
+        }
+        st.packs
+            .remove(addr)
+            .ok_or_else(|| format!("no pack at {addr:#x}"))?;
+        st.prots.set(addr, addr + len, 0);
+        super::services::protect(addr, len, 0)
+    }
+
     /// Whether `addr` lies in executable memory (finalized code).
     pub fn is_executable(&self, addr: u64) -> bool {
         self.state
@@ -299,6 +337,7 @@ impl Memory {
         st.unfinalized.remove(&base);
         jit_debug::memory_freed(base, r.size);
         st.prots.set(base, base + r.size, 0);
+        st.packs.drain_range(base, r.size);
         self.finalized.notify_all();
         vm::reset(base, r.size).map_err(|e| format!("freeing {base:#x}: {e}"))?;
         drop(r.shared);

@@ -129,6 +129,7 @@ impl Services {
             (names::SHM_DEINITIALIZE, super::shm::shm_deinitialize, Runs),
             (names::SHM_RELEASE, super::shm::shm_release, Runs),
             (names::REMJIT_MAP_FILES, super::shm::map_files, Quick),
+            (names::REMJIT_PACK, super::shm::pack, Quick),
             (
                 names::REMJIT_RESTORE_SHARED,
                 super::shm::restore_shared,
@@ -516,11 +517,27 @@ impl Services {
     }
 
     /// mprotect, and the memory map remembers it (to refuse calls and writes it would fault).
+    /// A segment in a pack area of its protection needs no mprotect: the map remembers
+    /// exactly its bytes (the rest of its pages belong to other links).
     fn protect(&self, addr: u64, size: u64, prot: u8) -> Result<(), String> {
-        protect(addr, size, prot)?;
-        if size != 0 {
-            self.memory.note_prot(addr, size, prot);
+        if size == 0 {
+            return Ok(());
         }
+        match self.memory.pack_area_bits(addr, size) {
+            Some(bits) if bits == prot => {
+                self.memory.note_prot_exact(addr, size, prot);
+                return Ok(());
+            }
+            Some(bits) => {
+                return Err(format!(
+                    "segment at {addr:#x} lies in a pack area of protection {bits} instead of \
+                     {prot}"
+                ))
+            }
+            None => {}
+        }
+        protect(addr, size, prot)?;
+        self.memory.note_prot(addr, size, prot);
         Ok(())
     }
 

@@ -316,6 +316,16 @@ pub fn map_files(s: &Services, args: &[u8]) -> Vec<u8> {
     SpsError::from(r).to_bytes()
 }
 
+/// remjit: `Error((addr, area, on))`: a pack's protections on, or off ([`Memory::pack`]).
+///
+/// [`Memory::pack`]: super::memory::Memory::pack
+pub fn pack(s: &Services, args: &[u8]) -> Vec<u8> {
+    let r = <(u64, u64, bool)>::from_bytes(args)
+        .map_err(|e| format!("pack: malformed arguments: {e}"))
+        .and_then(|(addr, area, on)| s.memory.pack(addr, area, on));
+    SpsError::from(r).to_bytes()
+}
+
 /// remjit: `Error(seq<(addr, len)>)`: the reservation's shared pages back over ranges that
 /// `map_files` had mapped from files.
 pub fn restore_shared(s: &Services, args: &[u8]) -> Vec<u8> {

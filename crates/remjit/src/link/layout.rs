@@ -134,6 +134,9 @@ pub struct Layout {
     pub seg_start: [u64; 3],
     /// Bytes of content per segment.
     pub seg_content: [u64; 3],
+    /// The strictest alignment inside each segment: a segment may start at any address so
+    /// aligned (a small link's segments share pages with others', see `memory::pack`).
+    pub seg_align: [u64; 3],
     /// Zero fill after the read-write content.
     pub bss_size: u64,
     /// Total size in bytes (page multiple).
@@ -526,6 +529,20 @@ pub fn layout<A: Arch>(
         z = grow(z, *size).ok_or_else(|| link_too_large("common symbols"))?;
     }
 
+    let most = |lists: &[&[Item]], least: u64| {
+        lists
+            .iter()
+            .flat_map(|l| l.iter().map(|i| i.align))
+            .fold(least, u64::max)
+    };
+    let seg_align = [
+        most(&[&lists.text], 16),
+        most(&[&lists.ro, &lists.tdata, &lists.tbss, &lists.eh], 8),
+        commons
+            .iter()
+            .map(|c| c.2)
+            .fold(most(&[&lists.rw, &lists.bss], 16), u64::max),
+    ];
     let seg_start = [0, align_up(t, page), align_up(t, page) + align_up(r, page)];
     let total = seg_start[2] + align_up(z, page);
     if total > MAX_LINK_SIZE {
@@ -535,6 +552,7 @@ pub fn layout<A: Arch>(
         places,
         seg_start,
         seg_content: [t, r, content_w],
+        seg_align,
         bss_size: z - content_w,
         total,
         stubs_off,

@@ -32,7 +32,7 @@ use object::elf;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::input::InputFile;
-use crate::memory::{FinalizedAlloc, SlabAllocator};
+use crate::memory::{FinalizedAlloc, InFlightAlloc, SlabAllocator};
 use arch::Arch;
 use plan::{Placed, Plan};
 use resolve::LinkObject;
@@ -204,8 +204,8 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
     times.resolve = t1.elapsed();
 
     let t2 = Instant::now();
-    let plan = plan::plan::<A>(&resolved, inputs, env)?;
-    let alloc = env.slab.allocate(plan.layout.total)?;
+    let mut plan = plan::plan::<A>(&resolved, inputs, env)?;
+    let alloc = allocate(env.slab, &mut plan.layout)?;
     times.layout = t2.elapsed();
 
     let t3 = Instant::now();
@@ -270,6 +270,20 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
     let mut module = module(resolved, &plan, fin, request, parts, times, recorded);
     module.times.finalize = t4.elapsed();
     Ok(module)
+}
+
+/// Memory for a layout: pieces of pages shared with other small links when it is small
+/// (its segments then start where the pieces are), else pages of its own.
+fn allocate(slab: &SlabAllocator, lay: &mut layout::Layout) -> Result<InFlightAlloc> {
+    if lay.file_maps.is_empty() {
+        let c = lay.seg_content;
+        let sizes = [c[0], c[1], c[2].saturating_add(lay.bss_size)];
+        if let Some((alloc, starts)) = slab.allocate_packed(sizes, lay.seg_align)? {
+            lay.seg_start = starts;
+            return Ok(alloc);
+        }
+    }
+    slab.allocate(lay.total)
 }
 
 /// Stage 3 and, when asked for, the link map derived from the plan and the written image.

@@ -1,22 +1,86 @@
 //! `InProcessMapper`: JIT memory in remjit's own process (anonymous mappings, `mprotect`).
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use remjit_executor::runtime::access::{self, ProtMap};
+use remjit_executor::vm::PackSet;
 
 use crate::error::{Error, Result};
 use crate::memory::actions::{run_in_process, AllocAction};
-use crate::memory::mapper::{AllocInfo, MemoryMapper};
+use crate::memory::mapper::{AllocInfo, MemoryMapper, Prot};
 
 /// A memory mapper for code that runs in this process.
 #[derive(Default)]
 pub struct InProcessMapper {
-    /// Dealloc actions and extent of each finalized allocation, by handle (its base).
-    live: Mutex<HashMap<u64, (u64, Vec<AllocAction>)>>,
+    /// Each finalized allocation, by handle (its base).
+    live: Mutex<HashMap<u64, Live>>,
+    /// The memory file behind packs and where they lie in it.
+    packs: Mutex<PackFile>,
     /// Protections of the finalized allocations' segments: what an embedder may read, write
     /// or call.
     prots: Mutex<ProtMap>,
+}
+
+/// A finalized allocation.
+struct Live {
+    /// Bytes from the base to the end of the last segment.
+    extent: u64,
+    /// Dealloc actions, in the order the finalize actions ran.
+    dealloc: Vec<AllocAction>,
+    /// For a link packed with others: its segments' ranges (its pages are not its own).
+    pieces: Option<Vec<(u64, u64)>>,
+}
+
+/// The memfd whose pages packs map twice (executable view and writable view).
+#[derive(Default)]
+struct PackFile {
+    fd: Option<OwnedFd>,
+    /// Bytes of the file used so far.
+    end: u64,
+    /// Offsets of packs given back, for reuse.
+    spare: Vec<(u64, u64)>,
+    /// Packs by base: (offset in the file, writable view).
+    at: PackSet<(u64, u64)>,
+}
+
+impl PackFile {
+    /// The memfd, created on first use.
+    fn fd(&mut self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        if self.fd.is_none() {
+            // SAFETY: memfd_create with a constant name.
+            let fd = unsafe { libc::memfd_create(c"remjit-packs".as_ptr(), libc::MFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(os_error("memfd_create (packs)"));
+            }
+            // SAFETY: a descriptor we own from here on.
+            self.fd = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        self.fd
+            .as_ref()
+            .map(|f| f.as_fd())
+            .ok_or_else(|| Error::Memory("no pack file".into()))
+    }
+
+    /// Room in the file for a pack of `len` bytes: a spare one, else the file grows.
+    fn room(&mut self, len: u64) -> Result<u64> {
+        if let Some(i) = self.spare.iter().position(|s| s.1 == len) {
+            return Ok(self.spare.swap_remove(i).0);
+        }
+        let at = self.end;
+        let end = at
+            .checked_add(len)
+            .ok_or_else(|| Error::Memory("pack file too large".into()))?;
+        let fd = self.fd()?;
+        // SAFETY: ftruncate on our own memfd (it only grows).
+        if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), end as libc::off_t) } != 0
+        {
+            return Err(os_error("ftruncate (packs)"));
+        }
+        self.end = end;
+        Ok(at)
+    }
 }
 
 impl InProcessMapper {
@@ -119,9 +183,26 @@ impl MemoryMapper for InProcessMapper {
                 return Err(os_error("mmap of a section from its file"));
             }
         }
+        let packs = self
+            .packs
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?;
+        let mut pieces = Vec::new();
         for seg in &info.segments {
             let len = seg.content_size + seg.zero_fill_size;
             if len == 0 {
+                continue;
+            }
+            let start = info.mapping_base + seg.offset;
+            if let Some(prot) = packs.at.area_bits(start, len).map(Prot) {
+                // A piece of a pack area: protected once, when the pack was mapped.
+                if prot != seg.prot {
+                    return Err(Error::Memory(format!(
+                        "segment at {start:#x} lies in a pack area of protection {} instead of {}",
+                        prot.0, seg.prot.0
+                    )));
+                }
+                pieces.push((start, len));
                 continue;
             }
             // Zero fill is already zero: slab memory is fresh or reset when freed. `prepare`
@@ -141,6 +222,8 @@ impl MemoryMapper for InProcessMapper {
                 }
             }
         }
+        drop(packs);
+        let pieces = (!pieces.is_empty()).then_some(pieces);
         let extent = info.extent();
         let mut dealloc = Vec::new();
         let mut result = Ok(());
@@ -163,17 +246,27 @@ impl MemoryMapper for InProcessMapper {
             return Err(e);
         }
         if let Ok(mut m) = self.prots.lock() {
-            let page = self.page_size();
+            // Pages of its own, or exactly its pieces of shared pages.
+            let page = if pieces.is_some() {
+                1
+            } else {
+                self.page_size()
+            };
             for seg in &info.segments {
                 let start = info.mapping_base + seg.offset;
                 let len = (seg.content_size + seg.zero_fill_size).div_ceil(page) * page;
                 m.set(start, start + len, seg.prot.0);
             }
         }
+        let live = Live {
+            extent,
+            dealloc,
+            pieces,
+        };
         self.live
             .lock()
             .map_err(|_| Error::Memory("mapper state poisoned".into()))?
-            .insert(info.mapping_base, (extent, dealloc));
+            .insert(info.mapping_base, live);
         Ok(info.mapping_base)
     }
 
@@ -185,7 +278,12 @@ impl MemoryMapper for InProcessMapper {
                 .lock()
                 .map_err(|_| Error::Memory("mapper state poisoned".into()))?
                 .remove(&base);
-            let Some((extent, dealloc)) = entry else {
+            let Some(Live {
+                extent,
+                dealloc,
+                pieces,
+            }) = entry
+            else {
                 first_err.get_or_insert(Error::Memory(format!(
                     "deinitialize of unknown allocation {base:#x}"
                 )));
@@ -197,6 +295,15 @@ impl MemoryMapper for InProcessMapper {
                     first_err.get_or_insert(e);
                 }
             }
+            if let Some(pieces) = pieces {
+                // The slab zeroes the pieces for reuse; the pages stay with the pack.
+                if let Ok(mut m) = self.prots.lock() {
+                    for (start, len) in pieces {
+                        m.set(start, start + len, 0);
+                    }
+                }
+                continue;
+            }
             let page = self.page_size();
             let len = extent.div_ceil(page) * page;
             if let Ok(mut m) = self.prots.lock() {
@@ -207,6 +314,48 @@ impl MemoryMapper for InProcessMapper {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    fn map_pack(&self, addr: u64, area: u64) -> Result<Option<*mut u8>> {
+        if crate::memory::pack::code_kept_private()
+            || remjit_executor::runtime::jit_debug::tracer_pid() != 0
+        {
+            // A debugger's breakpoints need private code pages.
+            return Ok(None);
+        }
+        let mut pf = self
+            .packs
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?;
+        let len = area
+            .checked_mul(3)
+            .ok_or_else(|| Error::Memory(format!("pack areas of {area} bytes")))?;
+        let off = pf.room(len)?;
+        let mapped = remjit_executor::vm::map_pack(pf.fd()?, off, addr, area);
+        match mapped {
+            Ok(view) => {
+                pf.at.add(addr, area, (off, view));
+                Ok(Some(view as *mut u8))
+            }
+            Err(e) => {
+                pf.spare.push((off, len));
+                Err(Error::Memory(format!("mapping a pack at {addr:#x}: {e}")))
+            }
+        }
+    }
+
+    fn unmap_pack(&self, addr: u64, _area: u64) -> Result<()> {
+        let mut pf = self
+            .packs
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?;
+        let Some((area, (off, view))) = pf.at.remove(addr) else {
+            return Err(Error::Memory(format!("no pack at {addr:#x}")));
+        };
+        remjit_executor::vm::unmap_pack(pf.fd()?, off, view, area)
+            .map_err(|e| Error::Memory(format!("unmapping the pack at {addr:#x}: {e}")))?;
+        pf.spare.push((off, 3 * area));
+        Ok(())
     }
 
     fn release(&self, reservations: &[(u64, u64)]) -> Result<()> {

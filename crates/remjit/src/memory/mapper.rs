@@ -159,6 +159,23 @@ pub trait MemoryMapper: Send + Sync {
         Ok(())
     }
 
+    /// Maps a pack at `addr` (a prepared range of the slab, `3 * area` bytes): three areas
+    /// with the final protections of code, read-only data and read-write data, where small
+    /// links get pieces instead of pages of their own ([`crate::memory::pack`]). Returns the
+    /// controller's writable view of the pack's first byte (for the code area a second
+    /// mapping, never the executable one), or `None` when this mapper does not pack.
+    fn map_pack(&self, addr: u64, area: u64) -> Result<Option<*mut u8>> {
+        let _ = (addr, area);
+        Ok(None)
+    }
+
+    /// Undoes [`MemoryMapper::map_pack`] before the pack's range returns to the slab (which
+    /// then [`MemoryMapper::discard`]s it).
+    fn unmap_pack(&self, addr: u64, area: u64) -> Result<()> {
+        let _ = (addr, area);
+        Ok(())
+    }
+
     /// Returns whole reservations.
     fn release(&self, reservations: &[(u64, u64)]) -> Result<()>;
 }

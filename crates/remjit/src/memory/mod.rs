@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod in_process;
 pub mod mapper;
+pub mod pack;
 pub mod pretend;
 pub mod slab;
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::memory::mapper::{AllocInfo, MemoryMapper};
+use crate::memory::pack::{self, Pack, Packs};
 
 /// Free address ranges, coalesced: start -> length.
 #[derive(Debug, Default, Clone)]
@@ -111,6 +112,8 @@ pub struct SlabAllocator {
     slab_size: u64,
     low: bool,
     state: Mutex<SlabState>,
+    /// Small links' shared pages.
+    packs: Mutex<Packs>,
 }
 
 impl SlabAllocator {
@@ -126,6 +129,7 @@ impl SlabAllocator {
                 free: FreeList::new(),
                 high: None,
             }),
+            packs: Mutex::new(Packs::default()),
         }
     }
 
@@ -224,6 +228,85 @@ impl SlabAllocator {
         }
     }
 
+    /// Memory for a small link whose segments (code, read-only data, read-write data with zero
+    /// fill) have these sizes and alignments: pieces of a pack's areas, shared with other
+    /// links ([`pack`]), and the segments' offsets from the returned base. `None` when the
+    /// segments are too large or the mapper does not pack: [`SlabAllocator::allocate`] then.
+    pub fn allocate_packed(
+        &self,
+        sizes: [u64; 3],
+        aligns: [u64; 3],
+    ) -> Result<Option<(InFlightAlloc, [u64; 3])>> {
+        if !Packs::fits(sizes, aligns) || self.mapper.reserves_per_allocation() {
+            return Ok(None);
+        }
+        let mut packs = self.lock_packs()?;
+        if packs.unsupported {
+            return Ok(None);
+        }
+        let window = match packs.place(sizes, aligns) {
+            Some(w) => w,
+            None => {
+                let range = self.allocate(3 * pack::AREA)?;
+                match self.mapper.map_pack(range.base, pack::AREA) {
+                    Ok(Some(working)) => packs.add(Pack::new(range.base, working as u64)),
+                    Ok(None) => {
+                        packs.unsupported = true;
+                        self.return_range(range.base, range.size);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.return_range(range.base, range.size);
+                        return Err(e);
+                    }
+                }
+                packs
+                    .place(sizes, aligns)
+                    .ok_or_else(|| Error::Memory("fresh pack too small".into()))?
+            }
+        };
+        let (base, size, working, starts) = window;
+        Ok(Some((
+            InFlightAlloc {
+                base,
+                size,
+                working,
+            },
+            starts,
+        )))
+    }
+
+    fn lock_packs(&self) -> Result<std::sync::MutexGuard<'_, Packs>> {
+        self.packs
+            .lock()
+            .map_err(|_| Error::Memory("slab packs poisoned".into()))
+    }
+
+    /// Frees the packed link at `base` (its pieces zeroed for reuse, an idle pack given back);
+    /// false if `base` is not a packed link.
+    fn free_packed(&self, base: u64) -> bool {
+        let Ok(mut packs) = self.lock_packs() else {
+            return false;
+        };
+        match packs.free(base) {
+            None => false,
+            Some(None) => true,
+            Some(Some(idle)) => {
+                drop(packs);
+                self.drop_pack(&idle);
+                true
+            }
+        }
+    }
+
+    /// Unmaps a pack's writable view and returns its range.
+    fn drop_pack(&self, p: &Pack) {
+        match self.mapper.unmap_pack(p.base, pack::AREA) {
+            Ok(()) => self.return_range(p.base, 3 * pack::AREA),
+            Err(e) => tracing::warn!("cannot unmap an idle pack: {e}; leaking its range"),
+        }
+    }
+
     /// Finalizes an allocation: protections and finalize actions.
     pub fn finalize(&self, alloc: InFlightAlloc, info: &AllocInfo) -> Result<FinalizedAlloc> {
         match self.mapper.initialize(info) {
@@ -240,18 +323,26 @@ impl SlabAllocator {
 
     /// Gives back an allocation that was never finalized (a failed link).
     pub fn abandon(&self, alloc: InFlightAlloc) {
+        if self.free_packed(alloc.base) {
+            return;
+        }
         if self.mapper.reserves_per_allocation() {
             self.forget_reservation(alloc.base);
             let _ = self.mapper.release(&[(alloc.base, alloc.size)]);
         } else {
-            // The failed link may have written into it: zero it before reuse.
-            if let Err(e) = self.mapper.discard(alloc.base, alloc.size) {
-                tracing::warn!("cannot reset an abandoned allocation: {e}; leaking its range");
-                return;
-            }
-            if let Ok(mut st) = self.lock() {
-                st.free.insert(alloc.base, alloc.size);
-            }
+            self.return_range(alloc.base, alloc.size);
+        }
+    }
+
+    /// Zeroes a range that may have been written (a failed link, an idle pack) and returns it
+    /// to the free list.
+    fn return_range(&self, base: u64, size: u64) {
+        if let Err(e) = self.mapper.discard(base, size) {
+            tracing::warn!("cannot reset an abandoned allocation: {e}; leaking its range");
+            return;
+        }
+        if let Ok(mut st) = self.lock() {
+            st.free.insert(base, size);
         }
     }
 
@@ -272,8 +363,12 @@ impl SlabAllocator {
             let ranges: Vec<(u64, u64)> = allocs.iter().map(|a| (a.base, a.size)).collect();
             return result.and(self.mapper.release(&ranges));
         }
+        let paged: Vec<&FinalizedAlloc> = allocs
+            .iter()
+            .filter(|a| !self.free_packed(a.base))
+            .collect();
         let mut st = self.lock()?;
-        for a in allocs {
+        for a in paged {
             st.free.insert(a.base, a.size);
         }
         result
@@ -281,6 +376,10 @@ impl SlabAllocator {
 
     /// Returns every reservation to the OS. Only for a session that is completely done.
     pub fn release_all(&self) -> Result<()> {
+        for p in self.lock_packs()?.take_all() {
+            // Only the writable views: the reservations go below.
+            let _ = self.mapper.unmap_pack(p.base, pack::AREA);
+        }
         let res = std::mem::take(&mut self.lock()?.reservations);
         self.lock()?.free = FreeList::new();
         self.mapper.release(&res)

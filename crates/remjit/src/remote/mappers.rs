@@ -341,6 +341,8 @@ pub struct SharedMapper {
     regions: Mutex<HashMap<u64, Region>>,
     /// Allocations initialized: base -> (reservation, extent, file-mapped ranges).
     live: Mutex<HashMap<u64, LiveAlloc>>,
+    /// Packs the executor protected ([`MemoryMapper::map_pack`]).
+    packs: Mutex<remjit_executor::vm::PackSet<()>>,
 }
 
 // SAFETY: the raw pointers refer to mappings owned by the mapper; access is serialized by the
@@ -366,6 +368,7 @@ impl SharedMapper {
             page,
             regions: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            packs: Mutex::new(Default::default()),
         })
     }
 
@@ -497,6 +500,34 @@ impl MemoryMapper for SharedMapper {
         Ok(unsafe { local.add((addr - base) as usize) })
     }
 
+    fn map_pack(&self, addr: u64, area: u64) -> Result<Option<*mut u8>> {
+        if self.flavour != SharedFlavour::Memfd || !self.conn.has(names::REMJIT_PACK) {
+            return Ok(None);
+        }
+        let r: SpsError = self
+            .conn
+            .call_named(names::REMJIT_PACK, &(addr, area, true))?;
+        r.into_result().map_err(exec_err)?;
+        self.packs
+            .lock()
+            .map_err(|_| Error::Memory("mapper state poisoned".into()))?
+            .add(addr, area, ());
+        let view = self.prepare(addr, 3 * area)?;
+        // Our view too: the linker's first writes to the pack take no faults.
+        remjit_executor::vm::populate(view as u64, 3 * area, true);
+        Ok(Some(view))
+    }
+
+    fn unmap_pack(&self, addr: u64, area: u64) -> Result<()> {
+        if let Ok(mut p) = self.packs.lock() {
+            p.remove(addr);
+        }
+        let r: SpsError = self
+            .conn
+            .call_named(names::REMJIT_PACK, &(addr, area, false))?;
+        r.into_result().map_err(exec_err)
+    }
+
     fn initialize(&self, info: &AllocInfo) -> Result<u64> {
         let (reservation, _, _) = self.region_of(info.mapping_base)?;
         let mut actions = Vec::new();
@@ -529,10 +560,12 @@ impl MemoryMapper for SharedMapper {
             });
         }
         actions.extend(encode_actions(&self.conn, info)?);
+        // The executor takes the lowest segment address for the allocation's base: an empty
+        // first segment (a packed link without code) stays in as that base.
         let segments = info
             .segments
             .iter()
-            .filter(|s| s.content_size + s.zero_fill_size > 0)
+            .filter(|s| s.content_size + s.zero_fill_size > 0 || s.offset == 0)
             .map(|s| SharedMemorySegFinalizeRequest {
                 prot: s.prot.0,
                 addr: info.mapping_base + s.offset,
@@ -562,6 +595,10 @@ impl MemoryMapper for SharedMapper {
             else {
                 continue;
             };
+            if self.packs.lock().is_ok_and(|p| p.area_bits(a, 1).is_some()) {
+                // A piece of a pack: the slab zeroes the link's pieces, the pages stay.
+                continue;
+            }
             // Give the physical pages back (both processes' RSS falls); the range reads as
             // zeroes when reused.
             let len = extent.div_ceil(self.page) * self.page;

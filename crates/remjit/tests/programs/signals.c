@@ -16,6 +16,11 @@ __attribute__((noinline)) void call_through_null(void) {
   no_function();
   puts("not reached");
 }
+/* Stores over its own first instruction: JIT'd code is never writable at its address. */
+__attribute__((noinline)) int patch_own_code(void) {
+  *(volatile unsigned char *)(void *)patch_own_code = 0xc3;
+  return 1;
+}
 __attribute__((noinline)) int recurse_forever(int n) {
   volatile char buf[256];
   if (n < 0)
@@ -99,6 +104,8 @@ int main(int argc, char **argv) {
     return (int)call_strlen(argv[2]);
   if (!strcmp(what, "null"))
     call_through_null();
+  if (!strcmp(what, "codewrite"))
+    return patch_own_code();
   if (!strcmp(what, "overflow"))
     return recurse_forever(0);
   return 0;
