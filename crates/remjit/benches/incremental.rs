@@ -157,9 +157,10 @@ fn run_chain(mode: Mode, objects: &[Vec<u8>]) -> ChainRun {
     run
 }
 
-/// An in-process chain runs in a child process of its own: each module maps three areas
-/// (code, read-only data, data) that stay mapped, so 10,000 modules use 30,000 of the
-/// process's 65,530 (`vm.max_map_count`) and a second run in the same process would fail.
+/// An in-process chain runs in a child process of its own: its memory stays mapped, and a
+/// module too large for a pack maps three areas (code, read-only data, data) of its own, so
+/// 10,000 such modules would use 30,000 of the process's 65,530 (`vm.max_map_count`) and a
+/// second run in the same process could fail.
 fn run_chain_in_child(n: usize) -> ChainRun {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .env(CHILD_CHAIN, n.to_string())

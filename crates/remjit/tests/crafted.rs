@@ -195,12 +195,12 @@ fn relocation_with_missing_symbol_is_malformed() {
     assert!(e.contains("badsym.o") && e.contains("malformed"), "{e}");
 }
 
-#[test]
-fn failed_link_leaves_zeroed_memory_behind() {
-    // A link that fails in the fixup stage, after its sections were written...
+/// A link that fails in the fixup stage, after `data` bytes of its sections were written, then
+/// one with `zeroes` bytes of zero fill: they read as zeroes.
+fn failed_link_then_zero_fill(data: usize, zeroes: u64) {
     let mut obj = new_object();
     let text = obj.section_id(StandardSection::Data);
-    obj.append_section_data(text, &[0xab; 60000], 16);
+    obj.append_section_data(text, &vec![0xab; data], 16);
     let (_, code) = func(&mut obj, "tiny2", &[0xb0, 0x00, 0xc3], SymbolScope::Dynamic);
     let target = func(&mut obj, "far_away2", &[0xc3], SymbolScope::Dynamic).0;
     obj.add_relocation(
@@ -225,11 +225,11 @@ fn failed_link_leaves_zeroed_memory_behind() {
         b".bss".to_vec(),
         object::SectionKind::UninitializedData,
     );
-    let off = obj.append_section_bss(bss, 1 << 16, 16);
+    let off = obj.append_section_bss(bss, zeroes, 16);
     obj.add_symbol(Symbol {
         name: b"zeroes".to_vec(),
         value: off,
-        size: 1 << 16,
+        size: zeroes,
         kind: SymbolKind::Data,
         scope: SymbolScope::Dynamic,
         weak: false,
@@ -239,7 +239,18 @@ fn failed_link_leaves_zeroed_memory_behind() {
     s.add_object_bytes("clean.o", obj.write().unwrap());
     s.link().unwrap();
     let z = s.lookup("zeroes").unwrap();
-    // SAFETY: finalized JIT'd data of 64 KiB.
-    let bytes = unsafe { std::slice::from_raw_parts(z as *const u8, 1 << 16) };
+    // SAFETY: finalized JIT'd data of `zeroes` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(z as *const u8, zeroes as usize) };
     assert!(bytes.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn failed_link_leaves_zeroed_memory_behind() {
+    failed_link_then_zero_fill(60000, 1 << 16);
+}
+
+/// The same for small links, whose pieces of shared pages the next link gets.
+#[test]
+fn failed_small_link_leaves_zeroed_pieces_behind() {
+    failed_link_then_zero_fill(200, 256);
 }
