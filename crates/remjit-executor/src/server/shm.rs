@@ -407,4 +407,101 @@ mod tests {
         assert!(pages_held(&s, base) <= size / 4096);
         assert!(s.memory.release(base).is_ok());
     }
+
+    /// The protections of `addr`'s page in this process's maps (`r-xs`, ...).
+    fn page_perms(addr: u64) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .find_map(|l| {
+                let (range, rest) = l.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                let (a, b) = (
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                );
+                (a <= addr && addr < b).then(|| rest[..4].to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    fn call_pack(s: &Services, addr: u64, area: u64, on: bool) -> Result<(), String> {
+        SpsError::from_bytes(&pack(s, &(addr, area, on).to_bytes()))
+            .unwrap()
+            .into_result()
+    }
+
+    #[test]
+    fn a_pack_is_protected_once_and_its_pieces_need_no_mprotect() {
+        use remjit_wire::types::SharedMemorySegFinalizeRequest as Seg;
+        let s = Services::new();
+        let area = 16 * 4096;
+        let out = memfd_reserve(&s, &(4 * area).to_bytes());
+        let base = Expected::<u64>::from_bytes(&out).unwrap().0.unwrap();
+        ATTACH_FD.with(|a| a.take());
+        assert_eq!(
+            call_pack(&s, base + 1, area, true),
+            Err(format!(
+                "bad pack of 3 x {area:#x} bytes at {:#x}",
+                base + 1
+            ))
+        );
+        call_pack(&s, base, area, true).unwrap();
+        let perms: Vec<String> = (0..4).map(|i| page_perms(base + i * area)).collect();
+        assert_eq!(perms, ["r-xs", "r--s", "rw-s", "---s"]);
+        // Two links' segments in the areas: no protection changes, exactly their bytes known.
+        for (code, data) in [(base, base + 2 * area), (base + 48, base + 2 * area + 32)] {
+            let req = SharedMemoryFinalizeRequest {
+                segments: vec![
+                    Seg {
+                        prot: 5,
+                        addr: code,
+                        size: 40,
+                    },
+                    Seg {
+                        prot: 3,
+                        addr: data,
+                        size: 24,
+                    },
+                ],
+                actions: Vec::new(),
+            };
+            s.finalize_shared(code, &req).unwrap();
+        }
+        assert!(s.memory.is_executable(base + 48));
+        assert!(
+            !s.memory.is_executable(base + 44),
+            "between the two links' code"
+        );
+        assert!(s.memory.check_writable(base + 2 * area + 24, 8).is_err());
+        assert_eq!(page_perms(base), "r-xs");
+        // A segment whose protection is not its area's is refused.
+        let wrong = SharedMemoryFinalizeRequest {
+            segments: vec![Seg {
+                prot: 3,
+                addr: base + 96,
+                size: 8,
+            }],
+            actions: Vec::new(),
+        };
+        assert_eq!(
+            s.finalize_shared(base + 96, &wrong),
+            Err(format!(
+                "segment at {:#x} lies in a pack area of protection 5 instead of 3",
+                base + 96
+            ))
+        );
+        call_pack(&s, base, area, false).unwrap();
+        assert_eq!(page_perms(base), "---s");
+        assert_eq!(
+            call_pack(&s, base, area, false),
+            Err(format!("no pack at {base:#x}"))
+        );
+        assert!(s.memory.release(base).is_ok());
+        let plain = s.memory.reserve(3 * area).unwrap();
+        assert_eq!(
+            call_pack(&s, plain, area, true),
+            Err(format!("pack at {plain:#x}: not shared memory"))
+        );
+        assert!(s.memory.release(plain).is_ok());
+    }
 }

@@ -368,3 +368,77 @@ impl MemoryMapper for InProcessMapper {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::mapper::SegmentInfo;
+
+    /// The protections of `addr`'s mapping in this process (`r-xs`, ...).
+    fn perms(addr: u64) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .find_map(|l| {
+                let (range, rest) = l.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                let a = u64::from_str_radix(a, 16).ok()?;
+                let b = u64::from_str_radix(b, 16).ok()?;
+                (a <= addr && addr < b).then(|| rest[..4].to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_pack_maps_code_never_writable_and_a_writable_view_never_executable() {
+        let m = InProcessMapper::new();
+        let area = 16 * 4096;
+        let base = m.reserve(3 * area, None, false).unwrap();
+        let view = m.map_pack(base, area).unwrap().expect("packs in process") as u64;
+        let exec: Vec<String> = (0..3).map(|i| perms(base + i * area)).collect();
+        assert_eq!(exec, ["r-xs", "r--s", "rw-s"]);
+        assert_eq!(perms(view), "rw-s", "the writable view");
+        assert_eq!(perms(view + 3 * area - 1), "rw-s");
+        // Code written through the view is what runs at the pack's address.
+        // SAFETY: the view maps the pack's three areas; `mov eax, 42; ret`.
+        unsafe {
+            std::ptr::copy_nonoverlapping([0xb8, 42, 0, 0, 0, 0xc3].as_ptr(), view as *mut u8, 6)
+        };
+        let info = AllocInfo {
+            mapping_base: base,
+            segments: vec![SegmentInfo {
+                offset: 0,
+                content_size: 6,
+                zero_fill_size: 0,
+                prot: Prot::READ_EXEC,
+            }],
+            actions: Vec::new(),
+            file_maps: Vec::new(),
+        };
+        m.initialize(&info).unwrap();
+        assert_eq!(m.check_access(base, 6, access::prot::READ), Ok(()));
+        assert!(
+            m.check_access(base + 6, 1, access::prot::READ).is_err(),
+            "only its bytes"
+        );
+        // SAFETY: the six bytes just written, finalized as code.
+        let f: extern "C" fn() -> i32 = unsafe { std::mem::transmute(base as usize) };
+        assert_eq!(f(), 42);
+        // Code placed in the data area is refused.
+        let wrong = AllocInfo {
+            mapping_base: base + 2 * area,
+            ..info.clone()
+        };
+        assert_eq!(
+            m.initialize(&wrong).unwrap_err().to_string(),
+            Error::Memory(format!(
+                "segment at {:#x} lies in a pack area of protection 3 instead of 5",
+                base + 2 * area
+            ))
+            .to_string()
+        );
+        m.deinitialize(&[base]).unwrap();
+        assert!(!m.touches(base, 6));
+        m.unmap_pack(base, area).unwrap();
+        m.release(&[(base, 3 * area)]).unwrap();
+    }
+}
