@@ -241,6 +241,11 @@ impl<T> PackSet<T> {
         self.at.insert(base, (area, data));
     }
 
+    /// The pack at `base`: its area size and data.
+    pub fn get(&self, base: u64) -> Option<&(u64, T)> {
+        self.at.get(&base)
+    }
+
     /// Forgets the pack at `base`: its area size and data.
     pub fn remove(&mut self, base: u64) -> Option<(u64, T)> {
         self.at.remove(&base)
@@ -269,19 +274,30 @@ impl<T> PackSet<T> {
 
 /// Gives the three areas of `area` bytes at `addr` (shared file pages the caller mapped there)
 /// their final protections once: code (read + execute), read-only data, read-write data. Small
-/// links then get pieces of them and need no `mprotect` of their own. The pages are populated
-/// (best effort), so the links' first accesses take no page faults. Used in process
-/// ([`map_pack`]) and by the executor's pack service alike.
-pub fn protect_pack(addr: u64, area: u64) -> std::io::Result<()> {
+/// links then get pieces of them and need no `mprotect` of their own. The first `ready` bytes
+/// of each area are populated (best effort), so the links' first accesses there take no page
+/// faults ([`populate_pack`] does the next ones ahead of use). Used in process ([`map_pack`])
+/// and by the executor's pack service alike.
+pub fn protect_pack(addr: u64, area: u64, ready: u64) -> std::io::Result<()> {
     for (i, prot) in PACK_PROTS.into_iter().enumerate() {
         let at = addr + i as u64 * area;
         // SAFETY: pages of the caller's own reservation, mapped from its file.
         if unsafe { libc::mprotect(at as *mut libc::c_void, area as usize, prot) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        populate(at, area, prot & libc::PROT_WRITE != 0);
+        populate(at, ready.min(area), prot & libc::PROT_WRITE != 0);
     }
     Ok(())
+}
+
+/// Populates `[addr, addr + len)` of pack area `i` (0 code, 1 read-only data, 2 data) in the
+/// view that runs the code, as its protection allows, and the same bytes of the writable view
+/// at `view` (0: none).
+pub fn populate_pack(addr: u64, len: u64, i: u64, view: u64) {
+    populate(addr, len, pack_area_bits(i) == Some(3));
+    if view != 0 {
+        populate(view, len, true);
+    }
 }
 
 /// Faults `[addr, addr + len)` in ahead of use (for writing when `write`); on kernels without
@@ -297,14 +313,16 @@ pub fn populate(addr: u64, len: u64, write: bool) {
 }
 
 /// Maps a pack of three areas of `area` bytes at `addr` (inside a reservation of the
-/// caller's) from `fd` at `file_off`, protected by [`protect_pack`]. Returns the address of a
-/// second, read-write (never executable) view of the same three areas: the writable alias
-/// through which the linker writes code and read-only data.
+/// caller's) from `fd` at `file_off`, protected by [`protect_pack`], the first `ready` bytes
+/// of each area populated in both views. Returns the address of a second, read-write (never
+/// executable) view of the same three areas: the writable alias through which the linker
+/// writes code and read-only data.
 pub fn map_pack(
     fd: std::os::fd::BorrowedFd<'_>,
     file_off: u64,
     addr: u64,
     area: u64,
+    ready: u64,
 ) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
     let len = area
@@ -318,7 +336,7 @@ pub fn map_pack(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
+            libc::MAP_SHARED,
             raw,
             off,
         )
@@ -340,12 +358,15 @@ pub fn map_pack(
     let r = if p == libc::MAP_FAILED {
         Err(std::io::Error::last_os_error())
     } else {
-        protect_pack(addr, area)
+        protect_pack(addr, area, ready)
     };
     if let Err(e) = r {
         // SAFETY: the alias mapped above, not handed out.
         unsafe { libc::munmap(alias, len) };
         return Err(e);
+    }
+    for i in 0..3 {
+        populate(alias as u64 + i * area, ready.min(area), true);
     }
     Ok(alias as u64)
 }

@@ -242,7 +242,7 @@ impl Memory {
             return Err(format!("pack at {addr:#x}: not shared memory"));
         }
         if on {
-            vm::protect_pack(addr, area).map_err(|e| format!("pack at {addr:#x}: {e}"))?;
+            vm::protect_pack(addr, area, area).map_err(|e| format!("pack at {addr:#x}: {e}"))?;
             st.packs.add(addr, area, ());
             return Ok(());
         }

@@ -331,7 +331,8 @@ impl MemoryMapper for InProcessMapper {
             .checked_mul(3)
             .ok_or_else(|| Error::Memory(format!("pack areas of {area} bytes")))?;
         let off = pf.room(len)?;
-        let mapped = remjit_executor::vm::map_pack(pf.fd()?, off, addr, area);
+        let ready = crate::memory::pack::BATCH;
+        let mapped = remjit_executor::vm::map_pack(pf.fd()?, off, addr, area, ready);
         match mapped {
             Ok(view) => {
                 pf.at.add(addr, area, (off, view));
@@ -341,6 +342,14 @@ impl MemoryMapper for InProcessMapper {
                 pf.spare.push((off, len));
                 Err(Error::Memory(format!("mapping a pack at {addr:#x}: {e}")))
             }
+        }
+    }
+
+    fn populate_pack(&self, pack: u64, addr: u64, len: u64) {
+        let Ok(pf) = self.packs.lock() else { return };
+        if let Some(&(area, (_, view))) = pf.at.get(pack) {
+            let (i, at) = ((addr - pack) / area, addr - pack);
+            remjit_executor::vm::populate_pack(addr, len, i, view + at);
         }
     }
 

@@ -169,6 +169,13 @@ pub trait MemoryMapper: Send + Sync {
         Ok(None)
     }
 
+    /// Populates `[addr, addr + len)` of the pack at `pack` ahead of the links that will get
+    /// pieces there ([`MemoryMapper::map_pack`] populates the first [`crate::memory::pack::BATCH`]
+    /// bytes of each area). Best effort.
+    fn populate_pack(&self, pack: u64, addr: u64, len: u64) {
+        let _ = (pack, addr, len);
+    }
+
     /// Undoes [`MemoryMapper::map_pack`] before the pack's range returns to the slab (which
     /// then [`MemoryMapper::discard`]s it).
     fn unmap_pack(&self, addr: u64, area: u64) -> Result<()> {

@@ -24,6 +24,10 @@ pub const MAX_PIECE: u64 = AREA / 8;
 /// The strictest segment alignment a pack serves.
 pub const MAX_PIECE_ALIGN: u64 = 4096;
 
+/// Bytes of each area populated at a time, ahead of the pieces handed out (the first batch
+/// when the pack is mapped, the next when a piece comes within half a batch of the end).
+pub const BATCH: u64 = 16 << 10;
+
 /// The least alignment and size of a piece.
 pub const GRAIN: u64 = 16;
 
@@ -55,6 +59,8 @@ pub struct Pack {
     pub working: u64,
     free: [FreeList; 3],
     users: usize,
+    /// Bytes from each area's start populated so far.
+    ready: [u64; 3],
 }
 
 impl Pack {
@@ -70,6 +76,7 @@ impl Pack {
             working,
             free,
             users: 0,
+            ready: [BATCH; 3],
         }
     }
 
@@ -98,6 +105,21 @@ impl Pack {
         }
         self.users += 1;
         Some(pieces)
+    }
+
+    /// The ranges to populate so that each area stays half a batch ahead of `pieces`.
+    fn ahead(&mut self, pieces: &Pieces) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for (i, &(at, len)) in pieces.iter().enumerate() {
+            let start = self.base + i as u64 * AREA;
+            let end = at + len - start;
+            if end + BATCH / 2 > self.ready[i] && self.ready[i] < AREA {
+                let to = (end + BATCH).next_multiple_of(BATCH).min(AREA);
+                out.push((start + self.ready[i], to - self.ready[i]));
+                self.ready[i] = to;
+            }
+        }
+        out
     }
 
     /// Zeroes the pieces through the writable view and returns them.
@@ -138,13 +160,22 @@ impl Packs {
         sizes.iter().all(|&s| s <= MAX_PIECE) && aligns.iter().all(|&a| a <= MAX_PIECE_ALIGN)
     }
 
-    /// Places a link in an existing pack, the newest first.
-    pub fn place(&mut self, sizes: [u64; 3], aligns: [u64; 3]) -> Option<Window> {
+    /// Places a link in an existing pack, the newest first; `populate(pack, addr, len)` is
+    /// asked to populate the pack's pages ahead of the pieces handed out.
+    pub fn place(
+        &mut self,
+        sizes: [u64; 3],
+        aligns: [u64; 3],
+        populate: &mut dyn FnMut(u64, u64, u64),
+    ) -> Option<Window> {
         let (pack, pieces) = self
             .packs
             .iter_mut()
             .rev()
-            .find_map(|p| p.take(sizes, aligns).map(|pieces| (&*p, pieces)))?;
+            .find_map(|p| p.take(sizes, aligns).map(|pieces| (p, pieces)))?;
+        for (addr, len) in pack.ahead(&pieces) {
+            populate(pack.base, addr, len);
+        }
         let base = pieces[0].0;
         let window = (
             base,
@@ -182,6 +213,13 @@ impl Packs {
 mod tests {
     use super::*;
 
+    impl Packs {
+        /// [`Packs::place`] where nothing needs populating.
+        fn place_now(&mut self, sizes: [u64; 3], aligns: [u64; 3]) -> Option<Window> {
+            self.place(sizes, aligns, &mut |_, _, _| {})
+        }
+    }
+
     /// A pack over a buffer standing for both views.
     fn pack_over(buf: &mut [u8]) -> Pack {
         Pack::new(0x4000_0000, buf.as_mut_ptr() as u64)
@@ -192,7 +230,7 @@ mod tests {
         let mut buf = vec![0u8; 3 * AREA as usize];
         let mut packs = Packs::default();
         packs.add(pack_over(&mut buf));
-        let (a, a_size, a_work, a_off) = packs.place([40, 60, 24], [16, 8, 16]).unwrap();
+        let (a, a_size, a_work, a_off) = packs.place_now([40, 60, 24], [16, 8, 16]).unwrap();
         assert_eq!(a, 0x4000_0000);
         assert_eq!(a_off, [0, AREA, 2 * AREA]);
         assert_eq!(
@@ -200,7 +238,7 @@ mod tests {
             2 * AREA + 32,
             "up to the end of the data piece (whole grains)"
         );
-        let (b, _, _, b_off) = packs.place([40, 60, 24], [16, 8, 16]).unwrap();
+        let (b, _, _, b_off) = packs.place_now([40, 60, 24], [16, 8, 16]).unwrap();
         assert_eq!(b, a + 48, "the next code piece, aligned");
         assert_eq!(b_off, [0, AREA + 64 - 48, 2 * AREA + 32 - 48]);
         assert_eq!(packs.packs[0].free[1].ranges().count(), 1, "no gaps left");
@@ -209,7 +247,7 @@ mod tests {
         assert_eq!(buf[AREA as usize], 0xaa);
         assert!(matches!(packs.free(a), Some(None)), "the only pack stays");
         assert_eq!(buf[AREA as usize], 0, "a freed piece is zeroed");
-        let (c, _, _, c_off) = packs.place([30, 10, 8], [16, 8, 16]).unwrap();
+        let (c, _, _, c_off) = packs.place_now([30, 10, 8], [16, 8, 16]).unwrap();
         assert_eq!((c, c_off[1]), (a, AREA), "freed pieces are reused");
         assert!(packs.free(0x1234).is_none());
     }
@@ -220,12 +258,12 @@ mod tests {
         let mut packs = Packs::default();
         packs.add(pack_over(&mut buf));
         let mut n = 0;
-        while packs.place([16, 16, MAX_PIECE], [16, 8, 16]).is_some() {
+        while packs.place_now([16, 16, MAX_PIECE], [16, 8, 16]).is_some() {
             n += 1;
         }
         assert_eq!(n, AREA / MAX_PIECE);
         // Code and read-only room is left, and stays whole for a link with less data.
-        assert!(packs.place([16, 16, 0], [16, 8, 16]).is_none());
+        assert!(packs.place_now([16, 16, 0], [16, 8, 16]).is_none());
         let free: Vec<u64> = packs.packs[0].free.iter().map(FreeList::total).collect();
         assert_eq!(free, [AREA - n * 16, AREA - n * 16, 0], "nothing taken");
         assert!(!Packs::fits([MAX_PIECE + 1, 0, 0], [1, 1, 1]));
@@ -238,13 +276,42 @@ mod tests {
         let mut two = vec![0u8; 3 * AREA as usize];
         let mut packs = Packs::default();
         packs.add(pack_over(&mut one));
-        let (a, ..) = packs.place([16, 16, 16], [16, 8, 16]).unwrap();
+        let (a, ..) = packs.place_now([16, 16, 16], [16, 8, 16]).unwrap();
         packs.add(Pack::new(0x5000_0000, two.as_mut_ptr() as u64));
-        let (b, ..) = packs.place([16, 16, 16], [16, 8, 16]).unwrap();
+        let (b, ..) = packs.place_now([16, 16, 16], [16, 8, 16]).unwrap();
         assert_eq!(b, 0x5000_0000, "the newest pack first");
         assert!(matches!(packs.free(b), Some(None)));
         let idle = packs.free(a).unwrap().expect("the older pack is idle");
         assert_eq!(idle.base, 0x4000_0000);
         assert_eq!(packs.take_all().len(), 1);
+    }
+
+    #[test]
+    fn pages_are_populated_half_a_batch_ahead() {
+        let mut buf = vec![0u8; 3 * AREA as usize];
+        let mut packs = Packs::default();
+        packs.add(pack_over(&mut buf));
+        let mut asked = Vec::new();
+        let mut n = 0;
+        while asked.is_empty() {
+            let mut note = |p: u64, a: u64, l: u64| asked.push((p, a, l));
+            packs.place([1024, 16, 16], [16, 8, 16], &mut note).unwrap();
+            n += 1;
+        }
+        let base = 0x4000_0000;
+        assert_eq!(
+            n,
+            (BATCH / 2) / 1024 + 1,
+            "once the code came within half a batch"
+        );
+        assert_eq!(asked, [(base, base + BATCH, BATCH)]);
+        // Never past the area.
+        for _ in 0..200 {
+            packs.place([256, 16, 16], [16, 8, 16], &mut |_, a, l| {
+                asked.push((0, a, l));
+                assert!(a + l <= base + AREA);
+            });
+        }
+        assert_eq!(asked.last().map(|x| x.1 + x.2), Some(base + AREA));
     }
 }

@@ -244,7 +244,9 @@ impl SlabAllocator {
         if packs.unsupported {
             return Ok(None);
         }
-        let window = match packs.place(sizes, aligns) {
+        let mapper = &self.mapper;
+        let mut populate = |pack: u64, addr: u64, len: u64| mapper.populate_pack(pack, addr, len);
+        let window = match packs.place(sizes, aligns, &mut populate) {
             Some(w) => w,
             None => {
                 let range = self.allocate(3 * pack::AREA)?;
@@ -261,7 +263,7 @@ impl SlabAllocator {
                     }
                 }
                 packs
-                    .place(sizes, aligns)
+                    .place(sizes, aligns, &mut populate)
                     .ok_or_else(|| Error::Memory("fresh pack too small".into()))?
             }
         };
