@@ -213,7 +213,10 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
         plan: &plan,
         base: alloc.base,
     };
-    // SAFETY: `working` is the controller's writable view of the whole allocation.
+    // SAFETY: `working` is the controller's writable view of the whole allocation. For a
+    // packed link (see `memory::pack`) the window between its pieces holds other links'
+    // pieces too: the writer only writes where the layout placed this link's sections and
+    // entries, all inside its own pieces, and reads only those bytes back.
     let mem = unsafe { std::slice::from_raw_parts_mut(alloc.working, alloc.size as usize) };
     let written = write_stage::<A>(&resolved, p, mem, env);
     let (image, recorded) = match written {
