@@ -216,7 +216,8 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
     // SAFETY: `working` is the controller's writable view of the whole allocation. For a
     // packed link (see `memory::pack`) the window between its pieces holds other links'
     // pieces too: the writer only writes where the layout placed this link's sections and
-    // entries, all inside its own pieces, and reads only those bytes back.
+    // entries, all inside its own pieces (with `--check` the link map copies the whole
+    // window; other links' bytes in it are not looked at).
     let mem = unsafe { std::slice::from_raw_parts_mut(alloc.working, alloc.size as usize) };
     let written = write_stage::<A>(&resolved, p, mem, env);
     let (image, recorded) = match written {
