@@ -63,21 +63,36 @@ const ALIGN: u64 = 2 << 20;
 /// first: below and between the executable, its heap and whatever else landed low. Where the
 /// heap or ASLR put things does not matter, only what is free.
 fn low_gaps() -> Vec<(u64, u64)> {
+    let mut used: Vec<(u64, u64)> = mappings().into_iter().map(|m| (m.0, m.1)).collect();
+    used.sort_unstable();
+    free_between(&used, FLOOR, TWO_GIB)
+}
+
+/// This process's mappings (from /proc/self/maps): start, end and permissions (`r-xs`, ...).
+pub fn mappings() -> Vec<(u64, u64, String)> {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
     };
-    let mut used: Vec<(u64, u64)> = maps
-        .lines()
+    maps.lines()
         .filter_map(|l| {
-            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            let mut words = l.split_whitespace();
+            let (a, b) = words.next()?.split_once('-')?;
             Some((
                 u64::from_str_radix(a, 16).ok()?,
                 u64::from_str_radix(b, 16).ok()?,
+                words.next()?.to_string(),
             ))
         })
-        .collect();
-    used.sort_unstable();
-    free_between(&used, FLOOR, TWO_GIB)
+        .collect()
+}
+
+/// The permissions of the mapping holding `addr` (empty if none).
+pub fn perms_at(addr: u64) -> String {
+    mappings()
+        .into_iter()
+        .find(|m| m.0 <= addr && addr < m.1)
+        .map(|m| m.2)
+        .unwrap_or_default()
 }
 
 /// The gaps of `[lo, hi)` that no range of `used` (sorted) covers, highest first.

@@ -408,22 +408,6 @@ mod tests {
         assert!(s.memory.release(base).is_ok());
     }
 
-    /// The protections of `addr`'s page in this process's maps (`r-xs`, ...).
-    fn page_perms(addr: u64) -> String {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        maps.lines()
-            .find_map(|l| {
-                let (range, rest) = l.split_once(' ')?;
-                let (a, b) = range.split_once('-')?;
-                let (a, b) = (
-                    u64::from_str_radix(a, 16).ok()?,
-                    u64::from_str_radix(b, 16).ok()?,
-                );
-                (a <= addr && addr < b).then(|| rest[..4].to_string())
-            })
-            .unwrap_or_default()
-    }
-
     fn call_pack(s: &Services, addr: u64, area: u64, on: bool) -> Result<(), String> {
         SpsError::from_bytes(&pack(s, &(addr, area, on).to_bytes()))
             .unwrap()
@@ -446,7 +430,9 @@ mod tests {
             ))
         );
         call_pack(&s, base, area, true).unwrap();
-        let perms: Vec<String> = (0..4).map(|i| page_perms(base + i * area)).collect();
+        let perms: Vec<String> = (0..4)
+            .map(|i| crate::vm::perms_at(base + i * area))
+            .collect();
         assert_eq!(perms, ["r-xs", "r--s", "rw-s", "---s"]);
         // Two links' segments in the areas: no protection changes, exactly their bytes known.
         for (code, data) in [(base, base + 2 * area), (base + 48, base + 2 * area + 32)] {
@@ -473,7 +459,7 @@ mod tests {
             "between the two links' code"
         );
         assert!(s.memory.check_writable(base + 2 * area + 24, 8).is_err());
-        assert_eq!(page_perms(base), "r-xs");
+        assert_eq!(crate::vm::perms_at(base), "r-xs");
         // A segment whose protection is not its area's is refused.
         let wrong = SharedMemoryFinalizeRequest {
             segments: vec![Seg {
@@ -491,7 +477,7 @@ mod tests {
             ))
         );
         call_pack(&s, base, area, false).unwrap();
-        assert_eq!(page_perms(base), "---s");
+        assert_eq!(crate::vm::perms_at(base), "---s");
         assert_eq!(
             call_pack(&s, base, area, false),
             Err(format!("no pack at {base:#x}"))

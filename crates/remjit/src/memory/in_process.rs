@@ -383,30 +383,22 @@ mod tests {
     use super::*;
     use crate::memory::mapper::SegmentInfo;
 
-    /// The protections of `addr`'s mapping in this process (`r-xs`, ...).
-    fn perms(addr: u64) -> String {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        maps.lines()
-            .find_map(|l| {
-                let (range, rest) = l.split_once(' ')?;
-                let (a, b) = range.split_once('-')?;
-                let a = u64::from_str_radix(a, 16).ok()?;
-                let b = u64::from_str_radix(b, 16).ok()?;
-                (a <= addr && addr < b).then(|| rest[..4].to_string())
-            })
-            .unwrap_or_default()
-    }
-
     #[test]
     fn a_pack_maps_code_never_writable_and_a_writable_view_never_executable() {
         let m = InProcessMapper::new();
         let area = 16 * 4096;
         let base = m.reserve(3 * area, None, false).unwrap();
         let view = m.map_pack(base, area).unwrap().expect("packs in process") as u64;
-        let exec: Vec<String> = (0..3).map(|i| perms(base + i * area)).collect();
+        let exec: Vec<String> = (0..3)
+            .map(|i| remjit_executor::vm::perms_at(base + i * area))
+            .collect();
         assert_eq!(exec, ["r-xs", "r--s", "rw-s"]);
-        assert_eq!(perms(view), "rw-s", "the writable view");
-        assert_eq!(perms(view + 3 * area - 1), "rw-s");
+        assert_eq!(
+            remjit_executor::vm::perms_at(view),
+            "rw-s",
+            "the writable view"
+        );
+        assert_eq!(remjit_executor::vm::perms_at(view + 3 * area - 1), "rw-s");
         // Code written through the view is what runs at the pack's address.
         // SAFETY: the view maps the pack's three areas; `mov eax, 42; ret`.
         unsafe {
