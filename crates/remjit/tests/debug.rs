@@ -597,11 +597,18 @@ fn modules_for_gdb() {
         ..Default::default()
     };
     let mut s = remjit::Session::in_process(options).unwrap();
+    let mut modules = Vec::new();
     for obj in objects.split(':') {
         s.add_file(Path::new(obj)).unwrap();
-        s.link().unwrap();
+        modules.push(s.link().unwrap());
     }
     remjit_test_checkpoint();
+    // With REMJIT_REMOVE_MODULE=i, the i-th module is removed, and gdb stops again.
+    if let Ok(i) = std::env::var("REMJIT_REMOVE_MODULE") {
+        s.remove_module(modules[i.parse::<usize>().unwrap()])
+            .unwrap();
+        remjit_test_checkpoint();
+    }
 }
 
 /// Two modules with the same inline function: the second shares the first one's COMDAT copy,
@@ -708,4 +715,156 @@ fn perf_inject_attributes_samples_to_jit_source_lines() {
         .unwrap_or_else(|| panic!("no sample in JIT'd main with a spin.c line:\n{text}"));
     let percent: f64 = hot.split('%').next().unwrap().trim().parse().unwrap();
     assert!(percent > 10.0, "{hot}");
+}
+
+/// `n` `-g` objects `f_1.o` ... `f_n.o` in `dir`, compiled in one run with `flags`, where
+/// `f_i.c` defines `int f_i(int x)` whose body's lines are `body(i)`; and `main.o`, calling
+/// `f_n(1)` on its line 3.
+fn numbered_objects(
+    dir: &Path,
+    n: usize,
+    body: &dyn Fn(usize) -> String,
+    flags: &[&str],
+) -> Vec<PathBuf> {
+    let mut srcs = Vec::new();
+    for i in 1..=n {
+        let src = dir.join(format!("f_{i}.c"));
+        let text = format!(
+            "int f_{p}(int);\nint f_{i}(int x) {{\n{}}}\n",
+            body(i),
+            p = i - 1
+        );
+        std::fs::write(&src, text).unwrap();
+        srcs.push(src);
+    }
+    let main = dir.join("main.c");
+    let text = format!(
+        "int f_{n}(int);\nint main(void) {{\n    int r = f_{n}(1);\n    return r == 0;\n}}\n"
+    );
+    std::fs::write(&main, text).unwrap();
+    srcs.push(main);
+    let st = Command::new("gcc")
+        .current_dir(dir)
+        .args(["-g", "-O0", "-c"])
+        .args(flags)
+        .args(&srcs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    srcs.iter().map(|s| s.with_extension("o")).collect()
+}
+
+/// A gdb command printing `jit objects: [..]`: how many of `f_1` ... `f_n` each in-memory
+/// objfile (registered debug object) defines, sorted.
+fn count_jit_objects(n: usize) -> String {
+    format!(
+        "python print('jit objects:', sorted(sum(1 for i in range(1, {}) \
+         if o.lookup_global_symbol('f_%d' % i)) for o in gdb.objfiles() \
+         if o.filename.startswith('<in-memory@')))",
+        n + 1
+    )
+}
+
+/// What the `count_jit_objects` commands in gdb's output printed, in order.
+fn jit_objects(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("jit objects: "))
+        .collect()
+}
+
+/// 41 modules linked one by one (`--link-each`: a chain f_40 → ... → f_1, then main) are
+/// registered as three objects (32 + 8 + 1 modules: older modules' objects are merged), through
+/// which gdb breaks by file:line in the last module and in the first, and shows `bt` with
+/// file:line through frames of different modules.
+#[test]
+fn gdb_debugs_grouped_modules() {
+    let dir = work_dir("gdb-groups");
+    let body = |i: usize| match i {
+        1 => "    int y = x + 1;\n    return y * 3;\n".to_string(),
+        _ => format!("    int y = x + {i};\n    return f_{}(y) + 1;\n", i - 1),
+    };
+    let objects = numbered_objects(&dir, 40, &body, &[]);
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-ex", "set breakpoint pending on"]);
+    for c in [
+        "break f_1.c:4",
+        "break main.c:3",
+        "run",
+        &count_jit_objects(40),
+        "continue",
+        "bt",
+        "info locals",
+        "kill",
+    ] {
+        gdb.args(["-ex", c]);
+    }
+    gdb.arg("--args")
+        .arg(remjit())
+        .args(["--in-process", "--link-each"])
+        .args(&objects);
+    let out = run_with_timeout(gdb.stdin(Stdio::null()), LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // main.o's object defines none of f_1 ... f_40.
+    assert_eq!(jit_objects(&text), ["[0, 8, 32]"], "{text}");
+    // 1 + 2 + ... + 40 added to 1 on the way down.
+    for want in [
+        "Breakpoint 2, main () at ",
+        "main.c:3",
+        "Breakpoint 1, f_1 (x=820) at ",
+        "f_1.c:4",
+        "y = 821",
+        "in f_2 (x=818) at ",
+        "f_2.c:4",
+        "in f_33 (x=260) at ",
+        "f_33.c:4",
+        "in f_40 (x=1) at ",
+        "in main () at ",
+    ] {
+        assert!(text.contains(want), "gdb output lacks `{want}`:\n{text}");
+    }
+}
+
+/// Removing a module whose debug object was merged with others' rebuilds that object without
+/// it: its function leaves gdb's view, the other members' stay.
+#[test]
+fn gdb_forgets_a_removed_module_of_a_group() {
+    let dir = work_dir("gdb-groups-remove");
+    let body = |i: usize| format!("    return x + {i};\n");
+    // -fPIC: the test binary has no copy of libc's `stdout` within 32-bit reach.
+    let mut objects = numbered_objects(&dir, 40, &body, &["-fPIC"]);
+    objects.pop(); // main.o: not needed
+    let list: Vec<String> = objects.iter().map(|o| o.display().to_string()).collect();
+    let count = count_jit_objects(40);
+    let look = ["info functions ^f_[0-9]*$", &count];
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break remjit_test_checkpoint"])
+            .args(["-ex", "run", "-ex", look[0], "-ex", look[1]])
+            .args(["-ex", "continue", "-ex", look[0], "-ex", look[1]])
+            .args(["-ex", "break f_6", "-ex", "kill"])
+            .arg("--args")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "modules_for_gdb"])
+            .env("REMJIT_DEBUG_OBJECTS", list.join(":"))
+            .env("REMJIT_REMOVE_MODULE", "4")
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (before, after) = text
+        .split_once("Breakpoint 1, ")
+        .and_then(|(_, t)| t.split_once("Breakpoint 1, "))
+        .unwrap_or_else(|| panic!("two stops: {text}"));
+    let functions = |part: &str| {
+        (1..=40)
+            .filter(|i| part.contains(&format!("\tint f_{i}(int);")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(functions(before), (1..=40).collect::<Vec<_>>(), "{text}");
+    assert_eq!(jit_objects(before), ["[8, 32]"], "{text}");
+    let mut left: Vec<usize> = (1..=40).collect();
+    left.remove(4);
+    assert_eq!(functions(after), left, "f_5 is gone: {text}");
+    assert_eq!(jit_objects(after), ["[8, 31]"], "{text}");
+    assert!(after.contains("/f_6.c, line 3."), "{text}");
 }
