@@ -254,8 +254,8 @@ impl Registry {
 /// The plain mode (for runs under a debugger, where one registration can take milliseconds):
 /// grows the list to each count of `REMJIT_BENCH_STEPS`, then registers and deregisters
 /// `REMJIT_BENCH_PROBES` (default 5) more modules one at a time; prints the median of each,
-/// and the amortized time of the modules added since the last count (with `grouped`, this
-/// includes re-merging and registering the groups). `REMJIT_BENCH_WAIT` first waits for a
+/// and the amortized time of the modules added since the last count and the slowest of them
+/// (with `grouped`, these include re-merging and registering the groups). `REMJIT_BENCH_WAIT` first waits for a
 /// debugger to attach (`gdb -p`).
 fn steps(steps: Vec<usize>) {
     let objs = Objects::new();
@@ -265,12 +265,14 @@ fn steps(steps: Vec<usize>) {
         // For `gdb -p`: says how to attach, and waits until a debugger is.
         wait_for_debugger("jit_debug bench", &|| false).expect("a debugger attaches");
     }
-    println!("resident  register_us  deregister_us  amortized_us  fill_s  objects");
+    println!("resident  register_us  deregister_us  amortized_us  slowest_ms  fill_s  objects");
     let mut prev = 0;
     for n in steps {
-        let fill = Instant::now();
+        let (fill, mut slowest) = (Instant::now(), Duration::ZERO);
         for i in prev..n.max(prev) {
+            let t = Instant::now();
             registry.add(&objs, i as u64);
+            slowest = slowest.max(t.elapsed());
         }
         let fill = fill.elapsed();
         let amortized = fill.as_secs_f64() * 1e6 / n.saturating_sub(prev).max(1) as f64;
@@ -286,9 +288,10 @@ fn steps(steps: Vec<usize>) {
             dereg.push(t.elapsed());
         }
         println!(
-            "{n:8}  {:11.2}  {:13.2}  {amortized:12.2}  {:6.1}  {:7}",
+            "{n:8}  {:11.2}  {:13.2}  {amortized:12.2}  {:10.2}  {:6.1}  {:7}",
             median(reg).as_secs_f64() * 1e6,
             median(dereg).as_secs_f64() * 1e6,
+            slowest.as_secs_f64() * 1e3,
             fill.as_secs_f64(),
             registry.counts().0,
         );

@@ -868,3 +868,102 @@ fn gdb_forgets_a_removed_module_of_a_group() {
     assert_eq!(jit_objects(after), ["[8, 31]"], "{text}");
     assert!(after.contains("/f_6.c, line 3."), "{text}");
 }
+
+/// A registered debug object: its `f_*` functions and its `.text` sections' (address, size).
+type Registered = (Vec<String>, Vec<(u64, u64)>);
+
+/// The debug objects registered in this process, by address.
+fn registered_here() -> Vec<Registered> {
+    let mut out: Vec<_> = remjit_executor::runtime::jit_debug::registered()
+        .into_iter()
+        .map(|(addr, size)| {
+            // SAFETY: a registered object, owned by the runtime until deregistered (only
+            // this test registers objects in this process).
+            let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
+            let file = object::File::parse(bytes).unwrap();
+            let mut names: Vec<String> = (file.symbols())
+                .filter(|s| s.kind() == object::SymbolKind::Text)
+                .filter_map(|s| s.name().ok().filter(|n| n.starts_with("f_")))
+                .map(str::to_string)
+                .collect();
+            names.sort_by_key(|n| n[2..].parse::<u32>().unwrap());
+            let texts = (file.sections())
+                .filter(|s| s.name() == Ok(".text"))
+                .map(|s| (s.address(), s.size()))
+                .collect();
+            (names, texts)
+        })
+        .collect();
+    out.sort_by_key(|o: &Registered| o.1.first().copied());
+    out
+}
+
+/// Modules' debug objects are merged like a binary counter (groups of 1, 2, 4, 8 modules),
+/// with one `.text` section per run of adjacent module memory; removing a module rebuilds its
+/// group without it.
+#[test]
+fn debug_groups_merge_like_a_binary_counter() {
+    use remjit::debug::{DebugInput, GdbGroups};
+    let dir = work_dir("gdb-groups-counter");
+    let objects = numbered_objects(&dir, 12, &|i| format!("    return x + {i};\n"), &[]);
+    let memory = |k: u64| (0x6000_0000 + k * 0x1000, 0x1000);
+    let inputs: Vec<Vec<DebugInput>> = (objects.iter().take(12).enumerate())
+        .map(|(k, path)| {
+            let bytes = std::fs::read(path).unwrap();
+            let file = object::File::parse(&*bytes).unwrap();
+            let mut section_addrs = vec![0; file.sections().count() + 1];
+            let text = file.section_by_name(".text").unwrap();
+            section_addrs[text.index().0] = memory(k as u64).0;
+            vec![DebugInput {
+                name: path.display().to_string(),
+                bytes,
+                section_addrs,
+            }]
+        })
+        .collect();
+    let removed = std::cell::Cell::new(None);
+    let of = |k: u64| -> &[DebugInput] {
+        match removed.get() {
+            Some(r) if r == k => &[],
+            _ => &inputs[k as usize],
+        }
+    };
+    let exec = remjit::executor::InProcessExecutor::new();
+    let mut groups = GdbGroups::new();
+    let names = |r: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        r.map(|i| format!("f_{i}")).collect()
+    };
+    let span = |from: u64, to: u64| (memory(from).0, (to - from) * 0x1000);
+    for k in 0..11 {
+        groups.add(&exec, k, memory(k), &of).unwrap();
+    }
+    assert_eq!(
+        registered_here(),
+        [
+            (names(1..=8), vec![span(0, 8)]),
+            (names(9..=10), vec![span(8, 10)]),
+            (names(11..=11), vec![span(10, 11)]),
+        ]
+    );
+    removed.set(Some(3));
+    groups.remove(&exec, 3, &of).unwrap();
+    let mut seven = names(1..=8);
+    seven.remove(3);
+    assert_eq!(
+        registered_here(),
+        [
+            (seven, vec![span(0, 3), span(4, 8)]),
+            (names(9..=10), vec![span(8, 10)]),
+            (names(11..=11), vec![span(10, 11)]),
+        ]
+    );
+    // 1 + 1 → 2, 2 + 2 → 4, 7 + 4 → 11 (a group merges while smaller than twice the rest).
+    groups.add(&exec, 11, memory(11), &of).unwrap();
+    let mut all = names(1..=12);
+    all.remove(3);
+    assert_eq!(registered_here(), [(all, vec![span(0, 3), span(4, 12)])]);
+    for k in (0..12).filter(|&k| k != 3) {
+        groups.remove(&exec, k, &of).unwrap();
+    }
+    assert_eq!(registered_here(), []);
+}

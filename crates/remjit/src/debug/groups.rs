@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::executor::Executor;
 
 /// Largest group, in bytes of its members' input objects.
-pub const MAX_GROUP_BYTES: u64 = 16 << 20;
+pub const MAX_GROUP_BYTES: u64 = 4 << 20;
 
 /// The inputs with DWARF of a live module, by its key (empty for none).
 pub type InputsOf<'a> = dyn Fn(u64) -> &'a [DebugInput] + 'a;
