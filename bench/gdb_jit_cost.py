@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """What a debugger adds to GDB JIT registration, in one command:
 
-  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000] [--shape merged|copy|old]
+  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000]
+                        [--shape grouped|merged|copy|old]
 
-1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): the median time of
-   registering / deregistering one more debug object with N already registered, without a
-   debugger, under `gdb -batch -ex run`, and with gdb attached to the waiting bench (`gdb -p`). The objects are C++ -g objects at addresses of
-   their own whose inline function's COMDAT copy only the first one loaded, as modules sharing
-   COMDATs are. --shape: merged (default) is the object a module registers; copy is the input
-   object with its load addresses and the sections not loaded dropped; old is that copy with the
-   sections not loaded left at address 0, as remjit registered objects at first.
-2. End to end (--links): `remjit --in-process` and `llvm-jitlink-19 --debugger-support` each
-   link main.o plus N one-function -g objects, with and without gdb (remjit registers one
-   merged object for the link, llvm-jitlink one object per input); prints the wall times and
-   what gdb adds per object between consecutive counts:
+1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): with N modules
+   already registered, the median time (of REMJIT_BENCH_PROBES, default 9) of registering /
+   deregistering one more module, the amortized time per module of the modules added since the
+   previous count and the slowest of them, without a debugger, under `gdb -batch -ex run`, and
+   with gdb attached to the waiting bench (`gdb -p`). The modules are C++ -g objects in memory
+   windows laid end to end, whose inline function's COMDAT copy only the first one loaded, as
+   modules sharing COMDATs are. --shape: grouped (default) registers them as sessions do, in
+   groups merged like a binary counter (the amortized column then includes the re-merged
+   groups' registrations and their members' deregistrations); merged is one object per module
+   (as before grouping); copy is the input object with its load addresses and the sections not
+   loaded dropped; old is that copy with the sections not loaded left at address 0, as remjit
+   registered objects at first.
+2. End to end (--links): `remjit --in-process` (one module), `remjit --in-process --link-each`
+   (one module per object, grouped) and `llvm-jitlink-19 --debugger-support` each link main.o
+   plus N one-function -g objects, with and without gdb (llvm-jitlink registers one object per
+   input); prints the wall times and what gdb adds per object between consecutive counts:
    ((gdb - plain at N2) - (gdb - plain at N1)) / (N2 - N1).
 
 gdb's own cost grows with the number of objfiles it holds (see README, Debugging): expect the
-first table's gdb column to grow while the plain column stays flat.
+gdb columns of the ungrouped shapes to grow while the plain column stays flat.
 """
 import argparse
 import json
@@ -47,6 +53,7 @@ def bench_binary():
 def per_registration(counts, shape):
     exe = bench_binary()
     env = dict(os.environ, REMJIT_BENCH_STEPS=counts)
+    env.setdefault("REMJIT_BENCH_PROBES", "9")
     env["REMJIT_BENCH_SHAPE"] = shape
     runs = [("no debugger", lambda: subprocess.run([exe, "--bench"], env=env,
                                                     capture_output=True, text=True,
@@ -114,6 +121,8 @@ def end_to_end(counts):
         for n in counts:
             objs = [f"main{n}.o"] + [f"f_{i}.o" for i in range(1, n + 1)]
             for tool, cmd in [("remjit", [remjit, "--in-process"] + objs),
+                              ("remjit each", [remjit, "--in-process", "--link-each"]
+                               + objs[1:] + objs[:1]),
                               ("llvm-jitlink", ["llvm-jitlink-19", "--debugger-support"] + objs)]:
                 plain = timed(cmd, d)
                 under = timed(["gdb", "-batch", "-nx", "-ex", "run", "--args"] + cmd, d)
@@ -132,8 +141,8 @@ def main():
                     help="registered objects at which to time one more (default 10,100,1000)")
     ap.add_argument("--links", default="10,100,1000",
                     help="objects per end-to-end link; empty: skip (default 10,100,1000)")
-    ap.add_argument("--shape", default="merged", choices=["merged", "copy", "old"],
-                    help="the debug objects' shape (default merged: what modules register)")
+    ap.add_argument("--shape", default="grouped", choices=["grouped", "merged", "copy", "old"],
+                    help="the debug objects' shape (default grouped: what sessions register)")
     args = ap.parse_args()
     per_registration(args.counts, args.shape)
     if args.links:

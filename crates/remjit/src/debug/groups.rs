@@ -53,6 +53,8 @@ pub struct GdbGroups {
     /// The group of each registered module.
     group_of: HashMap<u64, u64>,
     next: u64,
+    /// The executing process has no GDB JIT interface: nothing to merge.
+    no_interface: bool,
 }
 
 fn build(members: &[Member], inputs_of: &InputsOf<'_>) -> Result<Vec<u8>> {
@@ -84,7 +86,7 @@ impl GdbGroups {
         inputs_of: &InputsOf<'_>,
     ) -> Result<()> {
         let inputs = inputs_of(key);
-        if inputs.is_empty() || self.group_of.contains_key(&key) {
+        if inputs.is_empty() || self.no_interface || self.group_of.contains_key(&key) {
             return Ok(());
         }
         let bytes = inputs.iter().map(|i| i.bytes.len() as u64).sum();
@@ -131,6 +133,10 @@ impl GdbGroups {
             self.group_of.insert(m.key, id);
         }
         let handle = match registered {
+            Ok(None) => {
+                self.no_interface = true;
+                None
+            }
             Ok(h) => h,
             Err(e) => {
                 first_error.get_or_insert(e);
