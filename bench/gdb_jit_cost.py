@@ -2,7 +2,7 @@
 """What a debugger adds to GDB JIT registration, in one command:
 
   bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000]
-                        [--shape grouped|merged|copy|old]
+                        [--shape grouped|merged|copy|old] [--runs 1]
 
 1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): with N modules
    already registered, the median time (of REMJIT_BENCH_PROBES, default 9) of registering /
@@ -15,7 +15,8 @@
    groups' registrations and their members' deregistrations); merged is one object per module
    (as before grouping); copy is the input object with its load addresses and the sections not
    loaded dropped; old is that copy with the sections not loaded left at address 0, as remjit
-   registered objects at first.
+   registered objects at first. --runs K runs each K times and prints the median of each cell
+   (a busy machine's noise).
 2. End to end (--links): `remjit --in-process` (one module), `remjit --in-process --link-each`
    (one module per object, grouped) and `llvm-jitlink-19 --debugger-support` each link main.o
    plus N one-function -g objects, with and without gdb (llvm-jitlink registers one object per
@@ -50,24 +51,36 @@ def bench_binary():
     sys.exit("gdb_jit_cost: the jit_debug bench was not built")
 
 
-def per_registration(counts, shape):
+def median_table(outs):
+    """The bench's tables (from "resident" on) of several runs, each cell their median."""
+    tables = [out[out.index("resident"):].split("[Inferior")[0].strip().splitlines()
+              for out in outs]
+    lines = [tables[0][0]]
+    for rows in zip(*(t[1:] for t in tables)):
+        cells = [r.split() for r in rows]
+        med = [sorted(float(c[i]) for c in cells)[len(cells) // 2] for i in range(len(cells[0]))]
+        lines.append(f"{int(med[0]):8}  {med[1]:11.2f}  {med[2]:13.2f}  {med[3]:12.2f}  "
+                     f"{med[4]:10.2f}  {med[5]:6.1f}  {int(med[6]):7}")
+    return "\n".join(lines)
+
+
+def per_registration(counts, shape, runs):
     exe = bench_binary()
     env = dict(os.environ, REMJIT_BENCH_STEPS=counts)
     env.setdefault("REMJIT_BENCH_PROBES", "9")
     env["REMJIT_BENCH_SHAPE"] = shape
-    runs = [("no debugger", lambda: subprocess.run([exe, "--bench"], env=env,
-                                                    capture_output=True, text=True,
-                                                    check=True).stdout),
-            ("under gdb", lambda: subprocess.run(["gdb", "-batch", "-nx", "-ex", "run",
-                                                  "--args", exe, "--bench"], env=env,
-                                                 capture_output=True, text=True,
-                                                 check=True).stdout),
-            ("gdb attached (gdb -p)", lambda: attached(exe, env))]
-    for label, run in runs:
-        out = run()
-        print(f"## per registration ({shape} objects), {label}")
-        start = out.index("resident")
-        print(out[start:].split("[Inferior")[0].rstrip())
+    modes = [("no debugger", lambda: subprocess.run([exe, "--bench"], env=env,
+                                                     capture_output=True, text=True,
+                                                     check=True).stdout),
+             ("under gdb", lambda: subprocess.run(["gdb", "-batch", "-nx", "-ex", "run",
+                                                   "--args", exe, "--bench"], env=env,
+                                                  capture_output=True, text=True,
+                                                  check=True).stdout),
+             ("gdb attached (gdb -p)", lambda: attached(exe, env))]
+    for label, run in modes:
+        outs = [run() for _ in range(runs)]
+        print(f"## per registration ({shape} objects), {label}, median of {runs} runs")
+        print(median_table(outs))
         print()
 
 
@@ -141,10 +154,12 @@ def main():
                     help="registered objects at which to time one more (default 10,100,1000)")
     ap.add_argument("--links", default="10,100,1000",
                     help="objects per end-to-end link; empty: skip (default 10,100,1000)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="runs of each per-registration measurement; cells are medians")
     ap.add_argument("--shape", default="grouped", choices=["grouped", "merged", "copy", "old"],
                     help="the debug objects' shape (default grouped: what sessions register)")
     args = ap.parse_args()
-    per_registration(args.counts, args.shape)
+    per_registration(args.counts, args.shape, max(args.runs, 1))
     if args.links:
         end_to_end([int(n) for n in args.links.split(",")])
 

@@ -1,9 +1,10 @@
 //! Modules' debug objects registered in groups: gdb's work per registration grows with the
 //! objfiles it holds (README, Debugging), so older modules share objects. Groups are kept
-//! like a binary counter: a new module's object is merged with the newest groups while each
-//! is smaller than twice what is being merged (1, 1 → 2; 2, 1, 1 → 4; ...), so N modules make
-//! about log2 N objects and each module's DWARF is merged again about log2 N times in all (one
-//! registration and, on average, one deregistration per link). A group is built from its
+//! like a binary counter: a new module's object absorbs the newest group while that is no
+//! bigger (in powers of two) than what is being merged (1, 1 → 2; 4, 2, 1, 1 → 8; ...), so N
+//! modules make about log2 N objects and each module's DWARF is merged again about log2 N times
+//! in all (one registration and, on average, one deregistration per link). A group that lost
+//! members (removed modules) merges sooner. A group is built from its
 //! members' inputs, as one module's inputs are ([`super::merge::group_debug_object`]); the
 //! object the executing process holds is the only copy of the merged data.
 //!
@@ -18,6 +19,9 @@ use super::merge::group_debug_object;
 use super::DebugInput;
 use crate::error::Result;
 use crate::executor::Executor;
+
+/// Groups merge in powers of this many.
+pub const BASE: usize = 2;
 
 /// Largest group, in bytes of its members' input objects.
 pub const MAX_GROUP_BYTES: u64 = 4 << 20;
@@ -76,6 +80,31 @@ impl GdbGroups {
         (self.groups.len(), self.group_of.len())
     }
 
+    /// The newest groups (oldest first) that a new module's object of `bytes` absorbs: while
+    /// the newest groups not taken yet that are no bigger than what is being merged (in powers
+    /// of [`BASE`]) are at least `BASE - 1`, they are taken too.
+    fn absorbed(&self, bytes: u64) -> Vec<u64> {
+        let class = |n: usize| n.max(1).ilog(BASE);
+        let (mut count, mut total, mut taken) = (1usize, bytes, Vec::new());
+        let mut rest = self.groups.iter().rev();
+        loop {
+            let c = class(count);
+            let run = rest
+                .clone()
+                .take_while(|(_, g)| !g.sealed && class(g.members.len()) <= c);
+            let (n, more, sum) = run.fold((0, 0, total), |(n, m, b), (_, g)| {
+                (n + 1, m + g.members.len(), b.saturating_add(g.bytes))
+            });
+            if n + 1 < BASE || sum > MAX_GROUP_BYTES {
+                break;
+            }
+            taken.extend(rest.by_ref().take(n).map(|(&id, _)| id));
+            (count, total) = (count + more, sum);
+        }
+        taken.reverse();
+        taken
+    }
+
     /// Registers the debug data of the module `key`, just linked at `memory` (`(base, size)`),
     /// whose inputs `inputs_of(key)` gives (nothing to do when it has none with DWARF).
     pub fn add(
@@ -91,16 +120,7 @@ impl GdbGroups {
         }
         let bytes = inputs.iter().map(|i| i.bytes.len() as u64).sum();
         let new = Member { key, memory, bytes };
-        let (mut count, mut total, mut taken) = (1usize, bytes, Vec::new());
-        for (&id, g) in self.groups.iter().rev() {
-            let sum = total.saturating_add(g.bytes);
-            if g.sealed || g.members.len() >= 2 * count || sum > MAX_GROUP_BYTES {
-                break;
-            }
-            (count, total) = (count + g.members.len(), sum);
-            taken.push(id);
-        }
-        taken.reverse();
+        let mut taken = self.absorbed(bytes);
         let mut members: Vec<Member> = (taken.iter())
             .flat_map(|id| self.groups[id].members.iter().copied())
             .collect();
