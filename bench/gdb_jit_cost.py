@@ -7,7 +7,8 @@
 1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): with N modules
    already registered, the median time (of REMJIT_BENCH_PROBES, default 9) of registering /
    deregistering one more module, the amortized time per module of the modules added since the
-   previous count and the slowest of them, without a debugger, under `gdb -batch -ex run`, and
+   previous count and the slowest of them, and the debugger's CPU time per module over those
+   (all its threads, from /proc: steadier than wall times on a busy machine), without a debugger, under `gdb -batch -ex run`, and
    with gdb attached to the waiting bench (`gdb -p`). The modules are C++ -g objects in memory
    windows laid end to end, whose inline function's COMDAT copy only the first one loaded, as
    modules sharing COMDATs are. --shape: grouped (default) registers them as sessions do, in
@@ -60,7 +61,7 @@ def median_table(outs):
         cells = [r.split() for r in rows]
         med = [sorted(float(c[i]) for c in cells)[len(cells) // 2] for i in range(len(cells[0]))]
         lines.append(f"{int(med[0]):8}  {med[1]:11.2f}  {med[2]:13.2f}  {med[3]:12.2f}  "
-                     f"{med[4]:10.2f}  {med[5]:6.1f}  {int(med[6]):7}")
+                     f"{med[4]:10.2f}  {med[5]:6.1f}  {int(med[6]):7}  {med[7]:14.0f}")
     return "\n".join(lines)
 
 

@@ -14,7 +14,9 @@ use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion};
 use object::{Object, ObjectSection, SectionFlags};
 use remjit::debug::{debug_object, merged_debug_object, DebugInput, GdbGroups};
 use remjit::executor::InProcessExecutor;
-use remjit_executor::runtime::jit_debug::{deregister, register_owned, wait_for_debugger};
+use remjit_executor::runtime::jit_debug::{
+    deregister, register_owned, tracer_pid, wait_for_debugger,
+};
 
 /// A small C++ object compiled with `-g` (and `REMJIT_BENCH_CFLAGS`, e.g. `-g1`): code, data and
 /// read-only data, and an inline function whose COMDAT copy is loaded by the first module only
@@ -251,11 +253,31 @@ impl Registry {
     }
 }
 
+/// The CPU time (seconds) the process tracing this one (a debugger) has used, all its threads
+/// (gdb indexes DWARF in worker threads): the sum of their /proc schedstat run times (in
+/// nanoseconds); 0 without a tracer.
+fn tracer_cpu() -> f64 {
+    let pid = tracer_pid();
+    if pid == 0 {
+        return 0.0;
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
 /// The plain mode (for runs under a debugger, where one registration can take milliseconds):
 /// grows the list to each count of `REMJIT_BENCH_STEPS`, then registers and deregisters
 /// `REMJIT_BENCH_PROBES` (default 5) more modules one at a time; prints the median of each,
-/// and the amortized time of the modules added since the last count and the slowest of them
-/// (with `grouped`, these include re-merging and registering the groups). `REMJIT_BENCH_WAIT` first waits for a
+/// and the amortized time of the modules added since the last count, the slowest of them, and
+/// the debugger's CPU time for them, amortized (steadier than wall times on a busy machine;
+/// with `grouped`, these include re-merging and registering the groups). `REMJIT_BENCH_WAIT` first waits for a
 /// debugger to attach (`gdb -p`).
 fn steps(steps: Vec<usize>) {
     let objs = Objects::new();
@@ -265,17 +287,22 @@ fn steps(steps: Vec<usize>) {
         // For `gdb -p`: says how to attach, and waits until a debugger is.
         wait_for_debugger("jit_debug bench", &|| false).expect("a debugger attaches");
     }
-    println!("resident  register_us  deregister_us  amortized_us  slowest_ms  fill_s  objects");
+    println!(
+        "resident  register_us  deregister_us  amortized_us  slowest_ms  fill_s  objects  \
+         debugger_cpu_us"
+    );
     let mut prev = 0;
     for n in steps {
-        let (fill, mut slowest) = (Instant::now(), Duration::ZERO);
+        let (fill, mut slowest, cpu) = (Instant::now(), Duration::ZERO, tracer_cpu());
         for i in prev..n.max(prev) {
             let t = Instant::now();
             registry.add(&objs, i as u64);
             slowest = slowest.max(t.elapsed());
         }
         let fill = fill.elapsed();
-        let amortized = fill.as_secs_f64() * 1e6 / n.saturating_sub(prev).max(1) as f64;
+        let added = n.saturating_sub(prev).max(1) as f64;
+        let amortized = fill.as_secs_f64() * 1e6 / added;
+        let debugger = (tracer_cpu() - cpu) * 1e6 / added;
         prev = prev.max(n);
         let (mut reg, mut dereg) = (Vec::new(), Vec::new());
         for p in 0..probes {
@@ -288,7 +315,7 @@ fn steps(steps: Vec<usize>) {
             dereg.push(t.elapsed());
         }
         println!(
-            "{n:8}  {:11.2}  {:13.2}  {amortized:12.2}  {:10.2}  {:6.1}  {:7}",
+            "{n:8}  {:11.2}  {:13.2}  {amortized:12.2}  {:10.2}  {:6.1}  {:7}  {debugger:14.0}",
             median(reg).as_secs_f64() * 1e6,
             median(dereg).as_secs_f64() * 1e6,
             slowest.as_secs_f64() * 1e3,
