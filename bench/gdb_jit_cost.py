@@ -8,8 +8,8 @@
    already registered, the median time (of REMJIT_BENCH_PROBES, default 9) of registering /
    deregistering one more module, the amortized time per module of the modules added since the
    previous count and the slowest of them, and the debugger's CPU time per module over those
-   (all its threads, from /proc: steadier than wall times on a busy machine), without a debugger, under `gdb -batch -ex run`, and
-   with gdb attached to the waiting bench (`gdb -p`). The modules are C++ -g objects in memory
+   (all its threads, from /proc: steadier than wall times on a busy machine); without a
+   debugger, under `gdb -batch -ex run`, and with gdb attached to the waiting bench (`gdb -p`). The modules are C++ -g objects in memory
    windows laid end to end, whose inline function's COMDAT copy only the first one loaded, as
    modules sharing COMDATs are. --shape: grouped (default) registers them as sessions do, in
    groups merged like a binary counter (the amortized column then includes the re-merged
