@@ -772,40 +772,33 @@ fn jit_objects(out: &str) -> Vec<&str> {
         .collect()
 }
 
-/// 41 modules linked one by one (`--link-each`: a chain f_40 → ... → f_1, then main) are
-/// registered as three objects (32 + 8 + 1 modules: older modules' objects are merged), through
-/// which gdb breaks by file:line in the last module and in the first, and shows `bt` with
-/// file:line through frames of different modules.
-#[test]
-fn gdb_debugs_grouped_modules() {
-    let dir = work_dir("gdb-groups");
+/// A chain of 40 `-g` modules, f_40 → ... → f_1, and main.o calling f_40 (`--link-each`
+/// makes 41 modules of them).
+fn chain_of_modules(test: &str) -> Vec<PathBuf> {
     let body = |i: usize| match i {
         1 => "    int y = x + 1;\n    return y * 3;\n".to_string(),
         _ => format!("    int y = x + {i};\n    return f_{}(y) + 1;\n", i - 1),
     };
-    let objects = numbered_objects(&dir, 40, &body, &[]);
-    let mut gdb = Command::new("gdb");
-    gdb.args(["-batch", "-nx", "-ex", "set breakpoint pending on"]);
-    for c in [
-        "break f_1.c:4",
-        "break main.c:3",
-        "run",
-        &count_jit_objects(40),
-        "continue",
-        "bt",
-        "info locals",
-        "kill",
-    ] {
-        gdb.args(["-ex", c]);
-    }
-    gdb.arg("--args")
-        .arg(remjit())
-        .args(["--in-process", "--link-each"])
-        .args(&objects);
-    let out = run_with_timeout(gdb.stdin(Stdio::null()), LIMIT);
-    let text = String::from_utf8_lossy(&out.stdout);
+    numbered_objects(&work_dir(test), 40, &body, &[])
+}
+
+/// gdb's commands on a `chain_of_modules` program, started by `start` (`run`, `continue`):
+/// stop in main (the last module), count the debug objects, stop in f_1 (the first), `bt`.
+fn chain_commands(start: &str) -> Vec<String> {
+    ["break f_1.c:4", "break main.c:3", start]
+        .into_iter()
+        .map(str::to_string)
+        .chain([count_jit_objects(40)])
+        .chain(["continue", "bt", "info locals"].map(str::to_string))
+        .collect()
+}
+
+/// Asserts gdb's output of `chain_commands`: three debug objects (32 + 8 + 1 modules: older
+/// modules' objects are merged), the stops by file:line in the last module and in the first,
+/// and `bt` with file:line through frames of different modules.
+fn assert_chain_stops(text: &str) {
     // main.o's object defines none of f_1 ... f_40.
-    assert_eq!(jit_objects(&text), ["[0, 8, 32]"], "{text}");
+    assert_eq!(jit_objects(text), ["[0, 8, 32]"], "{text}");
     // 1 + 2 + ... + 40 added to 1 on the way down.
     for want in [
         "Breakpoint 2, main () at ",
@@ -822,6 +815,52 @@ fn gdb_debugs_grouped_modules() {
     ] {
         assert!(text.contains(want), "gdb output lacks `{want}`:\n{text}");
     }
+}
+
+/// 41 modules linked one by one in process (`--link-each`), debugged through their three
+/// debug objects.
+#[test]
+fn gdb_debugs_grouped_modules() {
+    let objects = chain_of_modules("gdb-groups");
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-ex", "set breakpoint pending on"]);
+    for c in chain_commands("run") {
+        gdb.args(["-ex", &c]);
+    }
+    gdb.args(["-ex", "kill", "--args"])
+        .arg(remjit())
+        .args(["--in-process", "--link-each"])
+        .args(&objects);
+    let out = run_with_timeout(gdb.stdin(Stdio::null()), LIMIT);
+    assert_chain_stops(&String::from_utf8_lossy(&out.stdout));
+}
+
+/// The same 41 modules linked by the controller into a waiting executor, with gdb attached
+/// to it (`gdb -p`): gdb reads the three debug objects when it attaches.
+#[test]
+fn gdb_attached_debugs_grouped_modules() {
+    let objects = chain_of_modules("gdb-groups-attach");
+    let mut child = Reaped(
+        Command::new(remjit())
+            .args(["--wait-for-debugger", "--link-each"])
+            .args(&objects)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = waiting_pid(&mut child.0);
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-p", &pid.to_string()]);
+    for c in chain_commands("continue") {
+        gdb.args(["-ex", &c]);
+    }
+    let out = run_with_timeout(gdb.stdin(Stdio::null()), LIMIT);
+    assert_chain_stops(&String::from_utf8_lossy(&out.stdout));
+    // gdb detached: the program runs to its end (main returns 0).
+    let status = common::wait_bounded(&mut child.0, LIMIT, "remjit after gdb detached");
+    assert_eq!(status.code(), Some(0));
 }
 
 /// Removing a module whose debug object was merged with others' rebuilds that object without
