@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -219,13 +220,12 @@ fn waiting_pid(child: &mut Child) -> u32 {
     }
 }
 
-#[test]
-fn gdb_attaches_to_the_waiting_executor() {
-    let obj = debug_object("gdb-attach");
+/// remjit with `--wait-for-debugger` and `args` (stdout piped), and the pid it names.
+fn waiting_remjit(args: &[&OsStr]) -> (Reaped, u32) {
     let mut child = Reaped(
         Command::new(remjit())
             .arg("--wait-for-debugger")
-            .arg(&obj)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -233,6 +233,13 @@ fn gdb_attaches_to_the_waiting_executor() {
             .unwrap(),
     );
     let pid = waiting_pid(&mut child.0);
+    (child, pid)
+}
+
+#[test]
+fn gdb_attaches_to_the_waiting_executor() {
+    let obj = debug_object("gdb-attach");
+    let (mut child, pid) = waiting_remjit(&[obj.as_os_str()]);
     assert_ne!(pid, child.0.id(), "the executor, not remjit, runs the code");
     let out = run_with_timeout(
         Command::new("gdb")
@@ -840,17 +847,10 @@ fn gdb_debugs_grouped_modules() {
 #[test]
 fn gdb_attached_debugs_grouped_modules() {
     let objects = chain_of_modules("gdb-groups-attach");
-    let mut child = Reaped(
-        Command::new(remjit())
-            .args(["--wait-for-debugger", "--link-each"])
-            .args(&objects)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = waiting_pid(&mut child.0);
+    let args: Vec<&OsStr> = std::iter::once(OsStr::new("--link-each"))
+        .chain(objects.iter().map(|o| o.as_os_str()))
+        .collect();
+    let (mut child, pid) = waiting_remjit(&args);
     let mut gdb = Command::new("gdb");
     gdb.args(["-batch", "-nx", "-p", &pid.to_string()]);
     for c in chain_commands("continue") {
