@@ -1,12 +1,13 @@
-//! One debug object for all the inputs of a link: gdb's work per registration grows with the
-//! number of objfiles it holds and with their sections (README, Debugging), so a module
-//! registers one object with one section for its memory, not one object per input with a
-//! section per input section. It is built as a linker would, with the symbols of every loaded
-//! section and each DWARF section the concatenation of the inputs' (relocated here, so the
-//! object carries no relocations):
+//! One debug object for all the inputs of a link, or of a group of modules (`groups`): gdb's
+//! work per registration grows with the number of objfiles it holds and with their sections
+//! (README, Debugging), so one object covers many inputs, with one section per block of memory,
+//! not one object per input with a section per input section. It is built as a linker would,
+//! with the symbols of every loaded section and each DWARF section the concatenation of the
+//! inputs' (relocated here, so the object carries no relocations):
 //!
 //! - `.text` (`SHT_NOBITS`) spans the module's memory (one block of JIT memory: code, read-only
-//!   and writable data); every symbol is placed in it. Thread-local sections keep their own.
+//!   and writable data), or for a group, each run of its modules' memory that lies end to end;
+//!   every symbol is placed in one. Thread-local sections keep their own.
 //! - `.eh_frame` is concatenated too, as a section that is not loaded (gdb reads it from the
 //!   object to unwind JIT'd frames; the inputs' copies lie apart in memory).
 //! - `.debug_aranges` is left out: its sets cannot simply be concatenated, and gdb reads the
