@@ -141,8 +141,10 @@ fn build(inputs: &[&DebugInput], memory: &[(u64, u64)]) -> Result<Vec<u8>> {
     }
     place_in_spans(&mut out, &mut dests, &loaded, memory);
     let concat_at = out.len();
-    for (name, _) in &chunks {
-        out.push(OutSection::new(name, elf::SHT_PROGBITS, Vec::new()));
+    for (name, size) in &chunks {
+        // Sized up front: a group's sections run to megabytes.
+        let data = Vec::with_capacity(usize::try_from(*size).unwrap_or(0));
+        out.push(OutSection::new(name, elf::SHT_PROGBITS, data));
     }
     fill_chunks(&objs, inputs, &dests, &mut out[concat_at..])?;
     symbols(&objs, &dests, &mut out)?;
@@ -310,7 +312,9 @@ fn write_elf(mut out: Vec<OutSection>) -> Result<Vec<u8>> {
     names.push(shstrtab.len() as u32);
     shstrtab.extend_from_slice(b".shstrtab\0");
     out.push(OutSection::new(b".shstrtab", elf::SHT_STRTAB, shstrtab));
-    let mut file = vec![0u8; 64];
+    let contents: usize = out.iter().map(|s| s.data.len() + 4096).sum();
+    let mut file = Vec::with_capacity(64 + contents + 64 * out.len());
+    file.resize(64, 0);
     let mut offsets = Vec::with_capacity(out.len());
     for s in &out {
         let align = s.align.clamp(1, 4096) as usize;
