@@ -406,15 +406,8 @@ impl Session {
         let names: Vec<Vec<u8>> = m.exports.iter().map(|e| e.0.clone()).collect();
         let module = self.register(id, m);
         self.modules.insert(id, module);
-        let modules = &self.modules;
-        let inputs_of = |k| {
-            modules
-                .get(&ModuleId(k))
-                .map_or(&[][..], |m| &m.debug_inputs)
-        };
-        let registered = self
-            .gdb
-            .add(self.executor.as_ref(), id.0, memory, &inputs_of);
+        let exec = self.executor.as_ref();
+        let registered = (self.gdb).add(exec, id.0, memory, &debug_inputs_of(&self.modules));
         let redirected = self.refresh(&names);
         if let Err(e) = perf.and(registered).and(redirected) {
             // The caller gets no id for a failed link: take the module out again rather than
@@ -803,13 +796,8 @@ impl Session {
         }
         // Callers re-pointed before the code goes.
         let redirected = self.refresh(&m.exports);
-        let modules = &self.modules;
-        let inputs_of = |k| {
-            modules
-                .get(&ModuleId(k))
-                .map_or(&[][..], |m| &m.debug_inputs)
-        };
-        let deregistered = self.gdb.remove(self.executor.as_ref(), id.0, &inputs_of);
+        let exec = self.executor.as_ref();
+        let deregistered = (self.gdb).remove(exec, id.0, &debug_inputs_of(&self.modules));
         let freed = self.slab.deallocate(&[m.alloc]);
         redirected.and(deregistered).and(freed)
     }
@@ -842,6 +830,17 @@ impl Session {
     /// The slab's reservations (start, size): all JIT'd memory lies in them.
     pub fn reservations(&self) -> Vec<(u64, u64)> {
         self.slab.reservations()
+    }
+}
+
+/// The inputs with DWARF of the live modules, by their ids' numbers (for [`GdbGroups`]).
+fn debug_inputs_of<'a>(
+    modules: &'a BTreeMap<ModuleId, Module>,
+) -> impl Fn(u64) -> &'a [debug::DebugInput] + 'a {
+    move |k| {
+        modules
+            .get(&ModuleId(k))
+            .map_or(&[][..], |m| &m.debug_inputs)
     }
 }
 
