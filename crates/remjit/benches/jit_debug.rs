@@ -2,9 +2,11 @@
 //! 10,000 already registered. Registration inserts at the head and removal unlinks through the
 //! entry's own links, so both should cost the same. The objects are real `-g` objects, each with
 //! its sections at addresses of its own (as linked modules are), so the bench can also run under
-//! gdb to see what a debugger adds: `bench/gdb_jit_cost.sh` does that (it sets
+//! gdb to see what a debugger adds: `bench/gdb_jit_cost.py` does that (it sets
 //! `REMJIT_BENCH_STEPS=10,100,1000`, which swaps criterion for a plain table of
-//! per-registration times at each count of resident objects, see [`steps`]);
+//! per-registration times at each count of resident modules, see [`steps`]; there
+//! `REMJIT_BENCH_SHAPE=grouped`, its default, registers modules in groups as sessions do, and
+//! the table's amortized column, without a debugger, is what grouping costs us);
 //! `REMJIT_BENCH_RESIDENT=10,1000` sets criterion's counts.
 
 use std::collections::HashMap;
