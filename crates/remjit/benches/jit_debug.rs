@@ -4,9 +4,9 @@
 //! its sections at addresses of its own (as linked modules are), so the bench can also run under
 //! gdb to see what a debugger adds: `bench/gdb_jit_cost.py` does that (it sets
 //! `REMJIT_BENCH_STEPS=10,100,1000`, which swaps criterion for a plain table of
-//! per-registration times at each count of resident modules, see [`steps`]; there
-//! `REMJIT_BENCH_SHAPE=grouped`, its default, registers modules in groups as sessions do, and
-//! the table's amortized column, without a debugger, is what grouping costs us);
+//! per-registration times at each count of resident modules, see [`steps`]; the script sets
+//! `REMJIT_BENCH_SHAPE=grouped` unless told otherwise: modules registered in groups as sessions
+//! do, the table's amortized column without a debugger being what grouping costs us);
 //! `REMJIT_BENCH_RESIDENT=10,1000` sets criterion's counts.
 
 use std::collections::HashMap;
