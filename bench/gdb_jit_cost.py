@@ -1,23 +1,31 @@
 #!/usr/bin/env python3
 """What a debugger adds to GDB JIT registration, in one command:
 
-  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000] [--shape merged|copy|old]
+  bench/gdb_jit_cost.py [--counts 10,100,1000] [--links 10,100,1000]
+                        [--shape grouped|merged|copy|old] [--runs 1]
 
-1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): the median time of
-   registering / deregistering one more debug object with N already registered, without a
-   debugger, under `gdb -batch -ex run`, and with gdb attached to the waiting bench (`gdb -p`). The objects are C++ -g objects at addresses of
-   their own whose inline function's COMDAT copy only the first one loaded, as modules sharing
-   COMDATs are. --shape: merged (default) is the object a module registers; copy is the input
-   object with its load addresses and the sections not loaded dropped; old is that copy with the
-   sections not loaded left at address 0, as remjit registered objects at first.
-2. End to end (--links): `remjit --in-process` and `llvm-jitlink-19 --debugger-support` each
-   link main.o plus N one-function -g objects, with and without gdb (remjit registers one
-   merged object for the link, llvm-jitlink one object per input); prints the wall times and
-   what gdb adds per object between consecutive counts:
+1. Per registration (the jit_debug bench's plain mode, REMJIT_BENCH_STEPS): with N modules
+   already registered, the median time (of REMJIT_BENCH_PROBES, default 9) of registering /
+   deregistering one more module, the amortized time per module of the modules added since the
+   previous count and the slowest of them, and the debugger's CPU time per module over those
+   (all its threads, from /proc: steadier than wall times on a busy machine); without a
+   debugger, under `gdb -batch -ex run`, and with gdb attached to the waiting bench (`gdb -p`). The modules are C++ -g objects in memory
+   windows laid end to end, whose inline function's COMDAT copy only the first one loaded, as
+   modules sharing COMDATs are. --shape: grouped (default) registers them as sessions do, in
+   groups merged like a binary counter (the amortized column then includes the re-merged
+   groups' registrations and their members' deregistrations); merged is one object per module
+   (as before grouping); copy is the input object with its load addresses and the sections not
+   loaded dropped; old is that copy with the sections not loaded left at address 0, as remjit
+   registered objects at first. --runs K runs each K times and prints the median of each cell
+   (a busy machine's noise).
+2. End to end (--links): `remjit --in-process` (one module), `remjit --in-process --link-each`
+   (one module per object, grouped) and `llvm-jitlink-19 --debugger-support` each link main.o
+   plus N one-function -g objects, with and without gdb (llvm-jitlink registers one object per
+   input); prints the wall times and what gdb adds per object between consecutive counts:
    ((gdb - plain at N2) - (gdb - plain at N1)) / (N2 - N1).
 
 gdb's own cost grows with the number of objfiles it holds (see README, Debugging): expect the
-first table's gdb column to grow while the plain column stays flat.
+gdb columns of the ungrouped shapes to grow while the plain column stays flat.
 """
 import argparse
 import json
@@ -44,23 +52,36 @@ def bench_binary():
     sys.exit("gdb_jit_cost: the jit_debug bench was not built")
 
 
-def per_registration(counts, shape):
+def median_table(outs):
+    """The bench's tables (from "resident" on) of several runs, each cell their median."""
+    tables = [out[out.index("resident"):].split("[Inferior")[0].strip().splitlines()
+              for out in outs]
+    lines = [tables[0][0]]
+    for rows in zip(*(t[1:] for t in tables)):
+        cells = [r.split() for r in rows]
+        med = [sorted(float(c[i]) for c in cells)[len(cells) // 2] for i in range(len(cells[0]))]
+        lines.append(f"{int(med[0]):8}  {med[1]:11.2f}  {med[2]:13.2f}  {med[3]:12.2f}  "
+                     f"{med[4]:10.2f}  {med[5]:6.1f}  {int(med[6]):7}  {med[7]:14.0f}")
+    return "\n".join(lines)
+
+
+def per_registration(counts, shape, runs):
     exe = bench_binary()
     env = dict(os.environ, REMJIT_BENCH_STEPS=counts)
+    env.setdefault("REMJIT_BENCH_PROBES", "9")
     env["REMJIT_BENCH_SHAPE"] = shape
-    runs = [("no debugger", lambda: subprocess.run([exe, "--bench"], env=env,
-                                                    capture_output=True, text=True,
-                                                    check=True).stdout),
-            ("under gdb", lambda: subprocess.run(["gdb", "-batch", "-nx", "-ex", "run",
-                                                  "--args", exe, "--bench"], env=env,
-                                                 capture_output=True, text=True,
-                                                 check=True).stdout),
-            ("gdb attached (gdb -p)", lambda: attached(exe, env))]
-    for label, run in runs:
-        out = run()
-        print(f"## per registration ({shape} objects), {label}")
-        start = out.index("resident")
-        print(out[start:].split("[Inferior")[0].rstrip())
+    modes = [("no debugger", lambda: subprocess.run([exe, "--bench"], env=env,
+                                                     capture_output=True, text=True,
+                                                     check=True).stdout),
+             ("under gdb", lambda: subprocess.run(["gdb", "-batch", "-nx", "-ex", "run",
+                                                   "--args", exe, "--bench"], env=env,
+                                                  capture_output=True, text=True,
+                                                  check=True).stdout),
+             ("gdb attached (gdb -p)", lambda: attached(exe, env))]
+    for label, run in modes:
+        outs = [run() for _ in range(runs)]
+        print(f"## per registration ({shape} objects), {label}, median of {runs} runs")
+        print(median_table(outs))
         print()
 
 
@@ -114,6 +135,8 @@ def end_to_end(counts):
         for n in counts:
             objs = [f"main{n}.o"] + [f"f_{i}.o" for i in range(1, n + 1)]
             for tool, cmd in [("remjit", [remjit, "--in-process"] + objs),
+                              ("remjit each", [remjit, "--in-process", "--link-each"]
+                               + objs[1:] + objs[:1]),
                               ("llvm-jitlink", ["llvm-jitlink-19", "--debugger-support"] + objs)]:
                 plain = timed(cmd, d)
                 under = timed(["gdb", "-batch", "-nx", "-ex", "run", "--args"] + cmd, d)
@@ -132,10 +155,12 @@ def main():
                     help="registered objects at which to time one more (default 10,100,1000)")
     ap.add_argument("--links", default="10,100,1000",
                     help="objects per end-to-end link; empty: skip (default 10,100,1000)")
-    ap.add_argument("--shape", default="merged", choices=["merged", "copy", "old"],
-                    help="the debug objects' shape (default merged: what modules register)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="runs of each per-registration measurement; cells are medians")
+    ap.add_argument("--shape", default="grouped", choices=["grouped", "merged", "copy", "old"],
+                    help="the debug objects' shape (default grouped: what sessions register)")
     args = ap.parse_args()
-    per_registration(args.counts, args.shape)
+    per_registration(args.counts, args.shape, max(args.runs, 1))
     if args.links:
         end_to_end([int(n) for n in args.links.split(",")])
 

@@ -1,8 +1,9 @@
 //! What debuggers and profilers learn of each module, told to the process that runs it:
 //!
-//! - GDB's JIT interface: each input object that carries DWARF is registered as a copy with
-//!   every loaded section's `sh_addr` set to where it was loaded (a debugger relocates the DWARF
-//!   of a relocatable object itself); removing the module deregisters the copies.
+//! - GDB's JIT interface: the inputs that carry DWARF are merged into one object with their
+//!   DWARF relocated to the load addresses (`merge`), several modules' inputs in one object
+//!   (`groups`: gdb's cost per registration grows with the objects it holds); removing a
+//!   module rebuilds its group without it.
 //! - perf: the perf map and the jitdump file (with line tables, from the DWARF relocated here).
 
 use std::cell::RefCell;
@@ -21,8 +22,10 @@ use crate::link::resolve::LinkObject;
 use crate::link::FunctionSymbol;
 use crate::object::ObjectFile;
 
+mod groups;
 mod merge;
-pub use merge::merged_debug_object;
+pub use groups::{GdbGroups, InputsOf, MAX_GROUP_BYTES};
+pub use merge::{group_debug_object, merged_debug_object};
 
 /// An input object with debug info, and where each of its sections was loaded (0: not loaded).
 #[derive(Debug, Clone)]
@@ -33,12 +36,6 @@ pub struct DebugInput {
     pub bytes: Vec<u8>,
     /// Load address of each section, by section index (0 when not loaded).
     pub section_addrs: Vec<u64>,
-}
-
-/// What a module registered: the handles of its debug objects in the executing process.
-#[derive(Debug, Default)]
-pub struct ModuleDebug {
-    handles: Vec<u64>,
 }
 
 fn has_debug_info(o: &ObjectFile<'_>) -> bool {
@@ -325,53 +322,21 @@ pub fn perf_functions(functions: &[FunctionSymbol], inputs: &[DebugInput]) -> Ve
         .collect()
 }
 
-/// After a module is finalized: registers its debug objects and writes the perf records asked
-/// for, in the process that runs the code.
-pub fn module_linked(
+/// After a module is finalized: writes the perf records asked for, in the process that runs
+/// the code (its debug objects are registered by [`GdbGroups::add`]).
+pub fn record_perf(
     exec: &dyn Executor,
     perf: PerfOutputs,
     functions: &[FunctionSymbol],
     inputs: &[DebugInput],
-) -> Result<ModuleDebug> {
-    let mut d = ModuleDebug::default();
-    let recorded = (|| {
-        // One object per module: gdb's cost per registration grows with the objects it holds
-        // (and with their loaded sections: the merged shape has fewer).
-        let object = match inputs {
-            [] => None,
-            inputs => Some(merge::merged_debug_object(inputs)?),
-        };
-        if let Some(h) = object
-            .map(|o| exec.register_debug_object(o))
-            .transpose()?
-            .flatten()
-        {
-            d.handles.push(h);
-        }
-        if perf.map || perf.jitdump {
-            let fns = if perf.jitdump {
-                perf_functions(functions, inputs)
-            } else {
-                perf_functions(functions, &[])
-            };
-            exec.record_perf(&fns, perf)?;
-        }
-        Ok(())
-    })();
-    match recorded {
-        Ok(()) => Ok(d),
-        Err(e) => {
-            // No registration outlives a failure: the module's memory is about to be freed.
-            let _ = module_removed(exec, d);
-            Err(e)
-        }
+) -> Result<()> {
+    if !(perf.map || perf.jitdump) {
+        return Ok(());
     }
-}
-
-/// Before a module's memory is freed: deregisters its debug objects.
-pub fn module_removed(exec: &dyn Executor, d: ModuleDebug) -> Result<()> {
-    for h in d.handles {
-        exec.deregister_debug_object(h)?;
-    }
-    Ok(())
+    let fns = if perf.jitdump {
+        perf_functions(functions, inputs)
+    } else {
+        perf_functions(functions, &[])
+    };
+    exec.record_perf(&fns, perf)
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use remjit_executor::runtime::perf::PerfOutputs;
 
-use crate::debug::{self, ModuleDebug};
+use crate::debug::{self, GdbGroups};
 use crate::error::{Error, Result};
 use crate::executor::{Arg, Executor, InProcessExecutor, Ret, RetKind};
 use crate::input::{self, InputFile, InputKind, LibrarySearch};
@@ -125,7 +125,6 @@ struct Module {
     objects: Vec<String>,
     finalized_for_exit: bool,
     map: Option<LinkMap>,
-    debug: ModuleDebug,
     /// Its inputs with DWARF, read only to describe a crash (file:line).
     debug_inputs: Vec<debug::DebugInput>,
     /// Modules whose code or data this one's relocations bound to directly.
@@ -168,6 +167,8 @@ pub struct Session {
     /// The newest link that failed after its memory was written (a constructor crashed, say):
     /// what crash reports name.
     failed: Option<FailedLink>,
+    /// The modules' debug objects as registered with gdb.
+    gdb: GdbGroups,
 }
 
 /// What crash reports need of a link that failed once its code was in place.
@@ -239,6 +240,7 @@ impl Session {
             search,
             last_times: LinkTimes::default(),
             failed: None,
+            gdb: GdbGroups::new(),
         })
     }
 
@@ -394,7 +396,8 @@ impl Session {
         self.last_times = m.times;
         let id = ModuleId(self.next_id);
         self.next_id += 1;
-        let debug = debug::module_linked(
+        let memory = (m.alloc.base, m.alloc.size);
+        let perf = debug::record_perf(
             self.executor.as_ref(),
             self.options.perf,
             &m.functions,
@@ -403,14 +406,10 @@ impl Session {
         let names: Vec<Vec<u8>> = m.exports.iter().map(|e| e.0.clone()).collect();
         let module = self.register(id, m);
         self.modules.insert(id, module);
+        let exec = self.executor.as_ref();
+        let registered = (self.gdb).add(exec, id.0, memory, &debug_inputs_of(&self.modules));
         let redirected = self.refresh(&names);
-        let done = debug.and_then(|d| {
-            if let Some(module) = self.modules.get_mut(&id) {
-                module.debug = d;
-            }
-            redirected
-        });
-        if let Err(e) = done {
+        if let Err(e) = perf.and(registered).and(redirected) {
             // The caller gets no id for a failed link: take the module out again rather than
             // leave it live and unreachable.
             let _ = self.remove_module(id);
@@ -511,7 +510,6 @@ impl Session {
             comdats: m.kept_comdats,
             comdat_symbols,
             map: m.map,
-            debug: ModuleDebug::default(),
             debug_inputs: m.debug_inputs,
         }
     }
@@ -801,7 +799,8 @@ impl Session {
         }
         // Callers re-pointed before the code goes.
         let redirected = self.refresh(&m.exports);
-        let deregistered = debug::module_removed(self.executor.as_ref(), m.debug);
+        let exec = self.executor.as_ref();
+        let deregistered = (self.gdb).remove(exec, id.0, &debug_inputs_of(&self.modules));
         let freed = self.slab.deallocate(&[m.alloc]);
         redirected.and(deregistered).and(freed)
     }
@@ -834,6 +833,17 @@ impl Session {
     /// The slab's reservations (start, size): all JIT'd memory lies in them.
     pub fn reservations(&self) -> Vec<(u64, u64)> {
         self.slab.reservations()
+    }
+}
+
+/// The inputs with DWARF of the live modules, by their ids' numbers (for [`GdbGroups`]).
+fn debug_inputs_of<'a>(
+    modules: &'a BTreeMap<ModuleId, Module>,
+) -> impl Fn(u64) -> &'a [debug::DebugInput] + 'a {
+    move |k| {
+        modules
+            .get(&ModuleId(k))
+            .map_or(&[][..], |m| &m.debug_inputs)
     }
 }
 

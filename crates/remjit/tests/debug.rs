@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -219,13 +220,12 @@ fn waiting_pid(child: &mut Child) -> u32 {
     }
 }
 
-#[test]
-fn gdb_attaches_to_the_waiting_executor() {
-    let obj = debug_object("gdb-attach");
+/// remjit with `--wait-for-debugger` and `args` (stdout piped), and the pid it names.
+fn waiting_remjit(args: &[&OsStr]) -> (Reaped, u32) {
     let mut child = Reaped(
         Command::new(remjit())
             .arg("--wait-for-debugger")
-            .arg(&obj)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -233,6 +233,13 @@ fn gdb_attaches_to_the_waiting_executor() {
             .unwrap(),
     );
     let pid = waiting_pid(&mut child.0);
+    (child, pid)
+}
+
+#[test]
+fn gdb_attaches_to_the_waiting_executor() {
+    let obj = debug_object("gdb-attach");
+    let (mut child, pid) = waiting_remjit(&[obj.as_os_str()]);
     assert_ne!(pid, child.0.id(), "the executor, not remjit, runs the code");
     let out = run_with_timeout(
         Command::new("gdb")
@@ -597,11 +604,18 @@ fn modules_for_gdb() {
         ..Default::default()
     };
     let mut s = remjit::Session::in_process(options).unwrap();
+    let mut modules = Vec::new();
     for obj in objects.split(':') {
         s.add_file(Path::new(obj)).unwrap();
-        s.link().unwrap();
+        modules.push(s.link().unwrap());
     }
     remjit_test_checkpoint();
+    // With REMJIT_REMOVE_MODULE=i, the i-th module is removed, and gdb stops again.
+    if let Ok(i) = std::env::var("REMJIT_REMOVE_MODULE") {
+        s.remove_module(modules[i.parse::<usize>().unwrap()])
+            .unwrap();
+        remjit_test_checkpoint();
+    }
 }
 
 /// Two modules with the same inline function: the second shares the first one's COMDAT copy,
@@ -708,4 +722,287 @@ fn perf_inject_attributes_samples_to_jit_source_lines() {
         .unwrap_or_else(|| panic!("no sample in JIT'd main with a spin.c line:\n{text}"));
     let percent: f64 = hot.split('%').next().unwrap().trim().parse().unwrap();
     assert!(percent > 10.0, "{hot}");
+}
+
+/// `n` `-g` objects `f_1.o` ... `f_n.o` in `dir`, compiled in one run with `flags`, where
+/// `f_i.c` defines `int f_i(int x)` whose body's lines are `body(i)`; and `main.o`, calling
+/// `f_n(1)` on its line 3.
+fn numbered_objects(
+    dir: &Path,
+    n: usize,
+    body: &dyn Fn(usize) -> String,
+    flags: &[&str],
+) -> Vec<PathBuf> {
+    let mut srcs = Vec::new();
+    for i in 1..=n {
+        let src = dir.join(format!("f_{i}.c"));
+        let text = format!(
+            "int f_{p}(int);\nint f_{i}(int x) {{\n{}}}\n",
+            body(i),
+            p = i - 1
+        );
+        std::fs::write(&src, text).unwrap();
+        srcs.push(src);
+    }
+    let main = dir.join("main.c");
+    let text = format!(
+        "int f_{n}(int);\nint main(void) {{\n    int r = f_{n}(1);\n    return r == 0;\n}}\n"
+    );
+    std::fs::write(&main, text).unwrap();
+    srcs.push(main);
+    let st = Command::new("gcc")
+        .current_dir(dir)
+        .args(["-g", "-O0", "-c"])
+        .args(flags)
+        .args(&srcs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    srcs.iter().map(|s| s.with_extension("o")).collect()
+}
+
+/// A gdb command printing `jit objects: [..]`: how many of `f_1` ... `f_n` each in-memory
+/// objfile (registered debug object) defines, sorted.
+fn count_jit_objects(n: usize) -> String {
+    format!(
+        "python print('jit objects:', sorted(sum(1 for i in range(1, {}) \
+         if o.lookup_global_symbol('f_%d' % i)) for o in gdb.objfiles() \
+         if o.filename.startswith('<in-memory@')))",
+        n + 1
+    )
+}
+
+/// What the `count_jit_objects` commands in gdb's output printed, in order.
+fn jit_objects(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("jit objects: "))
+        .collect()
+}
+
+/// A chain of 40 `-g` modules, f_40 → ... → f_1, and main.o calling f_40 (`--link-each`
+/// makes 41 modules of them).
+fn chain_of_modules(test: &str) -> Vec<PathBuf> {
+    let body = |i: usize| match i {
+        1 => "    int y = x + 1;\n    return y * 3;\n".to_string(),
+        _ => format!("    int y = x + {i};\n    return f_{}(y) + 1;\n", i - 1),
+    };
+    numbered_objects(&work_dir(test), 40, &body, &[])
+}
+
+/// gdb's commands on a `chain_of_modules` program, started by `start` (`run`, `continue`):
+/// stop in main (the last module), count the debug objects, stop in f_1 (the first), `bt`.
+fn chain_commands(start: &str) -> Vec<String> {
+    ["break f_1.c:4", "break main.c:3", start]
+        .into_iter()
+        .map(str::to_string)
+        .chain([count_jit_objects(40)])
+        .chain(["continue", "bt", "info locals"].map(str::to_string))
+        .collect()
+}
+
+/// Asserts gdb's output of `chain_commands`: three debug objects (32 + 8 + 1 modules: older
+/// modules' objects are merged), the stops by file:line in the last module and in the first,
+/// and `bt` with file:line through frames of different modules.
+fn assert_chain_stops(text: &str) {
+    // main.o's object defines none of f_1 ... f_40.
+    assert_eq!(jit_objects(text), ["[0, 8, 32]"], "{text}");
+    // 1 + 2 + ... + 40 added to 1 on the way down.
+    for want in [
+        "Breakpoint 2, main () at ",
+        "main.c:3",
+        "Breakpoint 1, f_1 (x=820) at ",
+        "f_1.c:4",
+        "y = 821",
+        "in f_2 (x=818) at ",
+        "f_2.c:4",
+        "in f_33 (x=260) at ",
+        "f_33.c:4",
+        "in f_40 (x=1) at ",
+        "in main () at ",
+    ] {
+        assert!(text.contains(want), "gdb output lacks `{want}`:\n{text}");
+    }
+}
+
+/// 41 modules linked one by one in process (`--link-each`), debugged through their three
+/// debug objects.
+#[test]
+fn gdb_debugs_grouped_modules() {
+    let objects = chain_of_modules("gdb-groups");
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-ex", "set breakpoint pending on"]);
+    for c in chain_commands("run") {
+        gdb.args(["-ex", &c]);
+    }
+    gdb.args(["-ex", "kill", "--args"])
+        .arg(remjit())
+        .args(["--in-process", "--link-each"])
+        .args(&objects);
+    let out = run_with_timeout(gdb.stdin(Stdio::null()), LIMIT);
+    assert_chain_stops(&String::from_utf8_lossy(&out.stdout));
+}
+
+/// The same 41 modules linked by the controller into a waiting executor, with gdb attached
+/// to it (`gdb -p`): gdb reads the three debug objects when it attaches.
+#[test]
+fn gdb_attached_debugs_grouped_modules() {
+    let objects = chain_of_modules("gdb-groups-attach");
+    let args: Vec<&OsStr> = std::iter::once(OsStr::new("--link-each"))
+        .chain(objects.iter().map(|o| o.as_os_str()))
+        .collect();
+    let (mut child, pid) = waiting_remjit(&args);
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-batch", "-nx", "-p", &pid.to_string()]);
+    for c in chain_commands("continue") {
+        gdb.args(["-ex", &c]);
+    }
+    let out = run_with_timeout(gdb.stdin(Stdio::null()), LIMIT);
+    assert_chain_stops(&String::from_utf8_lossy(&out.stdout));
+    // gdb detached: the program runs to its end (main returns 0).
+    let status = common::wait_bounded(&mut child.0, LIMIT, "remjit after gdb detached");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Removing a module whose debug object was merged with others' rebuilds that object without
+/// it: its function leaves gdb's view, the other members' stay.
+#[test]
+fn gdb_forgets_a_removed_module_of_a_group() {
+    let dir = work_dir("gdb-groups-remove");
+    let body = |i: usize| format!("    return x + {i};\n");
+    // -fPIC: the test binary has no copy of libc's `stdout` within 32-bit reach.
+    let mut objects = numbered_objects(&dir, 40, &body, &["-fPIC"]);
+    objects.pop(); // main.o: not needed
+    let list: Vec<String> = objects.iter().map(|o| o.display().to_string()).collect();
+    let count = count_jit_objects(40);
+    let look = ["info functions ^f_[0-9]*$", &count];
+    let out = run_with_timeout(
+        Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break remjit_test_checkpoint"])
+            .args(["-ex", "run", "-ex", look[0], "-ex", look[1]])
+            .args(["-ex", "continue", "-ex", look[0], "-ex", look[1]])
+            .args(["-ex", "break f_6", "-ex", "kill"])
+            .arg("--args")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "modules_for_gdb"])
+            .env("REMJIT_DEBUG_OBJECTS", list.join(":"))
+            .env("REMJIT_REMOVE_MODULE", "4")
+            .stdin(Stdio::null()),
+        LIMIT,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (before, after) = text
+        .split_once("Breakpoint 1, ")
+        .and_then(|(_, t)| t.split_once("Breakpoint 1, "))
+        .unwrap_or_else(|| panic!("two stops: {text}"));
+    let functions = |part: &str| {
+        (1..=40)
+            .filter(|i| part.contains(&format!("\tint f_{i}(int);")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(functions(before), (1..=40).collect::<Vec<_>>(), "{text}");
+    assert_eq!(jit_objects(before), ["[8, 32]"], "{text}");
+    let mut left: Vec<usize> = (1..=40).collect();
+    left.remove(4);
+    assert_eq!(functions(after), left, "f_5 is gone: {text}");
+    assert_eq!(jit_objects(after), ["[8, 31]"], "{text}");
+    assert!(after.contains("/f_6.c, line 3."), "{text}");
+}
+
+/// A registered debug object: its `f_*` functions and its `.text` sections' (address, size).
+type Registered = (Vec<String>, Vec<(u64, u64)>);
+
+/// The debug objects registered in this process, by address.
+fn registered_here() -> Vec<Registered> {
+    let mut out: Vec<_> = remjit_executor::runtime::jit_debug::registered()
+        .into_iter()
+        .map(|(addr, size)| {
+            // SAFETY: a registered object, owned by the runtime until deregistered (only
+            // this test registers objects in this process).
+            let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, size as usize) };
+            let file = object::File::parse(bytes).unwrap();
+            let mut names: Vec<String> = (file.symbols())
+                .filter(|s| s.kind() == object::SymbolKind::Text)
+                .filter_map(|s| s.name().ok().filter(|n| n.starts_with("f_")))
+                .map(str::to_string)
+                .collect();
+            names.sort_by_key(|n| n[2..].parse::<u32>().unwrap());
+            let texts = (file.sections())
+                .filter(|s| s.name() == Ok(".text"))
+                .map(|s| (s.address(), s.size()))
+                .collect();
+            (names, texts)
+        })
+        .collect();
+    out.sort_by_key(|o: &Registered| o.1.first().copied());
+    out
+}
+
+/// Modules' debug objects are merged like a binary counter (groups of 1, 2, 4, 8 modules),
+/// with one `.text` section per run of adjacent module memory; removing a module rebuilds its
+/// group without it.
+#[test]
+fn debug_groups_merge_like_a_binary_counter() {
+    use remjit::debug::{DebugInput, GdbGroups};
+    let dir = work_dir("gdb-groups-counter");
+    let objects = numbered_objects(&dir, 12, &|i| format!("    return x + {i};\n"), &[]);
+    let memory = |k: u64| (0x6000_0000 + k * 0x1000, 0x1000);
+    let inputs: Vec<Vec<DebugInput>> = (objects.iter().take(12).enumerate())
+        .map(|(k, path)| {
+            let bytes = std::fs::read(path).unwrap();
+            let file = object::File::parse(&*bytes).unwrap();
+            let mut section_addrs = vec![0; file.sections().count() + 1];
+            let text = file.section_by_name(".text").unwrap();
+            section_addrs[text.index().0] = memory(k as u64).0;
+            vec![DebugInput {
+                name: path.display().to_string(),
+                bytes,
+                section_addrs,
+            }]
+        })
+        .collect();
+    let removed = std::cell::Cell::new(None);
+    let of = |k: u64| -> &[DebugInput] {
+        match removed.get() {
+            Some(r) if r == k => &[],
+            _ => &inputs[k as usize],
+        }
+    };
+    let exec = remjit::executor::InProcessExecutor::new();
+    let mut groups = GdbGroups::new();
+    let names = |r: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        r.map(|i| format!("f_{i}")).collect()
+    };
+    let span = |from: u64, to: u64| (memory(from).0, (to - from) * 0x1000);
+    for k in 0..11 {
+        groups.add(&exec, k, memory(k), &of).unwrap();
+    }
+    assert_eq!(
+        registered_here(),
+        [
+            (names(1..=8), vec![span(0, 8)]),
+            (names(9..=10), vec![span(8, 10)]),
+            (names(11..=11), vec![span(10, 11)]),
+        ]
+    );
+    removed.set(Some(3));
+    groups.remove(&exec, 3, &of).unwrap();
+    let mut seven = names(1..=8);
+    seven.remove(3);
+    assert_eq!(
+        registered_here(),
+        [
+            (seven, vec![span(0, 3), span(4, 8)]),
+            (names(9..=10), vec![span(8, 10)]),
+            (names(11..=11), vec![span(10, 11)]),
+        ]
+    );
+    // 1 + 1 → 2, 2 + 2 → 4, 7 + 4 → 11 (a group merges while smaller than twice the rest).
+    groups.add(&exec, 11, memory(11), &of).unwrap();
+    let mut all = names(1..=12);
+    all.remove(3);
+    assert_eq!(registered_here(), [(all, vec![span(0, 3), span(4, 12)])]);
+    for k in (0..12).filter(|&k| k != 3) {
+        groups.remove(&exec, k, &of).unwrap();
+    }
+    assert_eq!(registered_here(), []);
 }

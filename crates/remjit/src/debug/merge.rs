@@ -1,12 +1,13 @@
-//! One debug object for all the inputs of a link: gdb's work per registration grows with the
-//! number of objfiles it holds and with their sections (README, Debugging), so a module
-//! registers one object with one section for its memory, not one object per input with a
-//! section per input section. It is built as a linker would, with the symbols of every loaded
-//! section and each DWARF section the concatenation of the inputs' (relocated here, so the
-//! object carries no relocations):
+//! One debug object for all the inputs of a link, or of a group of modules (`groups`): gdb's
+//! work per registration grows with the number of objfiles it holds and with their sections
+//! (README, Debugging), so one object covers many inputs, with one section per block of memory,
+//! not one object per input with a section per input section. It is built as a linker would,
+//! with the symbols of every loaded section and each DWARF section the concatenation of the
+//! inputs' (relocated here, so the object carries no relocations):
 //!
 //! - `.text` (`SHT_NOBITS`) spans the module's memory (one block of JIT memory: code, read-only
-//!   and writable data); every symbol is placed in it. Thread-local sections keep their own.
+//!   and writable data), or for a group, each run of its modules' memory that lies end to end;
+//!   every symbol is placed in one. Thread-local sections keep their own.
 //! - `.eh_frame` is concatenated too, as a section that is not loaded (gdb reads it from the
 //!   object to unwind JIT'd frames; the inputs' copies lie apart in memory).
 //! - `.debug_aranges` is left out: its sets cannot simply be concatenated, and gdb reads the
@@ -70,8 +71,28 @@ fn concatenated(name: &[u8]) -> bool {
     (name.starts_with(b".debug") && name != b".debug_aranges") || name == b".eh_frame"
 }
 
-/// The debug object of a link's inputs that carry DWARF (one or more).
+/// The debug object of a link's inputs that carry DWARF (one or more): one section spans all
+/// their loaded sections.
 pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
+    build(&inputs.iter().collect::<Vec<_>>(), &[])
+}
+
+/// The debug object of a group of modules, given as each module's inputs with DWARF and the
+/// memory `(base, size)` it holds: one section per run of adjacent module memory (modules
+/// linked one after another lie end to end), so that gdb's map holds few sections and none
+/// overlaps another object's.
+pub fn group_debug_object(modules: &[(&[DebugInput], (u64, u64))]) -> Result<Vec<u8>> {
+    let inputs: Vec<&DebugInput> = modules.iter().flat_map(|m| m.0.iter()).collect();
+    let memory: Vec<(u64, u64)> = modules
+        .iter()
+        .map(|&(_, (base, size))| (base, base.saturating_add(size)))
+        .collect();
+    build(&inputs, &memory)
+}
+
+/// The merged object of `inputs`, with `memory` (ranges `[start, end)`; none: one range over
+/// every loaded section) and the loaded sections covered by `.text` sections.
+fn build(inputs: &[&DebugInput], memory: &[(u64, u64)]) -> Result<Vec<u8>> {
     let objs: Vec<ObjectFile<'_>> = inputs
         .iter()
         .map(|i| ObjectFile::parse(i.name.clone(), &i.bytes))
@@ -79,7 +100,7 @@ pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
     let mut out = vec![OutSection::new(b"", elf::SHT_NULL, Vec::new())];
     let mut chunks: Vec<(Vec<u8>, u64)> = Vec::new(); // concatenated: name, size so far
     let mut dests: Vec<Vec<Dest>> = Vec::new();
-    let mut span: Option<(u64, u64)> = None;
+    let mut loaded: Vec<(u64, u64)> = Vec::new();
     for (o, input) in objs.iter().zip(inputs) {
         let mut d = vec![Dest::None; o.sections.len()];
         for (s, dest) in d.iter_mut().enumerate().skip(1) {
@@ -101,8 +122,7 @@ pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
                 *dest = Dest::Chunk(name.to_vec(), at);
             } else if alloc && addr != 0 && shdr.sh_size(LE) > 0 {
                 if shdr.sh_flags(LE) & u64::from(elf::SHF_TLS) == 0 {
-                    let end = addr.saturating_add(shdr.sh_size(LE));
-                    span = Some(span.map_or((addr, end), |(lo, hi)| (lo.min(addr), hi.max(end))));
+                    loaded.push((addr, addr.saturating_add(shdr.sh_size(LE))));
                     *dest = Dest::Loaded(SPAN, addr);
                     continue;
                 }
@@ -119,28 +139,60 @@ pub fn merged_debug_object(inputs: &[DebugInput]) -> Result<Vec<u8>> {
         }
         dests.push(d);
     }
-    if let Some((lo, hi)) = span {
-        // One section over all the module's loaded memory (one block of JIT memory): gdb
-        // sorts every objfile's sections at each registration.
-        let mut sec = OutSection::new(b".text", elf::SHT_NOBITS, Vec::new());
-        sec.flags = u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
-        sec.addr = lo;
-        sec.size = hi - lo;
-        let index = out.len();
-        out.push(sec);
-        for dest in dests.iter_mut().flatten() {
-            if let Dest::Loaded(i @ SPAN, addr) = dest {
-                (*i, *addr) = (index, *addr - lo);
-            }
-        }
-    }
+    place_in_spans(&mut out, &mut dests, &loaded, memory);
     let concat_at = out.len();
-    for (name, _) in &chunks {
-        out.push(OutSection::new(name, elf::SHT_PROGBITS, Vec::new()));
+    for (name, size) in &chunks {
+        // Sized up front: a group's sections run to megabytes.
+        let data = Vec::with_capacity(usize::try_from(*size).unwrap_or(0));
+        out.push(OutSection::new(name, elf::SHT_PROGBITS, data));
     }
     fill_chunks(&objs, inputs, &dests, &mut out[concat_at..])?;
     symbols(&objs, &dests, &mut out)?;
     write_elf(out)
+}
+
+/// Adds the `.text` sections (`SHT_NOBITS`) over the loaded memory and points the loaded
+/// sections' destinations into them: one over `memory`'s runs of touching ranges, or without
+/// `memory` one over all of `loaded` (gdb sorts every objfile's sections at each registration,
+/// so the fewer the better).
+fn place_in_spans(
+    out: &mut Vec<OutSection>,
+    dests: &mut [Vec<Dest>],
+    loaded: &[(u64, u64)],
+    memory: &[(u64, u64)],
+) {
+    let mut ranges: Vec<(u64, u64)> = memory.iter().copied().filter(|r| r.0 < r.1).collect();
+    if ranges.is_empty() {
+        let lo = loaded.iter().map(|r| r.0).min();
+        let hi = loaded.iter().map(|r| r.1).max();
+        ranges.extend(lo.zip(hi));
+    } else {
+        // A section outside the memory given (not expected) still gets a place.
+        ranges.extend_from_slice(loaded);
+    }
+    ranges.sort_unstable();
+    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match spans.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => spans.push((start, end)),
+        }
+    }
+    let first = out.len();
+    for &(lo, hi) in &spans {
+        let mut sec = OutSection::new(b".text", elf::SHT_NOBITS, Vec::new());
+        sec.flags = u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR);
+        sec.addr = lo;
+        sec.size = hi - lo;
+        out.push(sec);
+    }
+    for dest in dests.iter_mut().flatten() {
+        if let Dest::Loaded(i @ SPAN, addr) = dest {
+            // Every loaded section's start lies in a span (its own range is among them).
+            let k = spans.partition_point(|s| s.0 <= *addr).saturating_sub(1);
+            (*i, *addr) = (first + k, *addr - spans[k].0);
+        }
+    }
 }
 
 /// The bytes of `.eh_frame` up to its terminator, if any (records after it would be lost);
@@ -164,7 +216,7 @@ fn eh_frame_len(o: &ObjectFile<'_>, s: usize, name: &[u8]) -> Result<u64> {
 /// Relocates each input's chunk where it lands and appends it to its concatenated section.
 fn fill_chunks(
     objs: &[ObjectFile<'_>],
-    inputs: &[DebugInput],
+    inputs: &[&DebugInput],
     dests: &[Vec<Dest>],
     concat: &mut [OutSection],
 ) -> Result<()> {
@@ -260,7 +312,9 @@ fn write_elf(mut out: Vec<OutSection>) -> Result<Vec<u8>> {
     names.push(shstrtab.len() as u32);
     shstrtab.extend_from_slice(b".shstrtab\0");
     out.push(OutSection::new(b".shstrtab", elf::SHT_STRTAB, shstrtab));
-    let mut file = vec![0u8; 64];
+    let contents: usize = out.iter().map(|s| s.data.len() + 4096).sum();
+    let mut file = Vec::with_capacity(64 + contents + 64 * out.len());
+    file.resize(64, 0);
     let mut offsets = Vec::with_capacity(out.len());
     for s in &out {
         let align = s.align.clamp(1, 4096) as usize;
