@@ -440,6 +440,31 @@ x + 3
     assert!(text(&out.stderr).contains("remjit: executor restarted empty"));
 }
 
+/// After a crash every cell comes back at the same addresses: `&g` and `&f` print the same
+/// as before, even though an undone cell took a call stub that no replay makes again (the
+/// session's stubs come back where they were), and pointers stored before still hold.
+#[test]
+fn recovery_keeps_the_addresses() {
+    let input = "int g = 5;\nint h(void) { return 2; }\n%undo\nint f(void) { return g; }\n\
+                 int *pg = &g; int (*pf)(void) = f;\n(void *)&g\n(void *)&f\n(void *)pg\n\
+                 *(int *)0 = 1;\n(void *)&g\n(void *)&f\n(void *)pg\npf() + *pg\n";
+    for mode in &MODES[1..] {
+        let out = repl(mode, input);
+        let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 7, "{mode:?}: {stdout}{err}");
+        assert!(lines[0].starts_with("(void *) 0x"), "{stdout}");
+        assert_eq!(lines[0], lines[2], "{mode:?}: {stdout}");
+        assert_eq!(lines[..3], lines[3..6], "{mode:?}: {stdout}");
+        assert_eq!(lines[6], "(int) 10", "{mode:?}");
+        assert!(
+            err.contains("remjit: executor restarted; 6 cells relinked, 4 replayed in "),
+            "{err}"
+        );
+        assert!(!err.contains("new addresses"), "{err}");
+    }
+}
+
 /// A cell whose replay crashes (it behaves differently the second time): the REPL says so
 /// and starts empty rather than stopping.
 #[test]

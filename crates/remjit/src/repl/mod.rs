@@ -145,6 +145,31 @@ pub struct Repl {
     next_cell: u32,
     /// Libraries `%lib` added.
     extra_libraries: Vec<String>,
+    /// The support module's memory, where a restart links it again.
+    support_base: Option<u64>,
+}
+
+/// Where the memory of a session that died lay: a restart links everything at the same
+/// addresses when the fresh executor has them free.
+struct OldPlaces {
+    layout: crate::Layout,
+    support: Option<u64>,
+    /// How many modules (or stub blocks) landed elsewhere.
+    moved: usize,
+}
+
+impl OldPlaces {
+    /// Links the pending inputs at `base` (when known); counts a module that landed elsewhere.
+    fn link(&mut self, session: &mut Session, base: Option<u64>) -> Result<ModuleId> {
+        let Some(base) = base else {
+            return session.link();
+        };
+        let m = session.link_at(base)?;
+        if session.module_base(m) != Some(base) {
+            self.moved += 1;
+        }
+        Ok(m)
+    }
 }
 
 impl Repl {
@@ -157,7 +182,11 @@ impl Repl {
         )?;
         let support = Arc::new(compiler.support_object()?);
         let running = spec.start()?;
-        let session = Self::start_session(&running, &options, &support, &[])?;
+        let session = Self::start_session(&running, &options, &support, &[], None)?;
+        let support_base = session
+            .modules()
+            .first()
+            .and_then(|&m| session.module_base(m));
         Ok(Repl {
             options,
             spec,
@@ -171,15 +200,18 @@ impl Repl {
             lost: false,
             next_cell: 1,
             extra_libraries: Vec::new(),
+            support_base,
         })
     }
 
-    /// A session over `running` with the support module and the libraries linked.
+    /// A session over `running` with the support module and the libraries linked; with `old`,
+    /// at the addresses of the session before.
     fn start_session(
         running: &Running,
         options: &ReplOptions,
         support: &Arc<Vec<u8>>,
         extra: &[String],
+        old: Option<&mut OldPlaces>,
     ) -> Result<Session> {
         let session_options = SessionOptions {
             library_dirs: options.library_dirs.clone(),
@@ -191,7 +223,18 @@ impl Repl {
             session.add_library(lib)?;
         }
         session.add_object_bytes(SUPPORT_OBJECT, support.to_vec());
-        session.link()?;
+        match old {
+            Some(old) => {
+                if !session.adopt_layout(&old.layout)? {
+                    old.moved += 1;
+                }
+                let base = old.support;
+                old.link(&mut session, base)?;
+            }
+            None => {
+                session.link()?;
+            }
+        }
         Ok(session)
     }
 
@@ -478,14 +521,26 @@ impl Repl {
         if let Some(r) = self.running.remote() {
             r.shutdown();
         }
+        let mut old = OldPlaces {
+            layout: self.session.layout(),
+            support: self.support_base,
+            moved: 0,
+        };
+        let bases: Vec<Option<u64>> = (self.cells.iter())
+            .map(|c| c.module.and_then(|m| self.session.module_base(m)))
+            .collect();
         self.running = self.spec.start()?;
         self.lost = false;
+        let places = replay.then_some(&mut old);
         self.session = Self::start_session(
             &self.running,
             &self.options,
             &self.support,
             &self.extra_libraries,
+            places,
         )?;
+        let first = self.session.modules().first().copied();
+        self.support_base = first.and_then(|m| self.session.module_base(m));
         if !replay {
             self.cells.clear();
             self.ctx = self.ctx.rebuilt(std::iter::empty(), self.options.lang);
@@ -496,11 +551,11 @@ impl Repl {
             self.call("__remjit_quiet_on")?;
         }
         let mut replayed = 0;
-        for c in &mut self.cells {
+        for (c, base) in self.cells.iter_mut().zip(bases) {
             let Some(o) = &c.object else { continue };
             self.session
                 .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
-            c.module = Some(self.session.link()?);
+            c.module = Some(old.link(&mut self.session, base)?);
             if let Some(e) = &c.entry {
                 call(&self.session, e)?;
                 replayed += 1;
@@ -509,8 +564,15 @@ impl Repl {
         if quiet {
             self.call("__remjit_quiet_off")?;
         }
+        let moved = match old.moved {
+            0 => String::new(),
+            n => format!(
+                " ({n} modules or stub blocks at new addresses: the old ones are taken in the \
+                 new executor, so pointers from before the restart into them are stale)"
+            ),
+        };
         Ok(format!(
-            "executor restarted; {} cells relinked, {replayed} replayed in {} ms",
+            "executor restarted; {} cells relinked, {replayed} replayed in {} ms{moved}",
             self.cells.len(),
             t.elapsed().as_millis()
         ))
