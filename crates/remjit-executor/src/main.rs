@@ -15,7 +15,7 @@ use remjit_executor::{crash, server, signals};
 fn usage() -> ! {
     eprintln!(
         "usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT [token-file=PATH | \
-         --insecure-no-auth]"
+         --insecure-no-auth] [keep-listening]"
     );
     std::process::exit(2);
 }

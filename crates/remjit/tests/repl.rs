@@ -582,9 +582,15 @@ fn test_token(seed: u8) -> String {
 /// `remjit-executor listen=127.0.0.1:0` with `token`, its stdout to `stdout`: the child and
 /// its address.
 fn listen(token: &str, stdout: Stdio) -> (std::process::Child, String) {
+    listen_with(token, stdout, &[])
+}
+
+/// [`listen`] with more arguments (`keep-listening`).
+fn listen_with(token: &str, stdout: Stdio, args: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut exec = Command::new(remjit().with_file_name("remjit-executor"))
         .arg("listen=127.0.0.1:0")
+        .args(args)
         .env("REMJIT_TOKEN", token)
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -623,8 +629,9 @@ fn session_over_tcp() {
     assert_eq!(text(&done.stdout), "remote 21\n");
 }
 
-/// Over TCP a crash ends the executor's one session: no executor can be had again, and the
-/// REPL ends with an error instead of going on without one.
+/// Over TCP to an executor serving one session, a crash ends it: no executor can be had
+/// again, and the REPL ends with an error (saying what would let it reconnect) instead of
+/// going on without one.
 #[test]
 fn a_crash_over_tcp_ends_the_session() {
     let token = test_token(12);
@@ -642,6 +649,10 @@ fn a_crash_over_tcp_ends_the_session() {
         "{err}"
     );
     assert!(
+        err.contains("start the executor with `remjit-executor listen=... keep-listening`"),
+        "{err}"
+    );
+    assert!(
         err.ends_with("remjit: error: the session is lost: no executor runs its code\n"),
         "{err}"
     );
@@ -650,24 +661,57 @@ fn a_crash_over_tcp_ends_the_session() {
     let _ = exec.wait();
 }
 
-/// Ctrl-C cannot reach an executor over TCP: it ends the REPL (instead of being swallowed
-/// while the REPL waits on the wire), and the executor ends with the connection.
+/// Over TCP to a `keep-listening` executor, a crash ends only that connection's session
+/// process: the REPL connects again, relinks every cell at the same addresses and replays,
+/// and the listener serves on.
 #[test]
-fn ctrl_c_over_tcp_ends_the_repl_and_the_executor() {
-    use std::os::unix::process::ExitStatusExt;
+fn a_crash_over_tcp_reconnects_and_replays() {
+    let token = test_token(12);
+    let (mut exec, addr) = listen_with(&token, Stdio::null(), &["keep-listening"]);
+    let connect = format!("--oop-executor-connect={addr}");
+    let input = "int g = 5;\nint f(void) { return g; }\n(void *)&g\n(void *)&f\ng = 7;\n\
+                 *(int *)0 = 1;\n(void *)&g\n(void *)&f\nf()\n";
+    let out = repl_env(&[&connect], input, &[("REMJIT_TOKEN", &token)]);
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}{err}");
+    assert!(lines[0].starts_with("(void *) 0x"), "{stdout}");
+    assert_eq!(lines[..2], lines[2..4], "{stdout}");
+    assert_eq!(lines[4], "(int) 7");
+    assert!(
+        err.contains("remjit: cell 6: the executor closed the connection"),
+        "{err}"
+    );
+    assert!(
+        err.contains("remjit: executor restarted; 5 cells relinked, 3 replayed in "),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The listener still serves.
+    let again = repl_env(&[&connect], "6 * 7\n", &[("REMJIT_TOKEN", &token)]);
+    assert_eq!(text(&again.stdout), "(int) 42\n", "{}", text(&again.stderr));
+    let _ = exec.kill();
+    let _ = exec.wait();
+}
+
+/// Ctrl-C over TCP reaches the executor as urgent data: the looping cell is interrupted, the
+/// REPL connects again (to a `keep-listening` executor), replays and goes on with the next
+/// cell.
+#[test]
+fn ctrl_c_over_tcp_interrupts_the_cell() {
     let token = test_token(13);
-    let (mut exec, addr) = listen(&token, Stdio::piped());
+    let (mut exec, addr) = listen_with(&token, Stdio::piped(), &["keep-listening"]);
     let mut repl = Command::new(remjit())
         .args(["repl", &format!("--oop-executor-connect={addr}")])
         .env("REMJIT_TOKEN", &token)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = repl.stdin.take().unwrap();
     stdin
-        .write_all(b"#include <stdio.h>\nputs(\"spin\" \"ning\"); fflush(stdout); while (1) {}\n")
+        .write_all(b"#include <stdio.h>\nint x = 41;\nputs(\"spin\" \"ning\"); fflush(stdout); while (1) {}\n")
         .unwrap();
     // The cell runs once the executor printed its marker (its stdout is the executor's).
     let mut out = exec.stdout.take().unwrap();
@@ -688,10 +732,29 @@ fn ctrl_c_over_tcp_ends_the_repl_and_the_executor() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(repl.id() as libc::pid_t, libc::SIGINT) };
-    let st = common::wait_bounded(&mut repl, Duration::from_secs(60), "the REPL");
-    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
-    common::wait_bounded(&mut exec, Duration::from_secs(60), "the executor");
+    stdin.write_all(b"x + 1\n").unwrap();
     drop(stdin);
+    let st = common::wait_bounded(&mut repl, Duration::from_secs(60), "the REPL");
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    repl.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    repl.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = exec.kill();
+    let _ = exec.wait();
+    assert_eq!(stdout, "(int) 42\n", "{stderr}");
+    assert!(stderr.contains("remjit: cell 3: interrupted\n"), "{stderr}");
+    assert!(
+        stderr.contains("remjit: executor restarted; 2 cells relinked, 0 replayed in "),
+        "{stderr}"
+    );
+    assert_eq!(st.code(), Some(1), "{st:?}: {stderr}");
 }
 
 /// Everything the terminal shows until it shows `what` anew (or the deadline passes).

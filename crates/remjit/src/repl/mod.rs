@@ -183,6 +183,7 @@ impl Repl {
         let support = Arc::new(compiler.support_object()?);
         let running = spec.start()?;
         let session = Self::start_session(&running, &options, &support, &[], None)?;
+        exec::route_interrupts(Some(&running));
         let support_base = session
             .modules()
             .first()
@@ -450,6 +451,9 @@ impl Repl {
     /// Runs a cell's statements; reads its value back.
     fn run_cell(&self, number: u32, entry: &str, has_value: bool) -> Result<Option<String>> {
         let _ = number;
+        // A Ctrl-C sent while no cell ran has been taken by the executor (or waits for this
+        // cell, as a local one would): the next one may interrupt again.
+        exec::take_interrupt();
         self.call(entry)?;
         if !has_value {
             return Ok(None);
@@ -485,6 +489,8 @@ impl Repl {
         };
         let text = match ending {
             Ending::Signaled(libc::SIGINT, _) => "interrupted".to_string(),
+            // Over TCP, where all we see is the connection closing.
+            Ending::Unknown if exec::take_interrupt() => "interrupted".to_string(),
             _ => text,
         };
         events.push(Event::Crash(format!("cell {number}: {text}")));
@@ -505,7 +511,17 @@ impl Repl {
 
     /// No executor could be started: the session is over.
     fn lost(&mut self, e: Error, events: &mut Vec<Event>) {
-        events.push(Event::Error(format!("cannot restart the executor: {e}")));
+        let hint = match self.spec {
+            ExecutorSpec::Connect { .. } => {
+                " (after a crash the REPL connects again: start the executor with \
+                 `remjit-executor listen=... keep-listening`, which serves each connection in \
+                 a process of its own)"
+            }
+            _ => "",
+        };
+        events.push(Event::Error(format!(
+            "cannot restart the executor: {e}{hint}"
+        )));
         self.lost = true;
     }
 
@@ -518,6 +534,7 @@ impl Repl {
     /// statements with output suppressed, else starts empty. Says what it did.
     pub fn restart(&mut self, replay: bool) -> Result<String> {
         let t = Instant::now();
+        exec::route_interrupts(None);
         if let Some(r) = self.running.remote() {
             r.shutdown();
         }
@@ -530,6 +547,7 @@ impl Repl {
             .map(|c| c.module.and_then(|m| self.session.module_base(m)))
             .collect();
         self.running = self.spec.start()?;
+        exec::route_interrupts(Some(&self.running));
         self.lost = false;
         let places = replay.then_some(&mut old);
         self.session = Self::start_session(
@@ -616,6 +634,7 @@ impl Repl {
 
     /// Ends the session (the executor too).
     pub fn shutdown(&self) {
+        exec::route_interrupts(None);
         if let Some(r) = self.running.remote() {
             r.shutdown();
         }
