@@ -75,19 +75,34 @@ fn c_variables_types_and_macros_persist() {
     }
 }
 
-/// A REPL killed before it could clean up leaves its directory; the next REPL removes it.
+/// A REPL killed before it could clean up leaves its directory; the next REPL removes it: its
+/// lock file is locked by no process. A directory whose lock is held (here by this test, as
+/// by a live REPL in any PID namespace) stays.
 #[test]
 fn stale_private_directories_are_removed() {
-    let mut dead = Command::new("true").spawn().unwrap();
-    let pid = dead.id();
-    dead.wait().unwrap();
-    let stale = std::env::temp_dir().join(format!("remjit-repl-{pid}-stale"));
-    std::fs::create_dir_all(&stale).unwrap();
-    std::fs::write(stale.join("cell1.c"), "int x;").unwrap();
+    let make = |name: &str| {
+        let dir = std::env::temp_dir().join(format!("remjit-repl-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cell1.c"), "int x;").unwrap();
+        let lock = std::fs::File::create(dir.join("lock")).unwrap();
+        // Made an hour ago: no REPL is between creating and locking it.
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        lock.set_modified(hour_ago).unwrap();
+        (dir, lock)
+    };
+    let (stale, _) = make(&format!("{}-stale", std::process::id()));
+    let (live, held) = make(&format!("{}-live", std::process::id()));
+    // SAFETY: flock on a descriptor of ours.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
     assert_session(&["--in-process"], "1 + 1\n", "(int) 2\n", 0);
-    let left = stale.exists();
+    let (stale_left, live_left) = (stale.exists(), live.exists());
     let _ = std::fs::remove_dir_all(&stale);
-    assert!(!left, "{} is still there", stale.display());
+    let _ = std::fs::remove_dir_all(&live);
+    assert!(!stale_left, "{} is still there", stale.display());
+    assert!(live_left, "{} was removed while locked", live.display());
 }
 
 /// A thread-local keeps its value across cells (cells are compiled -fPIC: another cell's
