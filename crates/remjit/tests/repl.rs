@@ -537,7 +537,8 @@ fn saved_session_compiles_natively() {
 /// The stdout of saved C program `file`, compiled natively by gcc (next to it).
 fn native_output(file: &std::path::Path) -> String {
     let exe = file.with_extension("exe");
-    let cc = Command::new("gcc")
+    let cpp = file.extension().is_some_and(|e| e == "cpp");
+    let cc = Command::new(if cpp { "g++" } else { "gcc" })
         .arg(file)
         .arg("-o")
         .arg(&exe)
@@ -550,6 +551,21 @@ fn native_output(file: &std::path::Path) -> String {
 /// A saved session keeps both branches of a cell's `#if`/`#else` (the later branch's variable
 /// dropped the earlier one's definition), its function pointer and its function whose body
 /// was on the next line.
+/// C++ `%save` keeps only the last definition of a redefined function, and every overload.
+#[test]
+fn saved_cxx_redefinitions_compile_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.cpp");
+    let input = format!(
+        "#include <cstdio>\nint f(int a) {{ return a; }}\nf(1)\n\
+         int f(int b) {{ return b * 2; }}\nint f(double d) {{ return 7; }}\n\
+         std::printf(\"%d %d\\n\", f(2), f(1.5));\n%save {}\n",
+        file.display()
+    );
+    assert_session(&["--lang", "c++"], &input, "(int) 1\n4 7\n", 0);
+    assert_eq!(native_output(&file), "4 7\n");
+}
+
 #[test]
 fn saved_conditionals_compile_natively() {
     let dir = tempfile::tempdir().unwrap();
