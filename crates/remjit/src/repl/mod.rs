@@ -279,11 +279,12 @@ impl Repl {
         let (mut items, pending) = match ahead {
             Some(a) => (a.items, a.pending),
             None => {
-                let items = split::split(src, lang, &self.ctx.known);
+                let mut items = split::split(src, lang, &self.ctx.known);
                 if items.is_empty() {
                     out.ok = true;
                     return out;
                 }
+                split::bind_structured(&mut items, number, lang, &self.ctx.known);
                 if let Some(why) = split::refusal(&items, lang) {
                     self.next_cell += 1;
                     out.events
@@ -422,6 +423,10 @@ impl Repl {
             let mut decls = Vec::new();
             for (name, _) in &v.names {
                 match self.auto_type(&compile::auto_type_symbol(number, name)) {
+                    // An array or function type (`int (&)[2]`) has no `T name` spelling.
+                    Some(ty) if ty.contains(['(', '[']) => {
+                        decls.push(format!("extern __typeof__({ty}) {name};"))
+                    }
                     Some(ty) => decls.push(format!("extern {ty} {name};")),
                     None => {
                         decls.clear();
