@@ -395,7 +395,8 @@ impl Repl {
         }
         let mut ctx = self.ctx.clone();
         ctx.absorb(number, items, lang);
-        let next_items = split::split(next, lang, &ctx.known);
+        let mut next_items = split::split(next, lang, &ctx.known);
+        split::bind_structured(&mut next_items, number + 1, lang, &ctx.known);
         if next_items.is_empty() || split::refusal(&next_items, lang).is_some() {
             return None;
         }
