@@ -457,9 +457,6 @@ impl Repl {
     /// Runs a cell's statements; reads its value back.
     fn run_cell(&self, number: u32, entry: &str, has_value: bool) -> Result<Option<String>> {
         let _ = number;
-        // A Ctrl-C sent while no cell ran has been taken by the executor (or waits for this
-        // cell, as a local one would): the next one may interrupt again.
-        exec::take_interrupt();
         self.call(entry)?;
         if !has_value {
             return Ok(None);
