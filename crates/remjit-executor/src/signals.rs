@@ -43,7 +43,7 @@ extern "C" fn on_urgent_data(_: libc::c_int) {
 }
 
 /// Over TCP: urgent data on `socket` (one byte the controller sends with `MSG_OOB`) interrupts
-/// the running JIT'd code as Ctrl-C would (see [`on_urgent_data`]). Returns whether it is set.
+/// the running JIT'd code as Ctrl-C would (SIGURG raises SIGINT). Returns whether it is set.
 /// SIGINT ignored (inherited from a shell that started the listener in the background) gets
 /// its default back: here it means the controller's Ctrl-C.
 pub fn interrupt_on_urgent_data(socket: std::os::fd::RawFd) -> bool {
