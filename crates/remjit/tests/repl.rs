@@ -487,6 +487,30 @@ fn recovery_keeps_the_addresses() {
     }
 }
 
+/// Where the new executor cannot give the old addresses (in process, the old memory stays
+/// mapped), the cells are linked elsewhere, still work, and the note says so.
+#[test]
+fn a_restart_that_cannot_keep_the_addresses_says_so() {
+    let out = assert_session(
+        &["--in-process"],
+        "int g = 4;\nint f(void) { return g; }\n%restart\nf()\n",
+        "(int) 4\n",
+        0,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("remjit: executor restarted; 2 cells relinked, 0 replayed in "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            " ms (4 modules or stub blocks at new addresses: the new executor could not give \
+             the old ones, so pointers from before the restart into them are stale)\n"
+        ),
+        "{err}"
+    );
+}
+
 /// A cell whose replay crashes (it behaves differently the second time): the REPL says so
 /// and starts empty rather than stopping.
 #[test]

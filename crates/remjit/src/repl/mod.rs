@@ -588,8 +588,8 @@ impl Repl {
         let moved = match old.moved {
             0 => String::new(),
             n => format!(
-                " ({n} modules or stub blocks at new addresses: the old ones are taken in the \
-                 new executor, so pointers from before the restart into them are stale)"
+                " ({n} modules or stub blocks at new addresses: the new executor could not give \
+                 the old ones, so pointers from before the restart into them are stale)"
             ),
         };
         Ok(format!(
