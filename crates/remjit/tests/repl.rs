@@ -647,6 +647,17 @@ fn listen(token: &str, stdout: Stdio) -> (std::process::Child, String) {
     listen_with(token, stdout, &[])
 }
 
+/// A listening executor killed (and reaped) when the test ends, passing or not: a
+/// `keep-listening` one never ends by itself.
+struct Listener(std::process::Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// [`listen`] with more arguments (`keep-listening`).
 fn listen_with(token: &str, stdout: Stdio, args: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
@@ -729,7 +740,8 @@ fn a_crash_over_tcp_ends_the_session() {
 #[test]
 fn a_crash_over_tcp_reconnects_and_replays() {
     let token = test_token(12);
-    let (mut exec, addr) = listen_with(&token, Stdio::null(), &["keep-listening"]);
+    let (exec, addr) = listen_with(&token, Stdio::null(), &["keep-listening"]);
+    let _listener = Listener(exec);
     let connect = format!("--oop-executor-connect={addr}");
     let input = "int g = 5;\nint f(void) { return g; }\n(void *)&g\n(void *)&f\ng = 7;\n\
                  *(int *)0 = 1;\n(void *)&g\n(void *)&f\nf()\n";
@@ -752,8 +764,6 @@ fn a_crash_over_tcp_reconnects_and_replays() {
     // The listener still serves.
     let again = repl_env(&[&connect], "6 * 7\n", &[("REMJIT_TOKEN", &token)]);
     assert_eq!(text(&again.stdout), "(int) 42\n", "{}", text(&again.stderr));
-    let _ = exec.kill();
-    let _ = exec.wait();
 }
 
 /// Ctrl-C over TCP reaches the executor as urgent data: the looping cell is interrupted, the
@@ -763,6 +773,8 @@ fn a_crash_over_tcp_reconnects_and_replays() {
 fn ctrl_c_over_tcp_interrupts_the_cell() {
     let token = test_token(13);
     let (mut exec, addr) = listen_with(&token, Stdio::piped(), &["keep-listening"]);
+    let mut out = exec.stdout.take().unwrap();
+    let _listener = Listener(exec);
     let mut repl = Command::new(remjit())
         .args(["repl", &format!("--oop-executor-connect={addr}")])
         .env("REMJIT_TOKEN", &token)
@@ -776,7 +788,6 @@ fn ctrl_c_over_tcp_interrupts_the_cell() {
         .write_all(b"#include <stdio.h>\nint x = 41;\nputs(\"spin\" \"ning\"); fflush(stdout); while (1) {}\n")
         .unwrap();
     // The cell runs once the executor printed its marker (its stdout is the executor's).
-    let mut out = exec.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -789,7 +800,7 @@ fn ctrl_c_over_tcp_interrupts_the_cell() {
         }
     });
     if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = (repl.kill(), exec.kill(), repl.wait(), exec.wait());
+        let _ = (repl.kill(), repl.wait());
         panic!("the looping cell never ran");
     }
     // SAFETY: signalling our own child.
@@ -808,8 +819,6 @@ fn ctrl_c_over_tcp_interrupts_the_cell() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let _ = exec.kill();
-    let _ = exec.wait();
     assert_eq!(stdout, "(int) 42\n", "{stderr}");
     assert!(stderr.contains("remjit: cell 3: interrupted\n"), "{stderr}");
     assert!(
