@@ -1,10 +1,11 @@
 //! `remjit-executor`: runs JIT'd code for a remjit or LLVM ORC controller.
 //!
 //!     remjit-executor filedescs=IN,OUT      inherited descriptors (two pipe ends, or one socket twice)
-//!     remjit-executor listen=[HOST:]PORT [token-file=PATH | --insecure-no-auth]
+//!     remjit-executor listen=[HOST:]PORT [token-file=PATH | --insecure-no-auth] [keep-listening]
 //!                                           one authenticated TCP session (HOST defaults to
 //!                                           127.0.0.1; the token comes from the file or from
-//!                                           REMJIT_TOKEN)
+//!                                           REMJIT_TOKEN); with keep-listening, a forked
+//!                                           process per connection, the listener going on
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, RawFd};
@@ -15,7 +16,7 @@ use remjit_executor::{crash, server, signals};
 fn usage() -> ! {
     eprintln!(
         "usage: remjit-executor filedescs=IN,OUT | listen=[HOST:]PORT [token-file=PATH | \
-         --insecure-no-auth]"
+         --insecure-no-auth] [keep-listening]"
     );
     std::process::exit(2);
 }

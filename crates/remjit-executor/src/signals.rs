@@ -34,6 +34,37 @@ pub fn restore_program_dispositions() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
+/// SIGURG: TCP urgent data arrived on the session's socket, the controller's Ctrl-C (no signal
+/// of the controller's host reaches us). Raised as SIGINT in the thread that takes it: the one
+/// running JIT'd code, as asynchronous signals reach only that thread.
+extern "C" fn on_urgent_data(_: libc::c_int) {
+    // SAFETY: raise is async-signal-safe.
+    unsafe { libc::raise(libc::SIGINT) };
+}
+
+/// Over TCP: urgent data on `socket` (one byte the controller sends with `MSG_OOB`) interrupts
+/// the running JIT'd code as Ctrl-C would (SIGURG raises SIGINT). Returns whether it is set.
+/// SIGINT ignored (inherited from a shell that started the listener in the background) gets
+/// its default back: here it means the controller's Ctrl-C.
+pub fn interrupt_on_urgent_data(socket: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_SETOWN on a socket of ours, then a handler that only raises a signal.
+    unsafe {
+        if libc::fcntl(socket, libc::F_SETOWN, libc::getpid()) != 0 {
+            return false;
+        }
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old);
+        if old.sa_sigaction == libc::SIG_IGN {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_urgent_data as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()) == 0
+    }
+}
+
 /// Before a session starts any thread: records the mask JIT'd code will run with, then blocks
 /// the asynchronous signals on this thread (and so in every thread started from now on) until
 /// [`unblock_async_signals`]. Signals that arrive while no JIT'd code runs wait for it (or for

@@ -204,6 +204,12 @@ pub fn reserve(size: u64, near: Option<u64>, low: bool) -> std::io::Result<u64> 
     place(size, size, near, low).map(|r| r.0)
 }
 
+/// Reserves `size` bytes of inaccessible address space at exactly `addr` (page aligned), never
+/// over an existing mapping; `None` when anything lies there.
+pub fn reserve_exact(addr: u64, size: u64) -> Option<u64> {
+    map_at(addr, size)
+}
+
 /// Replaces `[addr, addr + len)` with fresh inaccessible pages: gives the memory back (RSS
 /// falls), drops file or shared mappings there, and leaves zeroes for the next user.
 pub fn reset(addr: u64, len: u64) -> std::io::Result<()> {

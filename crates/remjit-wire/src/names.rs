@@ -87,6 +87,12 @@ pub const REMJIT_RUN_MAIN: &str = "__remjit_run_main_wrapper";
 /// Our shared-memory mapper (memfd over SCM_RIGHTS): `Expected<addr>(size, low)`; the memfd
 /// follows on the socket.
 pub const REMJIT_MEMFD_RESERVE: &str = "__remjit_memfd_reserve_wrapper";
+/// A bootstrap symbol (no service): this executor, over TCP, interrupts the running JIT'd code
+/// as Ctrl-C would when a byte of TCP urgent data (`MSG_OOB`) arrives.
+pub const REMJIT_URGENT_INTERRUPT: &str = "__remjit_urgent_interrupt";
+/// `Error(addr)`: the next reservation (of any flavour) must start exactly at `addr`, or fail
+/// (a REPL's fresh executor taking its predecessor's addresses).
+pub const REMJIT_RESERVE_AT: &str = "__remjit_reserve_at_wrapper";
 /// `Error((addr, seq<(offset, len, path, file_offset)>))`: map file pages over a range.
 pub const REMJIT_MAP_FILES: &str = "__remjit_map_files_wrapper";
 /// `Error((addr, area, bool))`: with `true`, give the three areas of `area` bytes of shared

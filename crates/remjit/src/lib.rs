@@ -102,4 +102,4 @@ pub mod session;
 pub use error::{Error, Result};
 pub use executor::{Arg, Executor, Ret, RetKind};
 pub use link::SymbolKind;
-pub use session::{ModuleId, Session, SessionOptions, SymbolInfo};
+pub use session::{Layout, ModuleId, Session, SessionOptions, SymbolInfo};

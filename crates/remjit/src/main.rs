@@ -320,6 +320,7 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         // once after the links instead: rebuilding it per module would cost O(n^2)).
         in_process_crash_table: cli.exec.in_process && !cli.noexec && !cli.link_each,
         slab_address: slab_placement(&cli)?,
+        share_pages: true,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
             jitdump: cli.jitdump,

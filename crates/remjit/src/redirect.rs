@@ -66,6 +66,65 @@ impl CallStubs {
     }
 }
 
+/// Where a session's call stubs lie, to make them again at the same addresses in a fresh
+/// session (see [`CallStubs::restore`]).
+#[derive(Debug, Clone, Default)]
+pub struct StubLayout {
+    by_name: Vec<(Vec<u8>, u64)>,
+    next: u64,
+    end: u64,
+    blocks: Vec<u64>,
+}
+
+impl CallStubs {
+    /// Where the stubs are.
+    pub(crate) fn layout(&self) -> StubLayout {
+        StubLayout {
+            by_name: self.by_name.iter().map(|(n, &a)| (n.clone(), a)).collect(),
+            next: self.next,
+            end: self.end,
+            blocks: self.blocks.keys().copied().collect(),
+        }
+    }
+
+    /// Makes the blocks of `layout` again (in a session that has none yet), each at its old
+    /// address when the slab has it free, else where the slab puts it; every name keeps its
+    /// stub's place in its block, with slots empty until definitions arrive. Returns how many
+    /// blocks moved.
+    pub(crate) fn restore(&mut self, layout: &StubLayout, slab: &SlabAllocator) -> Result<usize> {
+        let mut moved = BTreeMap::new();
+        for &old in &layout.blocks {
+            slab.place_next_at(Some(old))?;
+            let made = new_block(slab);
+            slab.place_next_at(None)?;
+            let (base, page, view) = made?;
+            self.page = page;
+            self.blocks.insert(base, view);
+            moved.insert(old, base);
+        }
+        let page = self.page;
+        let at = |old: u64| -> u64 {
+            match moved.range(..=old).next_back() {
+                Some((&o, &n)) if old - o <= page => n + (old - o),
+                _ => old,
+            }
+        };
+        for (name, addr) in &layout.by_name {
+            self.by_name.insert(name.clone(), at(*addr));
+        }
+        // `next` may equal its block's end: translate through the block's start.
+        let block = layout.end.saturating_sub(page);
+        (self.next, self.end) = (
+            at(block) + layout.next.saturating_sub(block),
+            at(block) + page,
+        );
+        if layout.blocks.is_empty() {
+            (self.next, self.end) = (0, 0);
+        }
+        Ok(moved.iter().filter(|(o, n)| o != n).count())
+    }
+}
+
 /// Allocates and finalizes a block: a page of stubs, then a page of zeroed slots. Returns
 /// its base, the page size and the controller's live view of it, if any.
 fn new_block(slab: &SlabAllocator) -> Result<(u64, u64, Option<u64>)> {

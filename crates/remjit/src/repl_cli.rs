@@ -278,10 +278,21 @@ fn command(repl: &mut Repl, line: &str, timing: &mut bool) -> anyhow::Result<boo
 }
 
 /// A no-op SIGINT handler: Ctrl-C ends the executor (in our process group) running a cell, not
-/// the REPL. A handler, not SIG_IGN, so that executors started later do not inherit it. Not
-/// with an executor over TCP, which Ctrl-C cannot reach: there it ends the REPL, as the
-/// session is lost anyway (the executor ends when the connection does).
+/// the REPL. A handler, not SIG_IGN, so that executors started later do not inherit it.
 extern "C" fn on_interrupt(_: libc::c_int) {}
+
+/// Over TCP, where no signal reaches the executor: Ctrl-C goes to it as urgent data (see
+/// [`remjit::repl::exec::send_interrupt`]). When it cannot (LLVM's executor, or a second
+/// Ctrl-C before the first took effect), Ctrl-C ends the REPL as it would without a handler.
+extern "C" fn on_interrupt_tcp(_: libc::c_int) {
+    if !remjit::repl::exec::send_interrupt() {
+        // SAFETY: async-signal-safe calls: back to the default disposition, then the signal.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::raise(libc::SIGINT);
+        }
+    }
+}
 
 /// `remjit repl ARGS` (`args[0]` is the program name).
 pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
@@ -299,14 +310,13 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
         remjit_executor::signals::restore_program_dispositions();
         remjit_executor::crash::install_in_process()
             .map_err(|e| anyhow!("cannot install the crash handlers: {e}"))?;
-    } else if matches!(spec, ExecutorSpec::Spawn { .. }) {
-        // SAFETY: installing a handler that does nothing.
-        unsafe {
-            libc::signal(
-                libc::SIGINT,
-                on_interrupt as *const () as libc::sighandler_t,
-            )
+    } else {
+        let handler = match spec {
+            ExecutorSpec::Connect { .. } => on_interrupt_tcp as *const (),
+            _ => on_interrupt as *const (),
         };
+        // SAFETY: installing a handler that does nothing, or only async-signal-safe calls.
+        unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
     }
     let options = ReplOptions {
         compile_flags: cli.compiler_flags,

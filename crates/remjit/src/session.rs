@@ -28,7 +28,7 @@ use crate::link::{
     self, FunctionSymbol, LinkEnv, LinkInput, LinkTimes, LinkedModule, SessionSymbol, SymbolKind,
 };
 use crate::memory::{FinalizedAlloc, MemoryMapper, PretendMapper, SlabAllocator};
-use crate::redirect::CallStubs;
+use crate::redirect::{CallStubs, StubLayout};
 
 /// An executor's refusal, prefixed with what the session was doing (`calling `f``).
 fn naming(e: Error, doing: &str) -> Error {
@@ -69,6 +69,11 @@ pub struct SessionOptions {
     /// ([`remjit_executor::crash::install_in_process`]) names current, published before each
     /// module's constructors run (each link then rebuilds the whole table).
     pub in_process_crash_table: bool,
+    /// Small modules share pages with each other (packs, see the `memory::pack` module): no
+    /// mprotect and no fresh page per module. Off for a session that must re-link modules at
+    /// exact earlier addresses ([`Session::link_at`], the REPL's recovery): a packed module's
+    /// pieces are placed by the packs, not at a requested base.
+    pub share_pages: bool,
 }
 
 impl Default for SessionOptions {
@@ -85,6 +90,7 @@ impl Default for SessionOptions {
             in_process_crash_table: false,
             slab_address: None,
             perf: PerfOutputs::default(),
+            share_pages: true,
         }
     }
 }
@@ -115,6 +121,16 @@ pub struct SymbolInfo {
     /// address that later modules' calls and `&name` bind to (it jumps to the visible
     /// definition, whichever module that is).
     pub stub: Option<u64>,
+}
+
+/// Where a session's memory lies: its slab reservations and call stubs. A fresh session over
+/// a fresh executor can take the same addresses ([`Session::adopt_layout`], then
+/// [`Session::link_at`] each module's old [`Session::module_base`]), so that pointers into
+/// JIT'd code and data taken before stay valid (a REPL restarting after a crash).
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    reservations: Vec<(u64, u64)>,
+    stubs: StubLayout,
 }
 
 struct Module {
@@ -217,6 +233,9 @@ impl Session {
             None => executor.mapper(),
         };
         let slab = SlabAllocator::new(mapper, options.slab_size, true);
+        if !options.share_pages {
+            slab.no_packs()?;
+        }
         let search = LibrarySearch {
             user_dirs: options.library_dirs.clone(),
         };
@@ -416,6 +435,53 @@ impl Session {
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// Links like [`Session::link`], with the module's memory starting exactly at `base` when
+    /// that range is free (compare [`Session::module_base`] to know), else wherever it goes.
+    /// Only in a session without [`SessionOptions::share_pages`]: a small module's pieces in
+    /// shared pages go where the packs have room.
+    pub fn link_at(&mut self, base: u64) -> Result<ModuleId> {
+        self.slab.place_next_at(Some(base))?;
+        let linked = self.link();
+        // A link that failed before allocating leaves the wish: withdraw it.
+        self.slab.place_next_at(None)?;
+        linked
+    }
+
+    /// Where module `id`'s memory starts.
+    pub fn module_base(&self, id: ModuleId) -> Option<u64> {
+        self.modules.get(&id).map(|m| m.alloc.base)
+    }
+
+    /// Where this session's memory lies, for [`Session::adopt_layout`].
+    pub fn layout(&self) -> Layout {
+        Layout {
+            reservations: self.slab.reservations(),
+            stubs: self.stubs.layout(),
+        }
+    }
+
+    /// In a fresh session (nothing linked yet), takes the address space and call stubs of
+    /// `layout` (another session's) at the same addresses, as far as the executor has them
+    /// free. Returns false when some could not be had: their stubs, and modules linked at
+    /// their old addresses there, land elsewhere.
+    pub fn adopt_layout(&mut self, layout: &Layout) -> Result<bool> {
+        if !self.modules.is_empty() {
+            return Err(Error::Usage(
+                "a layout is adopted before the first link".into(),
+            ));
+        }
+        let reserved = self.slab.reserve_exact(&layout.reservations);
+        if let Err(e) = &reserved {
+            tracing::warn!("cannot take the earlier session's address space: {e}");
+        }
+        let moved = if self.redirect {
+            self.stubs.restore(&layout.stubs, &self.slab)?
+        } else {
+            0
+        };
+        Ok(reserved.is_ok() && moved == 0)
     }
 
     /// The newest function definition of `name` that a call stub can jump to.

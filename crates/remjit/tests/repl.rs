@@ -75,19 +75,34 @@ fn c_variables_types_and_macros_persist() {
     }
 }
 
-/// A REPL killed before it could clean up leaves its directory; the next REPL removes it.
+/// A REPL killed before it could clean up leaves its directory; the next REPL removes it: its
+/// lock file is locked by no process. A directory whose lock is held (here by this test, as
+/// by a live REPL in any PID namespace) stays.
 #[test]
 fn stale_private_directories_are_removed() {
-    let mut dead = Command::new("true").spawn().unwrap();
-    let pid = dead.id();
-    dead.wait().unwrap();
-    let stale = std::env::temp_dir().join(format!("remjit-repl-{pid}-stale"));
-    std::fs::create_dir_all(&stale).unwrap();
-    std::fs::write(stale.join("cell1.c"), "int x;").unwrap();
+    let make = |name: &str| {
+        let dir = std::env::temp_dir().join(format!("remjit-repl-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cell1.c"), "int x;").unwrap();
+        let lock = std::fs::File::create(dir.join("lock")).unwrap();
+        // Made an hour ago: no REPL is between creating and locking it.
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        lock.set_modified(hour_ago).unwrap();
+        (dir, lock)
+    };
+    let (stale, _) = make(&format!("{}-stale", std::process::id()));
+    let (live, held) = make(&format!("{}-live", std::process::id()));
+    // SAFETY: flock on a descriptor of ours.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
+        0
+    );
     assert_session(&["--in-process"], "1 + 1\n", "(int) 2\n", 0);
-    let left = stale.exists();
+    let (stale_left, live_left) = (stale.exists(), live.exists());
     let _ = std::fs::remove_dir_all(&stale);
-    assert!(!left, "{} is still there", stale.display());
+    let _ = std::fs::remove_dir_all(&live);
+    assert!(!stale_left, "{} is still there", stale.display());
+    assert!(live_left, "{} was removed while locked", live.display());
 }
 
 /// A thread-local keeps its value across cells (cells are compiled -fPIC: another cell's
@@ -194,28 +209,35 @@ fn cxx_temporaries_and_constants_print() {
 
 /// A structured binding at the top level is refused with a message (it made every later cell
 /// fail: "structured binding declaration cannot be 'extern'"); one in a block runs.
+/// Top-level structured bindings (of a pair, a struct, an array) are kept: a hidden global
+/// holds the object, later cells see the names, assignments through them persist and come
+/// back after a crash.
 #[test]
-fn top_level_structured_bindings_are_refused() {
-    let input = "#include <utility>\nauto [a, b] = std::pair<int, int>(1, 2);\nint c = 3;\nc\n\
-                 { auto [x, y] = std::pair<int, int>(4, 5); c = x + y; }\nc\n";
-    for mode in [&["--in-process"][..], &[]] {
-        let out = assert_session(
-            &[&["--lang", "c++"], mode].concat(),
-            input,
-            "(int) 3\n(int) 9\n",
-            1,
-        );
-        assert_eq!(
-            text(&out.stderr),
-            "remjit: error: cell 2:1: a structured binding is not kept at the top level (later \
-             cells could not declare its names); keep the whole value (`auto p = ...;`, then \
-             `p.first`) or bind in a block (`{ auto [a, b] = ...; ... }`)\n"
-        );
-    }
+fn top_level_structured_bindings_are_kept() {
+    let input = "#include <utility>\n#include <cstdio>\nauto [a, b] = std::pair<int, int>(1, 2);\n\
+                 a + b\nb = 10;\nstd::printf(\"%d %d\\n\", a, b);\n\
+                 struct P { int x; double y; };\nconst auto &[px, py] = P{3, 4.5};\npy\n\
+                 int arr[2] = {7, 8};\nauto &[r0, r1] = arr;\nr1 = 9;\narr[1]\n\
+                 *(int *)0 = 1;\na + b + r1\n";
+    let expected = "(int) 3\n1 10\n(double) 4.5\n(int) 9\n(int) 20\n";
+    let out = assert_session(&["--lang", "c++"], input, expected, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("remjit: executor restarted; 13 cells relinked"),
+        "{err}"
+    );
+    let out = repl(
+        &["--lang", "c++"],
+        "#include <utility>\nstatic auto [a, b] = std::pair{1, 2};\n",
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "remjit: error: cell 2:1: a `static` or `thread_local` structured binding is not kept \
+         at the top level (later cells could not declare its names); drop the `static` (`auto \
+         [a, b] = ...;`) or bind in a block (`{ static auto [a, b] = ...; ... }`)\n"
+    );
 }
 
-/// A static member's out-of-class definition (`int Cnt::n = 4;`) is compiled in its cell and
-/// not declared `extern` to later cells (that declaration defined a second, zero `Cnt::n`).
 #[test]
 fn static_member_definitions_are_kept() {
     let input = "#include <string>\n\
@@ -440,6 +462,55 @@ x + 3
     assert!(text(&out.stderr).contains("remjit: executor restarted empty"));
 }
 
+/// After a crash every cell comes back at the same addresses: `&g` and `&f` print the same
+/// as before, even though an undone cell took a call stub that no replay makes again (the
+/// session's stubs come back where they were), and pointers stored before still hold.
+#[test]
+fn recovery_keeps_the_addresses() {
+    let input = "int g = 5;\nint h(void) { return 2; }\n%undo\nint f(void) { return g; }\n\
+                 int *pg = &g; int (*pf)(void) = f;\n(void *)&g\n(void *)&f\n(void *)pg\n\
+                 *(int *)0 = 1;\n(void *)&g\n(void *)&f\n(void *)pg\npf() + *pg\n";
+    for mode in &MODES[1..] {
+        let out = repl(mode, input);
+        let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 7, "{mode:?}: {stdout}{err}");
+        assert!(lines[0].starts_with("(void *) 0x"), "{stdout}");
+        assert_eq!(lines[0], lines[2], "{mode:?}: {stdout}");
+        assert_eq!(lines[..3], lines[3..6], "{mode:?}: {stdout}");
+        assert_eq!(lines[6], "(int) 10", "{mode:?}");
+        assert!(
+            err.contains("remjit: executor restarted; 6 cells relinked, 4 replayed in "),
+            "{err}"
+        );
+        assert!(!err.contains("new addresses"), "{err}");
+    }
+}
+
+/// Where the new executor cannot give the old addresses (in process, the old memory stays
+/// mapped), the cells are linked elsewhere, still work, and the note says so.
+#[test]
+fn a_restart_that_cannot_keep_the_addresses_says_so() {
+    let out = assert_session(
+        &["--in-process"],
+        "int g = 4;\nint f(void) { return g; }\n%restart\nf()\n",
+        "(int) 4\n",
+        0,
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("remjit: executor restarted; 2 cells relinked, 0 replayed in "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(
+            " ms (4 modules or stub blocks at new addresses: the new executor could not give \
+             the old ones, so pointers from before the restart into them are stale)\n"
+        ),
+        "{err}"
+    );
+}
+
 /// A cell whose replay crashes (it behaves differently the second time): the REPL says so
 /// and starts empty rather than stopping.
 #[test]
@@ -497,7 +568,8 @@ fn saved_session_compiles_natively() {
 /// The stdout of saved C program `file`, compiled natively by gcc (next to it).
 fn native_output(file: &std::path::Path) -> String {
     let exe = file.with_extension("exe");
-    let cc = Command::new("gcc")
+    let cpp = file.extension().is_some_and(|e| e == "cpp");
+    let cc = Command::new(if cpp { "g++" } else { "gcc" })
         .arg(file)
         .arg("-o")
         .arg(&exe)
@@ -510,6 +582,21 @@ fn native_output(file: &std::path::Path) -> String {
 /// A saved session keeps both branches of a cell's `#if`/`#else` (the later branch's variable
 /// dropped the earlier one's definition), its function pointer and its function whose body
 /// was on the next line.
+/// C++ `%save` keeps only the last definition of a redefined function, and every overload.
+#[test]
+fn saved_cxx_redefinitions_compile_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.cpp");
+    let input = format!(
+        "#include <cstdio>\nint f(int a) {{ return a; }}\nf(1)\n\
+         int f(int b) {{ return b * 2; }}\nint f(double d) {{ return 7; }}\n\
+         std::printf(\"%d %d\\n\", f(2), f(1.5));\n%save {}\n",
+        file.display()
+    );
+    assert_session(&["--lang", "c++"], &input, "(int) 1\n4 7\n", 0);
+    assert_eq!(native_output(&file), "4 7\n");
+}
+
 #[test]
 fn saved_conditionals_compile_natively() {
     let dir = tempfile::tempdir().unwrap();
@@ -557,9 +644,26 @@ fn test_token(seed: u8) -> String {
 /// `remjit-executor listen=127.0.0.1:0` with `token`, its stdout to `stdout`: the child and
 /// its address.
 fn listen(token: &str, stdout: Stdio) -> (std::process::Child, String) {
+    listen_with(token, stdout, &[])
+}
+
+/// A listening executor killed (and reaped) when the test ends, passing or not: a
+/// `keep-listening` one never ends by itself.
+struct Listener(std::process::Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`listen`] with more arguments (`keep-listening`).
+fn listen_with(token: &str, stdout: Stdio, args: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut exec = Command::new(remjit().with_file_name("remjit-executor"))
         .arg("listen=127.0.0.1:0")
+        .args(args)
         .env("REMJIT_TOKEN", token)
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -598,8 +702,9 @@ fn session_over_tcp() {
     assert_eq!(text(&done.stdout), "remote 21\n");
 }
 
-/// Over TCP a crash ends the executor's one session: no executor can be had again, and the
-/// REPL ends with an error instead of going on without one.
+/// Over TCP to an executor serving one session, a crash ends it: no executor can be had
+/// again, and the REPL ends with an error (saying what would let it reconnect) instead of
+/// going on without one.
 #[test]
 fn a_crash_over_tcp_ends_the_session() {
     let token = test_token(12);
@@ -617,6 +722,10 @@ fn a_crash_over_tcp_ends_the_session() {
         "{err}"
     );
     assert!(
+        err.contains("start the executor with `remjit-executor listen=... keep-listening`"),
+        "{err}"
+    );
+    assert!(
         err.ends_with("remjit: error: the session is lost: no executor runs its code\n"),
         "{err}"
     );
@@ -625,27 +734,60 @@ fn a_crash_over_tcp_ends_the_session() {
     let _ = exec.wait();
 }
 
-/// Ctrl-C cannot reach an executor over TCP: it ends the REPL (instead of being swallowed
-/// while the REPL waits on the wire), and the executor ends with the connection.
+/// Over TCP to a `keep-listening` executor, a crash ends only that connection's session
+/// process: the REPL connects again, relinks every cell at the same addresses and replays,
+/// and the listener serves on.
 #[test]
-fn ctrl_c_over_tcp_ends_the_repl_and_the_executor() {
-    use std::os::unix::process::ExitStatusExt;
+fn a_crash_over_tcp_reconnects_and_replays() {
+    let token = test_token(12);
+    let (exec, addr) = listen_with(&token, Stdio::null(), &["keep-listening"]);
+    let _listener = Listener(exec);
+    let connect = format!("--oop-executor-connect={addr}");
+    let input = "int g = 5;\nint f(void) { return g; }\n(void *)&g\n(void *)&f\ng = 7;\n\
+                 *(int *)0 = 1;\n(void *)&g\n(void *)&f\nf()\n";
+    let out = repl_env(&[&connect], input, &[("REMJIT_TOKEN", &token)]);
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}{err}");
+    assert!(lines[0].starts_with("(void *) 0x"), "{stdout}");
+    assert_eq!(lines[..2], lines[2..4], "{stdout}");
+    assert_eq!(lines[4], "(int) 7");
+    assert!(
+        err.contains("remjit: cell 6: the executor closed the connection"),
+        "{err}"
+    );
+    assert!(
+        err.contains("remjit: executor restarted; 5 cells relinked, 3 replayed in "),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The listener still serves.
+    let again = repl_env(&[&connect], "6 * 7\n", &[("REMJIT_TOKEN", &token)]);
+    assert_eq!(text(&again.stdout), "(int) 42\n", "{}", text(&again.stderr));
+}
+
+/// Ctrl-C over TCP reaches the executor as urgent data: the looping cell is interrupted, the
+/// REPL connects again (to a `keep-listening` executor), replays and goes on with the next
+/// cell.
+#[test]
+fn ctrl_c_over_tcp_interrupts_the_cell() {
     let token = test_token(13);
-    let (mut exec, addr) = listen(&token, Stdio::piped());
+    let (mut exec, addr) = listen_with(&token, Stdio::piped(), &["keep-listening"]);
+    let mut out = exec.stdout.take().unwrap();
+    let _listener = Listener(exec);
     let mut repl = Command::new(remjit())
         .args(["repl", &format!("--oop-executor-connect={addr}")])
         .env("REMJIT_TOKEN", &token)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = repl.stdin.take().unwrap();
     stdin
-        .write_all(b"#include <stdio.h>\nputs(\"spin\" \"ning\"); fflush(stdout); while (1) {}\n")
+        .write_all(b"#include <stdio.h>\nint x = 41;\nputs(\"spin\" \"ning\"); fflush(stdout); while (1) {}\n")
         .unwrap();
     // The cell runs once the executor printed its marker (its stdout is the executor's).
-    let mut out = exec.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -658,15 +800,32 @@ fn ctrl_c_over_tcp_ends_the_repl_and_the_executor() {
         }
     });
     if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-        let _ = (repl.kill(), exec.kill(), repl.wait(), exec.wait());
+        let _ = (repl.kill(), repl.wait());
         panic!("the looping cell never ran");
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(repl.id() as libc::pid_t, libc::SIGINT) };
-    let st = common::wait_bounded(&mut repl, Duration::from_secs(60), "the REPL");
-    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
-    common::wait_bounded(&mut exec, Duration::from_secs(60), "the executor");
+    stdin.write_all(b"x + 1\n").unwrap();
     drop(stdin);
+    let st = common::wait_bounded(&mut repl, Duration::from_secs(60), "the REPL");
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    repl.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    repl.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(stdout, "(int) 42\n", "{stderr}");
+    assert!(stderr.contains("remjit: cell 3: interrupted\n"), "{stderr}");
+    assert!(
+        stderr.contains("remjit: executor restarted; 2 cells relinked, 0 replayed in "),
+        "{stderr}"
+    );
+    assert_eq!(st.code(), Some(1), "{st:?}: {stderr}");
 }
 
 /// Everything the terminal shows until it shows `what` anew (or the deadline passes).

@@ -301,3 +301,53 @@ fn small_modules_share_pages_and_reuse_freed_pieces() {
         assert_eq!(call(&s, "fb"), 2, "{what}");
     }
 }
+
+/// A fresh session over a fresh executor takes an earlier session's addresses (its memory,
+/// call stubs and modules: `adopt_layout`, then `link_at` each old base), as the REPL does
+/// after a crash; where the new executor has them taken already (here by another session),
+/// the modules go elsewhere, still work, and `adopt_layout` says so.
+#[test]
+fn a_fresh_session_takes_the_old_addresses_or_says_it_could_not() {
+    let (f1, _, g) = definitions("layout");
+    let path = remjit().with_file_name("remjit-executor");
+    for memory in [MemoryMode::Shared, MemoryMode::Copy] {
+        let spawn = || Arc::new(RemoteExecutor::spawn(&path, memory).unwrap());
+        let session = |e: &Arc<RemoteExecutor>| {
+            let options = SessionOptions {
+                share_pages: false,
+                ..SessionOptions::default()
+            };
+            Session::with_executor(e.clone(), options).unwrap()
+        };
+        let mut old = session(&spawn());
+        let (m1, m2) = (link_one(&mut old, &f1), link_one(&mut old, &g));
+        let bases = [old.module_base(m1).unwrap(), old.module_base(m2).unwrap()];
+        let layout = old.layout();
+        let relink = |s: &mut Session| {
+            [&f1, &g]
+                .iter()
+                .zip(bases)
+                .map(|(obj, base)| {
+                    s.add_file(obj).unwrap();
+                    let m = s.link_at(base).unwrap();
+                    s.module_base(m).unwrap()
+                })
+                .collect::<Vec<u64>>()
+        };
+        let mut s = session(&spawn());
+        assert!(s.adopt_layout(&layout).unwrap(), "{memory:?}");
+        assert_eq!(relink(&mut s), bases, "{memory:?}");
+        assert_eq!(s.lookup("f"), old.lookup("f"), "{memory:?}: the same stub");
+        assert_eq!(s.lookup("g"), old.lookup("g"), "{memory:?}");
+        assert_eq!(call(&s, "g"), 11, "{memory:?}");
+        // Another session of the new executor took those addresses first.
+        let exec = spawn();
+        let mut other = session(&exec);
+        link_one(&mut other, &f1);
+        let mut s = session(&exec);
+        assert!(!s.adopt_layout(&layout).unwrap(), "{memory:?}");
+        let moved = relink(&mut s);
+        assert_ne!(moved[0], bases[0], "{memory:?}");
+        assert_eq!(call(&s, "g"), 11, "{memory:?}");
+    }
+}

@@ -4,7 +4,9 @@
 //! ([`remjit_wire::auth`]) and send its first frame within [`DEADLINE`]; one that fails, lies
 //! or idles is dropped (and logged) and the next is accepted, so nobody can hold the executor
 //! for a legitimate controller. The first session that starts is the only one: when it ends,
-//! the executor exits.
+//! the executor exits. With `keep-listening`, each connection is served by a process of its
+//! own (forked from the listener) and the listener goes on: a controller whose session died
+//! (a crash of its JIT'd code) connects again, as the REPL does to recover.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,14 +24,19 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 /// How to listen.
 struct Options {
     token: Option<Token>,
+    /// A process per session; the listener goes on (`keep-listening`).
+    keep: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut file = None;
     let mut insecure = false;
+    let mut keep = false;
     for a in args {
         if let Some(p) = a.strip_prefix("token-file=") {
             file = Some(PathBuf::from(p));
+        } else if a == "keep-listening" {
+            keep = true;
         } else if a == "--insecure-no-auth" || a == "insecure-no-auth" {
             insecure = true;
         } else {
@@ -50,7 +57,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         (Some(_), true) => Err(
             "--insecure-no-auth contradicts the token given (token-file= or REMJIT_TOKEN)".into(),
         ),
-        _ => Ok(Options { token }),
+        _ => Ok(Options { token, keep }),
     }
 }
 
@@ -214,6 +221,7 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
     let listener: Listener = Arc::new(Mutex::new(Some(l)));
     loop {
         let accepted = match listener.lock().ok().as_ref().and_then(|l| l.as_ref()) {
+            Some(l) if opts.keep => accept_reaping(l),
             Some(l) => l.accept(),
             None => return Err("the listening socket is gone".into()),
         };
@@ -227,12 +235,72 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
             }
             Err(e) => return Err(format!("accept: {e}")),
         };
+        if opts.keep {
+            serve_forked(s, peer, &opts, &listener);
+            continue;
+        }
         match handle(s, &opts, &listener) {
             Outcome::Served(r) => return r,
             Outcome::Dropped(why) => {
                 eprintln!("remjit-executor: connection from {peer} dropped: {why}")
             }
         }
+    }
+}
+
+/// Accepts the next connection, meanwhile reaping the session processes that ended (once a
+/// second at least).
+fn accept_reaping(l: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+    loop {
+        // SAFETY: waitpid without blocking, on our own children.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+        let mut p = libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor of ours.
+        match unsafe { libc::poll(&mut p, 1, 1000) } {
+            1.. => return l.accept(),
+            0 => continue,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// `keep-listening`: serves the connection in a forked process of its own (the listener has
+/// no thread but this one, so the child starts clean) and returns at once in the listener.
+fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Listener) {
+    // SAFETY: fork in a single-threaded process; the child only runs its session and exits.
+    match unsafe { libc::fork() } {
+        -1 => eprintln!(
+            "remjit-executor: connection from {peer} dropped: cannot fork its session: {}",
+            std::io::Error::last_os_error()
+        ),
+        0 => {
+            // The child serves this connection only: not the listening socket.
+            drop(listener.lock().ok().and_then(|mut l| l.take()));
+            let code = match handle(s, opts, &Arc::new(Mutex::new(None))) {
+                Outcome::Served(Ok(())) => 0,
+                Outcome::Served(Err(e)) => {
+                    eprintln!("remjit-executor: {e}");
+                    1
+                }
+                Outcome::Dropped(why) => {
+                    eprintln!("remjit-executor: connection from {peer} dropped: {why}");
+                    1
+                }
+            };
+            // SAFETY: flush every stdio stream JIT'd code wrote to.
+            unsafe { libc::fflush(std::ptr::null_mut()) };
+            std::process::exit(code);
+        }
+        _ => drop(s),
     }
 }
 

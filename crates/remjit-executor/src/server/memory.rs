@@ -39,6 +39,8 @@ struct State {
     prots: ProtMap,
     /// Packs in shared ranges (`vm::protect_pack`): small links' segments share their pages.
     packs: vm::PackSet<()>,
+    /// Where the next reservation must start ([`Memory::reserve_next_at`]).
+    wish: Option<u64>,
 }
 
 impl State {
@@ -102,6 +104,33 @@ impl State {
         Ok(fresh)
     }
 
+    /// Where exactly `size` bytes at `at` come from: the free space of a slab when it holds
+    /// them, else a fresh slab of just that range when nothing is mapped there.
+    fn exact_space(&mut self, at: u64, size: u64) -> Result<(u64, u64), String> {
+        let end = at.checked_add(size).ok_or("address overflows")?;
+        let taken = || format!("{at:#x}..{end:#x} is not free in this executor");
+        if let Some((&s, &l)) = self.free.range(..=at).next_back() {
+            if end <= s.saturating_add(l) {
+                self.free.remove(&s);
+                if at > s {
+                    self.free.insert(s, at - s);
+                }
+                return Ok((at, s + l - at));
+            }
+        }
+        let overlaps = |&(s, l): &(u64, u64)| at < s.saturating_add(l) && s < end;
+        if !at.is_multiple_of(page()) || self.slabs.iter().any(overlaps) {
+            return Err(taken());
+        }
+        // A whole slab from there when free (the ranges after it come next), else just this.
+        let fresh = [SLAB.max(size), size]
+            .into_iter()
+            .find_map(|len| Some((vm::reserve_exact(at, len)?, len)))
+            .ok_or_else(taken)?;
+        self.slabs.push(fresh);
+        Ok(fresh)
+    }
+
     /// Unmaps slabs above 2 GiB that are wholly free: a low wish that ended high (and was given
     /// back to retry smaller) must not be handed out again.
     fn drop_idle_high_slabs(&mut self) {
@@ -138,7 +167,10 @@ impl Memory {
     pub fn reserve(&self, size: u64) -> Result<u64, String> {
         let size = size.max(1).div_ceil(page()) * page();
         let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
-        let (start, len) = st.find_space(size)?;
+        let (start, len) = match st.wish.take() {
+            Some(at) => st.exact_space(at, size)?,
+            None => st.find_space(size)?,
+        };
         st.free.remove(&start);
         if len > size {
             st.free.insert(start + size, len - size);
@@ -153,6 +185,13 @@ impl Memory {
             },
         );
         Ok(start)
+    }
+
+    /// Makes the next [`Memory::reserve`] start exactly at `addr` or fail (it takes the wish).
+    pub fn reserve_next_at(&self, addr: u64) -> Result<(), String> {
+        let mut st = self.state.lock().map_err(|_| "memory state poisoned")?;
+        st.wish = Some(addr);
+        Ok(())
     }
 
     /// Notes that the copy-manager range at `base` waits for its content.
@@ -387,6 +426,37 @@ mod tests {
         m.release(low).unwrap();
         // A low slab stays for reuse.
         assert_eq!(m.reserve(4096).unwrap(), low);
+        let slabs = m.state.lock().unwrap().slabs.clone();
+        for (s, l) in slabs {
+            // SAFETY: the test's own reservations.
+            unsafe { libc::munmap(s as *mut libc::c_void, l as usize) };
+        }
+    }
+
+    #[test]
+    fn a_reservation_asked_at_an_address_gets_it_or_fails() {
+        let m = Memory::default();
+        let first = m.reserve(3 * 4096).unwrap();
+        m.release(first).unwrap();
+        // Free space of a slab, at the address asked, once.
+        m.reserve_next_at(first + 4096).unwrap();
+        assert_eq!(m.reserve(4096).unwrap(), first + 4096);
+        assert_eq!(m.reserve(4096).unwrap(), first, "first fit again");
+        // A range handed out already, or one with something mapped there, is refused.
+        m.reserve_next_at(first).unwrap();
+        let end = first + 4096;
+        assert_eq!(
+            m.reserve(4096),
+            Err(format!("{first:#x}..{end:#x} is not free in this executor"))
+        );
+        let elsewhere = vm::reserve(4096, None, false).unwrap();
+        m.reserve_next_at(elsewhere).unwrap();
+        assert!(m.reserve(4096).is_err());
+        // Outside every slab and free: a fresh slab starting there.
+        // SAFETY: our own reservation, given back to be asked for.
+        unsafe { libc::munmap(elsewhere as *mut libc::c_void, 4096) };
+        m.reserve_next_at(elsewhere).unwrap();
+        assert_eq!(m.reserve(4096).unwrap(), elsewhere);
         let slabs = m.state.lock().unwrap().slabs.clone();
         for (s, l) in slabs {
             // SAFETY: the test's own reservations.

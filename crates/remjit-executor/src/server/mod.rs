@@ -270,7 +270,14 @@ pub fn serve_on(
     });
     let pool = Pool::new(replies.clone());
     let mut mailbox = None;
-    let setup = setup_message(&services).to_bytes();
+    let mut setup = setup_message(&services);
+    // Over TCP (a socket to shut down that carries no descriptors), Ctrl-C comes as urgent data.
+    let tcp = shutdown.filter(|_| socket.is_none());
+    if tcp.is_some_and(crate::signals::interrupt_on_urgent_data) {
+        let name = names::REMJIT_URGENT_INTERRUPT.to_string();
+        setup.bootstrap_symbols.push((name, 0));
+    }
+    let setup = setup.to_bytes();
     replies.send(Opcode::Setup, 0, 0, &setup, None);
     let result = loop {
         if let Some(why) = replies.failure() {

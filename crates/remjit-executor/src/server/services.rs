@@ -112,6 +112,7 @@ impl Services {
             ),
             (names::REMJIT_RESOLVE_IFUNC, Services::resolve_ifunc, Runs),
             (names::REMJIT_COPY_WORD, Services::copy_word, Quick),
+            (names::REMJIT_RESERVE_AT, Services::reserve_at, Quick),
             (
                 names::REMJIT_RUN_INITIALIZERS,
                 Services::run_initializers,
@@ -714,6 +715,11 @@ impl Services {
             unsafe { runtime::init::run_finalizers(&fns) };
             Ok(())
         })();
+        SpsError::from(r).to_bytes()
+    }
+
+    fn reserve_at(&self, args: &[u8]) -> Vec<u8> {
+        let r = decode::<u64>(args, "reserve_at").and_then(|a| self.memory.reserve_next_at(a));
         SpsError::from(r).to_bytes()
     }
 

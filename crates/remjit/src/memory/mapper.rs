@@ -95,6 +95,16 @@ pub trait MemoryMapper: Send + Sync {
     /// below 2 GiB (for code using absolute 32-bit addresses). Both are wishes, not guarantees.
     fn reserve(&self, size: u64, near: Option<u64>, low: bool) -> Result<u64>;
 
+    /// Reserves `size` bytes at exactly `addr` (a fresh executor taking the addresses of the one
+    /// before it); an error when anything lies there or the executor cannot place memory at
+    /// a chosen address.
+    fn reserve_at(&self, addr: u64, size: u64) -> Result<u64> {
+        let _ = size;
+        Err(crate::error::Error::Memory(format!(
+            "cannot place JIT'd memory at {addr:#x}: this executor chooses its own addresses"
+        )))
+    }
+
     /// Reserves a slab of between `need` and `want` bytes; returns (address, size). With `low`,
     /// a slab below 2 GiB is worth a smaller size: a reservation that lands above is given back
     /// and `want` halved ([`remjit_executor::vm::smaller_wish`]), down to `need`, before one

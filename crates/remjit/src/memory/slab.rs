@@ -53,6 +53,24 @@ impl FreeList {
         Some(at)
     }
 
+    /// Takes exactly `[start, start + len)` when it is free (false, and nothing changes, when
+    /// any of it is not).
+    pub fn take_at(&mut self, start: u64, len: u64) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        let Some((&s, &l)) = self.ranges.range(..=start).next_back() else {
+            return false;
+        };
+        if end > s + l {
+            return false;
+        }
+        self.ranges.remove(&s);
+        self.insert(s, start - s);
+        self.insert(end, s + l - end);
+        true
+    }
+
     /// Total free bytes.
     pub fn total(&self) -> u64 {
         self.ranges.values().sum()
@@ -98,6 +116,8 @@ struct SlabState {
     free: FreeList,
     /// Why a low wish ended above 2 GiB, if it did.
     high: Option<String>,
+    /// Where the next allocation should start ([`SlabAllocator::place_next_at`]).
+    wish: Option<u64>,
 }
 
 /// Below this, 32-bit references reach (absolute addresses, and the host's data copies).
@@ -128,9 +148,17 @@ impl SlabAllocator {
                 reservations: Vec::new(),
                 free: FreeList::new(),
                 high: None,
+                wish: None,
             }),
             packs: Mutex::new(Packs::default()),
         }
+    }
+
+    /// Every later link gets pages of its own, none shares a pack (see
+    /// [`SlabAllocator::allocate_packed`]).
+    pub fn no_packs(&self) -> Result<()> {
+        self.lock_packs()?.unsupported = true;
+        Ok(())
     }
 
     /// The mapper underneath.
@@ -158,13 +186,44 @@ impl SlabAllocator {
             .map_err(|_| Error::Memory("slab state poisoned".into()))
     }
 
+    /// Reserves exactly the given ranges (the reservations of an earlier session, see
+    /// [`SlabAllocator::reservations`]) before anything else is allocated, so that
+    /// [`SlabAllocator::place_next_at`] finds their addresses free. Nothing to do for mappers
+    /// that reserve per allocation. Stops at the first range that cannot be had.
+    pub fn reserve_exact(&self, ranges: &[(u64, u64)]) -> Result<()> {
+        if self.mapper.reserves_per_allocation() {
+            return Ok(());
+        }
+        for &(at, len) in ranges {
+            self.mapper.reserve_at(at, len)?;
+            let mut st = self.lock()?;
+            st.reservations.push((at, len));
+            st.free.insert(at, len);
+        }
+        Ok(())
+    }
+
+    /// Asks that the next [`SlabAllocator::allocate`] start exactly at `addr`: it does when
+    /// that range is free (or, for mappers reserving per allocation, can be reserved there),
+    /// else the allocation goes wherever it would have gone. Callers compare the base. `None`
+    /// withdraws a wish no allocation took.
+    pub fn place_next_at(&self, addr: Option<u64>) -> Result<()> {
+        self.lock()?.wish = addr;
+        Ok(())
+    }
+
     /// Carves `size` bytes (rounded up to pages) and prepares them as working memory.
     pub fn allocate(&self, size: u64) -> Result<InFlightAlloc> {
         let page = self.mapper.page_size();
         let size = size.max(1).div_ceil(page) * page;
+        let wish = self.lock()?.wish.take();
         if self.mapper.reserves_per_allocation() {
             let near = self.lock()?.reservations.first().map(|r| r.0);
-            let base = self.mapper.reserve(size, near, self.low)?;
+            let exact = wish.and_then(|at| self.mapper.reserve_at(at, size).ok());
+            let base = match exact {
+                Some(b) => b,
+                None => self.mapper.reserve(size, near, self.low)?,
+            };
             let working = match self.mapper.prepare(base, size) {
                 Ok(w) => w,
                 Err(e) => {
@@ -186,7 +245,8 @@ impl SlabAllocator {
         }
         let base = {
             let mut st = self.lock()?;
-            match st.free.take(size, page) {
+            let exact = wish.filter(|&at| at.is_multiple_of(page) && st.free.take_at(at, size));
+            match exact.or_else(|| st.free.take(size, page)) {
                 Some(b) => b,
                 None => {
                     let want = size.max(self.slab_size).div_ceil(page) * page;
@@ -494,6 +554,22 @@ mod tests {
                  code has no free range of 2048 KiB below 2 GiB"
             )
         );
+    }
+
+    #[test]
+    fn exact_ranges_are_taken_only_when_wholly_free() {
+        let mut f = FreeList::new();
+        f.insert(0x10000, 0x4000);
+        assert!(f.take_at(0x11000, 0x1000));
+        assert!(!f.take_at(0x11000, 0x1000), "taken already");
+        assert!(!f.take_at(0x12000, 0x3000), "runs past the free range");
+        assert!(!f.take_at(0x8000, 0x1000), "below every free range");
+        assert_eq!(
+            f.ranges().collect::<Vec<_>>(),
+            vec![(0x10000, 0x1000), (0x12000, 0x2000)]
+        );
+        assert!(f.take_at(0x12000, 0x2000));
+        assert_eq!(f.total(), 0x1000);
     }
 
     #[test]

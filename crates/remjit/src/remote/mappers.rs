@@ -107,6 +107,32 @@ pub fn encode_actions(conn: &Connection, info: &AllocInfo) -> Result<Vec<AllocAc
     Ok(out)
 }
 
+/// Reserves `size` bytes at exactly `addr` through `mapper`'s own reserve: our executor is
+/// told first that the next reservation must start there (LLVM's cannot be).
+fn reserve_exactly(
+    conn: &Connection,
+    mapper: &dyn MemoryMapper,
+    addr: u64,
+    size: u64,
+) -> Result<u64> {
+    if !conn.has(names::REMJIT_RESERVE_AT) {
+        return Err(Error::Memory(format!(
+            "cannot place JIT'd memory at {addr:#x}: this executor chooses its own addresses"
+        )));
+    }
+    let r: SpsError = conn.call_named(names::REMJIT_RESERVE_AT, &addr)?;
+    r.into_result()
+        .map_err(|e| Error::Memory(format!("cannot place JIT'd memory at {addr:#x}: {e}")))?;
+    let base = mapper.reserve(size, None, false)?;
+    if base != addr {
+        let _ = mapper.release(&[(base, size)]);
+        return Err(Error::Memory(format!(
+            "the executor placed JIT'd memory at {base:#x}, not at {addr:#x} as asked"
+        )));
+    }
+    Ok(base)
+}
+
 /// Content bytes per finalize request to our executor.
 const FINALIZE_CHUNK: usize = 16 << 20;
 
@@ -201,6 +227,10 @@ impl MemoryMapper for CopyMapper {
 
     fn reserves_per_allocation(&self) -> bool {
         true
+    }
+
+    fn reserve_at(&self, addr: u64, size: u64) -> Result<u64> {
+        reserve_exactly(&self.conn, self, addr, size)
     }
 
     fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
@@ -427,6 +457,10 @@ impl MemoryMapper for SharedMapper {
             )));
         }
         Ok(())
+    }
+
+    fn reserve_at(&self, addr: u64, size: u64) -> Result<u64> {
+        reserve_exactly(&self.conn, self, addr, size)
     }
 
     fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {

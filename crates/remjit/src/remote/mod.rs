@@ -71,6 +71,8 @@ pub struct RemoteExecutor {
     found: Mutex<HashMap<Vec<u8>, ExternalSymbol>>,
     /// Lookup requests sent (a statistic).
     lookups_sent: std::sync::atomic::AtomicU64,
+    /// The TCP connection, when the executor takes urgent data on it as Ctrl-C.
+    urgent: Option<std::net::TcpStream>,
 }
 
 impl RemoteExecutor {
@@ -110,6 +112,10 @@ impl RemoteExecutor {
         setup_timeout: Duration,
     ) -> Result<RemoteExecutor> {
         let pid = child.as_ref().map(|c| c.id());
+        let tcp = match &stream {
+            Stream::Tcp(t) => t.try_clone().ok(),
+            _ => None,
+        };
         let fds = Arc::new(ReceivedFds::default());
         let is_unix = stream.unix().is_some();
         let unix = stream.unix().and_then(|s| s.try_clone().ok());
@@ -156,6 +162,7 @@ impl RemoteExecutor {
             &(dylib_instance, String::new(), 0u64),
         )?;
         let process_handle = open.0.map_err(Error::Executor)?;
+        let urgent = tcp.filter(|_| conn.has(names::REMJIT_URGENT_INTERRUPT));
         Ok(RemoteExecutor {
             conn,
             mapper,
@@ -169,7 +176,16 @@ impl RemoteExecutor {
             ended: std::sync::OnceLock::new(),
             found: Mutex::default(),
             lookups_sent: std::sync::atomic::AtomicU64::new(0),
+            urgent,
         })
+    }
+
+    /// The TCP socket on which one byte of urgent data (`MSG_OOB`) interrupts the running
+    /// JIT'd code as Ctrl-C would, when the executor says it does (ours over TCP). Valid while
+    /// this executor lives.
+    pub fn interrupt_socket(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.urgent.as_ref().map(|s| s.as_raw_fd())
     }
 
     /// The executor's process id, when remjit started it.

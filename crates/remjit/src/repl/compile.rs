@@ -25,6 +25,8 @@ pub struct Compiler {
     /// The flag that drops source excerpts and carets from diagnostics (clang and gcc differ).
     no_caret: &'static str,
     dir: tempfile::TempDir,
+    /// Its lock file, locked while this compiler lives (see `sweep_stale_dirs`).
+    _lock: std::fs::File,
     header: PathBuf,
     /// The precompiled head of the prelude: its text and the header to `-include`.
     pch: std::cell::RefCell<Option<(String, PathBuf)>>,
@@ -70,6 +72,7 @@ impl Compiler {
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| io_error(std::path::Path::new("a temporary directory"), e))?;
+        let lock = lock_dir(dir.path())?;
         let header = dir.path().join(match lang {
             Lang::C => "remjit-repl.h",
             Lang::Cxx => "remjit-repl.hh",
@@ -91,6 +94,7 @@ impl Compiler {
             flags: flags.to_vec(),
             no_caret,
             dir,
+            _lock: lock,
             header,
             pch: Default::default(),
             pch_builds: Default::default(),
@@ -343,22 +347,58 @@ pub fn auto_type_symbol(number: u32, name: &str) -> String {
 /// The private directories are `remjit-repl-PID-XXXXXX` in the temporary directory.
 const DIR_PREFIX: &str = "remjit-repl-";
 
+/// The lock file in each private directory, locked (`flock`) by the REPL that owns it.
+const LOCK_FILE: &str = "lock";
+
+/// A private directory without its lock file this long after its last change is left over
+/// (its REPL died before locking it, or was an older remjit); a younger one is being made.
+const UNLOCKED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Creates and locks `dir`'s lock file, held while the returned file is open.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::File::create(&path).map_err(|e| io_error(&path, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| io_error(&path, e.into()))?;
+    Ok(f)
+}
+
+/// A lock file this young may not be locked yet by the REPL that just created it.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the file at `path` last changed more than `age` ago.
+fn older_than(path: &std::path::Path, age: std::time::Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > age))
+}
+
+/// Whether the private directory `dir` belongs to no live REPL: its lock file can be locked
+/// (the owner's lock went with its process, whatever PID namespace it ran in), or it has none
+/// long after it was made.
+fn abandoned(dir: &std::path::Path) -> bool {
+    let path = dir.join(LOCK_FILE);
+    match std::fs::File::open(&path) {
+        Ok(f) => {
+            use rustix::fs::{flock, FlockOperation};
+            let free = flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok();
+            free && older_than(&path, LOCK_GRACE)
+        }
+        Err(_) => older_than(dir, UNLOCKED_GRACE),
+    }
+}
+
 /// Removes the private directories of REPLs that ended without cleaning up (killed, or their
-/// terminal closed): those whose process is gone.
+/// terminal closed): those whose lock no process holds.
 fn sweep_stale_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if gone && std::path::Path::new("/proc/self").exists() {
+        let ours = name.to_str().is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if ours && is_dir && abandoned(&e.path()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

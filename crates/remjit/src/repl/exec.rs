@@ -3,6 +3,7 @@
 //! so that a REPL can start a fresh executor of the same kind.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,50 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, InProcessExecutor};
 use crate::remote::{Ending, MemoryMode, RemoteExecutor, Token};
 use crate::Session;
+
+/// The TCP socket of the executor that [`send_interrupt`] reaches (-1: none), and whether an
+/// interrupt went there. One per process: the REPL's.
+static INTERRUPT_SOCKET: AtomicI32 = AtomicI32::new(-1);
+static INTERRUPT_SENT: AtomicBool = AtomicBool::new(false);
+
+/// Makes `running` the executor that Ctrl-C ([`send_interrupt`]) reaches, when it is one over
+/// TCP that takes urgent data as Ctrl-C; `None` forgets the current one (call it before that
+/// executor goes, its socket with it).
+pub fn route_interrupts(running: Option<&Running>) {
+    let fd = running
+        .and_then(Running::remote)
+        .and_then(|r| r.interrupt_socket());
+    INTERRUPT_SOCKET.store(fd.unwrap_or(-1), Ordering::SeqCst);
+    INTERRUPT_SENT.store(false, Ordering::SeqCst);
+}
+
+/// For a SIGINT handler (async-signal-safe): Ctrl-C to an executor over TCP, which no signal
+/// reaches, as one byte of TCP urgent data; the executor raises SIGINT in the thread running
+/// JIT'd code (when none runs, in the next cell's, as a local Ctrl-C would). False when there
+/// is no such executor, or an interrupt went already and that executor still lives (the
+/// caller may then end the REPL).
+pub fn send_interrupt() -> bool {
+    let fd = INTERRUPT_SOCKET.load(Ordering::SeqCst);
+    if fd < 0 || INTERRUPT_SENT.swap(true, Ordering::SeqCst) {
+        return false;
+    }
+    // SAFETY: send(2) of one byte from a static on a socket that stays open while it is
+    // routed (see `route_interrupts`); async-signal-safe.
+    let sent = unsafe {
+        libc::send(
+            fd,
+            c"!".as_ptr().cast(),
+            1,
+            libc::MSG_OOB | libc::MSG_NOSIGNAL,
+        )
+    };
+    sent == 1
+}
+
+/// Whether an interrupt went to the executor since the last call (forgets it).
+pub fn take_interrupt() -> bool {
+    INTERRUPT_SENT.swap(false, Ordering::SeqCst)
+}
 
 /// How to start an executor.
 #[derive(Debug, Clone)]

@@ -145,6 +145,31 @@ pub struct Repl {
     next_cell: u32,
     /// Libraries `%lib` added.
     extra_libraries: Vec<String>,
+    /// The support module's memory, where a restart links it again.
+    support_base: Option<u64>,
+}
+
+/// Where the memory of a session that died lay: a restart links everything at the same
+/// addresses when the fresh executor has them free.
+struct OldPlaces {
+    layout: crate::Layout,
+    support: Option<u64>,
+    /// How many modules (or stub blocks) landed elsewhere.
+    moved: usize,
+}
+
+impl OldPlaces {
+    /// Links the pending inputs at `base` (when known); counts a module that landed elsewhere.
+    fn link(&mut self, session: &mut Session, base: Option<u64>) -> Result<ModuleId> {
+        let Some(base) = base else {
+            return session.link();
+        };
+        let m = session.link_at(base)?;
+        if session.module_base(m) != Some(base) {
+            self.moved += 1;
+        }
+        Ok(m)
+    }
 }
 
 impl Repl {
@@ -157,7 +182,12 @@ impl Repl {
         )?;
         let support = Arc::new(compiler.support_object()?);
         let running = spec.start()?;
-        let session = Self::start_session(&running, &options, &support, &[])?;
+        let session = Self::start_session(&running, &options, &support, &[], None)?;
+        exec::route_interrupts(Some(&running));
+        let support_base = session
+            .modules()
+            .first()
+            .and_then(|&m| session.module_base(m));
         Ok(Repl {
             options,
             spec,
@@ -171,18 +201,23 @@ impl Repl {
             lost: false,
             next_cell: 1,
             extra_libraries: Vec::new(),
+            support_base,
         })
     }
 
-    /// A session over `running` with the support module and the libraries linked.
+    /// A session over `running` with the support module and the libraries linked; with `old`,
+    /// at the addresses of the session before.
     fn start_session(
         running: &Running,
         options: &ReplOptions,
         support: &Arc<Vec<u8>>,
         extra: &[String],
+        old: Option<&mut OldPlaces>,
     ) -> Result<Session> {
         let session_options = SessionOptions {
             library_dirs: options.library_dirs.clone(),
+            // Recovery re-links every cell at its earlier address: pages of its own each.
+            share_pages: false,
             ..SessionOptions::default()
         };
         let mut session = Session::with_executor(running.executor(), session_options)?;
@@ -191,7 +226,18 @@ impl Repl {
             session.add_library(lib)?;
         }
         session.add_object_bytes(SUPPORT_OBJECT, support.to_vec());
-        session.link()?;
+        match old {
+            Some(old) => {
+                if !session.adopt_layout(&old.layout)? {
+                    old.moved += 1;
+                }
+                let base = old.support;
+                old.link(&mut session, base)?;
+            }
+            None => {
+                session.link()?;
+            }
+        }
         Ok(session)
     }
 
@@ -235,11 +281,12 @@ impl Repl {
         let (mut items, pending) = match ahead {
             Some(a) => (a.items, a.pending),
             None => {
-                let items = split::split(src, lang, &self.ctx.known);
+                let mut items = split::split(src, lang, &self.ctx.known);
                 if items.is_empty() {
                     out.ok = true;
                     return out;
                 }
+                split::bind_structured(&mut items, number, lang, &self.ctx.known);
                 if let Some(why) = split::refusal(&items, lang) {
                     self.next_cell += 1;
                     out.events
@@ -350,7 +397,8 @@ impl Repl {
         }
         let mut ctx = self.ctx.clone();
         ctx.absorb(number, items, lang);
-        let next_items = split::split(next, lang, &ctx.known);
+        let mut next_items = split::split(next, lang, &ctx.known);
+        split::bind_structured(&mut next_items, number + 1, lang, &ctx.known);
         if next_items.is_empty() || split::refusal(&next_items, lang).is_some() {
             return None;
         }
@@ -378,6 +426,10 @@ impl Repl {
             let mut decls = Vec::new();
             for (name, _) in &v.names {
                 match self.auto_type(&compile::auto_type_symbol(number, name)) {
+                    // An array or function type (`int (&)[2]`) has no `T name` spelling.
+                    Some(ty) if ty.contains(['(', '[']) => {
+                        decls.push(format!("extern __typeof__({ty}) {name};"))
+                    }
                     Some(ty) => decls.push(format!("extern {ty} {name};")),
                     None => {
                         decls.clear();
@@ -442,6 +494,8 @@ impl Repl {
         };
         let text = match ending {
             Ending::Signaled(libc::SIGINT, _) => "interrupted".to_string(),
+            // Over TCP, where all we see is the connection closing.
+            Ending::Unknown if exec::take_interrupt() => "interrupted".to_string(),
             _ => text,
         };
         events.push(Event::Crash(format!("cell {number}: {text}")));
@@ -462,7 +516,17 @@ impl Repl {
 
     /// No executor could be started: the session is over.
     fn lost(&mut self, e: Error, events: &mut Vec<Event>) {
-        events.push(Event::Error(format!("cannot restart the executor: {e}")));
+        let hint = match self.spec {
+            ExecutorSpec::Connect { .. } => {
+                " (after a crash the REPL connects again: start the executor with \
+                 `remjit-executor listen=... keep-listening`, which serves each connection in \
+                 a process of its own)"
+            }
+            _ => "",
+        };
+        events.push(Event::Error(format!(
+            "cannot restart the executor: {e}{hint}"
+        )));
         self.lost = true;
     }
 
@@ -475,17 +539,31 @@ impl Repl {
     /// statements with output suppressed, else starts empty. Says what it did.
     pub fn restart(&mut self, replay: bool) -> Result<String> {
         let t = Instant::now();
+        exec::route_interrupts(None);
         if let Some(r) = self.running.remote() {
             r.shutdown();
         }
+        let mut old = OldPlaces {
+            layout: self.session.layout(),
+            support: self.support_base,
+            moved: 0,
+        };
+        let bases: Vec<Option<u64>> = (self.cells.iter())
+            .map(|c| c.module.and_then(|m| self.session.module_base(m)))
+            .collect();
         self.running = self.spec.start()?;
+        exec::route_interrupts(Some(&self.running));
         self.lost = false;
+        let places = replay.then_some(&mut old);
         self.session = Self::start_session(
             &self.running,
             &self.options,
             &self.support,
             &self.extra_libraries,
+            places,
         )?;
+        let first = self.session.modules().first().copied();
+        self.support_base = first.and_then(|m| self.session.module_base(m));
         if !replay {
             self.cells.clear();
             self.ctx = self.ctx.rebuilt(std::iter::empty(), self.options.lang);
@@ -496,11 +574,11 @@ impl Repl {
             self.call("__remjit_quiet_on")?;
         }
         let mut replayed = 0;
-        for c in &mut self.cells {
+        for (c, base) in self.cells.iter_mut().zip(bases) {
             let Some(o) = &c.object else { continue };
             self.session
                 .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
-            c.module = Some(self.session.link()?);
+            c.module = Some(old.link(&mut self.session, base)?);
             if let Some(e) = &c.entry {
                 call(&self.session, e)?;
                 replayed += 1;
@@ -509,8 +587,15 @@ impl Repl {
         if quiet {
             self.call("__remjit_quiet_off")?;
         }
+        let moved = match old.moved {
+            0 => String::new(),
+            n => format!(
+                " ({n} modules or stub blocks at new addresses: the new executor could not give \
+                 the old ones, so pointers from before the restart into them are stale)"
+            ),
+        };
         Ok(format!(
-            "executor restarted; {} cells relinked, {replayed} replayed in {} ms",
+            "executor restarted; {} cells relinked, {replayed} replayed in {} ms{moved}",
             self.cells.len(),
             t.elapsed().as_millis()
         ))
@@ -554,6 +639,7 @@ impl Repl {
 
     /// Ends the session (the executor too).
     pub fn shutdown(&self) {
+        exec::route_interrupts(None);
         if let Some(r) = self.running.remote() {
             r.shutdown();
         }

@@ -322,8 +322,9 @@ pub fn awaits_body(src: &str) -> bool {
         && is_declaration(&cell, 0, n, &Known::default())
 }
 
-/// Why a cell cannot be kept, if it cannot: a structured binding at file scope (C++) names no
-/// variable a later cell could declare `extern`.
+/// Why a cell cannot be kept, if it cannot: a structured binding at file scope (C++) that
+/// [`bind_structured`] left alone (`static`, `thread_local`...) names no variable a later cell
+/// could declare `extern`.
 pub fn refusal(items: &[Item], lang: Lang) -> Option<String> {
     if lang != Lang::Cxx {
         return None;
@@ -331,13 +332,82 @@ pub fn refusal(items: &[Item], lang: Lang) -> Option<String> {
     let binding = items.iter().find(|i| {
         matches!(i.kind, ItemKind::Variable(_) | ItemKind::Carried)
             && is_structured_binding(&i.text)
+            && !i.text.contains(BINDING_MARK)
     })?;
     Some(format!(
-        "{}: a structured binding is not kept at the top level (later cells could not \
-         declare its names); keep the whole value (`auto p = ...;`, then `p.first`) or bind \
-         in a block (`{{ auto [a, b] = ...; ... }}`)",
+        "{}: a `static` or `thread_local` structured binding is not kept at the top level \
+         (later cells could not declare its names); drop the `static` (`auto [a, b] = ...;`) \
+         or bind in a block (`{{ static auto [a, b] = ...; ... }}`)",
         binding.line
     ))
+}
+
+/// The hidden variable holding the object of cell `number`'s `k`th top-level structured
+/// binding.
+fn binding_object(number: u32, k: usize) -> String {
+    format!("__remjit_sb_{number}_{k}")
+}
+
+/// C++ structured bindings at the top level (`auto [a, b] = std::pair{1, 2};`) become a hidden
+/// global holding the object (`auto __remjit_sb_N_K = std::pair{1, 2};`, an `auto` variable
+/// like any other) and a binding to it, `auto &[a, b] = __remjit_sb_N_K;`, carried to later
+/// cells: each declares the names anew, bound to the same object. Bindings declared `static`,
+/// `thread_local` and the like stay as they are (and are refused).
+pub fn bind_structured(items: &mut Vec<Item>, number: u32, lang: Lang, known: &Known) {
+    if lang != Lang::Cxx {
+        return;
+    }
+    let mut k = 0;
+    let mut i = 0;
+    while i < items.len() {
+        let it = &items[i];
+        let plain = matches!(it.kind, ItemKind::Variable(_) | ItemKind::Carried)
+            && is_structured_binding(&it.text)
+            && !it.text.contains(BINDING_MARK);
+        let parts = plain.then(|| binding_parts(&it.text)).flatten();
+        let Some((before, names, after)) = parts else {
+            i += 1;
+            continue;
+        };
+        let object = binding_object(number, k);
+        let line = it.line;
+        let hidden = format!("{before}{object}{after}");
+        let Some(holder) = classify_text(&hidden, line, lang, known) else {
+            i += 1;
+            continue;
+        };
+        let binding = Item {
+            kind: ItemKind::Carried,
+            text: format!("auto &[{names}] {BINDING_MARK} {object};"),
+            line,
+        };
+        items.splice(i..=i, [holder, binding]);
+        k += 1;
+        i += 2;
+    }
+}
+
+/// What marks the carried binding [`bind_structured`] makes (and [`refusal`] lets through).
+const BINDING_MARK: &str = "= /* remjit */";
+
+/// `QUALIFIERS auto [NAMES] INIT`: (the text before `[`, NAMES, the text after `]`), for
+/// bindings that may live at namespace scope as a plain global.
+fn binding_parts(text: &str) -> Option<(&str, &str, &str)> {
+    let open = text.find('[')?;
+    let close = open + text[open..].find(']')?;
+    let before = &text[..open];
+    let words = [
+        "static",
+        "thread_local",
+        "extern",
+        "inline",
+        "constexpr",
+        "constinit",
+    ];
+    if before.split_whitespace().any(|w| words.contains(&w)) {
+        return None;
+    }
+    Some((before, &text[open + 1..close], &text[close + 1..]))
 }
 
 /// `auto [a, b] = ...;`, `const auto &[x, y] = ...;`.
@@ -796,7 +866,7 @@ fn declarators(
                 k = skip_balanced(cell, k, end);
             }
             let init = k;
-            k = find_depth0(cell, k, end, ",").unwrap_or(end);
+            k = declarator_end(cell, k, end);
             out.push(Declarator {
                 name,
                 start,
@@ -821,7 +891,7 @@ fn declarators(
             return None; // `T name(params)`: a prototype
         }
         let init = k;
-        k = find_depth0(cell, k, end, ",").unwrap_or(end);
+        k = declarator_end(cell, k, end);
         out.push(Declarator {
             name,
             start,
@@ -831,6 +901,25 @@ fn declarators(
         k += 1;
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// Where the declarator whose initializer starts at `k` ends: at the next comma outside
+/// brackets that a declarator follows (not one between template arguments, as in
+/// `std::pair<int, int>(1, 2)`), else at `end`.
+fn declarator_end(cell: &Cell, mut k: usize, end: usize) -> usize {
+    while let Some(c) = find_depth0(cell, k, end, ",") {
+        let mut j = c + 1;
+        while matches!(cell.text(j), "*" | "&" | "&&" | "const" | "volatile") {
+            j += 1;
+        }
+        let named = cell.kind(j) == Some(Kind::Ident)
+            && (j + 1 >= end || matches!(cell.text(j + 1), "=" | "[" | "(" | "{" | ","));
+        if named || cell.is(j, "(") {
+            return c;
+        }
+        k = c + 1;
+    }
+    end
 }
 
 /// Whether `(` at `k` starts a C++ direct initializer (`std::string s("hi")`) rather than a
@@ -1151,18 +1240,23 @@ mod tests {
     /// A structured binding at file scope is refused (in C++); one in a block is a statement.
     #[test]
     fn structured_bindings_are_refused() {
-        let refused = |src: &str| refusal(&split(src, Lang::Cxx, &Known::default()), Lang::Cxx);
+        let refused = |src: &str| {
+            let mut items = split(src, Lang::Cxx, &Known::default());
+            bind_structured(&mut items, 4, Lang::Cxx, &Known::default());
+            refusal(&items, Lang::Cxx)
+        };
         for src in [
-            "auto [a, b] = std::pair<int, int>(1, 2);",
-            "const auto &[x, y] = q;",
             "static auto [m, n] = f();",
+            "thread_local auto [m, n] = f();",
         ] {
             assert!(
-                refused(src).is_some_and(|m| m.starts_with("1: a structured binding")),
+                refused(src).is_some_and(|m| m.starts_with("1: a `static` or `thread_local`")),
                 "{src}"
             );
         }
         for src in [
+            "auto [a, b] = std::pair<int, int>(1, 2);",
+            "const auto &[x, y] = q;",
             "{ auto [a, b] = q; }",
             "auto p = q;",
             "int a[2] = {1, 2};",
@@ -1170,6 +1264,33 @@ mod tests {
         ] {
             assert_eq!(refused(src), None, "{src}");
         }
+    }
+
+    /// A top-level structured binding: a hidden global holds the object, the names are bound
+    /// to it in this cell and carried to later ones; template arguments' commas separate no
+    /// declarators.
+    #[test]
+    fn structured_bindings_hold_their_object_in_a_hidden_global() {
+        let mut items = split(
+            "auto& [a, b] = std::pair<int, int>{1, 2};",
+            Lang::Cxx,
+            &Known::default(),
+        );
+        bind_structured(&mut items, 4, Lang::Cxx, &Known::default());
+        assert_eq!(items.len(), 2, "{items:?}");
+        let ItemKind::Variable(v) = &items[0].kind else {
+            panic!("{items:?}");
+        };
+        assert_eq!(v.names, [("__remjit_sb_4_0".to_string(), None)]);
+        assert_eq!(
+            items[0].text,
+            "auto& __remjit_sb_4_0 = std::pair<int, int>{1, 2};"
+        );
+        assert_eq!(items[1].kind, ItemKind::Carried);
+        assert_eq!(
+            items[1].text,
+            "auto &[a, b] = /* remjit */ __remjit_sb_4_0;"
+        );
     }
 
     /// A function declarator whose body comes on the next line waits for it; expressions and
