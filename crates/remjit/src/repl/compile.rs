@@ -188,31 +188,56 @@ impl Compiler {
         items: &[Item],
         show: Option<&str>,
     ) -> Pending {
-        let only = |f: &dyn Fn(&ItemKind) -> bool| items.iter().all(|i| f(&i.kind));
-        let directives = only(&|k| matches!(k, ItemKind::Directive));
-        let declarations = only(&|k| matches!(k, ItemKind::Directive | ItemKind::Carried));
+        self.start_unit(
+            prelude,
+            &[UnitCell {
+                number,
+                items,
+                show,
+            }],
+        )
+    }
+
+    /// Starts compiling `cells` (one or more, in order) after `prelude` as one translation
+    /// unit: one object, each cell's code in its own generated function. A unit of several
+    /// cells uses a precompiled head only when one exists already (building one costs more
+    /// than the unit's compile).
+    pub fn start_unit(&self, prelude: &Prelude, cells: &[UnitCell]) -> Pending {
+        let all = || cells.iter().flat_map(|c| c.items.iter());
+        let directives = all().all(|i| matches!(i.kind, ItemKind::Directive));
+        let declarations = all().all(|i| matches!(i.kind, ItemKind::Directive | ItemKind::Carried));
         // A cell that includes headers itself makes a new head: precompile the next one.
-        let includes = items
-            .iter()
-            .any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
+        let includes = all().any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
         let pch = if includes || directives {
             None
+        } else if cells.len() > 1 {
+            self.existing_pch(&prelude.head)
         } else {
             self.precompiled(&prelude.head)
         };
-        let (header, text) = match pch {
+        let (header, mut text) = match pch {
             Some(h) => (h, prelude.tail.clone()),
             None => (
                 self.header.clone(),
                 format!("{}{}", prelude.head, prelude.tail),
             ),
         };
+        for c in cells {
+            text = generate(self.lang, c.number, &text, c.items, c.show);
+        }
+        let number = cells.first().map_or(0, |c| c.number);
         let ext = match self.lang {
             Lang::C => "c",
             Lang::Cxx => "cc",
         };
-        let src = self.dir.path().join(format!("cell{number}.{ext}"));
-        let obj = self.dir.path().join(format!("cell{number}.o"));
+        // A unit of several cells has names of its own: a compile of its first cell alone
+        // (after the unit failed) may run while the unit's files are being removed.
+        let stem = match cells.len() {
+            1 => format!("cell{number}"),
+            _ => format!("unit{number}"),
+        };
+        let src = self.dir.path().join(format!("{stem}.{ext}"));
+        let obj = self.dir.path().join(format!("{stem}.o"));
         let mut pending = Pending {
             child: Err(String::new()),
             src: src.clone(),
@@ -220,7 +245,6 @@ impl Compiler {
             makes_object: !declarations,
             started: std::time::Instant::now(),
         };
-        let text = generate(self.lang, number, &text, items, show);
         if let Err(e) = std::fs::write(&src, text) {
             pending.child = Err(format!("cannot write {}: {e}", src.display()));
             return pending;
@@ -276,7 +300,22 @@ impl Drop for Pending {
     }
 }
 
+/// A cell of a compile unit: its number, items and (C) the expression naming its value's type.
+#[derive(Clone, Copy)]
+pub struct UnitCell<'a> {
+    pub number: u32,
+    pub items: &'a [Item],
+    pub show: Option<&'a str>,
+}
+
 impl Compiler {
+    /// The precompiled header of `head`, if the last one built is for it.
+    fn existing_pch(&self, head: &str) -> Option<PathBuf> {
+        let pch = self.pch.borrow();
+        let (text, h) = pch.as_ref()?;
+        (text == head && !head.is_empty()).then(|| h.clone())
+    }
+
     /// The header to `-include` for a prelude whose head is `head`, precompiled (again when
     /// the head changed); `None` for an empty head, or when precompiling fails (the cell then
     /// compiles the head as text).
@@ -284,10 +323,8 @@ impl Compiler {
         if head.is_empty() {
             return None;
         }
-        if let Some((text, h)) = self.pch.borrow().as_ref() {
-            if text == head {
-                return Some(h.clone());
-            }
+        if let Some(h) = self.existing_pch(head) {
+            return Some(h);
         }
         let n = self.pch_builds.get() + 1;
         self.pch_builds.set(n);

@@ -1,0 +1,485 @@
+//! Cells that arrived together (a script through a pipe) compiled a unit at a time: several
+//! consecutive cells in one translation unit, one compiler process, one object and module, each
+//! cell's statements still in a generated function of its own, run in cell order.
+//!
+//! A unit keeps the REPL's behaviour because of what it may hold (see [`Builder::accepts`]):
+//! - no cell redefines a name (the prelude would have to give way in the middle of it);
+//! - no cell names a function an earlier cell of the unit defines: a call inside one module
+//!   binds directly, and a later redefinition must reach it (through the session's stub, as
+//!   between modules);
+//! - in C++, no cell after one that runs statements defines variables (a module's
+//!   constructors run when it is linked, before the unit's first cell runs);
+//! - a C++ `auto` variable ends the plan (later cells need its type, known once it ran).
+//!
+//! A unit that fails to compile, compiles with warnings or fails to link is compiled again
+//! cell by cell, so diagnostics name the right cell exactly as before. Cells run one by one; a
+//! cell that crashes ends the unit (the cells after it are compiled again on their own when
+//! they come, against the context the crash left). The unit's module belongs to its first
+//! cell's record; after a crash, the object kept for replaying is compiled again without the
+//! cells that were not kept, when they defined anything. `%undo` of a later cell of a unit
+//! forgets its declarations; its code stays linked with the unit until the unit's first cell
+//! is undone (no later cell can name it: the declarations are gone).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::compile::{Compiler, Pending, Prelude, UnitCell};
+use super::context::{defined_names, last_part, Context};
+use super::split::{self, Item, ItemKind, Lang};
+use super::{Event, ModuleId, Outcome, Repl};
+
+/// The most cells in one unit.
+const MAX_UNIT: usize = 48;
+/// The most cells planned ahead.
+const MAX_PLAN: usize = 256;
+
+/// A cell planned into a unit.
+pub(super) struct PlannedCell {
+    src: String,
+    number: u32,
+    /// The context generation it was planned for.
+    generation: u64,
+    items: Vec<Item>,
+    /// In C, what names its value's type.
+    show: Option<String>,
+}
+
+/// Where a unit's compile is.
+enum State {
+    Idle,
+    Running(Pending),
+    /// Linked as the module of its first cell.
+    Linked,
+}
+
+/// Consecutive cells compiled together (or one cell alone).
+pub(super) struct Unit {
+    prelude: Prelude,
+    cells: Vec<PlannedCell>,
+    /// The next cell to evaluate.
+    cursor: usize,
+    state: State,
+}
+
+/// The cells planned ahead, a unit at a time.
+#[derive(Default)]
+pub(super) struct Plan {
+    units: VecDeque<Unit>,
+}
+
+/// What a unit's source needs again after a crash: its prelude and cells.
+pub(super) struct UnitSource {
+    prelude: Prelude,
+    cells: Vec<(u32, Vec<Item>, Option<String>)>,
+}
+
+/// The unit being gathered.
+struct Builder {
+    /// The context before its first cell.
+    ctx: Context,
+    cells: Vec<PlannedCell>,
+    functions: HashSet<String>,
+    runs: bool,
+}
+
+impl Builder {
+    fn new(ctx: &Context) -> Builder {
+        Builder {
+            ctx: ctx.clone(),
+            cells: Vec::new(),
+            functions: HashSet::new(),
+            runs: false,
+        }
+    }
+
+    /// Whether a cell (`src`, split into `items` against `ctx`, the context before it) keeps
+    /// the REPL's behaviour in this unit.
+    fn accepts(&self, src: &str, items: &[Item], ctx: &Context, lang: Lang) -> bool {
+        if self.cells.is_empty() {
+            return true;
+        }
+        let functions = items.iter().filter_map(|i| match &i.kind {
+            ItemKind::Function { name, .. } => Some(name.clone()),
+            _ => None,
+        });
+        let mut names = defined_names(items, lang).into_iter().chain(functions);
+        let redefines = names.any(|n| ctx.defines(&n));
+        let calls = identifiers(src).any(|w| self.functions.contains(w));
+        let constructs = lang == Lang::Cxx && self.runs && !items.iter().all(plain_declaration);
+        self.cells.len() < MAX_UNIT && !redefines && !calls && !constructs
+    }
+
+    fn push(&mut self, cell: PlannedCell) {
+        for i in &cell.items {
+            if let ItemKind::Function { name, .. } = &i.kind {
+                self.functions.insert(last_part(name).to_string());
+            }
+        }
+        self.runs |= cell.items.iter().any(runs_code);
+        self.cells.push(cell);
+    }
+
+    fn finish(self, lang: Lang) -> Unit {
+        let mut redefined = Vec::new();
+        for c in &self.cells {
+            redefined.extend(defined_names(&c.items, lang));
+        }
+        Unit {
+            prelude: self.ctx.prelude_text(&redefined),
+            cells: self.cells,
+            cursor: 0,
+            state: State::Idle,
+        }
+    }
+}
+
+/// The words of `src` that could name something.
+fn identifiers(src: &str) -> impl Iterator<Item = &str> {
+    src.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+}
+
+/// Whether an item runs code in the cell's generated function.
+fn runs_code(item: &Item) -> bool {
+    match &item.kind {
+        ItemKind::Statement | ItemKind::Expression => true,
+        ItemKind::Variable(v) => !v.inits.is_empty(),
+        _ => false,
+    }
+}
+
+/// A C++ item that constructs nothing when its module is linked: a directive, or a type,
+/// alias or template declaration without `static` members.
+fn plain_declaration(item: &Item) -> bool {
+    match &item.kind {
+        ItemKind::Directive | ItemKind::Statement | ItemKind::Expression => true,
+        // An out-of-class definition may be a static data member's.
+        ItemKind::Function { prototype, .. } => prototype.is_some(),
+        ItemKind::Variable(_) => false,
+        ItemKind::Carried => {
+            let mut words = identifiers(&item.text);
+            let first = words.next().unwrap_or("");
+            let kinds = [
+                "class", "struct", "union", "enum", "typedef", "using", "template",
+            ];
+            kinds.contains(&first) && !identifiers(&item.text).any(|w| w == "static")
+        }
+    }
+}
+
+impl Plan {
+    /// Plans cell `number` (`src`, `items`) and the cells that arrived after it (`next`) into
+    /// units, each cell against the context as it will be once the cells before it are kept.
+    pub(super) fn new(
+        ctx: &Context,
+        lang: Lang,
+        first: (u32, &str, Vec<Item>),
+        next: &[String],
+    ) -> Plan {
+        let (mut number, src, mut items) = first;
+        let mut src = src.to_string();
+        let mut ctx = ctx.clone();
+        let mut units = VecDeque::new();
+        let mut unit = Builder::new(&ctx);
+        let mut rest = next.iter().take(MAX_PLAN);
+        loop {
+            if !unit.accepts(&src, &items, &ctx, lang) {
+                let done = std::mem::replace(&mut unit, Builder::new(&ctx));
+                units.push_back(done.finish(lang));
+            }
+            let show = ctx.value_type_expr(&items, lang);
+            let generation = ctx.generation;
+            ctx.absorb(number, &items, lang);
+            let auto = items
+                .iter()
+                .any(|i| matches!(&i.kind, ItemKind::Variable(v) if v.extern_decl.is_empty()));
+            unit.push(PlannedCell {
+                src,
+                number,
+                generation,
+                items,
+                show,
+            });
+            // Later cells need an `auto` variable's type, known once its cell ran.
+            let Some(next) = rest
+                .next()
+                .filter(|n| !auto && !n.trim_start().starts_with('%'))
+            else {
+                break;
+            };
+            let next_items = split::split(next, lang, &ctx.known);
+            if next_items.is_empty() || split::refusal(&next_items, lang).is_some() {
+                break;
+            }
+            (number, src, items) = (number + 1, next.clone(), next_items);
+        }
+        units.push_back(unit.finish(lang));
+        for u in &units {
+            let n: Vec<u32> = u.cells.iter().map(|c| c.number).collect();
+            tracing::debug!("compile unit of cells {n:?}");
+        }
+        Plan { units }
+    }
+
+    /// Finds cell `number` (`src`, for context `generation`) as the next cell of a unit:
+    /// the units before it are dropped (their compiles killed). Its items, or `None` (the plan
+    /// is dropped).
+    pub(super) fn take(&mut self, src: &str, number: u32, generation: u64) -> Option<Vec<Item>> {
+        while let Some(u) = self.units.front() {
+            if u.cells.iter().any(|c| c.number == number) {
+                break;
+            }
+            self.units.pop_front();
+        }
+        let matches = self
+            .units
+            .front()
+            .and_then(|u| u.cells.get(u.cursor))
+            .is_some_and(|c| c.number == number && c.src == src && c.generation == generation);
+        if !matches {
+            self.units.clear();
+            return None;
+        }
+        let u = self.units.front_mut()?;
+        u.cursor += 1;
+        Some(u.cells[u.cursor - 1].items.clone())
+    }
+
+    /// Starts the compiles of the current unit and the one after it, if not started.
+    fn start(&mut self, compiler: &Compiler) {
+        for u in self.units.iter_mut().take(2) {
+            if matches!(u.state, State::Idle) {
+                let cells: Vec<UnitCell> = u.cells.iter().map(PlannedCell::unit_cell).collect();
+                u.state = State::Running(compiler.start_unit(&u.prelude, &cells));
+            }
+        }
+    }
+
+    /// Turns the current unit into one unit per cell it has left, the current one first;
+    /// `ctx` is the context before the current cell.
+    fn split_front(&mut self, ctx: &Context, lang: Lang) {
+        let Some(u) = self.units.pop_front() else {
+            return;
+        };
+        tracing::debug!(
+            "the unit of cell {} is compiled cell by cell",
+            u.cells[0].number
+        );
+        let mut ctx = ctx.clone();
+        let mut singles = VecDeque::new();
+        for (k, c) in u.cells.into_iter().skip(u.cursor - 1).enumerate() {
+            let prelude = ctx.prelude_text(&defined_names(&c.items, lang));
+            ctx.absorb(c.number, &c.items, lang);
+            singles.push_back(Unit {
+                prelude,
+                cells: vec![c],
+                cursor: usize::from(k == 0),
+                state: State::Idle,
+            });
+        }
+        singles.append(&mut self.units);
+        self.units = singles;
+    }
+}
+
+impl PlannedCell {
+    fn unit_cell(&self) -> UnitCell<'_> {
+        UnitCell {
+            number: self.number,
+            items: &self.items,
+            show: self.show.as_deref(),
+        }
+    }
+}
+
+/// The object and module a cell got.
+pub(super) struct Linked {
+    pub object: Option<Arc<Vec<u8>>>,
+    pub module: Option<ModuleId>,
+    /// The unit's source, for the first cell of a unit of several.
+    pub unit: Option<Arc<UnitSource>>,
+}
+
+impl Repl {
+    /// Compiles (or takes from its unit) and links cell `number`; `None` when it failed (the
+    /// events say why). Fills in the compile and link times (from `t0`).
+    pub(super) fn compile_and_link(
+        &mut self,
+        number: u32,
+        items: &mut [Item],
+        out: &mut Outcome,
+        t0: Instant,
+    ) -> Option<Linked> {
+        self.plan.start(&self.compiler);
+        if let Some(linked) = self.link_unit(number, out, t0) {
+            return Some(linked);
+        }
+        self.compile_cell(number, items, out, t0)
+    }
+
+    /// A cell of a unit of several: the unit's module (linked with its first cell), or `None`
+    /// when the cell is compiled on its own (the unit failed: it is split into cells).
+    fn link_unit(&mut self, number: u32, out: &mut Outcome, t0: Instant) -> Option<Linked> {
+        let u = self.plan.units.front_mut()?;
+        if u.cells.len() < 2 {
+            return None;
+        }
+        if matches!(u.state, State::Linked) {
+            out.times.compile = t0.elapsed();
+            return Some(Linked {
+                object: None,
+                module: None,
+                unit: None,
+            });
+        }
+        let State::Running(pending) = std::mem::replace(&mut u.state, State::Idle) else {
+            self.plan.split_front(&self.ctx, self.options.lang);
+            return None;
+        };
+        self.compiler.take_warnings();
+        let compiled = self.compiler.finish(pending);
+        let clean = self.compiler.take_warnings().trim().is_empty();
+        let t1 = Instant::now();
+        out.times.compile = t1 - t0;
+        out.times.compiler = self.compiler.take_time();
+        let object = match compiled {
+            Ok(Some(o)) if clean => Arc::new(o),
+            _ => {
+                self.plan.split_front(&self.ctx, self.options.lang);
+                return None;
+            }
+        };
+        self.session
+            .add_object_bytes(&format!("cell {number}"), object.to_vec());
+        let Ok(module) = self.session.link() else {
+            self.plan.split_front(&self.ctx, self.options.lang);
+            return None;
+        };
+        out.times.link = t1.elapsed();
+        let u = self.plan.units.front_mut()?;
+        u.state = State::Linked;
+        let source = UnitSource {
+            prelude: u.prelude.clone(),
+            cells: (u.cells.iter())
+                .map(|c| (c.number, c.items.clone(), c.show.clone()))
+                .collect(),
+        };
+        Some(Linked {
+            object: Some(object),
+            module: Some(module),
+            unit: Some(Arc::new(source)),
+        })
+    }
+
+    /// Compiles and links a cell on its own (its compile may have started ahead).
+    fn compile_cell(
+        &mut self,
+        number: u32,
+        items: &mut [Item],
+        out: &mut Outcome,
+        t0: Instant,
+    ) -> Option<Linked> {
+        let lang = self.options.lang;
+        let pending = match self.plan.units.front_mut() {
+            Some(u) if u.cells.len() == 1 && u.cells[0].number == number => {
+                match std::mem::replace(&mut u.state, State::Idle) {
+                    State::Running(p) => Some(p),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let pending =
+            pending.unwrap_or_else(|| self.ctx.start(&self.compiler, number, items, lang));
+        // The next unit compiles meanwhile.
+        if let Some(u) = self.plan.units.front_mut() {
+            u.state = State::Linked;
+        }
+        self.plan.start(&self.compiler);
+        self.compiler.take_time();
+        self.compiler.take_warnings();
+        let compiled = self
+            .ctx
+            .finish(&self.compiler, pending, number, items, lang);
+        let object = match compiled {
+            Ok(o) => {
+                let warnings = super::compile::tidy_diagnostics(&self.compiler.take_warnings());
+                if !warnings.trim().is_empty() {
+                    out.events.push(Event::Diagnostics(warnings));
+                }
+                o.map(Arc::new)
+            }
+            Err(diagnostics) => {
+                let shown = super::compile::tidy_diagnostics(&diagnostics);
+                out.events.push(Event::Diagnostics(shown));
+                return None;
+            }
+        };
+        let t1 = Instant::now();
+        out.times.compile = t1 - t0;
+        out.times.compiler = self.compiler.take_time();
+        let module = match &object {
+            None => None,
+            Some(o) => {
+                self.session
+                    .add_object_bytes(&format!("cell {number}"), o.to_vec());
+                match self.session.link() {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        // The linker's messages name the object, "cell N", often first.
+                        let e = e.to_string();
+                        let named = e.starts_with(&format!("cell {number}:"));
+                        let e = if named {
+                            e
+                        } else {
+                            format!("cell {number}: {e}")
+                        };
+                        out.events.push(Event::Error(e));
+                        return None;
+                    }
+                }
+            }
+        };
+        out.times.link = t1.elapsed();
+        Some(Linked {
+            object,
+            module,
+            unit: None,
+        })
+    }
+
+    /// Cell `number` of a unit was not kept: if a cell of the unit from it on defined
+    /// anything, the object kept for replaying (the unit's first cell's) is compiled again
+    /// with the cells before it only.
+    pub(super) fn trim_unit(&mut self, number: u32) {
+        let Some(rec) = self.cells.iter_mut().rev().find(|c| c.unit.is_some()) else {
+            return;
+        };
+        let Some(source) = rec.unit.clone() else {
+            return;
+        };
+        let Some(cut) = source.cells.iter().position(|c| c.0 == number) else {
+            return;
+        };
+        let defines = source.cells[cut..]
+            .iter()
+            .flat_map(|c| c.1.iter())
+            .any(|i| matches!(i.kind, ItemKind::Function { .. } | ItemKind::Variable(_)));
+        if cut == 0 || !defines {
+            return;
+        }
+        let cells: Vec<UnitCell> = source.cells[..cut]
+            .iter()
+            .map(|c| UnitCell {
+                number: c.0,
+                items: &c.1,
+                show: c.2.as_deref(),
+            })
+            .collect();
+        let p = self.compiler.start_unit(&source.prelude, &cells);
+        if let Ok(Some(o)) = self.compiler.finish(p) {
+            rec.object = Some(Arc::new(o));
+        }
+    }
+}
