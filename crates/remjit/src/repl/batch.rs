@@ -156,7 +156,7 @@ fn plain_declaration(item: &Item) -> bool {
         ItemKind::Directive | ItemKind::Statement | ItemKind::Expression => true,
         // An out-of-class definition may be a static data member's.
         ItemKind::Function { prototype, .. } => prototype.is_some(),
-        ItemKind::Variable(_) => false,
+        ItemKind::Variable(v) => constant_scalars(v),
         ItemKind::Carried => {
             let mut words = identifiers(&item.text);
             let first = words.next().unwrap_or("");
@@ -166,6 +166,23 @@ fn plain_declaration(item: &Item) -> bool {
             kinds.contains(&first) && !identifiers(&item.text).any(|w| w == "static")
         }
     }
+}
+
+/// Whether a C++ variable definition is of scalars with constant initializers (initialized
+/// when loaded, no constructor): `int total = 0;`, `const double k = 2.5, *p = nullptr;`.
+fn constant_scalars(v: &split::Variable) -> bool {
+    const SCALAR: &[&str] = &[
+        "int", "long", "short", "char", "unsigned", "signed", "bool", "float", "double", "const",
+    ];
+    const VALUES: &[&str] = &["true", "false", "nullptr"];
+    let names: Vec<&str> = v.names.iter().map(|n| n.0.as_str()).collect();
+    let scalar_types = v.names.iter().all(|(_, t)| {
+        t.as_deref()
+            .is_some_and(|t| identifiers(t).all(|w| SCALAR.contains(&w)))
+    });
+    let only_literals = identifiers(&v.definition)
+        .all(|w| SCALAR.contains(&w) || VALUES.contains(&w) || names.contains(&w));
+    scalar_types && only_literals
 }
 
 impl Plan {
@@ -248,10 +265,12 @@ impl Plan {
 
     /// Starts the compiles of the current unit and the one after it, if not started.
     fn start(&mut self, compiler: &Compiler) {
+        // Nothing queued behind: cells come one by one (the head is worth precompiling).
+        let eager = self.units.len() == 1;
         for u in self.units.iter_mut().take(2) {
             if matches!(u.state, State::Idle) {
                 let cells: Vec<UnitCell> = u.cells.iter().map(PlannedCell::unit_cell).collect();
-                u.state = State::Running(compiler.start_unit(&u.prelude, &cells));
+                u.state = State::Running(compiler.start_unit(&u.prelude, &cells, eager));
             }
         }
     }
@@ -477,7 +496,7 @@ impl Repl {
                 show: c.2.as_deref(),
             })
             .collect();
-        let p = self.compiler.start_unit(&source.prelude, &cells);
+        let p = self.compiler.start_unit(&source.prelude, &cells, false);
         if let Ok(Some(o)) = self.compiler.finish(p) {
             rec.object = Some(Arc::new(o));
         }

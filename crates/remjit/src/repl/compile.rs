@@ -29,6 +29,8 @@ pub struct Compiler {
     /// The precompiled head of the prelude: its text and the header to `-include`.
     pch: std::cell::RefCell<Option<(String, PathBuf)>>,
     pch_builds: std::cell::Cell<u32>,
+    /// How many compiles read the head as text since the last precompiled one was built.
+    textual_heads: std::cell::Cell<u32>,
     /// Warnings of compiles that succeeded, since [`Compiler::take_warnings`].
     warnings: std::cell::RefCell<String>,
     /// Time spent in compiler processes since [`Compiler::take_time`].
@@ -94,6 +96,7 @@ impl Compiler {
             header,
             pch: Default::default(),
             pch_builds: Default::default(),
+            textual_heads: Default::default(),
             spent: Default::default(),
             warnings: Default::default(),
         })
@@ -195,26 +198,31 @@ impl Compiler {
                 items,
                 show,
             }],
+            true,
         )
     }
 
     /// Starts compiling `cells` (one or more, in order) after `prelude` as one translation
-    /// unit: one object, each cell's code in its own generated function. A unit of several
-    /// cells uses a precompiled head only when one exists already (building one costs more
-    /// than the unit's compile).
-    pub fn start_unit(&self, prelude: &Prelude, cells: &[UnitCell]) -> Pending {
+    /// unit: one object, each cell's code in its own generated function. The prelude's head
+    /// is precompiled first if `eager` (cells typed one by one: each compiles in a fraction of
+    /// the time then), else once compiles read it as text a few times (building it costs
+    /// several such compiles, in C++).
+    pub fn start_unit(&self, prelude: &Prelude, cells: &[UnitCell], eager: bool) -> Pending {
         let all = || cells.iter().flat_map(|c| c.items.iter());
         let directives = all().all(|i| matches!(i.kind, ItemKind::Directive));
         let declarations = all().all(|i| matches!(i.kind, ItemKind::Directive | ItemKind::Carried));
         // A cell that includes headers itself makes a new head: precompile the next one.
         let includes = all().any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
-        let pch = if includes || directives {
+        let pch = if includes || directives || prelude.head.is_empty() {
             None
-        } else if cells.len() > 1 {
-            self.existing_pch(&prelude.head)
-        } else {
+        } else if eager || self.textual_heads.get() >= TEXTUAL_HEADS {
             self.precompiled(&prelude.head)
+        } else {
+            self.existing_pch(&prelude.head)
         };
+        if pch.is_none() && !prelude.head.is_empty() {
+            self.textual_heads.set(self.textual_heads.get() + 1);
+        }
         let (header, mut text) = match pch {
             Some(h) => (h, prelude.tail.clone()),
             None => (
@@ -300,6 +308,12 @@ impl Drop for Pending {
     }
 }
 
+/// Compiles of units that read the prelude's head as text before it is precompiled: building
+/// a C++ head of the standard headers costs about as much as three or four compiles reading
+/// it (a precompiled one is read in a fraction of that), so, not knowing how many compiles
+/// follow, build it once that much was spent without it.
+const TEXTUAL_HEADS: u32 = 4;
+
 /// A cell of a compile unit: its number, items and (C) the expression naming its value's type.
 #[derive(Clone, Copy)]
 pub struct UnitCell<'a> {
@@ -328,6 +342,7 @@ impl Compiler {
         }
         let n = self.pch_builds.get() + 1;
         self.pch_builds.set(n);
+        self.textual_heads.set(0);
         let ext = match self.lang {
             Lang::C => "h",
             Lang::Cxx => "hh",
