@@ -787,3 +787,87 @@ fn step(master: &mut std::fs::File, seen: &mut String, send: &str, wait: &str) {
         "waiting for {wait:?}; saw:\n{seen}"
     );
 }
+
+/// Cells that arrive together compile as one unit: a cell of it that does not compile is
+/// reported at its own cell and line (the unit is compiled again cell by cell), and the cells
+/// after it run.
+#[test]
+fn a_cell_that_fails_in_a_unit_is_reported_at_its_cell() {
+    let input = "#include <stdio.h>\nint a = 1;\nint b = nope;\na + 2\n";
+    for mode in MODES {
+        let out = assert_session(mode, input, "(int) 3\n", 1);
+        assert_eq!(
+            text(&out.stderr),
+            "cell 3:1:9: error: ‘nope’ undeclared here (not in a function)\n"
+        );
+    }
+}
+
+/// The output of a unit's cells (their own and their values) comes in cell order.
+#[test]
+fn output_of_a_unit_comes_in_cell_order() {
+    let input = "#include <stdio.h>\nprintf(\"one\\n\");\n1\nprintf(\"two\\n\");\nint t = 2;\nt\n";
+    for mode in MODES {
+        assert_session(mode, input, "one\n(int) 1\ntwo\n(int) 2\n", 0);
+    }
+}
+
+/// A crash in the middle of a unit: the cells after it have not run when it is reported,
+/// they run once after the restart; the object replayed for the unit no longer holds the
+/// definitions of the cells that were not kept (`h` is undefined once its later copy is
+/// undone), as if each cell had been compiled on its own.
+#[test]
+fn a_crash_in_the_middle_of_a_unit() {
+    let input = "#include <stdio.h>\nint x = 1;\nx += 1;\n*(volatile int *)0 = 1;\n\
+                 int h(void) { return 9; }\nprintf(\"after %d\\n\", x + h());\n\
+                 %undo\n%undo\n%restart\nint h(void);\nh()\nx\n";
+    for mode in &MODES[1..] {
+        let out = assert_session(mode, input, "after 11\n(int) 2\n", 1);
+        let err = text(&out.stderr);
+        let crash = err.find("remjit: cell 4: the JIT'd code crashed: SIGSEGV");
+        assert!(crash.is_some(), "{err}");
+        assert!(
+            err.contains(
+                "remjit: executor restarted; 3 cells relinked, 1 replayed in \
+                 "
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("remjit: cell 6 removed\nremjit: cell 5 removed\n"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "remjit: error: cell 8: 1 undefined symbol(s):\n  h (referenced by cell 8)"
+            ),
+            "{err}"
+        );
+    }
+}
+
+/// `%undo` of a cell compiled in a unit with the cell before it forgets its declarations
+/// only; the earlier cell's function stays.
+#[test]
+fn undo_of_a_cell_of_a_unit() {
+    let input = "int f(void) { return 1; }\nint v = 2;\n%undo\nv\nf()\n";
+    let out = assert_session(&[], input, "(int) 1\n", 1);
+    assert_eq!(
+        text(&out.stderr),
+        "remjit: cell 2 removed\ncell 3:1:1: error: ‘v’ undeclared (first use in this function)\n\
+         cell 3:1:1: note: each undeclared identifier is reported only once for each function it \
+         appears in\n"
+    );
+}
+
+/// C++ cells after statements: a variable whose initializer runs code is not compiled with
+/// them (its constructor would run when the unit is linked, before the statements).
+#[test]
+fn cxx_initializers_run_after_the_statements_before_them() {
+    let input = "int x = 1;\nx = 5;\nint y = x;\ny\nint k = 3;\nk\n#include <string>\n\
+                 std::string s = std::to_string(x + y);\ns\n";
+    for mode in [&["--in-process"][..], &[]] {
+        let args = [&["--lang", "c++"], mode].concat();
+        assert_session(&args, input, "(int) 5\n(int) 3\n(std::string) \"10\"\n", 0);
+    }
+}
