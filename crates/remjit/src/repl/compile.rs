@@ -2,12 +2,12 @@
 //! function running its statements) compiled by the system compiler in a private directory.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::split::{Item, ItemKind, Lang};
 use crate::error::{Error, Result};
 
-const SUPPORT_C: &str = include_str!("support/support.c");
+/// The support module's object, compiled from support/support.c when remjit was built.
+const SUPPORT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/remjit-repl-support.o"));
 /// Cells compile as position-independent code: a thread-local of another cell lives in another
 /// module, reached through `__tls_get_addr`, never with the initial-exec model gcc uses for an
 /// `extern __thread` in (PIE) executable code.
@@ -18,9 +18,8 @@ const SUPPORT_CXX_H: &str = include_str!("support/support_cxx.h");
 /// The compiler of a REPL session, with its private directory.
 pub struct Compiler {
     lang: Lang,
-    /// The compiler of cells, and the C compiler (for the support module).
+    /// The compiler of cells.
     program: String,
-    c_program: String,
     flags: Vec<String>,
     /// The flag that drops source excerpts and carets from diagnostics (clang and gcc differ).
     no_caret: &'static str,
@@ -62,9 +61,8 @@ impl Compiler {
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| default.to_string())
         };
-        let c_program = env("CC", "gcc");
         let program = program.unwrap_or_else(|| match lang {
-            Lang::C => c_program.clone(),
+            Lang::C => env("CC", "gcc"),
             Lang::Cxx => env("CXX", "g++"),
         });
         sweep_stale_dirs();
@@ -89,7 +87,6 @@ impl Compiler {
         Ok(Compiler {
             lang,
             program,
-            c_program,
             flags: flags.to_vec(),
             no_caret,
             dir,
@@ -114,33 +111,7 @@ impl Compiler {
 
     /// The support module's object (C, whatever the session's language).
     pub fn support_object(&self) -> Result<Vec<u8>> {
-        let src = self.dir.path().join("remjit-repl-support.c");
-        std::fs::write(&src, SUPPORT_C).map_err(|e| io_error(&src, e))?;
-        let obj = self.dir.path().join("remjit-repl-support.o");
-        let mut cmd = crate::input::compiler_command(&self.c_program);
-        cmd.args(["-c", "-O1", "-w", "-x", "c"])
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj);
-        let r = self
-            .run(cmd, Some(obj.as_path()))
-            .map(Option::unwrap_or_default);
-        r.map_err(|message| Error::Compile {
-            path: src.display().to_string(),
-            message,
-        })
-    }
-
-    /// Runs a compile command; the object (if it makes one), or the diagnostics (as the
-    /// compiler wrote them).
-    fn run(
-        &self,
-        mut cmd: Command,
-        obj: Option<&std::path::Path>,
-    ) -> std::result::Result<Option<Vec<u8>>, String> {
-        let t = std::time::Instant::now();
-        let out = cmd.output();
-        self.collect(out, t, obj)
+        Ok(SUPPORT_OBJECT.to_vec())
     }
 
     /// What a finished compiler process left: the object, or its diagnostics. Its time and
