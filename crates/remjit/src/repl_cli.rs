@@ -37,7 +37,8 @@ pub struct ReplCli {
     /// After a crash, start the fresh executor empty instead of replaying earlier cells.
     #[arg(long)]
     no_replay: bool,
-    /// Reading from a pipe, do not compile the next cell while the current one runs.
+    /// Reading from a pipe, do not compile the cells that arrived (together where they can)
+    /// while the current one runs: one cell at a time.
     #[arg(long)]
     no_compile_ahead: bool,
 }
