@@ -788,9 +788,9 @@ fn step(master: &mut std::fs::File, seen: &mut String, send: &str, wait: &str) {
     );
 }
 
-/// Cells that arrive together compile as one unit: a cell of it that does not compile is
-/// reported at its own cell and line (the unit is compiled again cell by cell), and the cells
-/// after it run.
+/// Cells that arrive together compile as one unit: a cell of it that warns or does not
+/// compile is reported at its own cell and line (the unit is split, that cell compiled alone),
+/// and the cells after it run.
 #[test]
 fn a_cell_that_fails_in_a_unit_is_reported_at_its_cell() {
     let input = "#include <stdio.h>\nint a = 1;\nint b = nope;\na + 2\n";
@@ -801,6 +801,14 @@ fn a_cell_that_fails_in_a_unit_is_reported_at_its_cell() {
             "cell 3:1:9: error: ‘nope’ undeclared here (not in a function)\n"
         );
     }
+    let input = "int a = 1;\nchar c = 1000;\na + 1\nint b = nope;\nc + 0\na + 2\n";
+    let out = assert_session(&[], input, "(int) 2\n(int) -24\n(int) 3\n", 1);
+    assert_eq!(
+        text(&out.stderr),
+        "cell 2:1:10: warning: overflow in conversion from ‘int’ to ‘char’ changes value from \
+         ‘1000’ to ‘-24’ [-Woverflow]\ncell 4:1:9: error: ‘nope’ undeclared here (not in a \
+         function)\n"
+    );
 }
 
 /// The output of a unit's cells (their own and their values) comes in cell order.

@@ -11,10 +11,10 @@
 //!   constructors run when it is linked, before the unit's first cell runs);
 //! - a C++ `auto` variable ends the plan (later cells need its type, known once it ran).
 //!
-//! A unit that fails to compile, compiles with warnings or fails to link is compiled again
-//! cell by cell, so diagnostics name the right cell exactly as before. Cells run one by one; a
-//! cell that crashes ends the unit (the cells after it are compiled again on their own when
-//! they come, against the context the crash left). The unit's module belongs to its first
+//! A unit that fails to compile, compiles with warnings or fails to link is split: the cell at
+//! fault (the first its diagnostics name) is compiled alone, so its diagnostics are exactly
+//! those it had before. Cells run one by one; a cell that fails ends the unit (the cells after
+//! it are planned again when they come, against the context the failure left). The unit's module belongs to its first
 //! cell's record; after a crash, the object kept for replaying is compiled again without the
 //! cells that were not kept, when they defined anything. `%undo` of a later cell of a unit
 //! forgets its declarations; its code stays linked with the unit until the unit's first cell
@@ -275,31 +275,58 @@ impl Plan {
         }
     }
 
-    /// Turns the current unit into one unit per cell it has left, the current one first;
-    /// `ctx` is the context before the current cell.
-    fn split_front(&mut self, ctx: &Context, lang: Lang) {
+    /// Splits the current unit, which failed, from its current cell on: the cells before
+    /// `culprit` (the cell its diagnostics name first) as a unit again, the culprit alone (the
+    /// current cell alone when no later cell is named), the rest as a unit; `ctx` is the
+    /// context before the current cell.
+    fn split_front(&mut self, ctx: &Context, lang: Lang, culprit: Option<u32>) {
         let Some(u) = self.units.pop_front() else {
             return;
         };
-        tracing::debug!(
-            "the unit of cell {} is compiled cell by cell",
-            u.cells[0].number
-        );
+        let mut cells: Vec<PlannedCell> = u.cells.into_iter().skip(u.cursor - 1).collect();
+        let Some(first) = cells.first().map(|c| c.number) else {
+            return;
+        };
+        tracing::debug!("the unit of cell {first} is split at cell {culprit:?}");
+        let at = culprit
+            .filter(|&n| n > first)
+            .and_then(|n| cells.iter().position(|c| c.number == n))
+            .unwrap_or(0);
+        let mut rest = cells.split_off(at);
+        let after = rest.split_off(1.min(rest.len()));
         let mut ctx = ctx.clone();
-        let mut singles = VecDeque::new();
-        for (k, c) in u.cells.into_iter().skip(u.cursor - 1).enumerate() {
-            let prelude = ctx.prelude_text(&defined_names(&c.items, lang));
-            ctx.absorb(c.number, &c.items, lang);
-            singles.push_back(Unit {
+        let mut units = VecDeque::new();
+        for group in [cells, rest, after] {
+            if group.is_empty() {
+                continue;
+            }
+            let mut redefined = Vec::new();
+            for c in &group {
+                redefined.extend(defined_names(&c.items, lang));
+            }
+            let prelude = ctx.prelude_text(&redefined);
+            for c in &group {
+                ctx.absorb(c.number, &c.items, lang);
+            }
+            units.push_back(Unit {
                 prelude,
-                cells: vec![c],
-                cursor: usize::from(k == 0),
+                cells: group,
+                cursor: usize::from(units.is_empty()),
                 state: State::Idle,
             });
         }
-        singles.append(&mut self.units);
-        self.units = singles;
+        units.append(&mut self.units);
+        self.units = units;
     }
+}
+
+/// The cell that diagnostics name first (`cell N:LINE:COL: ...` at the start of a line).
+fn first_cell_named(diagnostics: &str) -> Option<u32> {
+    diagnostics.lines().find_map(|l| {
+        let rest = l.strip_prefix("cell ")?;
+        let (n, _) = rest.split_once(':')?;
+        n.parse().ok()
+    })
 }
 
 impl PlannedCell {
@@ -310,6 +337,13 @@ impl PlannedCell {
             show: self.show.as_deref(),
         }
     }
+}
+
+/// What became of a cell's unit.
+enum Step {
+    Linked(Linked),
+    Alone,
+    Again,
 }
 
 /// The object and module a cell got.
@@ -330,53 +364,74 @@ impl Repl {
         out: &mut Outcome,
         t0: Instant,
     ) -> Option<Linked> {
-        self.plan.start(&self.compiler);
-        if let Some(linked) = self.link_unit(number, out, t0) {
-            return Some(linked);
+        loop {
+            self.plan.start(&self.compiler);
+            match self.link_unit(out, t0) {
+                Step::Linked(linked) => return Some(linked),
+                Step::Alone => return self.compile_cell(number, items, out, t0),
+                Step::Again => {}
+            }
         }
-        self.compile_cell(number, items, out, t0)
     }
 
-    /// A cell of a unit of several: the unit's module (linked with its first cell), or `None`
-    /// when the cell is compiled on its own (the unit failed: it is split into cells).
-    fn link_unit(&mut self, number: u32, out: &mut Outcome, t0: Instant) -> Option<Linked> {
-        let u = self.plan.units.front_mut()?;
-        if u.cells.len() < 2 {
-            return None;
-        }
-        if matches!(u.state, State::Linked) {
-            out.times.compile = t0.elapsed();
-            return Some(Linked {
-                object: None,
-                module: None,
-                unit: None,
-            });
-        }
-        let State::Running(pending) = std::mem::replace(&mut u.state, State::Idle) else {
-            self.plan.split_front(&self.ctx, self.options.lang);
-            return None;
+    /// The cell's unit, when it has several cells: its module (linked with its first cell),
+    /// or `Again` when it failed (it is split); `Alone` for a cell compiled on its own.
+    fn link_unit(&mut self, out: &mut Outcome, t0: Instant) -> Step {
+        let lang = self.options.lang;
+        let Some(u) = self.plan.units.front_mut().filter(|u| u.cells.len() > 1) else {
+            return Step::Alone;
         };
+        let none = Linked {
+            object: None,
+            module: None,
+            unit: None,
+        };
+        let pending = match std::mem::replace(&mut u.state, State::Idle) {
+            State::Linked => {
+                u.state = State::Linked;
+                out.times.compile = t0.elapsed();
+                return Step::Linked(none);
+            }
+            State::Running(p) => p,
+            State::Idle => {
+                self.plan.split_front(&self.ctx, lang, None);
+                return Step::Again;
+            }
+        };
+        let name = format!("cell {}", u.cells[0].number);
         self.compiler.take_warnings();
         let compiled = self.compiler.finish(pending);
-        let clean = self.compiler.take_warnings().trim().is_empty();
+        let warnings = self.compiler.take_warnings();
         let t1 = Instant::now();
         out.times.compile = t1 - t0;
         out.times.compiler = self.compiler.take_time();
         let object = match compiled {
-            Ok(Some(o)) if clean => Arc::new(o),
-            _ => {
-                self.plan.split_front(&self.ctx, self.options.lang);
-                return None;
+            Ok(o) if warnings.trim().is_empty() => o.map(Arc::new),
+            Ok(_) => {
+                self.plan
+                    .split_front(&self.ctx, lang, first_cell_named(&warnings));
+                return Step::Again;
+            }
+            Err(d) => {
+                self.plan.split_front(&self.ctx, lang, first_cell_named(&d));
+                return Step::Again;
             }
         };
-        self.session
-            .add_object_bytes(&format!("cell {number}"), object.to_vec());
-        let Ok(module) = self.session.link() else {
-            self.plan.split_front(&self.ctx, self.options.lang);
-            return None;
+        let module = match &object {
+            None => None,
+            Some(o) => {
+                self.session.add_object_bytes(&name, o.to_vec());
+                let Ok(m) = self.session.link() else {
+                    self.plan.split_front(&self.ctx, lang, None);
+                    return Step::Again;
+                };
+                Some(m)
+            }
         };
         out.times.link = t1.elapsed();
-        let u = self.plan.units.front_mut()?;
+        let Some(u) = self.plan.units.front_mut() else {
+            return Step::Linked(none);
+        };
         u.state = State::Linked;
         let source = UnitSource {
             prelude: u.prelude.clone(),
@@ -384,10 +439,10 @@ impl Repl {
                 .map(|c| (c.number, c.items.clone(), c.show.clone()))
                 .collect(),
         };
-        Some(Linked {
-            object: Some(object),
-            module: Some(module),
-            unit: Some(Arc::new(source)),
+        Step::Linked(Linked {
+            unit: object.is_some().then(|| Arc::new(source)),
+            object,
+            module,
         })
     }
 
