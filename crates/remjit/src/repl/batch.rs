@@ -265,10 +265,12 @@ impl Plan {
 
     /// Starts the compiles of the current unit and the one after it, if not started.
     fn start(&mut self, compiler: &Compiler) {
-        // Nothing queued behind: cells come one by one (the head is worth precompiling).
-        let eager = self.units.len() == 1;
+        // One cell and nothing queued behind: cells come one by one (the head is worth
+        // precompiling).
+        let alone = self.units.len() == 1;
         for u in self.units.iter_mut().take(2) {
             if matches!(u.state, State::Idle) {
+                let eager = alone && u.cells.len() == 1;
                 let cells: Vec<UnitCell> = u.cells.iter().map(PlannedCell::unit_cell).collect();
                 u.state = State::Running(compiler.start_unit(&u.prelude, &cells, eager));
             }
@@ -555,5 +557,54 @@ impl Repl {
         if let Ok(Some(o)) = self.compiler.finish(p) {
             rec.object = Some(Arc::new(o));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first cell of each unit a script is planned into.
+    fn unit_starts(lang: Lang, script: &str) -> Vec<u32> {
+        let cells: Vec<String> = script.lines().map(|l| format!("{l}\n")).collect();
+        let ctx = Context::default();
+        let items = split::split(&cells[0], lang, &ctx.known);
+        let plan = Plan::new(&ctx, lang, (1, &cells[0], items), &cells[1..]);
+        plan.units.iter().map(|u| u.cells[0].number).collect()
+    }
+
+    #[test]
+    fn a_unit_ends_before_a_call_of_its_function_or_a_redefinition() {
+        let script = "#include <stdio.h>\nint n = 1;\nint f(int x) { return x + n; }\n\
+                      n += 1;\nint g(void) { return 2; }\nf(3)\nint n = 5;\nprintf(\"%d\\n\", n);\n";
+        assert_eq!(unit_starts(Lang::C, script), vec![1, 6, 7]);
+    }
+
+    #[test]
+    fn cxx_constructors_do_not_follow_statements_in_a_unit() {
+        let script = "#include <string>\nstd::string s = \"a\";\ns += \"b\";\nint k = 3;\n\
+                      std::string t = s;\nk + 1\n";
+        assert_eq!(unit_starts(Lang::Cxx, script), vec![1, 5]);
+    }
+
+    #[test]
+    fn the_plan_stops_after_an_auto_variable_and_at_a_command() {
+        let script = "int a = 1;\nauto b = a;\nint c = 2;\n";
+        let starts = unit_starts(Lang::Cxx, script);
+        assert_eq!(starts, vec![1]);
+        let cells = ["int a = 1;\n", "%undo\n", "a\n"].map(String::from);
+        let ctx = Context::default();
+        let items = split::split(&cells[0], Lang::C, &ctx.known);
+        let plan = Plan::new(&ctx, Lang::C, (1, &cells[0], items), &cells[1..]);
+        assert_eq!(plan.units.len(), 1);
+        assert_eq!(plan.units[0].cells.len(), 1);
+    }
+
+    #[test]
+    fn diagnostics_name_their_first_cell() {
+        let d =
+            "cell 3: In function ‘__remjit_body_3’:\ncell 3:1:9: error: x\ncell 5:1:1: error: y\n";
+        assert_eq!(first_cell_named(d), Some(3));
+        assert_eq!(first_cell_named("<remjit>:1:2: error: z\n"), None);
     }
 }
