@@ -180,8 +180,9 @@ def main():
     out = []
     say = out.append
     say(f"Measured {time.strftime('%Y-%m-%d')} on {os.uname().nodename} "
-        f"({os.cpu_count()} cores), median of {args.runs} runs, gcc/g++, default executor "
-        "(out of process, shared memory).")
+        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start), "
+        f"median of {args.runs} runs, gcc/g++, default executor (out of process, shared "
+        "memory).")
     say("")
     say("| session | remjit repl | clang-repl-19 | ratio |")
     say("| --- | --- | --- | --- |")
