@@ -263,16 +263,26 @@ impl Plan {
         Some(u.cells[u.cursor - 1].items.clone())
     }
 
-    /// Starts the compiles of the current unit and the one after it, if not started.
+    /// Starts the compiles of the current unit and of those after it while fewer compilers
+    /// than cores run (the cells before a unit run meanwhile; its compile rarely waits).
     fn start(&mut self, compiler: &Compiler) {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
         // One cell and nothing queued behind: cells come one by one (the head is worth
         // precompiling).
         let alone = self.units.len() == 1;
-        for u in self.units.iter_mut().take(2) {
-            if matches!(u.state, State::Idle) {
-                let eager = alone && u.cells.len() == 1;
-                let cells: Vec<UnitCell> = u.cells.iter().map(PlannedCell::unit_cell).collect();
-                u.state = State::Running(compiler.start_unit(&u.prelude, &cells, eager));
+        let mut running = 0;
+        for (k, u) in self.units.iter_mut().enumerate() {
+            match &mut u.state {
+                State::Running(p) => running += usize::from(p.running()),
+                State::Linked => {}
+                State::Idle if k > 0 && running >= cores => break,
+                State::Idle => {
+                    let cells: Vec<UnitCell> =
+                        u.cells.iter().map(PlannedCell::unit_cell).collect();
+                    let eager = alone && u.cells.len() == 1;
+                    u.state = State::Running(compiler.start_unit(&u.prelude, &cells, eager));
+                    running += 1;
+                }
             }
         }
     }

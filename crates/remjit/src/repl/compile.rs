@@ -258,6 +258,16 @@ impl Compiler {
     }
 }
 
+impl Pending {
+    /// Whether its compiler is still running.
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Ok(c) => matches!(c.try_wait(), Ok(None)),
+            Err(_) => false,
+        }
+    }
+}
+
 /// A compiler process running in the background; dropped unfinished, it is killed. Its
 /// files go with it.
 pub struct Pending {
