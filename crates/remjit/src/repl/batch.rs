@@ -277,8 +277,7 @@ impl Plan {
                 State::Linked => {}
                 State::Idle if k > 0 && running >= cores => break,
                 State::Idle => {
-                    let cells: Vec<UnitCell> =
-                        u.cells.iter().map(PlannedCell::unit_cell).collect();
+                    let cells: Vec<UnitCell> = u.cells.iter().map(PlannedCell::unit_cell).collect();
                     let eager = alone && u.cells.len() == 1;
                     u.state = State::Running(compiler.start_unit(&u.prelude, &cells, eager));
                     running += 1;
