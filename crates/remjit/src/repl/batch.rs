@@ -294,7 +294,11 @@ impl Plan {
         let Some(u) = self.units.pop_front() else {
             return;
         };
-        let mut cells: Vec<PlannedCell> = u.cells.into_iter().skip(u.cursor - 1).collect();
+        let mut cells: Vec<PlannedCell> = u
+            .cells
+            .into_iter()
+            .skip(u.cursor.saturating_sub(1))
+            .collect();
         let Some(first) = cells.first().map(|c| c.number) else {
             return;
         };
