@@ -879,3 +879,34 @@ fn cxx_initializers_run_after_the_statements_before_them() {
         assert_session(&args, input, "(int) 5\n(int) 3\n(std::string) \"10\"\n", 0);
     }
 }
+
+/// A piped script (cells compiled ahead, in units) prints exactly what it prints one cell at a
+/// time: values, output, diagnostics and status; a C++ one with `auto`, lambdas, templates and
+/// a redefinition, a C one with a void call, a static function, enums and a warning.
+#[test]
+fn units_print_what_cells_one_at_a_time_print() {
+    let cxx = "#include <vector>\n#include <string>\nauto v = std::vector<int>{1, 2, 3};\n\
+               v.size()\nauto f = [](int x) { return x * 2; };\nf(21)\n\
+               int g(int x) { return x + 1; }\nauto w = g(4);\nw\n\
+               struct P { int a; std::string s; };\nP p{1, \"x\"};\np.s\n\
+               template <class T> T twice(T x) { return x + x; }\ntwice(std::string(\"ab\"))\n\
+               int g(int x) { return x + 100; }\nw = g(1);\nw\n";
+    let c = "#include <stdio.h>\ntypedef struct { double x, y; } vec;\n\
+             vec add(vec a, vec b) { vec r = {a.x + b.x, a.y + b.y}; return r; }\n\
+             vec o = {1, 2};\no = add(o, o);\no.x\nenum color { RED, GREEN };\n\
+             enum color c = GREEN;\nc\nstatic int hidden(void) { return 7; }\nhidden()\n\
+             int arr[3] = {1, 2, 3};\nchar ch = 1000;\narr[2] += hidden();\narr[2]\n\
+             void hello(void) { printf(\"hello\\n\"); }\nhello()\nnope\nconst char *msg = \"hi\";\n\
+             msg\n";
+    for (lang, input) in [("c++", cxx), ("c", c)] {
+        let piped = repl(&["--lang", lang], input);
+        let one_by_one = repl(&["--lang", lang, "--no-compile-ahead"], input);
+        assert_eq!(text(&piped.stdout), text(&one_by_one.stdout), "{lang}");
+        assert_eq!(text(&piped.stderr), text(&one_by_one.stderr), "{lang}");
+        assert_eq!(piped.status.code(), one_by_one.status.code(), "{lang}");
+        assert!(
+            text(&piped.stdout).lines().count() >= 6,
+            "{lang}: {piped:?}"
+        );
+    }
+}
