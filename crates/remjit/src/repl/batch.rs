@@ -76,17 +76,18 @@ pub(super) struct UnitSource {
 
 /// The unit being gathered.
 struct Builder {
-    /// The context before its first cell.
-    ctx: Context,
+    /// The prelude before its first cell, with that cell's redefinitions given way (later
+    /// cells redefine nothing).
+    prelude: Prelude,
     cells: Vec<PlannedCell>,
     functions: HashSet<String>,
     runs: bool,
 }
 
 impl Builder {
-    fn new(ctx: &Context) -> Builder {
+    fn new() -> Builder {
         Builder {
-            ctx: ctx.clone(),
+            prelude: Prelude::default(),
             cells: Vec::new(),
             functions: HashSet::new(),
             runs: false,
@@ -110,7 +111,11 @@ impl Builder {
         self.cells.len() < MAX_UNIT && !redefines && !calls && !constructs
     }
 
-    fn push(&mut self, cell: PlannedCell) {
+    /// Adds a cell; `ctx` is the context before it.
+    fn push(&mut self, cell: PlannedCell, ctx: &Context, lang: Lang) {
+        if self.cells.is_empty() {
+            self.prelude = ctx.prelude_text(&defined_names(&cell.items, lang));
+        }
         for i in &cell.items {
             if let ItemKind::Function { name, .. } = &i.kind {
                 self.functions.insert(last_part(name).to_string());
@@ -120,13 +125,9 @@ impl Builder {
         self.cells.push(cell);
     }
 
-    fn finish(self, lang: Lang) -> Unit {
-        let mut redefined = Vec::new();
-        for c in &self.cells {
-            redefined.extend(defined_names(&c.items, lang));
-        }
+    fn finish(self) -> Unit {
         Unit {
-            prelude: self.ctx.prelude_text(&redefined),
+            prelude: self.prelude,
             cells: self.cells,
             cursor: 0,
             state: State::Idle,
@@ -196,28 +197,30 @@ impl Plan {
     ) -> Plan {
         let (mut number, src, mut items) = first;
         let mut src = src.to_string();
-        let mut ctx = ctx.clone();
+        // The context as the cells before the next one leave it: a copy only when there is a
+        // next one (a copy costs what the session's declarations do).
+        let mut chain: Option<Context> = None;
         let mut units = VecDeque::new();
-        let mut unit = Builder::new(&ctx);
+        let mut unit = Builder::new();
         let mut rest = next.iter().take(MAX_PLAN);
         loop {
-            if !unit.accepts(&src, &items, &ctx, lang) {
-                let done = std::mem::replace(&mut unit, Builder::new(&ctx));
-                units.push_back(done.finish(lang));
+            let now = chain.as_ref().unwrap_or(ctx);
+            if !unit.accepts(&src, &items, now, lang) {
+                units.push_back(std::mem::replace(&mut unit, Builder::new()).finish());
             }
-            let show = ctx.value_type_expr(&items, lang);
-            let generation = ctx.generation;
-            ctx.absorb(number, &items, lang);
+            let show = now.value_type_expr(&items, lang);
+            let generation = now.generation;
             let auto = items
                 .iter()
                 .any(|i| matches!(&i.kind, ItemKind::Variable(v) if v.extern_decl.is_empty()));
-            unit.push(PlannedCell {
+            let cell = PlannedCell {
                 src,
                 number,
                 generation,
                 items,
                 show,
-            });
+            };
+            unit.push(cell, now, lang);
             // Later cells need an `auto` variable's type, known once its cell ran.
             let Some(next) = rest
                 .next()
@@ -225,13 +228,18 @@ impl Plan {
             else {
                 break;
             };
-            let next_items = split::split(next, lang, &ctx.known);
+            let now = chain.get_or_insert_with(|| ctx.clone());
+            let last = unit.cells.last().map(|c| (c.number, &c.items));
+            if let Some((n, items)) = last {
+                now.absorb(n, items, lang);
+            }
+            let next_items = split::split(next, lang, &now.known);
             if next_items.is_empty() || split::refusal(&next_items, lang).is_some() {
                 break;
             }
             (number, src, items) = (number + 1, next.clone(), next_items);
         }
-        units.push_back(unit.finish(lang));
+        units.push_back(unit.finish());
         for u in &units {
             let n: Vec<u32> = u.cells.iter().map(|c| c.number).collect();
             tracing::debug!("compile unit of cells {n:?}");
