@@ -215,8 +215,7 @@ impl Repl {
     }
 
     /// Evaluates one cell and, meanwhile, compiles `next` (the cell that will follow) on the
-    /// assumption that this one is kept: a script's cells then compile two at a time. The
-    /// next [`Repl::eval`] of exactly `next` uses that work if the assumption held.
+    /// assumption that this one is kept ([`Repl::eval_queued`] with one cell queued).
     pub fn eval_ahead(&mut self, src: &str, next: Option<&str>) -> Outcome {
         let next: Vec<String> = next.into_iter().map(str::to_string).collect();
         self.eval_queued(src, &next)
