@@ -6,9 +6,9 @@
 Rows:
 - a 30-cell C session (includes, globals, a struct, functions, printf) and a 30-cell C++
   session (<iostream>, <vector>, <string>, a class), end to end through a pipe, median of --runs,
-  remjit repl (gcc/g++, default executor; from a pipe the next cell compiles while the current
-  one runs, and once with --no-compile-ahead) vs clang-repl-19; both must print the same
-  output;
+  remjit repl (gcc/g++, default executor; from a pipe the cells that arrived compile ahead, in
+  units of several cells where they can, while the current one runs; and once with
+  --no-compile-ahead) vs clang-repl-19; both must print the same output;
 - remjit's own share per cell (everything but the compiler processes: split, generate, link,
   finalize, run, value read-back) at cell 10 and at cell --long of a long C session, from
   `%time on`;
@@ -180,8 +180,9 @@ def main():
     out = []
     say = out.append
     say(f"Measured {time.strftime('%Y-%m-%d')} on {os.uname().nodename} "
-        f"({os.cpu_count()} cores), median of {args.runs} runs, gcc/g++, default executor "
-        "(out of process, shared memory).")
+        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start), "
+        f"median of {args.runs} runs, gcc/g++, default executor (out of process, shared "
+        "memory).")
     say("")
     say("| session | remjit repl | clang-repl-19 | ratio |")
     say("| --- | --- | --- | --- |")

@@ -37,7 +37,8 @@ pub struct ReplCli {
     /// After a crash, start the fresh executor empty instead of replaying earlier cells.
     #[arg(long)]
     no_replay: bool,
-    /// Reading from a pipe, do not compile the next cell while the current one runs.
+    /// Reading from a pipe, do not compile the cells that arrived (together where they can)
+    /// while the current one runs: one cell at a time.
     #[arg(long)]
     no_compile_ahead: bool,
 }
@@ -123,6 +124,13 @@ Commands:
   %time on|off   print compile, link and run times per cell
   %restart       start a fresh executor and replay the cells
   %save FILE     write the session as a program that compiles natively";
+
+/// The most cells read ahead from a pipe.
+const QUEUE: usize = 256;
+
+fn is_command(cell: &str) -> bool {
+    cell.trim_start().starts_with('%')
+}
 
 /// Where cells come from.
 enum Input {
@@ -336,20 +344,21 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
     };
     let mut timing = false;
     let mut failed = false;
-    // From a pipe, the next cell compiles while this one links and runs, when it is there
-    // already (a program that feeds cells one by one gets each one's output first).
+    // From a pipe, the cells that arrived already compile (together where they can) while
+    // the current one runs (a program that feeds cells one by one gets each one's output
+    // first).
     let ahead = !interactive && !cli.no_compile_ahead;
-    let mut read_ahead: Option<String> = None;
+    let mut queue: std::collections::VecDeque<String> = Default::default();
     let mut incomplete = false;
     loop {
-        let cell = match read_ahead.take() {
+        let cell = match queue.pop_front() {
             Some(c) => c,
             None => match input.cell(repl.next_cell(), &mut incomplete)? {
                 Some(c) => c,
                 None => break,
             },
         };
-        if cell.trim_start().starts_with('%') {
+        if is_command(&cell) {
             match command(&mut repl, &cell, &mut timing) {
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -360,12 +369,17 @@ pub fn main(args: Vec<String>) -> anyhow::Result<i32> {
                 }
             }
         }
-        read_ahead = if ahead && input.ready() {
-            input.cell(0, &mut incomplete)?
-        } else {
-            None
-        };
-        let out = repl.eval_ahead(&cell, read_ahead.as_deref());
+        // Up to a command: it may change what the cells after it mean.
+        while ahead && queue.len() < QUEUE && !queue.back().is_some_and(|c| is_command(c)) {
+            if !input.ready() {
+                break;
+            }
+            match input.cell(0, &mut incomplete)? {
+                Some(c) => queue.push_back(c),
+                None => break,
+            }
+        }
+        let out = repl.eval_queued(&cell, queue.make_contiguous());
         failed |= !out.ok;
         print(&out, timing);
         if repl.is_lost() {

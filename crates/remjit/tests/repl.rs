@@ -488,7 +488,8 @@ fn recovery_keeps_the_addresses() {
 }
 
 /// Where the new executor cannot give the old addresses (in process, the old memory stays
-/// mapped), the cells are linked elsewhere, still work, and the note says so.
+/// mapped), the cells are linked elsewhere, still work, and the note says so: the support
+/// module, the two cells' unit (they arrived together) and the block of call stubs.
 #[test]
 fn a_restart_that_cannot_keep_the_addresses_says_so() {
     let out = assert_session(
@@ -504,7 +505,7 @@ fn a_restart_that_cannot_keep_the_addresses_says_so() {
     );
     assert!(
         err.ends_with(
-            " ms (4 modules or stub blocks at new addresses: the new executor could not give \
+            " ms (3 modules or stub blocks at new addresses: the new executor could not give \
              the old ones, so pointers from before the restart into them are stale)\n"
         ),
         "{err}"
@@ -945,4 +946,127 @@ fn step(master: &mut std::fs::File, seen: &mut String, send: &str, wait: &str) {
         read_until(master, seen, wait),
         "waiting for {wait:?}; saw:\n{seen}"
     );
+}
+
+/// Cells that arrive together compile as one unit: a cell of it that warns or does not
+/// compile is reported at its own cell and line (the unit is split, that cell compiled alone),
+/// and the cells after it run.
+#[test]
+fn a_cell_that_fails_in_a_unit_is_reported_at_its_cell() {
+    let input = "#include <stdio.h>\nint a = 1;\nint b = nope;\na + 2\n";
+    for mode in MODES {
+        let out = assert_session(mode, input, "(int) 3\n", 1);
+        assert_eq!(
+            text(&out.stderr),
+            "cell 3:1:9: error: ‘nope’ undeclared here (not in a function)\n"
+        );
+    }
+    let input = "int a = 1;\nchar c = 1000;\na + 1\nint b = nope;\nc + 0\na + 2\n";
+    let out = assert_session(&[], input, "(int) 2\n(int) -24\n(int) 3\n", 1);
+    assert_eq!(
+        text(&out.stderr),
+        "cell 2:1:10: warning: overflow in conversion from ‘int’ to ‘char’ changes value from \
+         ‘1000’ to ‘-24’ [-Woverflow]\ncell 4:1:9: error: ‘nope’ undeclared here (not in a \
+         function)\n"
+    );
+}
+
+/// The output of a unit's cells (their own and their values) comes in cell order.
+#[test]
+fn output_of_a_unit_comes_in_cell_order() {
+    let input = "#include <stdio.h>\nprintf(\"one\\n\");\n1\nprintf(\"two\\n\");\nint t = 2;\nt\n";
+    for mode in MODES {
+        assert_session(mode, input, "one\n(int) 1\ntwo\n(int) 2\n", 0);
+    }
+}
+
+/// A crash in the middle of a unit: the cells after it have not run when it is reported,
+/// they run once after the restart; the object replayed for the unit no longer holds the
+/// definitions of the cells that were not kept (`h` is undefined once its later copy is
+/// undone), as if each cell had been compiled on its own.
+#[test]
+fn a_crash_in_the_middle_of_a_unit() {
+    let input = "#include <stdio.h>\nint x = 1;\nx += 1;\n*(volatile int *)0 = 1;\n\
+                 int h(void) { return 9; }\nprintf(\"after %d\\n\", x + h());\n\
+                 %undo\n%undo\n%restart\nint h(void);\nh()\nx\n";
+    for mode in &MODES[1..] {
+        let out = assert_session(mode, input, "after 11\n(int) 2\n", 1);
+        let err = text(&out.stderr);
+        let crash = err.find("remjit: cell 4: the JIT'd code crashed: SIGSEGV");
+        assert!(crash.is_some(), "{err}");
+        assert!(
+            err.contains(
+                "remjit: executor restarted; 3 cells relinked, 1 replayed in \
+                 "
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("remjit: cell 6 removed\nremjit: cell 5 removed\n"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "remjit: error: cell 8: 1 undefined symbol(s):\n  h (referenced by cell 8)"
+            ),
+            "{err}"
+        );
+    }
+}
+
+/// `%undo` of a cell compiled in a unit with the cell before it forgets its declarations
+/// only; the earlier cell's function stays.
+#[test]
+fn undo_of_a_cell_of_a_unit() {
+    let input = "int f(void) { return 1; }\nint v = 2;\n%undo\nv\nf()\n";
+    let out = assert_session(&[], input, "(int) 1\n", 1);
+    assert_eq!(
+        text(&out.stderr),
+        "remjit: cell 2 removed\ncell 3:1:1: error: ‘v’ undeclared (first use in this function)\n\
+         cell 3:1:1: note: each undeclared identifier is reported only once for each function it \
+         appears in\n"
+    );
+}
+
+/// C++ cells after statements: a variable whose initializer runs code is not compiled with
+/// them (its constructor would run when the unit is linked, before the statements).
+#[test]
+fn cxx_initializers_run_after_the_statements_before_them() {
+    let input = "int x = 1;\nx = 5;\nint y = x;\ny\nint k = 3;\nk\n#include <string>\n\
+                 std::string s = std::to_string(x + y);\ns\n";
+    for mode in [&["--in-process"][..], &[]] {
+        let args = [&["--lang", "c++"], mode].concat();
+        assert_session(&args, input, "(int) 5\n(int) 3\n(std::string) \"10\"\n", 0);
+    }
+}
+
+/// A piped script (cells compiled ahead, in units) prints exactly what it prints one cell at a
+/// time: values, output, diagnostics and status; a C++ one with `auto`, lambdas, templates and
+/// a redefinition, a C one with a void call, a static function, enums and a warning.
+#[test]
+fn units_print_what_cells_one_at_a_time_print() {
+    let cxx = "#include <vector>\n#include <string>\nauto v = std::vector<int>{1, 2, 3};\n\
+               v.size()\nauto f = [](int x) { return x * 2; };\nf(21)\n\
+               int g(int x) { return x + 1; }\nauto w = g(4);\nw\n\
+               struct P { int a; std::string s; };\nP p{1, \"x\"};\np.s\n\
+               template <class T> T twice(T x) { return x + x; }\ntwice(std::string(\"ab\"))\n\
+               int g(int x) { return x + 100; }\nw = g(1);\nw\n";
+    let c = "#include <stdio.h>\ntypedef struct { double x, y; } vec;\n\
+             vec add(vec a, vec b) { vec r = {a.x + b.x, a.y + b.y}; return r; }\n\
+             vec o = {1, 2};\no = add(o, o);\no.x\nenum color { RED, GREEN };\n\
+             enum color c = GREEN;\nc\nstatic int hidden(void) { return 7; }\nhidden()\n\
+             int arr[3] = {1, 2, 3};\nchar ch = 1000;\narr[2] += hidden();\narr[2]\n\
+             void hello(void) { printf(\"hello\\n\"); }\nhello()\nnope\nconst char *msg = \"hi\";\n\
+             msg\n";
+    for (lang, input) in [("c++", cxx), ("c", c)] {
+        let piped = repl(&["--lang", lang], input);
+        let one_by_one = repl(&["--lang", lang, "--no-compile-ahead"], input);
+        assert_eq!(text(&piped.stdout), text(&one_by_one.stdout), "{lang}");
+        assert_eq!(text(&piped.stderr), text(&one_by_one.stderr), "{lang}");
+        assert_eq!(piped.status.code(), one_by_one.status.code(), "{lang}");
+        assert!(
+            text(&piped.stdout).lines().count() >= 6,
+            "{lang}: {piped:?}"
+        );
+    }
 }

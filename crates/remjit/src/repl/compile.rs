@@ -2,12 +2,12 @@
 //! function running its statements) compiled by the system compiler in a private directory.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::split::{Item, ItemKind, Lang};
 use crate::error::{Error, Result};
 
-const SUPPORT_C: &str = include_str!("support/support.c");
+/// The support module's object, compiled from support/support.c when remjit was built.
+const SUPPORT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/remjit-repl-support.o"));
 /// Cells compile as position-independent code: a thread-local of another cell lives in another
 /// module, reached through `__tls_get_addr`, never with the initial-exec model gcc uses for an
 /// `extern __thread` in (PIE) executable code.
@@ -18,9 +18,8 @@ const SUPPORT_CXX_H: &str = include_str!("support/support_cxx.h");
 /// The compiler of a REPL session, with its private directory.
 pub struct Compiler {
     lang: Lang,
-    /// The compiler of cells, and the C compiler (for the support module).
+    /// The compiler of cells.
     program: String,
-    c_program: String,
     flags: Vec<String>,
     /// The flag that drops source excerpts and carets from diagnostics (clang and gcc differ).
     no_caret: &'static str,
@@ -31,6 +30,8 @@ pub struct Compiler {
     /// The precompiled head of the prelude: its text and the header to `-include`.
     pch: std::cell::RefCell<Option<(String, PathBuf)>>,
     pch_builds: std::cell::Cell<u32>,
+    /// How many compiles read the head as text since the last precompiled one was built.
+    textual_heads: std::cell::Cell<u32>,
     /// Warnings of compiles that succeeded, since [`Compiler::take_warnings`].
     warnings: std::cell::RefCell<String>,
     /// Time spent in compiler processes since [`Compiler::take_time`].
@@ -62,9 +63,8 @@ impl Compiler {
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| default.to_string())
         };
-        let c_program = env("CC", "gcc");
         let program = program.unwrap_or_else(|| match lang {
-            Lang::C => c_program.clone(),
+            Lang::C => env("CC", "gcc"),
             Lang::Cxx => env("CXX", "g++"),
         });
         sweep_stale_dirs();
@@ -90,7 +90,6 @@ impl Compiler {
         Ok(Compiler {
             lang,
             program,
-            c_program,
             flags: flags.to_vec(),
             no_caret,
             dir,
@@ -98,6 +97,7 @@ impl Compiler {
             header,
             pch: Default::default(),
             pch_builds: Default::default(),
+            textual_heads: Default::default(),
             spent: Default::default(),
             warnings: Default::default(),
         })
@@ -115,33 +115,7 @@ impl Compiler {
 
     /// The support module's object (C, whatever the session's language).
     pub fn support_object(&self) -> Result<Vec<u8>> {
-        let src = self.dir.path().join("remjit-repl-support.c");
-        std::fs::write(&src, SUPPORT_C).map_err(|e| io_error(&src, e))?;
-        let obj = self.dir.path().join("remjit-repl-support.o");
-        let mut cmd = crate::input::compiler_command(&self.c_program);
-        cmd.args(["-c", "-O1", "-w", "-x", "c"])
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj);
-        let r = self
-            .run(cmd, Some(obj.as_path()))
-            .map(Option::unwrap_or_default);
-        r.map_err(|message| Error::Compile {
-            path: src.display().to_string(),
-            message,
-        })
-    }
-
-    /// Runs a compile command; the object (if it makes one), or the diagnostics (as the
-    /// compiler wrote them).
-    fn run(
-        &self,
-        mut cmd: Command,
-        obj: Option<&std::path::Path>,
-    ) -> std::result::Result<Option<Vec<u8>>, String> {
-        let t = std::time::Instant::now();
-        let out = cmd.output();
-        self.collect(out, t, obj)
+        Ok(SUPPORT_OBJECT.to_vec())
     }
 
     /// What a finished compiler process left: the object, or its diagnostics. Its time and
@@ -192,31 +166,61 @@ impl Compiler {
         items: &[Item],
         show: Option<&str>,
     ) -> Pending {
-        let only = |f: &dyn Fn(&ItemKind) -> bool| items.iter().all(|i| f(&i.kind));
-        let directives = only(&|k| matches!(k, ItemKind::Directive));
-        let declarations = only(&|k| matches!(k, ItemKind::Directive | ItemKind::Carried));
+        self.start_unit(
+            prelude,
+            &[UnitCell {
+                number,
+                items,
+                show,
+            }],
+            true,
+        )
+    }
+
+    /// Starts compiling `cells` (one or more, in order) after `prelude` as one translation
+    /// unit: one object, each cell's code in its own generated function. The prelude's head
+    /// is precompiled first if `eager` (cells typed one by one: each compiles in a fraction of
+    /// the time then), else once compiles read it as text a few times (building it costs
+    /// several such compiles, in C++).
+    pub fn start_unit(&self, prelude: &Prelude, cells: &[UnitCell], eager: bool) -> Pending {
+        let all = || cells.iter().flat_map(|c| c.items.iter());
+        let directives = all().all(|i| matches!(i.kind, ItemKind::Directive));
+        let declarations = all().all(|i| matches!(i.kind, ItemKind::Directive | ItemKind::Carried));
         // A cell that includes headers itself makes a new head: precompile the next one.
-        let includes = items
-            .iter()
-            .any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
-        let pch = if includes || directives {
+        let includes = all().any(|i| i.kind == ItemKind::Directive && is_include(&i.text));
+        let pch = if includes || directives || prelude.head.is_empty() {
             None
-        } else {
+        } else if eager || self.textual_heads.get() >= TEXTUAL_HEADS {
             self.precompiled(&prelude.head)
+        } else {
+            self.existing_pch(&prelude.head)
         };
-        let (header, text) = match pch {
+        if pch.is_none() && !prelude.head.is_empty() {
+            self.textual_heads.set(self.textual_heads.get() + 1);
+        }
+        let (header, mut text) = match pch {
             Some(h) => (h, prelude.tail.clone()),
             None => (
                 self.header.clone(),
                 format!("{}{}", prelude.head, prelude.tail),
             ),
         };
+        for c in cells {
+            text = generate(self.lang, c.number, &text, c.items, c.show);
+        }
+        let number = cells.first().map_or(0, |c| c.number);
         let ext = match self.lang {
             Lang::C => "c",
             Lang::Cxx => "cc",
         };
-        let src = self.dir.path().join(format!("cell{number}.{ext}"));
-        let obj = self.dir.path().join(format!("cell{number}.o"));
+        // A unit of several cells has names of its own: a compile of its first cell alone
+        // (after the unit failed) may run while the unit's files are being removed.
+        let stem = match cells.len() {
+            1 => format!("cell{number}"),
+            _ => format!("unit{number}"),
+        };
+        let src = self.dir.path().join(format!("{stem}.{ext}"));
+        let obj = self.dir.path().join(format!("{stem}.o"));
         let mut pending = Pending {
             child: Err(String::new()),
             src: src.clone(),
@@ -224,7 +228,6 @@ impl Compiler {
             makes_object: !declarations,
             started: std::time::Instant::now(),
         };
-        let text = generate(self.lang, number, &text, items, show);
         if let Err(e) = std::fs::write(&src, text) {
             pending.child = Err(format!("cannot write {}: {e}", src.display()));
             return pending;
@@ -259,6 +262,16 @@ impl Compiler {
     }
 }
 
+impl Pending {
+    /// Whether its compiler is still running.
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Ok(c) => matches!(c.try_wait(), Ok(None)),
+            Err(_) => false,
+        }
+    }
+}
+
 /// A compiler process running in the background; dropped unfinished, it is killed. Its
 /// files go with it.
 pub struct Pending {
@@ -280,7 +293,28 @@ impl Drop for Pending {
     }
 }
 
+/// Compiles of units that read the prelude's head as text before it is precompiled: building
+/// a C++ head of the standard headers costs about as much as three or four compiles reading
+/// it (a precompiled one is read in a fraction of that), so, not knowing how many compiles
+/// follow, build it once that much was spent without it.
+const TEXTUAL_HEADS: u32 = 4;
+
+/// A cell of a compile unit: its number, items and (C) the expression naming its value's type.
+#[derive(Clone, Copy)]
+pub struct UnitCell<'a> {
+    pub number: u32,
+    pub items: &'a [Item],
+    pub show: Option<&'a str>,
+}
+
 impl Compiler {
+    /// The precompiled header of `head`, if the last one built is for it.
+    fn existing_pch(&self, head: &str) -> Option<PathBuf> {
+        let pch = self.pch.borrow();
+        let (text, h) = pch.as_ref()?;
+        (text == head && !head.is_empty()).then(|| h.clone())
+    }
+
     /// The header to `-include` for a prelude whose head is `head`, precompiled (again when
     /// the head changed); `None` for an empty head, or when precompiling fails (the cell then
     /// compiles the head as text).
@@ -288,13 +322,12 @@ impl Compiler {
         if head.is_empty() {
             return None;
         }
-        if let Some((text, h)) = self.pch.borrow().as_ref() {
-            if text == head {
-                return Some(h.clone());
-            }
+        if let Some(h) = self.existing_pch(head) {
+            return Some(h);
         }
         let n = self.pch_builds.get() + 1;
         self.pch_builds.set(n);
+        self.textual_heads.set(0);
         let ext = match self.lang {
             Lang::C => "h",
             Lang::Cxx => "hh",

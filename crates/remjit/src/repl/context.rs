@@ -29,6 +29,9 @@ pub struct Context {
     var_types: HashMap<String, String>,
     /// Struct and union types, for naming values in C.
     records: Vec<String>,
+    /// The functions defined so far (the last part of their names), for compiling cells
+    /// together ([`super::batch`]).
+    functions: std::collections::HashSet<String>,
     /// Changes with every cell absorbed or removed (a cell compiled ahead is valid only for
     /// the generation it was compiled for).
     pub generation: u64,
@@ -84,6 +87,9 @@ impl Context {
                 self.known.types.extend(names);
                 self.records.extend(records);
             }
+            ItemKind::Function { name, .. } => {
+                self.functions.insert(last_part(name).to_string());
+            }
             _ => {}
         }
     }
@@ -114,10 +120,19 @@ impl Context {
         c
     }
 
+    /// Whether a live cell defines `name`: a variable, or a function (by the last part of
+    /// its name).
+    pub(super) fn defines(&self, name: &str) -> bool {
+        self.known.variables.contains(name)
+            || self.functions.contains(last_part(name))
+            || (self.prelude.iter())
+                .any(|p| p.hidden_by.is_none() && p.name.as_deref() == Some(name))
+    }
+
     /// The declarations of the live cells, with `#line` directives naming their cells; not
     /// those of names the new cell defines again (perhaps with another type). The part up to
     /// the last `#include` is the head, precompiled when nothing in it gave way.
-    fn prelude_text(&self, redefined: &[String]) -> Prelude {
+    pub(super) fn prelude_text(&self, redefined: &[String]) -> Prelude {
         let gives_way = |p: &PreludeEntry| p.name.as_ref().is_some_and(|n| redefined.contains(n));
         let live: Vec<&PreludeEntry> = self
             .prelude
@@ -153,7 +168,7 @@ impl Context {
 
     /// In C, what names the type of the final expression: its declared type when it is a
     /// variable, else a chain over the struct and union types declared so far.
-    fn value_type_expr(&self, items: &[Item], lang: Lang) -> Option<String> {
+    pub(super) fn value_type_expr(&self, items: &[Item], lang: Lang) -> Option<String> {
         if lang != Lang::C {
             return None;
         }
@@ -207,7 +222,7 @@ impl Context {
 }
 
 /// The variables (and in C the functions) `items` define: their earlier declarations give way.
-fn defined_names(items: &[Item], lang: Lang) -> Vec<String> {
+pub(super) fn defined_names(items: &[Item], lang: Lang) -> Vec<String> {
     let mut out = Vec::new();
     for i in items {
         match &i.kind {
@@ -217,6 +232,11 @@ fn defined_names(items: &[Item], lang: Lang) -> Vec<String> {
         }
     }
     out
+}
+
+/// `b` of `a::b`.
+pub(super) fn last_part(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
 }
 
 fn has_expression(items: &[Item]) -> bool {

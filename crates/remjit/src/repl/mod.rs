@@ -17,6 +17,7 @@ pub mod exec;
 pub mod lex;
 pub mod split;
 
+mod batch;
 mod compile;
 mod context;
 mod save;
@@ -114,15 +115,8 @@ struct CellRecord {
     module: Option<ModuleId>,
     /// The generated function running its statements.
     entry: Option<String>,
-}
-
-/// A cell compiled ahead, for the context generation it expects.
-struct Ahead {
-    src: String,
-    number: u32,
-    generation: u64,
-    items: Vec<Item>,
-    pending: Pending,
+    /// The first cell of a unit of several: the unit's source (its module is this cell's).
+    unit: Option<Arc<batch::UnitSource>>,
 }
 
 /// Names the support module defines.
@@ -138,8 +132,8 @@ pub struct Repl {
     support: Arc<Vec<u8>>,
     cells: Vec<CellRecord>,
     ctx: Context,
-    /// The next cell, compiling while the current one runs.
-    ahead: Option<Ahead>,
+    /// The cells that arrived, planned into units, compiling while the current one runs.
+    plan: batch::Plan,
     /// The executor died and none could be started again.
     lost: bool,
     next_cell: u32,
@@ -197,7 +191,7 @@ impl Repl {
             support,
             cells: Vec::new(),
             ctx: Context::default(),
-            ahead: None,
+            plan: Default::default(),
             lost: false,
             next_cell: 1,
             extra_libraries: Vec::new(),
@@ -267,19 +261,23 @@ impl Repl {
     }
 
     /// Evaluates one cell and, meanwhile, compiles `next` (the cell that will follow) on the
-    /// assumption that this one is kept: a script's cells then compile two at a time. The
-    /// next [`Repl::eval`] of exactly `next` uses that work if the assumption held.
+    /// assumption that this one is kept ([`Repl::eval_queued`] with one cell queued).
     pub fn eval_ahead(&mut self, src: &str, next: Option<&str>) -> Outcome {
+        let next: Vec<String> = next.into_iter().map(str::to_string).collect();
+        self.eval_queued(src, &next)
+    }
+
+    /// Evaluates one cell; `next` are the cells that arrived after it (to be evaluated next,
+    /// in order). Those that can go together are compiled as one translation unit, ahead,
+    /// on the assumption that the cells before them are kept; a later [`Repl::eval_queued`]
+    /// of the next cell uses that work if the assumption held.
+    pub fn eval_queued(&mut self, src: &str, next: &[String]) -> Outcome {
         let mut out = Outcome::default();
         let number = self.next_cell;
         let lang = self.options.lang;
         let t0 = Instant::now();
-        let ahead = self
-            .ahead
-            .take()
-            .filter(|a| a.src == src && a.number == number && a.generation == self.ctx.generation);
-        let (mut items, pending) = match ahead {
-            Some(a) => (a.items, a.pending),
+        let mut items = match self.plan.take(src, number, self.ctx.generation) {
+            Some(items) => items,
             None => {
                 let mut items = split::split(src, lang, &self.ctx.known);
                 if items.is_empty() {
@@ -293,63 +291,19 @@ impl Repl {
                         .push(Event::Error(format!("cell {number}:{why}")));
                     return out;
                 }
-                let p = self.ctx.start(&self.compiler, number, &items, lang);
-                (items, p)
+                let first = (number, src, items.clone());
+                self.plan = batch::Plan::new(&self.ctx, lang, first, next);
+                self.plan.take(src, number, self.ctx.generation);
+                items
             }
         };
         self.next_cell += 1;
-        if let Some(next) = next {
-            self.ahead = self.compile_ahead(number, &items, next);
-        }
-        self.compiler.take_time();
-        self.compiler.take_warnings();
-        let compiled = self
-            .ctx
-            .finish(&self.compiler, pending, number, &mut items, lang);
-        let object = match compiled {
-            Ok(o) => {
-                let warnings = compile::tidy_diagnostics(&self.compiler.take_warnings());
-                if !warnings.trim().is_empty() {
-                    out.events.push(Event::Diagnostics(warnings));
-                }
-                o.map(Arc::new)
-            }
-            Err(diagnostics) => {
-                let shown = compile::tidy_diagnostics(&diagnostics);
-                out.events.push(Event::Diagnostics(shown));
-                return out;
-            }
+        let Some(linked) = self.compile_and_link(number, &mut items, &mut out, t0) else {
+            return out;
         };
-        let t1 = Instant::now();
-        out.times.compile = t1 - t0;
-        out.times.compiler = self.compiler.take_time();
-        let module = match &object {
-            None => None,
-            Some(o) => {
-                self.session
-                    .add_object_bytes(&format!("cell {number}"), o.to_vec());
-                match self.session.link() {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        // The linker's messages name the object, "cell N", often first.
-                        let e = e.to_string();
-                        let named = e.starts_with(&format!("cell {number}:"));
-                        let e = if named {
-                            e
-                        } else {
-                            format!("cell {number}: {e}")
-                        };
-                        out.events.push(Event::Error(e));
-                        return out;
-                    }
-                }
-            }
-        };
+        let (object, module) = (linked.object, linked.module);
         let t2 = Instant::now();
-        out.times.link = t2 - t1;
-        if module.is_some() {
-            self.name_auto_types(number, &mut items);
-        }
+        self.name_auto_types(number, &mut items);
         let has_statements = items
             .iter()
             .any(|i| matches!(i.kind, ItemKind::Statement | ItemKind::Expression) || has_inits(i));
@@ -370,10 +324,12 @@ impl Repl {
                     object,
                     module,
                     entry,
+                    unit: linked.unit,
                 });
                 out.ok = true;
             }
             Err(e) => {
+                self.trim_unit(number);
                 if !self.crashed(number, e, &mut out.events) {
                     if let Some(m) = module {
                         let _ = self.session.remove_module(m);
@@ -382,34 +338,6 @@ impl Repl {
             }
         }
         out
-    }
-
-    /// Starts compiling `next` as cell `number + 1`, against the context as it will be once
-    /// cell `number` (`items`) is kept. Not after a C++ `auto` variable, whose declaration
-    /// for later cells is known only once its cell ran.
-    fn compile_ahead(&self, number: u32, items: &[Item], next: &str) -> Option<Ahead> {
-        let lang = self.options.lang;
-        let auto = items
-            .iter()
-            .any(|i| matches!(&i.kind, ItemKind::Variable(v) if v.extern_decl.is_empty()));
-        if auto || next.trim_start().starts_with('%') {
-            return None;
-        }
-        let mut ctx = self.ctx.clone();
-        ctx.absorb(number, items, lang);
-        let mut next_items = split::split(next, lang, &ctx.known);
-        split::bind_structured(&mut next_items, number + 1, lang, &ctx.known);
-        if next_items.is_empty() || split::refusal(&next_items, lang).is_some() {
-            return None;
-        }
-        let pending = ctx.start(&self.compiler, number + 1, &next_items, lang);
-        Some(Ahead {
-            src: next.to_string(),
-            number: number + 1,
-            generation: ctx.generation,
-            items: next_items,
-            pending,
-        })
     }
 
     /// C++ `auto` variables: their type names, as the compiler spelled them in the cell's
@@ -575,10 +503,12 @@ impl Repl {
         }
         let mut replayed = 0;
         for (c, base) in self.cells.iter_mut().zip(bases) {
-            let Some(o) = &c.object else { continue };
-            self.session
-                .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
-            c.module = Some(old.link(&mut self.session, base)?);
+            // A later cell of a unit has its code in the unit's module.
+            if let Some(o) = &c.object {
+                self.session
+                    .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
+                c.module = Some(old.link(&mut self.session, base)?);
+            }
             if let Some(e) = &c.entry {
                 call(&self.session, e)?;
                 replayed += 1;
