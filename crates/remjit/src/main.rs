@@ -254,11 +254,25 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
     } else {
         Some(!(cli.no_shared_memory || cli.wait_for_debugger))
     };
-    let spec = cli.exec.spec(shared_memory)?;
+    let mut spec = cli.exec.spec(shared_memory)?;
+    if let remjit::repl::ExecutorSpec::Spawn { path, .. } = &mut spec {
+        if lean_default_executor(cli) {
+            // This lean process itself, started as the executor (see runtime_choice).
+            *path = std::env::current_exe().context("cannot find remjit's own path")?;
+        }
+    }
     Ok(match spec.start()? {
         remjit::repl::Running::InProcess(_) => Mode::InProcess,
         remjit::repl::Running::Remote(e) => Mode::Remote(e),
     })
+}
+
+/// Whether the executor is the default one and this process is lean: then it is this program
+/// (without the C++ runtime) rather than remjit-executor.
+fn lean_default_executor(cli: &Cli) -> bool {
+    runtime_choice::lean()
+        && cli.exec.oop_executor_connect.is_none()
+        && cli.exec.oop_executor.as_deref().is_none_or(str::is_empty)
 }
 
 /// Like a shell waiting for its child: the executor shares our terminal's foreground process
@@ -337,6 +351,20 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         Mode::Remote(e) => Session::with_executor(e.clone(), options)?,
     };
     let result = link_and_run(&cli, program_args, &mut session, &mode, t_start);
+    if let Err(e) = &result {
+        let restart = match &mode {
+            Mode::InProcess => runtime_choice::link_needs_cxx(e, &session, true),
+            Mode::Remote(_) => {
+                lean_default_executor(&cli) && runtime_choice::link_needs_cxx(e, &session, false)
+            }
+        };
+        if restart {
+            if let Mode::Remote(exec) = &mode {
+                exec.shutdown();
+            }
+            return Err(runtime_choice::exec_cxx());
+        }
+    }
     match (&mode, result) {
         (Mode::InProcess, r) => r,
         (Mode::Remote(exec), Ok(status)) => {
@@ -491,6 +519,7 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
 mod executor_main;
 
 mod repl_cli;
+mod runtime_choice;
 
 /// The command line as UTF-8 strings; an argument that is not UTF-8 ends remjit with a message
 /// (`std::env::args` would panic on it).
@@ -506,13 +535,19 @@ fn utf8_args() -> Vec<String> {
     })
 }
 
-fn main() {
+pub fn main() {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some("remjit-executor".as_ref()) {
         executor_main::main();
     }
+    runtime_choice::note_start();
     let (ours, program) = normalize_args(utf8_args());
     if ours.get(1).is_some_and(|a| a == "repl") {
+        if runtime_choice::lean() && ours.iter().any(|a| a == "--in-process") {
+            // Cells run here and may be C++ from the first line on.
+            eprintln!("remjit: error: {:#}", runtime_choice::exec_cxx());
+            std::process::exit(1);
+        }
         let mut args = ours;
         args.remove(1);
         args[0] = "remjit repl".into();

@@ -622,3 +622,54 @@ fn cc_with_arguments_is_split_into_words() {
         assert_eq!(out.status.code(), Some(0), "{cc}");
     }
 }
+
+/// Prints whether libstdc++ is mapped into the process running the program.
+const MAPS_CHECK: &str = "static const char *cxx_runtime(void) {\n\
+     FILE *f = fopen(\"/proc/self/maps\", \"r\");\n\
+     char line[4096];\n\
+     int found = 0;\n\
+     while (f && fgets(line, sizeof line, f)) found |= strstr(line, \"libstdc++\") != 0;\n\
+     if (f) fclose(f);\n\
+     return found ? \"libstdc++ loaded\" : \"no libstdc++\";\n\
+     }\n";
+
+/// A C program runs where no libstdc++ was loaded (remjit starts without the C++ runtime, and
+/// so does the executor it spawns by default); a C++ program that throws and prints through
+/// iostream runs with it (in remjit-cxx, or the full remjit-executor), in every mode, as
+/// natively.
+#[test]
+fn the_cxx_runtime_is_loaded_only_for_programs_that_need_it() {
+    let c = format!(
+        "#include <stdio.h>\n#include <string.h>\n{MAPS_CHECK}\
+         int main(void) {{ printf(\"%s\\n\", cxx_runtime()); return 4; }}\n"
+    );
+    let cxx = format!(
+        "#include <cstdio>\n#include <cstring>\n#include <iostream>\n#include <stdexcept>\n\
+         {MAPS_CHECK}\
+         int main() {{\n  try {{ throw std::runtime_error(\"thrown\"); }}\n  \
+         catch (const std::exception &e) {{ std::cout << \"caught \" << e.what() << '\\n'; }}\n  \
+         std::cout << cxx_runtime() << std::endl;\n  return 5;\n}}\n"
+    );
+    let dir = sources("cli-cxx-runtime", &[("c.c", &c), ("cxx.cc", &cxx)]);
+    let c_obj = compile(&dir, &dir.join("c.c"), "c.o", &["-O2"]);
+    let cxx_obj = compile(&dir, &dir.join("cxx.cc"), "cxx.o", &["-O2"]);
+    let c_expect = native(&dir, "c", std::slice::from_ref(&c_obj), &[], &[]);
+    assert_eq!(c_expect, (b"no libstdc++\n".to_vec(), 4));
+    let cxx_expect = native(
+        &dir,
+        "cxx",
+        std::slice::from_ref(&cxx_obj),
+        &["-lstdc++"],
+        &[],
+    );
+    assert_eq!(
+        cxx_expect,
+        (b"caught thrown\nlibstdc++ loaded\n".to_vec(), 5)
+    );
+    for mode in MODES {
+        let out = jit(mode, std::slice::from_ref(&c_obj), &[], &[]);
+        assert_same(&format!("C program {mode:?}"), &out, &c_expect);
+        let out = jit(mode, std::slice::from_ref(&cxx_obj), &[], &[]);
+        assert_same(&format!("C++ program {mode:?}"), &out, &cxx_expect);
+    }
+}
