@@ -25,21 +25,11 @@ pub fn lean() -> bool {
     LEAN.load(Ordering::Relaxed)
 }
 
-/// Whether libstdc++ is loaded in this process.
+/// Whether libstdc++ is loaded in this process (its personality routine is defined: a
+/// lookup in the loaded objects' hash tables, which opens no file).
 fn libstdcxx_loaded() -> bool {
-    // SAFETY: RTLD_NOLOAD only looks the library up among the loaded ones; the reference it
-    // took is given back at once.
-    unsafe {
-        let h = libc::dlopen(
-            c"libstdc++.so.6".as_ptr(),
-            libc::RTLD_LAZY | libc::RTLD_NOLOAD,
-        );
-        if h.is_null() {
-            return false;
-        }
-        libc::dlclose(h);
-    }
-    true
+    // SAFETY: dlsym of a NUL-terminated name in the default scope.
+    !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__gxx_personality_v0".as_ptr()) }.is_null()
 }
 
 /// `remjit-cxx` beside this program, when it is there.
