@@ -13,7 +13,9 @@
 //! # let _ = status; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -224,14 +226,14 @@ impl Session {
             executor,
             slab,
             options,
-            symbols: HashMap::new(),
+            symbols: HashMap::default(),
             stubs: CallStubs::default(),
             redirect: slab_address.is_none(),
-            defs: HashMap::new(),
+            defs: HashMap::default(),
             overrides,
             absolutes,
-            comdats: HashMap::new(),
-            comdat_symbols: HashMap::new(),
+            comdats: HashMap::default(),
+            comdat_symbols: HashMap::default(),
             modules: BTreeMap::new(),
             pending: Vec::new(),
             pending_archives: Vec::new(),

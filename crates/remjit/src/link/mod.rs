@@ -24,7 +24,7 @@ mod tests;
 mod write;
 pub mod x86_64;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::{Duration, Instant};
 
 use object::elf;
