@@ -246,7 +246,14 @@ enum Mode {
     Remote(Arc<RemoteExecutor>),
 }
 
-fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
+/// What runs the code, while it starts.
+enum Starting {
+    Ready(Mode),
+    /// Spawned; its Setup not yet read.
+    Spawned(remjit::remote::Starting),
+}
+
+fn start_executor(cli: &Cli) -> anyhow::Result<Starting> {
     // A debugger cannot plant breakpoints in code pages shared with us (read-execute
     // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
     let shared_memory = if cli.exec.oop_executor_connect.is_some() {
@@ -261,10 +268,20 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
             *path = std::env::current_exe().context("cannot find remjit's own path")?;
         }
     }
-    Ok(match spec.start()? {
+    if let remjit::repl::ExecutorSpec::Spawn {
+        path,
+        memory,
+        timeout,
+    } = &spec
+    {
+        return Ok(Starting::Spawned(RemoteExecutor::spawn_begin(
+            path, *memory, *timeout,
+        )?));
+    }
+    Ok(Starting::Ready(match spec.start()? {
         remjit::repl::Running::InProcess(_) => Mode::InProcess,
         remjit::repl::Running::Remote(e) => Mode::Remote(e),
-    })
+    }))
 }
 
 /// Whether the executor is the default one and this process is lean: then it is this program
@@ -339,7 +356,13 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
             jitdump: cli.jitdump,
         },
     };
-    let mode = start_executor(&cli)?;
+    let starting = start_executor(&cli)?;
+    // The inputs are read while the executor starts.
+    let mut inputs = prefetch::Inputs::read(&cli.inputs);
+    let mode = match starting {
+        Starting::Ready(mode) => mode,
+        Starting::Spawned(s) => Mode::Remote(Arc::new(s.finish()?)),
+    };
     if let Mode::InProcess = mode {
         // JIT'd code starts with a native program's dispositions; its crashes are reported
         // (a stack overflow too), then kill remjit with their signal.
@@ -350,7 +373,14 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         Mode::InProcess => Session::in_process(options)?,
         Mode::Remote(e) => Session::with_executor(e.clone(), options)?,
     };
-    let result = link_and_run(&cli, program_args, &mut session, &mode, t_start);
+    let result = link_and_run(
+        &cli,
+        program_args,
+        &mut session,
+        &mode,
+        &mut inputs,
+        t_start,
+    );
     if let Err(e) = &result {
         let restart = match &mode {
             Mode::InProcess => runtime_choice::link_needs_cxx(e, &session, true),
@@ -397,6 +427,7 @@ fn link_and_run(
     program_args: Vec<String>,
     session: &mut Session,
     mode: &Mode,
+    inputs: &mut prefetch::Inputs,
     t_start: Instant,
 ) -> anyhow::Result<i32> {
     let mut argv = vec![cli.inputs[0].display().to_string()];
@@ -405,7 +436,7 @@ fn link_and_run(
     for p in &cli.preload {
         session.load_library(p)?;
     }
-    let (t_read, module) = add_inputs_and_link(cli, session, t_start)?;
+    let (t_read, module) = add_inputs_and_link(cli, session, inputs, t_start)?;
     if !cli.check.is_empty() && !run_checks(cli, session, module)? {
         return Ok(1);
     }
@@ -471,6 +502,7 @@ fn link_and_run(
 fn add_inputs_and_link(
     cli: &Cli,
     session: &mut Session,
+    inputs: &mut prefetch::Inputs,
     t_start: Instant,
 ) -> anyhow::Result<(std::time::Duration, remjit::ModuleId)> {
     if cli.link_each && !cli.check.is_empty() {
@@ -482,7 +514,7 @@ fn add_inputs_and_link(
         if cli.link_each && session.has_pending_objects() {
             session.link()?;
         }
-        session.add_file(input)?;
+        inputs.add_next(session, input)?;
     }
     for lib in &cli.libraries {
         session.add_library(lib)?;
@@ -518,6 +550,7 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
 #[path = "../../remjit-executor/src/main.rs"]
 mod executor_main;
 
+mod prefetch;
 mod repl_cli;
 mod runtime_choice;
 

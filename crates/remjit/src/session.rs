@@ -272,6 +272,13 @@ impl Session {
         self.add_input(f, path, 0)
     }
 
+    /// Adds an input file already read (by [`crate::input::map_file`]) from `path`, as
+    /// [`Session::add_file`] would have read it: an object, an archive, a shared library
+    /// (loaded now) or a GNU linker script; not a source.
+    pub fn add_read_file(&mut self, path: &Path, f: InputFile) -> Result<()> {
+        self.add_input(f, path, 0)
+    }
+
     fn add_input(&mut self, f: InputFile, path: &Path, depth: u32) -> Result<()> {
         match input::classify(&f.bytes) {
             InputKind::Object => self.pending.push(LinkInput::Object(f)),

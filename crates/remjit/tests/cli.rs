@@ -673,3 +673,52 @@ fn the_cxx_runtime_is_loaded_only_for_programs_that_need_it() {
         assert_same(&format!("C++ program {mode:?}"), &out, &cxx_expect);
     }
 }
+
+/// The processes (other than this test's) whose environment holds `marker`.
+fn processes_marked(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if pid != me && env.split(|&b| b == 0).any(|v| v == marker.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The inputs are read while the executor starts; one that cannot be read is reported as
+/// before (by name, in command-line order, exit 1) and leaves no executor process behind, in
+/// every mode, for a few inputs (read at once) and for many (read on a thread).
+#[test]
+fn an_unreadable_input_read_while_the_executor_starts_leaves_no_executor() {
+    let dir = work_dir("cli-input-error");
+    let o = hello(&dir);
+    let missing = dir.join("missing.o");
+    let marker = format!("REMJIT_TEST_INPUT_ERROR={}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
+    let mut many: Vec<&Path> = vec![&o; 20];
+    many.push(&missing);
+    many.push(&o);
+    for mode in MODES {
+        for inputs in [vec![&o as &Path, &missing, &o], many.clone()] {
+            let mut args: Vec<&str> = mode.to_vec();
+            args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+            let out = remjit_in(&dir, &args, &[(key, value)]);
+            assert_fails(
+                &format!("{mode:?}, {} inputs", inputs.len()),
+                &out,
+                &format!(
+                    "remjit: error: {}: No such file or directory (os error 2)\n",
+                    missing.display()
+                ),
+            );
+            assert_eq!(processes_marked(&marker), Vec::<u32>::new(), "{mode:?}");
+        }
+    }
+}
