@@ -12,8 +12,13 @@ use remjit::input::{self, InputFile};
 /// From this many inputs on, a thread reads them.
 const THREAD_FROM: usize = 8;
 
-/// How far the reading thread may get ahead of the links (small files are read into memory).
-const AHEAD: usize = 64;
+/// The reading thread hands over batches of up to this many inputs (one wake-up per batch,
+/// not per input), the first ones smaller so that the first link need not wait long.
+const BATCH: usize = 32;
+
+/// How many batches the reading thread may get ahead of the links (small files are read
+/// into memory).
+const BATCHES_AHEAD: usize = 2;
 
 /// One input as read: `None` for a source file (the session compiles it).
 type Read = Option<remjit::Result<InputFile>>;
@@ -22,8 +27,8 @@ type Read = Option<remjit::Result<InputFile>>;
 pub enum Inputs {
     /// Read already.
     Done(VecDeque<Read>),
-    /// Being read by a thread.
-    Reading(mpsc::Receiver<Read>),
+    /// Being read by a thread: the batch being taken, and the next ones.
+    Reading(VecDeque<Read>, mpsc::Receiver<VecDeque<Read>>),
 }
 
 fn read(path: &Path) -> Read {
@@ -32,26 +37,40 @@ fn read(path: &Path) -> Read {
         .then(|| input::map_file(path))
 }
 
+/// `paths` in batches of 1, 2, 4... up to [`BATCH`] inputs.
+fn batches(paths: &[PathBuf]) -> impl Iterator<Item = &[PathBuf]> {
+    let (mut rest, mut size) = (paths, 1);
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (now, later) = rest.split_at(size.min(rest.len()));
+        rest = later;
+        size = (size * 2).min(BATCH);
+        Some(now)
+    })
+}
+
 impl Inputs {
     /// Starts reading `paths`.
     pub fn read(paths: &[PathBuf]) -> Inputs {
         if paths.len() < THREAD_FROM {
             return Inputs::Done(paths.iter().map(|p| read(p)).collect());
         }
-        let (tx, rx) = mpsc::sync_channel(AHEAD);
+        let (tx, rx) = mpsc::sync_channel(BATCHES_AHEAD);
         let paths = paths.to_vec();
         let reader = std::thread::Builder::new()
             .name("remjit-read".into())
             .spawn(move || {
-                for p in &paths {
+                for chunk in batches(&paths) {
                     // The links stopped (an error): read no further.
-                    if tx.send(read(p)).is_err() {
+                    if tx.send(chunk.iter().map(|p| read(p)).collect()).is_err() {
                         break;
                     }
                 }
             });
         match reader {
-            Ok(_) => Inputs::Reading(rx),
+            Ok(_) => Inputs::Reading(VecDeque::new(), rx),
             // No thread: everything is read when asked for.
             Err(_) => Inputs::Done(VecDeque::new()),
         }
@@ -62,7 +81,12 @@ impl Inputs {
     fn next(&mut self) -> Read {
         match self {
             Inputs::Done(q) => q.pop_front().flatten(),
-            Inputs::Reading(rx) => rx.recv().ok().flatten(),
+            Inputs::Reading(batch, rx) => {
+                if batch.is_empty() {
+                    *batch = rx.recv().unwrap_or_default();
+                }
+                batch.pop_front().flatten()
+            }
         }
     }
 
