@@ -351,6 +351,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         // once after the links instead: rebuilding it per module would cost O(n^2)).
         in_process_crash_table: cli.exec.in_process && !cli.noexec && !cli.link_each,
         slab_address: slab_placement(&cli)?,
+        // One link, unless --link-each: no later link calls through stubs.
+        call_stubs: cli.link_each,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
             jitdump: cli.jitdump,

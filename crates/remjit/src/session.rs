@@ -71,6 +71,10 @@ pub struct SessionOptions {
     /// ([`remjit_executor::crash::install_in_process`]) names current, published before each
     /// module's constructors run (each link then rebuilds the whole table).
     pub in_process_crash_table: bool,
+    /// Give exported functions call stubs through which later links call them (redefinable;
+    /// see the session model in DESIGN.md). A session that links once (the `remjit`
+    /// command without `--link-each`) needs none.
+    pub call_stubs: bool,
 }
 
 impl Default for SessionOptions {
@@ -87,6 +91,7 @@ impl Default for SessionOptions {
             in_process_crash_table: false,
             slab_address: None,
             perf: PerfOutputs::default(),
+            call_stubs: true,
         }
     }
 }
@@ -221,14 +226,14 @@ impl Session {
         let search = LibrarySearch {
             user_dirs: options.library_dirs.clone(),
         };
-        let slab_address = options.slab_address;
+        let redirect = options.slab_address.is_none() && options.call_stubs;
         Ok(Session {
             executor,
             slab,
             options,
             symbols: HashMap::default(),
             stubs: CallStubs::default(),
-            redirect: slab_address.is_none(),
+            redirect,
             defs: HashMap::default(),
             overrides,
             absolutes,

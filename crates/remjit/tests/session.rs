@@ -264,3 +264,27 @@ fn a_dropped_comdat_definition_without_a_kept_copy_is_an_error_not_address_0() {
         assert_eq!(call(&s, "use_b"), 2, "{mode}");
     }
 }
+
+/// With `call_stubs` (the default) an exported function gets a call stub that later links
+/// bind to; without (a session that links once, as `remjit` without `--link-each`), none is
+/// made and the name is the function itself. Either way the function runs.
+#[test]
+fn call_stubs_only_when_asked_for() {
+    let dir = sources("stubs", &[("f.c", "int f(void) { return 7; }\n")]);
+    let obj = compile(&dir, &dir.join("f.c"), "f.o", &["-O2"]);
+    for call_stubs in [true, false] {
+        let options = SessionOptions {
+            call_stubs,
+            ..SessionOptions::default()
+        };
+        let mut s = Session::in_process(options).unwrap();
+        let m = link_one(&mut s, &obj);
+        let info = s.lookup_symbol("f").unwrap();
+        assert_eq!(info.module, m);
+        assert_eq!(info.stub.is_some(), call_stubs, "call_stubs {call_stubs}");
+        if let Some(stub) = info.stub {
+            assert_ne!(stub, info.addr, "the stub is not the body");
+        }
+        assert_eq!(call(&s, "f"), 7, "call_stubs {call_stubs}");
+    }
+}
