@@ -1,4 +1,7 @@
 //! `remjit`: link ELF x86-64 objects and archives into memory and run them.
+// The C `main` below is the entry: Rust's start-up (which reads /proc/self/maps for the main
+// thread's stack guard, in both remjit and the executor it starts) is not needed.
+#![cfg_attr(not(test), no_main)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -570,7 +573,23 @@ fn utf8_args() -> Vec<String> {
     })
 }
 
-pub fn main() {
+/// The process entry (`#![no_main]`): what Rust's start-up would do that remjit needs
+/// (SIGPIPE ignored, so that a closed pipe is an error; a panic's status 101), then
+/// [`remjit_main`]. `std::env::args` works without that start-up on glibc.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> i32 {
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    match std::panic::catch_unwind(remjit_main) {
+        Ok(()) => 0,
+        Err(_) => 101,
+    }
+}
+
+/// The command line: the executor (when started as `remjit-executor`), `remjit repl`, or a
+/// link and run.
+pub fn remjit_main() {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some("remjit-executor".as_ref()) {
         executor_main::main();
