@@ -400,6 +400,7 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
             return Err(runtime_choice::exec_cxx());
         }
     }
+    let result = result.map_err(runtime_choice::explain_missing_cxx);
     match (&mode, result) {
         (Mode::InProcess, r) => r,
         (Mode::Remote(exec), Ok(status)) => {

@@ -39,11 +39,12 @@ fn cxx_program() -> Option<PathBuf> {
     (p.is_file() && p != me).then_some(p)
 }
 
-/// Whether `err`, the failure of a link in a lean host before any module was linked, is one
-/// that `remjit-cxx` may not have: C++ runtime symbols undefined, or a relocation error with
-/// libstdc++ loaded (by a library input) in the process that runs the code.
+/// Whether `err`, the failure of a link in a lean host before any of the program's code ran
+/// (no constructors of an earlier `--link-each` module), is one that `remjit-cxx` may not
+/// have: C++ runtime symbols undefined, or a relocation error with libstdc++ loaded (by a
+/// library input) in the process that runs the code.
 pub fn link_needs_cxx(err: &anyhow::Error, session: &Session, in_process: bool) -> bool {
-    if !lean() || !session.modules().is_empty() || cxx_program().is_none() {
+    if !lean() || session.ran_input_code() || cxx_program().is_none() {
         return false;
     }
     let Some(e) = err.downcast_ref::<remjit::Error>() else {
@@ -60,6 +61,21 @@ pub fn link_needs_cxx(err: &anyhow::Error, session: &Session, in_process: bool) 
     }
     let found = session.executor().lookup(&[b"__gxx_personality_v0"]);
     matches!(found.as_deref(), Ok([Some(_)]))
+}
+
+/// In a lean host, a link that lacks the C++ runtime and was not run again in `remjit-cxx`
+/// (code of an earlier module ran already) says how to run it there.
+pub fn explain_missing_cxx(err: anyhow::Error) -> anyhow::Error {
+    let lacks = err
+        .downcast_ref::<remjit::Error>()
+        .is_some_and(remjit::Error::lacks_cxx_runtime);
+    if !lean() || !lacks {
+        return err;
+    }
+    anyhow::anyhow!(
+        "{err:#}\nhint: remjit starts without the C++ runtime and runs such a program again in \
+         remjit-cxx, but code of an earlier module ran already: run it with remjit-cxx"
+    )
 }
 
 /// Runs this command line again in `remjit-cxx`; returns only when that fails.

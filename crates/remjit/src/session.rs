@@ -175,6 +175,8 @@ pub struct Session {
     /// The newest link that failed after its memory was written (a constructor crashed, say):
     /// what crash reports name.
     failed: Option<FailedLink>,
+    /// Whether a link's finalize ran code of its inputs (constructors, IFUNC resolvers).
+    ran_input_code: bool,
 }
 
 /// What crash reports need of a link that failed once its code was in place.
@@ -246,7 +248,14 @@ impl Session {
             search,
             last_times: LinkTimes::default(),
             failed: None,
+            ran_input_code: false,
         })
+    }
+
+    /// Whether any link so far ran code of its inputs as it finalized (constructors, IFUNC
+    /// resolvers; not with `run_initializers` off): until then, nothing of the program ran.
+    pub fn ran_input_code(&self) -> bool {
+        self.ran_input_code
     }
 
     /// The executor underneath.
@@ -376,7 +385,9 @@ impl Session {
             ));
         }
         let placed = std::cell::RefCell::new(None);
+        let runs_code = std::cell::Cell::new(false);
         let before_initializers = |m: &link::PlacedModule<'_>| {
+            runs_code.set(m.runs_code);
             if self.options.in_process_crash_table {
                 let mut table = self.jit_functions();
                 table.extend(jit_functions_of(m.objects, m.functions, m.debug_inputs));
@@ -402,6 +413,7 @@ impl Session {
             before_initializers: Some(&before_initializers),
         };
         let linked = link::link(&inputs, &env);
+        self.ran_input_code |= runs_code.get();
         self.failed = placed.into_inner();
         let m = linked.map_err(|e| self.placement_cause(e))?;
         self.failed = None;

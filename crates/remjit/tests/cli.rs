@@ -650,7 +650,19 @@ fn the_cxx_runtime_is_loaded_only_for_programs_that_need_it() {
          catch (const std::exception &e) {{ std::cout << \"caught \" << e.what() << '\\n'; }}\n  \
          std::cout << cxx_runtime() << std::endl;\n  return 5;\n}}\n"
     );
-    let dir = sources("cli-cxx-runtime", &[("c.c", &c), ("cxx.cc", &cxx)]);
+    let ctor = "#include <stdio.h>\n\
+                __attribute__((constructor)) static void hi(void) { puts(\"ctor\"); }\n";
+    let dir = sources(
+        "cli-cxx-runtime",
+        &[
+            ("c.c", &c),
+            ("cxx.cc", &cxx),
+            ("helper.c", "int helper(void) { return 1; }\n"),
+            ("ctor.c", ctor),
+        ],
+    );
+    let helper = compile(&dir, &dir.join("helper.c"), "helper.o", &["-O2"]);
+    let ctor = compile(&dir, &dir.join("ctor.c"), "ctor.o", &["-O2"]);
     let c_obj = compile(&dir, &dir.join("c.c"), "c.o", &["-O2"]);
     let cxx_obj = compile(&dir, &dir.join("cxx.cc"), "cxx.o", &["-O2"]);
     let c_expect = native(&dir, "c", std::slice::from_ref(&c_obj), &[], &[]);
@@ -671,6 +683,24 @@ fn the_cxx_runtime_is_loaded_only_for_programs_that_need_it() {
         assert_same(&format!("C program {mode:?}"), &out, &c_expect);
         let out = jit(mode, std::slice::from_ref(&cxx_obj), &[], &[]);
         assert_same(&format!("C++ program {mode:?}"), &out, &cxx_expect);
+        // --link-each: a C module first, nothing of which ran, then the C++ one.
+        let mut each = mode.to_vec();
+        each.push("--link-each");
+        let out = jit(&each, &[helper.clone(), cxx_obj.clone()], &[], &[]);
+        assert_same(&format!("C, then C++ {mode:?}"), &out, &cxx_expect);
+        // A constructor ran before the C++ module came: the program is not run again.
+        let out = jit(&each, &[ctor.clone(), cxx_obj.clone()], &[], &[]);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}");
+        assert_eq!(out.stdout, b"ctor\n", "{mode:?}: the constructor ran once");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("undefined symbol(s):"), "{mode:?}: {err}");
+        assert!(
+            err.ends_with(
+                "\nhint: remjit starts without the C++ runtime and runs such a program again in \
+                 remjit-cxx, but code of an earlier module ran already: run it with remjit-cxx\n"
+            ),
+            "{mode:?}: {err}"
+        );
     }
 }
 
