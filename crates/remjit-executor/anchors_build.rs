@@ -9,13 +9,19 @@
 // libstdc++ and libgcc_s, writes a C file whose function takes the absolute address of each
 // defined object of a default (`@@`) version, and links it into the (non-PIE) binaries.
 
-/// The libraries whose data the host binaries copy, and the compiler that finds each.
+/// The libraries whose data the host binaries copy, and the compiler that finds each. The
+/// lean binaries (`remjit`, `remjit-executor`) copy the first three's, which every process of
+/// theirs loads anyway; `remjit-cxx` (remjit with the C++ runtime, also started as the executor
+/// of programs that need it) copies libstdc++'s too, and only it loads libstdc++ at start.
 const ANCHOR_LIBRARIES: [(&str, &str); 4] = [
     ("cc", "libc.so.6"),
     ("cc", "libm.so.6"),
-    ("c++", "libstdc++.so.6"),
     ("cc", "libgcc_s.so.1"),
+    ("c++", "libstdc++.so.6"),
 ];
+
+/// How many of [`ANCHOR_LIBRARIES`] the lean binaries copy from.
+const LEAN_LIBRARIES: usize = 3;
 
 /// Whether a library's exported object is left to the library.
 ///
@@ -105,11 +111,12 @@ fn anchors_source(names: &[Vec<u8>]) -> String {
     )
 }
 
-/// Collects the objects of [`ANCHOR_LIBRARIES`], first definition of a name wins.
-fn anchor_names() -> Vec<Vec<u8>> {
+/// Collects the objects of the first `count` of [`ANCHOR_LIBRARIES`], first definition of a
+/// name wins.
+fn anchor_names(count: usize) -> Vec<Vec<u8>> {
     let mut seen = std::collections::HashSet::new();
     let mut names = Vec::new();
-    for (compiler, lib) in ANCHOR_LIBRARIES {
+    for (compiler, lib) in &ANCHOR_LIBRARIES[..count] {
         let Some(path) = library_path(compiler, lib) else {
             println!("cargo:warning={compiler} does not find {lib}: its data gets no host copies");
             continue;
@@ -128,12 +135,12 @@ fn anchor_names() -> Vec<Vec<u8>> {
     names
 }
 
-/// Generates and compiles the anchors and links them into this crate's binaries.
-fn link_anchors_into_bins(executor_dir: &std::path::Path) {
+/// Generates and compiles the anchors of the first `count` libraries into `OUT_DIR/NAME.o`.
+fn compile_anchors(name: &str, count: usize) -> std::path::PathBuf {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    let src = out.join("anchors.c");
-    std::fs::write(&src, anchors_source(&anchor_names())).expect("writing anchors.c");
-    let obj = out.join("anchors.o");
+    let src = out.join(format!("{name}.c"));
+    std::fs::write(&src, anchors_source(&anchor_names(count))).expect("writing the anchors");
+    let obj = out.join(format!("{name}.o"));
     let status = std::process::Command::new("cc")
         .args(["-c", "-O1", "-fno-pic", "-fno-pie"])
         .arg(&src)
@@ -142,13 +149,32 @@ fn link_anchors_into_bins(executor_dir: &std::path::Path) {
         .status()
         .unwrap_or_else(|e| panic!("cannot run cc: {e}"));
     assert!(status.success(), "compiling {} failed", src.display());
-    println!("cargo:rustc-link-arg-bins={}", obj.display());
-    // Kept through --gc-sections: its relocations are the point.
-    println!("cargo:rustc-link-arg-bins=-Wl,--undefined=remjit_copy_relocation_anchors");
-    // Loaded low, the executable holds the copy-relocated instances.
-    println!("cargo:rustc-link-arg-bins=-no-pie");
-    // JIT'd code may use these libraries without naming them (the C and C++ runtimes).
-    println!("cargo:rustc-link-arg-bins=-Wl,--no-as-needed,-lm,-lstdc++,-lgcc_s,--as-needed");
+    obj
+}
+
+/// Links the anchors into this crate's binaries: the lean ones (libc, libm, libgcc_s) into
+/// every binary but those named in `cxx_bins`, which get libstdc++'s too and load it.
+fn link_anchors_into_bins(executor_dir: &std::path::Path, lean_bins: &[&str], cxx_bins: &[&str]) {
+    let lean = compile_anchors("anchors_lean", LEAN_LIBRARIES);
+    let link = |bin: &str, obj: &std::path::Path, libs: &str| {
+        let arg = |a: &str| println!("cargo:rustc-link-arg-bin={bin}={a}");
+        arg(&obj.display().to_string());
+        // Kept through --gc-sections: its relocations are the point.
+        arg("-Wl,--undefined=remjit_copy_relocation_anchors");
+        // Loaded low, the executable holds the copy-relocated instances.
+        arg("-no-pie");
+        // JIT'd code may use these libraries without naming them (the C and C++ runtimes).
+        arg(&format!("-Wl,--no-as-needed,{libs},--as-needed"));
+    };
+    for bin in lean_bins {
+        link(bin, &lean, "-lm,-lgcc_s");
+    }
+    if !cxx_bins.is_empty() {
+        let full = compile_anchors("anchors_cxx", ANCHOR_LIBRARIES.len());
+        for bin in cxx_bins {
+            link(bin, &full, "-lm,-lstdc++,-lgcc_s");
+        }
+    }
     println!(
         "cargo:rerun-if-changed={}",
         executor_dir.join("anchors_build.rs").display()

@@ -3,7 +3,6 @@
 //! process and with `--noexec` semantics: no constructor, no IFUNC resolver, no code of the
 //! input ever runs. Every input must link or fail with an error; never panic or crash.
 #![no_main]
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
@@ -12,7 +11,7 @@ use object::{elf, Architecture, BinaryFormat, Endianness, RelocationFlags, Symbo
 use object::{SymbolKind, SymbolScope};
 use remjit::executor::{Executor, InProcessExecutor};
 use remjit::input::{InputBytes, InputFile};
-use remjit::link::{link, LinkEnv, LinkInput};
+use remjit::link::{link, LinkEnv, LinkInput, NameMap};
 use remjit::memory::SlabAllocator;
 
 /// Names that the seed archives define; the referencing object pulls their members in.
@@ -21,7 +20,7 @@ const ARCHIVE_NAMES: &[&str] = &["main", "f", "g", "helper", "sqlite3_libversion
 struct Context {
     executor: InProcessExecutor,
     slab: SlabAllocator,
-    overrides: HashMap<Vec<u8>, u64>,
+    overrides: NameMap<u64>,
     referencer: Vec<u8>,
 }
 
@@ -93,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             vec![LinkInput::Object(input("fuzz.o", data.to_vec()))]
         };
-        let (session, absolutes) = (HashMap::new(), HashMap::new());
+        let (session, absolutes) = (NameMap::default(), NameMap::default());
         let env = LinkEnv {
             session: &session,
             overrides: &cx.overrides,

@@ -147,6 +147,13 @@ pub enum Error {
     Usage(String),
 }
 
+impl Error {
+    /// Whether this is a link that found symbols of the C++ runtime undefined.
+    pub fn lacks_cxx_runtime(&self) -> bool {
+        matches!(self, Error::Undefined(list) if list.iter().any(|u| is_cxx_runtime(&u.name)))
+    }
+}
+
 fn format_undefined(list: &[UndefinedSymbol]) -> String {
     let mut s = format!("{} undefined symbol(s):", list.len());
     let mut runtime = false;
@@ -175,8 +182,11 @@ pub fn demangle(name: &str) -> Option<String> {
 
 /// Whether the C++ runtime (libstdc++ and its ABI library) defines `name`: the `std`,
 /// `__gnu_cxx` and `__cxxabiv1` namespaces, `operator new`/`delete`, `__cxa_*`, the personality.
-fn is_cxx_runtime(name: &str) -> bool {
-    if name.starts_with("__cxa_") || name.starts_with("__gxx_personality") {
+pub fn is_cxx_runtime(name: &str) -> bool {
+    if name.starts_with("__cxa_")
+        || name.starts_with("__gxx_personality")
+        || name == "__dynamic_cast"
+    {
         return true;
     }
     let Some(d) = demangle(name) else {

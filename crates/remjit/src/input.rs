@@ -224,9 +224,16 @@ pub fn map_file(path: &Path) -> Result<InputFile> {
     }
     let len = meta.len();
     let bytes = if len < SMALL_FILE {
-        // Small files: one read costs less than a mapping and its page faults.
-        let mut v = Vec::with_capacity(len as usize);
-        std::io::Read::read_to_end(&mut file, &mut v).map_err(io)?;
+        // Small files: one read costs less than a mapping and its page faults; the size is
+        // known, so no probing (read_to_end's fstat, lseek and final empty read).
+        let mut v = vec![0; len as usize];
+        std::io::Read::read_exact(&mut file, &mut v).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                io(std::io::Error::other("the file shrank while it was read"))
+            } else {
+                io(e)
+            }
+        })?;
         InputBytes::Owned(v)
     } else {
         // SAFETY: the map is read-only; a file truncated underneath us is the user's race, as

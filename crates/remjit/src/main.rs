@@ -1,4 +1,7 @@
 //! `remjit`: link ELF x86-64 objects and archives into memory and run them.
+// The C `main` below is the entry: Rust's start-up (which reads /proc/self/maps for the main
+// thread's stack guard, in both remjit and the executor it starts) is not needed.
+#![cfg_attr(not(test), no_main)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -246,7 +249,14 @@ enum Mode {
     Remote(Arc<RemoteExecutor>),
 }
 
-fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
+/// What runs the code, while it starts.
+enum Starting {
+    Ready(Mode),
+    /// Spawned; its Setup not yet read.
+    Spawned(remjit::remote::Starting),
+}
+
+fn start_executor(cli: &Cli) -> anyhow::Result<Starting> {
     // A debugger cannot plant breakpoints in code pages shared with us (read-execute
     // MAP_SHARED): for --wait-for-debugger the executor gets private copies.
     let shared_memory = if cli.exec.oop_executor_connect.is_some() {
@@ -254,11 +264,35 @@ fn start_executor(cli: &Cli) -> anyhow::Result<Mode> {
     } else {
         Some(!(cli.no_shared_memory || cli.wait_for_debugger))
     };
-    let spec = cli.exec.spec(shared_memory)?;
-    Ok(match spec.start()? {
+    let mut spec = cli.exec.spec(shared_memory)?;
+    if let remjit::repl::ExecutorSpec::Spawn { path, .. } = &mut spec {
+        if lean_default_executor(cli) {
+            // This lean process itself, started as the executor (see runtime_choice).
+            *path = std::env::current_exe().context("cannot find remjit's own path")?;
+        }
+    }
+    if let remjit::repl::ExecutorSpec::Spawn {
+        path,
+        memory,
+        timeout,
+    } = &spec
+    {
+        return Ok(Starting::Spawned(RemoteExecutor::spawn_begin(
+            path, *memory, *timeout,
+        )?));
+    }
+    Ok(Starting::Ready(match spec.start()? {
         remjit::repl::Running::InProcess(_) => Mode::InProcess,
         remjit::repl::Running::Remote(e) => Mode::Remote(e),
-    })
+    }))
+}
+
+/// Whether the executor is the default one and this process is lean: then it is this program
+/// (without the C++ runtime) rather than remjit-executor.
+fn lean_default_executor(cli: &Cli) -> bool {
+    runtime_choice::lean()
+        && cli.exec.oop_executor_connect.is_none()
+        && cli.exec.oop_executor.as_deref().is_none_or(str::is_empty)
 }
 
 /// Like a shell waiting for its child: the executor shares our terminal's foreground process
@@ -321,12 +355,20 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         in_process_crash_table: cli.exec.in_process && !cli.noexec && !cli.link_each,
         slab_address: slab_placement(&cli)?,
         share_pages: true,
+        // One link, unless --link-each: no later link calls through stubs.
+        call_stubs: cli.link_each,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
             jitdump: cli.jitdump,
         },
     };
-    let mode = start_executor(&cli)?;
+    let starting = start_executor(&cli)?;
+    // The inputs are read while the executor starts.
+    let mut inputs = prefetch::Inputs::read(&cli.inputs);
+    let mode = match starting {
+        Starting::Ready(mode) => mode,
+        Starting::Spawned(s) => Mode::Remote(Arc::new(s.finish()?)),
+    };
     if let Mode::InProcess = mode {
         if cli.wait_for_debugger {
             // Breakpoints need private code pages (no pages shared between small links).
@@ -341,7 +383,29 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         Mode::InProcess => Session::in_process(options)?,
         Mode::Remote(e) => Session::with_executor(e.clone(), options)?,
     };
-    let result = link_and_run(&cli, program_args, &mut session, &mode, t_start);
+    let result = link_and_run(
+        &cli,
+        program_args,
+        &mut session,
+        &mode,
+        &mut inputs,
+        t_start,
+    );
+    if let Err(e) = &result {
+        let restart = match &mode {
+            Mode::InProcess => runtime_choice::link_needs_cxx(e, &session, true),
+            Mode::Remote(_) => {
+                lean_default_executor(&cli) && runtime_choice::link_needs_cxx(e, &session, false)
+            }
+        };
+        if restart {
+            if let Mode::Remote(exec) = &mode {
+                exec.shutdown();
+            }
+            return Err(runtime_choice::exec_cxx());
+        }
+    }
+    let result = result.map_err(runtime_choice::explain_missing_cxx);
     match (&mode, result) {
         (Mode::InProcess, r) => r,
         (Mode::Remote(exec), Ok(status)) => {
@@ -374,6 +438,7 @@ fn link_and_run(
     program_args: Vec<String>,
     session: &mut Session,
     mode: &Mode,
+    inputs: &mut prefetch::Inputs,
     t_start: Instant,
 ) -> anyhow::Result<i32> {
     let mut argv = vec![cli.inputs[0].display().to_string()];
@@ -382,7 +447,7 @@ fn link_and_run(
     for p in &cli.preload {
         session.load_library(p)?;
     }
-    let (t_read, module) = add_inputs_and_link(cli, session, t_start)?;
+    let (t_read, module) = add_inputs_and_link(cli, session, inputs, t_start)?;
     if !cli.check.is_empty() && !run_checks(cli, session, module)? {
         return Ok(1);
     }
@@ -448,6 +513,7 @@ fn link_and_run(
 fn add_inputs_and_link(
     cli: &Cli,
     session: &mut Session,
+    inputs: &mut prefetch::Inputs,
     t_start: Instant,
 ) -> anyhow::Result<(std::time::Duration, remjit::ModuleId)> {
     if cli.link_each && !cli.check.is_empty() {
@@ -459,7 +525,7 @@ fn add_inputs_and_link(
         if cli.link_each && session.has_pending_objects() {
             session.link()?;
         }
-        session.add_file(input)?;
+        inputs.add_next(session, input)?;
     }
     for lib in &cli.libraries {
         session.add_library(lib)?;
@@ -495,7 +561,9 @@ fn run_in_process(session: Session, entry: u64) -> anyhow::Result<i32> {
 #[path = "../../remjit-executor/src/main.rs"]
 mod executor_main;
 
+mod prefetch;
 mod repl_cli;
+mod runtime_choice;
 
 /// The command line as UTF-8 strings; an argument that is not UTF-8 ends remjit with a message
 /// (`std::env::args` would panic on it).
@@ -511,13 +579,35 @@ fn utf8_args() -> Vec<String> {
     })
 }
 
-fn main() {
+/// The process entry (`#![no_main]`): what Rust's start-up would do that remjit needs
+/// (SIGPIPE ignored, so that a closed pipe is an error; a panic's status 101), then
+/// [`remjit_main`]. `std::env::args` works without that start-up on glibc.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> i32 {
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    match std::panic::catch_unwind(remjit_main) {
+        Ok(()) => 0,
+        Err(_) => 101,
+    }
+}
+
+/// The command line: the executor (when started as `remjit-executor`), `remjit repl`, or a
+/// link and run.
+pub fn remjit_main() {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some("remjit-executor".as_ref()) {
         executor_main::main();
     }
+    runtime_choice::note_start();
     let (ours, program) = normalize_args(utf8_args());
     if ours.get(1).is_some_and(|a| a == "repl") {
+        if runtime_choice::lean() && ours.iter().any(|a| a == "--in-process") {
+            // Cells run here and may be C++ from the first line on.
+            eprintln!("remjit: error: {:#}", runtime_choice::exec_cxx());
+            std::process::exit(1);
+        }
         let mut args = ours;
         args.remove(1);
         args[0] = "remjit repl".into();

@@ -13,7 +13,9 @@
 //! # let _ = status; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -74,6 +76,10 @@ pub struct SessionOptions {
     /// exact earlier addresses ([`Session::link_at`], the REPL's recovery): a packed module's
     /// pieces are placed by the packs, not at a requested base.
     pub share_pages: bool,
+    /// Give exported functions call stubs through which later links call them (redefinable;
+    /// see the session model in DESIGN.md). A session that links once (the `remjit`
+    /// command without `--link-each`) needs none.
+    pub call_stubs: bool,
 }
 
 impl Default for SessionOptions {
@@ -91,6 +97,7 @@ impl Default for SessionOptions {
             slab_address: None,
             perf: PerfOutputs::default(),
             share_pages: true,
+            call_stubs: true,
         }
     }
 }
@@ -185,6 +192,8 @@ pub struct Session {
     failed: Option<FailedLink>,
     /// The modules' debug objects as registered with gdb.
     gdb: GdbGroups,
+    /// Whether a link's finalize ran code of its inputs (constructors, IFUNC resolvers).
+    ran_input_code: bool,
 }
 
 /// What crash reports need of a link that failed once its code was in place.
@@ -239,19 +248,19 @@ impl Session {
         let search = LibrarySearch {
             user_dirs: options.library_dirs.clone(),
         };
-        let slab_address = options.slab_address;
+        let redirect = options.slab_address.is_none() && options.call_stubs;
         Ok(Session {
             executor,
             slab,
             options,
-            symbols: HashMap::new(),
+            symbols: HashMap::default(),
             stubs: CallStubs::default(),
-            redirect: slab_address.is_none(),
-            defs: HashMap::new(),
+            redirect,
+            defs: HashMap::default(),
             overrides,
             absolutes,
-            comdats: HashMap::new(),
-            comdat_symbols: HashMap::new(),
+            comdats: HashMap::default(),
+            comdat_symbols: HashMap::default(),
             modules: BTreeMap::new(),
             pending: Vec::new(),
             pending_archives: Vec::new(),
@@ -260,7 +269,14 @@ impl Session {
             last_times: LinkTimes::default(),
             failed: None,
             gdb: GdbGroups::new(),
+            ran_input_code: false,
         })
+    }
+
+    /// Whether any link so far ran code of its inputs as it finalized (constructors, IFUNC
+    /// resolvers; not with `run_initializers` off): until then, nothing of the program ran.
+    pub fn ran_input_code(&self) -> bool {
+        self.ran_input_code
     }
 
     /// The executor underneath.
@@ -288,6 +304,13 @@ impl Session {
             return Ok(());
         }
         let f = input::map_file(path)?;
+        self.add_input(f, path, 0)
+    }
+
+    /// Adds an input file already read (by [`crate::input::map_file`]) from `path`, as
+    /// [`Session::add_file`] would have read it: an object, an archive, a shared library
+    /// (loaded now) or a GNU linker script; not a source.
+    pub fn add_read_file(&mut self, path: &Path, f: InputFile) -> Result<()> {
         self.add_input(f, path, 0)
     }
 
@@ -383,7 +406,9 @@ impl Session {
             ));
         }
         let placed = std::cell::RefCell::new(None);
+        let runs_code = std::cell::Cell::new(false);
         let before_initializers = |m: &link::PlacedModule<'_>| {
+            runs_code.set(m.runs_code);
             if self.options.in_process_crash_table {
                 let mut table = self.jit_functions();
                 table.extend(jit_functions_of(m.objects, m.functions, m.debug_inputs));
@@ -409,6 +434,7 @@ impl Session {
             before_initializers: Some(&before_initializers),
         };
         let linked = link::link(&inputs, &env);
+        self.ran_input_code |= runs_code.get();
         self.failed = placed.into_inner();
         let m = linked.map_err(|e| self.placement_cause(e))?;
         self.failed = None;

@@ -622,3 +622,133 @@ fn cc_with_arguments_is_split_into_words() {
         assert_eq!(out.status.code(), Some(0), "{cc}");
     }
 }
+
+/// Prints whether libstdc++ is mapped into the process running the program.
+const MAPS_CHECK: &str = "static const char *cxx_runtime(void) {\n\
+     FILE *f = fopen(\"/proc/self/maps\", \"r\");\n\
+     char line[4096];\n\
+     int found = 0;\n\
+     while (f && fgets(line, sizeof line, f)) found |= strstr(line, \"libstdc++\") != 0;\n\
+     if (f) fclose(f);\n\
+     return found ? \"libstdc++ loaded\" : \"no libstdc++\";\n\
+     }\n";
+
+/// A C program runs where no libstdc++ was loaded (remjit starts without the C++ runtime, and
+/// so does the executor it spawns by default); a C++ program that throws and prints through
+/// iostream runs with it (in remjit-cxx, or the full remjit-executor), in every mode, as
+/// natively.
+#[test]
+fn the_cxx_runtime_is_loaded_only_for_programs_that_need_it() {
+    let c = format!(
+        "#include <stdio.h>\n#include <string.h>\n{MAPS_CHECK}\
+         int main(void) {{ printf(\"%s\\n\", cxx_runtime()); return 4; }}\n"
+    );
+    let cxx = format!(
+        "#include <cstdio>\n#include <cstring>\n#include <iostream>\n#include <stdexcept>\n\
+         {MAPS_CHECK}\
+         int main() {{\n  try {{ throw std::runtime_error(\"thrown\"); }}\n  \
+         catch (const std::exception &e) {{ std::cout << \"caught \" << e.what() << '\\n'; }}\n  \
+         std::cout << cxx_runtime() << std::endl;\n  return 5;\n}}\n"
+    );
+    let ctor = "#include <stdio.h>\n\
+                __attribute__((constructor)) static void hi(void) { puts(\"ctor\"); }\n";
+    let dir = sources(
+        "cli-cxx-runtime",
+        &[
+            ("c.c", &c),
+            ("cxx.cc", &cxx),
+            ("helper.c", "int helper(void) { return 1; }\n"),
+            ("ctor.c", ctor),
+        ],
+    );
+    let helper = compile(&dir, &dir.join("helper.c"), "helper.o", &["-O2"]);
+    let ctor = compile(&dir, &dir.join("ctor.c"), "ctor.o", &["-O2"]);
+    let c_obj = compile(&dir, &dir.join("c.c"), "c.o", &["-O2"]);
+    let cxx_obj = compile(&dir, &dir.join("cxx.cc"), "cxx.o", &["-O2"]);
+    let c_expect = native(&dir, "c", std::slice::from_ref(&c_obj), &[], &[]);
+    assert_eq!(c_expect, (b"no libstdc++\n".to_vec(), 4));
+    let cxx_expect = native(
+        &dir,
+        "cxx",
+        std::slice::from_ref(&cxx_obj),
+        &["-lstdc++"],
+        &[],
+    );
+    assert_eq!(
+        cxx_expect,
+        (b"caught thrown\nlibstdc++ loaded\n".to_vec(), 5)
+    );
+    for mode in MODES {
+        let out = jit(mode, std::slice::from_ref(&c_obj), &[], &[]);
+        assert_same(&format!("C program {mode:?}"), &out, &c_expect);
+        let out = jit(mode, std::slice::from_ref(&cxx_obj), &[], &[]);
+        assert_same(&format!("C++ program {mode:?}"), &out, &cxx_expect);
+        // --link-each: a C module first, nothing of which ran, then the C++ one.
+        let mut each = mode.to_vec();
+        each.push("--link-each");
+        let out = jit(&each, &[helper.clone(), cxx_obj.clone()], &[], &[]);
+        assert_same(&format!("C, then C++ {mode:?}"), &out, &cxx_expect);
+        // A constructor ran before the C++ module came: the program is not run again.
+        let out = jit(&each, &[ctor.clone(), cxx_obj.clone()], &[], &[]);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}");
+        assert_eq!(out.stdout, b"ctor\n", "{mode:?}: the constructor ran once");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("undefined symbol(s):"), "{mode:?}: {err}");
+        assert!(
+            err.ends_with(
+                "\nhint: remjit starts without the C++ runtime and runs such a program again in \
+                 remjit-cxx, but code of an earlier module ran already: run it with remjit-cxx\n"
+            ),
+            "{mode:?}: {err}"
+        );
+    }
+}
+
+/// The processes (other than this test's) whose environment holds `marker`.
+fn processes_marked(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if pid != me && env.split(|&b| b == 0).any(|v| v == marker.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The inputs are read while the executor starts; one that cannot be read is reported as
+/// before (by name, in command-line order, exit 1) and leaves no executor process behind, in
+/// every mode, for a few inputs (read at once) and for many (read on a thread).
+#[test]
+fn an_unreadable_input_read_while_the_executor_starts_leaves_no_executor() {
+    let dir = work_dir("cli-input-error");
+    let o = hello(&dir);
+    let missing = dir.join("missing.o");
+    let marker = format!("REMJIT_TEST_INPUT_ERROR={}", std::process::id());
+    let (key, value) = marker.split_once('=').unwrap();
+    let mut many: Vec<&Path> = vec![&o; 20];
+    many.push(&missing);
+    many.push(&o);
+    for mode in MODES {
+        for inputs in [vec![&o as &Path, &missing, &o], many.clone()] {
+            let mut args: Vec<&str> = mode.to_vec();
+            args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+            let out = remjit_in(&dir, &args, &[(key, value)]);
+            assert_fails(
+                &format!("{mode:?}, {} inputs", inputs.len()),
+                &out,
+                &format!(
+                    "remjit: error: {}: No such file or directory (os error 2)\n",
+                    missing.display()
+                ),
+            );
+            assert_eq!(processes_marked(&marker), Vec::<u32>::new(), "{mode:?}");
+        }
+    }
+}

@@ -351,3 +351,27 @@ fn a_fresh_session_takes_the_old_addresses_or_says_it_could_not() {
         assert_eq!(call(&s, "g"), 11, "{memory:?}");
     }
 }
+
+/// With `call_stubs` (the default) an exported function gets a call stub that later links
+/// bind to; without (a session that links once, as `remjit` without `--link-each`), none is
+/// made and the name is the function itself. Either way the function runs.
+#[test]
+fn call_stubs_only_when_asked_for() {
+    let dir = sources("stubs", &[("f.c", "int f(void) { return 7; }\n")]);
+    let obj = compile(&dir, &dir.join("f.c"), "f.o", &["-O2"]);
+    for call_stubs in [true, false] {
+        let options = SessionOptions {
+            call_stubs,
+            ..SessionOptions::default()
+        };
+        let mut s = Session::in_process(options).unwrap();
+        let m = link_one(&mut s, &obj);
+        let info = s.lookup_symbol("f").unwrap();
+        assert_eq!(info.module, m);
+        assert_eq!(info.stub.is_some(), call_stubs, "call_stubs {call_stubs}");
+        if let Some(stub) = info.stub {
+            assert_ne!(stub, info.addr, "the stub is not the body");
+        }
+        assert_eq!(call(&s, "f"), 7, "call_stubs {call_stubs}");
+    }
+}

@@ -849,7 +849,75 @@ extern "C" {
 }
 
 /// Whether the symbol at `addr` is data (`STT_OBJECT`, `STT_COMMON`, `STT_TLS`).
+///
+/// Most answers come from the segment holding `addr` (one walk over the loaded objects'
+/// program headers): in a segment that cannot execute it is data; in an executable one of an
+/// object laid out with separate code (a read-only segment of its own for `.rodata`, as ld
+/// does by default on x86-64) it is code. Otherwise (old layouts, thread-local symbols, which
+/// lie in no segment) the symbol table tells, through `dladdr1`, which searches it linearly
+/// (about 1 µs per symbol of libc: 1 ms for sqlite's externals).
 pub fn is_data_at(addr: u64) -> bool {
+    match segment_kind(addr) {
+        Some(SegmentKind::Data) => true,
+        Some(SegmentKind::SeparateCode) => false,
+        None => symbol_is_data(addr),
+    }
+}
+
+/// What the segment holding an address says about the symbol there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SegmentKind {
+    /// Not executable.
+    Data,
+    /// Executable, in an object whose read-only data has a segment of its own.
+    SeparateCode,
+}
+
+/// The kind of the loaded segment holding `addr`; `None` when it is executable in an object
+/// without separate code, or in no loaded object.
+fn segment_kind(addr: u64) -> Option<SegmentKind> {
+    struct Search {
+        addr: u64,
+        found: Option<SegmentKind>,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: the loader hands a valid info with `dlpi_phnum` headers at `dlpi_phdr`, and
+        // `data` is the Search below, alive for the whole walk.
+        let (info, search) = unsafe { (&*info, &mut *(data as *mut Search)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: as above.
+        let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
+        let loads = || headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
+        let Some(seg) = loads().find(|h| {
+            let start = info.dlpi_addr.wrapping_add(h.p_vaddr);
+            search.addr >= start && search.addr - start < h.p_memsz
+        }) else {
+            return 0;
+        };
+        let read_only = |h: &libc::Elf64_Phdr| h.p_flags & (libc::PF_X | libc::PF_W) == 0;
+        search.found = if seg.p_flags & libc::PF_X == 0 {
+            Some(SegmentKind::Data)
+        } else if loads().any(read_only) {
+            Some(SegmentKind::SeparateCode)
+        } else {
+            None
+        };
+        1
+    }
+    let mut search = Search { addr, found: None };
+    // SAFETY: the callback only reads the headers and writes `search`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut c_void) };
+    search.found
+}
+
+/// Whether the symbol nearest below `addr` in the symbol table of its object is data.
+fn symbol_is_data(addr: u64) -> bool {
     // SAFETY: dladdr1 only reads the loader's tables.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();
@@ -865,6 +933,29 @@ pub fn is_data_at(addr: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The segment walk answers as the symbol table does, for libc's functions and data.
+    #[test]
+    fn data_and_functions_of_libc() {
+        for (name, data) in [
+            (c"printf", false),
+            (c"malloc", false),
+            (c"qsort", false),
+            (c"stdout", true),
+            (c"optind", true),
+            (c"environ", true),
+        ] {
+            // SAFETY: dlsym of a NUL-terminated name in the default scope.
+            let addr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as u64;
+            assert_ne!(addr, 0, "{name:?}");
+            assert_eq!(is_data_at(addr), data, "{name:?}");
+            assert_eq!(symbol_is_data(addr), data, "{name:?} by the symbol table");
+            assert!(
+                segment_kind(addr).is_some(),
+                "{name:?}: libc has separate code"
+            );
+        }
+    }
 
     fn expected<T: Sps>(reply: &[u8]) -> Result<T, String> {
         Expected::<T>::from_bytes(reply).unwrap().0

@@ -1,7 +1,7 @@
 //! The layout stage: where every kept section, the GOT, the stubs and the TLS image go in one
 //! allocation of three page-aligned segments (code, read-only data, read-write data + zero fill).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use object::elf;
 use object::read::elf::SectionHeader;
@@ -300,7 +300,7 @@ fn collect(
     unwind_type: u32,
 ) -> Result<Lists> {
     let mut lists = Lists::default();
-    let mut group_of: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut group_of: HashMap<Vec<u8>, usize> = HashMap::default();
     for (oi, o) in objects.iter().enumerate() {
         for (si, shdr) in o.file.sections.iter().enumerate() {
             if !is_loaded(o, si, shdr) {
@@ -492,7 +492,7 @@ pub fn layout<A: Arch>(
         objects,
         page,
         group_names,
-        named_groups: HashMap::new(),
+        named_groups: HashMap::default(),
         file_maps: Vec::new(),
     };
     // `off` followed by `n` entries of `each` bytes.
@@ -522,7 +522,7 @@ pub fn layout<A: Arch>(
     // `__dso_handle`, then a word holding this module's TLS id.
     let content_w = after(dso_off, 2, 8, entries)?;
     let mut z = placer.place(&lists.bss, Seg::Rw, content_w, &mut places)?;
-    let mut common_offs = HashMap::new();
+    let mut common_offs = HashMap::default();
     for (name, size, align) in commons {
         z = align_up(z, *align);
         common_offs.insert(name.clone(), z);

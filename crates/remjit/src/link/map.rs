@@ -2,7 +2,7 @@
 //! copy of the written image before finalize — what `-check` rules read. It is derived from the
 //! plan placed at its address ([`Placed`]) and the written image, never recorded on the side.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use object::elf;
 
@@ -121,7 +121,7 @@ pub(super) fn build(
         }
     }
     let got_base = p.got_base();
-    let mut symbols: HashMap<String, u64> = HashMap::new();
+    let mut symbols: HashMap<String, u64> = HashMap::default();
     let mut objects = Vec::with_capacity(res.objects.len());
     for (oi, o) in res.objects.iter().enumerate() {
         let mut m = ObjectMap {

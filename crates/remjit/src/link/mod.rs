@@ -24,7 +24,10 @@ mod tests;
 mod write;
 pub mod x86_64;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+
+/// The name tables a link reads ([`LinkEnv`]): hashed with foldhash, seeded per process.
+pub type NameMap<V> = HashMap<Vec<u8>, V>;
 use std::time::{Duration, Instant};
 
 use object::elf;
@@ -77,11 +80,11 @@ pub enum LinkInput {
 /// Everything a link needs from its session.
 pub struct LinkEnv<'a> {
     /// Symbols of earlier links.
-    pub session: &'a HashMap<Vec<u8>, SessionSymbol>,
+    pub session: &'a NameMap<SessionSymbol>,
     /// Names bound to the executor's runtime (`__tls_get_addr`, `atexit`, ...).
-    pub overrides: &'a HashMap<Vec<u8>, u64>,
+    pub overrides: &'a NameMap<u64>,
     /// Absolute symbols given by the user (`--abs`).
-    pub absolutes: &'a HashMap<Vec<u8>, u64>,
+    pub absolutes: &'a NameMap<u64>,
     /// Resolve undefined symbols to 0 instead of failing.
     pub phony_externals: bool,
     /// Where the code runs.

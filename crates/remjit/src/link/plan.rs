@@ -2,7 +2,7 @@
 //! the layout, as data. [`plan`] is the one place that decides which entries exist; the writer
 //! and the link map only look them up ([`Placed`]).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use object::elf;

@@ -1,7 +1,7 @@
 //! The resolve stage: which objects take part (archive members are pulled in on demand, to a
 //! fixed point), which COMDAT copies are kept, and where every global symbol is defined.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use object::elf;
 use object::read::elf::Sym;
@@ -203,15 +203,15 @@ impl<'d> Resolution<'d> {
         Resolution {
             arena,
             objects: Vec::new(),
-            globals: HashMap::new(),
+            globals: HashMap::default(),
             references: Vec::new(),
-            reference_index: HashMap::new(),
+            reference_index: HashMap::default(),
             archives: Vec::new(),
             duplicates: Vec::new(),
             kept_comdats: Vec::new(),
-            kept_index: HashSet::new(),
+            kept_index: HashSet::default(),
             session_comdats: Vec::new(),
-            comdat_dropped: HashSet::new(),
+            comdat_dropped: HashSet::default(),
         }
     }
 
@@ -365,7 +365,7 @@ impl<'d> Resolution<'d> {
     pub fn add_archive(&mut self, name: &str, data: &'d [u8]) -> Result<()> {
         let archive = object::read::archive::ArchiveFile::parse(data)
             .map_err(|e| Error::malformed(name, format!("bad archive: {e}")))?;
-        let mut defines = HashMap::new();
+        let mut defines = HashMap::default();
         match archive
             .symbols()
             .map_err(|e| Error::malformed(name, format!("bad archive symbol index: {e}")))?
@@ -410,7 +410,7 @@ impl<'d> Resolution<'d> {
             name: name.to_string(),
             data,
             defines,
-            loaded: HashSet::new(),
+            loaded: HashSet::default(),
         });
         Ok(())
     }

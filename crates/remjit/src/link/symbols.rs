@@ -1,7 +1,7 @@
 //! Stage 1, resolved symbols: what every symbol of every object stands for once the inputs are
 //! read and resolved ([`Resolved`]), made by [`resolve`].
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use object::elf;
 use object::read::elf::{SectionHeader, Sym};
@@ -202,7 +202,7 @@ struct Bound<'d> {
 /// copies, the session, the runtime's overrides, `-abs` symbols, then the executing process
 /// (one batch); strong references nothing defines are an error naming their referrers.
 fn bind_references<'d>(res: &Resolution<'d>, env: &LinkEnv<'_>) -> Result<Bound<'d>> {
-    let mut name_class: HashMap<&'d [u8], Class<'d>> = HashMap::new();
+    let mut name_class: HashMap<&'d [u8], Class<'d>> = HashMap::default();
     let mut to_look_up: Vec<&'d [u8]> = Vec::new();
     let (mut imports, mut comdat_imports) = (Vec::new(), Vec::new());
     for &(name, _) in &res.references {

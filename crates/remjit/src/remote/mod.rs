@@ -87,9 +87,22 @@ impl RemoteExecutor {
         memory: MemoryMode,
         setup_timeout: Duration,
     ) -> Result<RemoteExecutor> {
-        let spawned = transport::spawn(path, false)?;
-        let child = Some(spawned.child);
-        Self::start(spawned.stream, child, spawned.report, memory, setup_timeout)
+        Self::spawn_begin(path, memory, setup_timeout)?.finish()
+    }
+
+    /// Starts `path` as [`RemoteExecutor::spawn_with`] does, but returns as soon as the
+    /// process exists: the caller does its own work while the executor starts, then
+    /// [`Starting::finish`] waits for its Setup. Dropped unfinished, the process is killed.
+    pub fn spawn_begin(
+        path: &Path,
+        memory: MemoryMode,
+        setup_timeout: Duration,
+    ) -> Result<Starting> {
+        Ok(Starting {
+            spawned: Some(transport::spawn(path, false)?),
+            memory,
+            setup_timeout,
+        })
     }
 
     /// Connects to an executor listening on `addr`, proving we know `token` when given (see
@@ -303,6 +316,40 @@ fn read_report(f: &mut std::fs::File) -> String {
     // A read that would block ends it, keeping what was read.
     let _ = f.take(MAX_REPORT).read_to_end(&mut bytes);
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// An executor process started by [`RemoteExecutor::spawn_begin`], not yet talked to.
+pub struct Starting {
+    spawned: Option<transport::Spawned>,
+    memory: MemoryMode,
+    setup_timeout: Duration,
+}
+
+impl Starting {
+    /// Waits for the executor's Setup (within the timeout) and opens the session.
+    pub fn finish(mut self) -> Result<RemoteExecutor> {
+        let s = self
+            .spawned
+            .take()
+            .ok_or_else(|| Error::Executor("the executor was already taken".into()))?;
+        RemoteExecutor::start(
+            s.stream,
+            Some(s.child),
+            s.report,
+            self.memory,
+            self.setup_timeout,
+        )
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        // Never talked to: nothing of the program ran there; end it and reap it.
+        if let Some(mut s) = self.spawned.take() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
 }
 
 impl Drop for RemoteExecutor {
