@@ -152,6 +152,9 @@ struct Module {
     debug_inputs: Vec<debug::DebugInput>,
     /// Modules whose code or data this one's relocations bound to directly.
     deps: BTreeSet<ModuleId>,
+    /// The names behind `deps` that were definitions (not COMDAT copies), with their module:
+    /// what [`Session::retract`] checks.
+    bound: Vec<(Vec<u8>, ModuleId)>,
     /// Functions this one's relocations bound to through the session's call stubs: it needs
     /// some module to define each, not a particular one.
     stub_imports: Vec<Vec<u8>>,
@@ -567,7 +570,10 @@ impl Session {
         };
         let (stub_imports, direct): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
             m.imports.into_iter().partition(through_stub);
-        deps.extend(direct.iter().filter_map(visible));
+        let bound: Vec<(Vec<u8>, ModuleId)> = (direct.into_iter())
+            .filter_map(|n| visible(&n).map(|m| (n, m)))
+            .collect();
+        deps.extend(bound.iter().map(|b| b.1));
         let group_owner = |name: &Vec<u8>| self.comdat_symbols.get(name).map(|s| s.1);
         deps.extend(m.comdat_imports.iter().filter_map(group_owner));
         deps.extend(
@@ -598,6 +604,7 @@ impl Session {
             objects: m.objects,
             finalized_for_exit: false,
             deps,
+            bound,
             stub_imports,
             comdats: m.kept_comdats,
             comdat_symbols,
@@ -675,17 +682,92 @@ impl Session {
     /// other live module defines. (A module calling a function `id` redefined is no user: the
     /// stub falls back to the definition below.)
     pub fn module_users(&self, id: ModuleId) -> Vec<ModuleId> {
-        let only_definer = |name: &Vec<u8>| {
-            self.defs.get(name).is_some_and(|stack| {
-                let mut fns = stack.iter().filter(|(_, s)| s.kind == SymbolKind::Function);
-                fns.clone().any(|d| d.0 == id) && fns.all(|d| d.0 == id)
-            })
-        };
+        let only_definer = |name: &Vec<u8>| self.only_function_definer(name, id);
         self.modules
             .iter()
             .filter(|(&k, m)| {
                 k != id && (m.deps.contains(&id) || m.stub_imports.iter().any(only_definer))
             })
+            .map(|(&k, _)| k)
+            .collect()
+    }
+
+    /// Whether `id` defines a function `name` and no other live module does.
+    fn only_function_definer(&self, name: &[u8], id: ModuleId) -> bool {
+        self.defs.get(name).is_some_and(|stack| {
+            let mut fns = stack.iter().filter(|(_, s)| s.kind == SymbolKind::Function);
+            fns.clone().any(|d| d.0 == id) && fns.all(|d| d.0 == id)
+        })
+    }
+
+    /// The names module `id` defines for the session now (its exports, less those
+    /// [`Session::retract`]ed), in no particular order.
+    pub fn module_exports(&self, id: ModuleId) -> Vec<String> {
+        self.modules.get(&id).map_or_else(Vec::new, |m| {
+            let names = m.exports.iter();
+            names
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect()
+        })
+    }
+
+    /// Withdraws module `id`'s definitions of `names` from the session while its code and
+    /// data stay in place: each name leaves the session as if the module were removed (the
+    /// definition it shadowed becomes visible again, calls through the name's call stub go
+    /// there; with none, later links and lookups find the name undefined). The memory returns
+    /// with the module ([`Session::remove_module`]). A REPL that linked several cells as one
+    /// module undoes its last cell this way. A COMDAT group's copy stays with the module
+    /// (modules sharing it keep binding to it) even when its symbols are withdrawn.
+    ///
+    /// Refused, with nothing changed, for a name the module does not define, and for a name
+    /// another live module's link bound to directly (its data, or a function of which no
+    /// other module has a definition a call stub could jump to): the error names those
+    /// modules, to be removed first.
+    pub fn retract(&mut self, id: ModuleId, names: &[&str]) -> Result<()> {
+        let Some(m) = self.modules.get(&id) else {
+            return Err(Error::Usage(format!("no module {id}")));
+        };
+        let names: BTreeSet<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        let exported: BTreeSet<&[u8]> = m.exports.iter().map(Vec::as_slice).collect();
+        if let Some(n) = names.iter().find(|n| !exported.contains(*n)) {
+            return Err(Error::Usage(format!(
+                "cannot retract `{}` from {}: the module does not define it",
+                String::from_utf8_lossy(n),
+                self.describe(id)
+            )));
+        }
+        if let Some((name, users)) = names.iter().find_map(|&n| {
+            let users = self.name_users(id, n);
+            (!users.is_empty()).then_some((n, users))
+        }) {
+            let list: Vec<String> = users.iter().map(|&u| self.describe(u)).collect();
+            return Err(Error::Usage(format!(
+                "cannot retract `{}` from {}: used by {}; remove those first",
+                String::from_utf8_lossy(name),
+                self.describe(id),
+                list.join(", ")
+            )));
+        }
+        let names: Vec<Vec<u8>> = names.into_iter().map(<[u8]>::to_vec).collect();
+        for name in &names {
+            self.undefine(name, id);
+        }
+        if let Some(m) = self.modules.get_mut(&id) {
+            m.exports.retain(|e| !names.contains(e));
+        }
+        self.refresh(&names)
+    }
+
+    /// The live modules other than `id` that need `id`'s definition of `name`: bound to it
+    /// directly, or calling it through its stub with no other definition to fall back to.
+    fn name_users(&self, id: ModuleId, name: &[u8]) -> Vec<ModuleId> {
+        let only = self.only_function_definer(name, id);
+        let uses = |m: &Module| {
+            m.bound.iter().any(|(n, d)| *d == id && n == name)
+                || (only && m.stub_imports.iter().any(|n| n == name))
+        };
+        (self.modules.iter())
+            .filter(|(&k, m)| k != id && uses(m))
             .map(|(&k, _)| k)
             .collect()
     }

@@ -1070,3 +1070,89 @@ fn units_print_what_cells_one_at_a_time_print() {
         );
     }
 }
+
+/// The unit of the first three cells (they arrived together); the third defines `h` and `g`.
+const UNIT_OF_THREE: &str = "#include <stdio.h>\nint x = 1;\nint twice(int v) { return 2 * v; }\n\
+                             int g = 7; int h(void) { return g + 1; }\n%undo\n";
+
+/// `%undo` of the last cell of a unit takes its definitions out of the session, as for a cell
+/// linked on its own: `h` and `g` are undefined for later cells (declared again, they do not
+/// link), a new `h` links, the earlier cells' definitions stay; `%save` leaves the undone
+/// cell out. Piped (a unit) and one cell at a time print the same.
+#[test]
+fn undo_of_the_last_cell_of_a_unit_takes_its_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("saved.c");
+    let input = format!(
+        "{UNIT_OF_THREE}int h(void);\nh()\nextern int g;\ng\nint h(void) {{ return 5; }}\nh()\n\
+         printf(\"%d\\n\", twice(x) + h());\n%save {}\n",
+        file.display()
+    );
+    let expected = "(int) 5\n7\n";
+    let piped = assert_session(&[], &input, expected, 1);
+    let err = text(&piped.stderr);
+    assert_eq!(
+        err,
+        format!(
+            "remjit: cell 4 removed\n\
+             remjit: error: cell 6: 1 undefined symbol(s):\n  h (referenced by cell 6)\n\
+             remjit: error: cell 8: 1 undefined symbol(s):\n  g (referenced by cell 8)\n\
+             remjit: saved to {}\n",
+            file.display()
+        )
+    );
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(!saved.contains("g + 1"), "{saved}");
+    assert_eq!(native_output(&file), "7\n");
+    for mode in [&["--no-compile-ahead"][..], &["--in-process"]] {
+        let one = assert_session(mode, &input, expected, 1);
+        assert_eq!(text(&one.stderr), err, "{mode:?}");
+    }
+}
+
+/// A unit whose first cell redefines `f` (a redefinition starts a unit; no later cell of one
+/// redefines anything): undoing its later cell keeps the new `f`; undoing the first uncovers
+/// the earlier body, which a cell compiled before calls again through the stub.
+#[test]
+fn undo_of_a_unit_cell_by_cell_uncovers_the_earlier_definition() {
+    let input = "int f(void) { return 1; }\nint callf(void) { return f() * 10; }\ncallf()\n\
+                 int f(void) { return 2; }\nint k(void) { return 3; }\n%undo\nint k(void);\n\
+                 k()\n%undo\ncallf()\n%undo\n%undo\ncallf()\n";
+    let out = assert_session(&[], input, "(int) 10\n(int) 20\n(int) 10\n", 1);
+    assert_eq!(
+        text(&out.stderr),
+        "remjit: cell 5 removed\nremjit: error: cell 7: 1 undefined symbol(s):\n  \
+         k (referenced by cell 7)\nremjit: cell 6 removed\nremjit: cell 8 removed\n\
+         remjit: cell 4 removed\n"
+    );
+}
+
+/// A crash after `%undo` of a unit's last cell: the unit's module comes back at its address
+/// without the undone cell (its `h` stays undefined), the earlier cells' state is replayed.
+#[test]
+fn recovery_after_undo_of_the_last_cell_of_a_unit() {
+    let input = format!(
+        "{UNIT_OF_THREE}(void *)&twice\nx += 1;\n*(volatile int *)0 = 1;\n(void *)&twice\n\
+         int h(void);\nh()\ntwice(x)\n"
+    );
+    for mode in &MODES[1..] {
+        let out = repl(mode, &input);
+        let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{mode:?}: {stdout}{err}");
+        assert!(lines[0].starts_with("(void *) 0x"), "{stdout}");
+        assert_eq!(lines[0], lines[1], "{mode:?}: {stdout}");
+        assert_eq!(lines[2], "(int) 4", "{mode:?}");
+        assert!(
+            err.contains("remjit: executor restarted; 5 cells relinked, 2 replayed in "),
+            "{err}"
+        );
+        assert!(!err.contains("new addresses"), "{err}");
+        assert!(
+            err.contains(
+                "remjit: error: cell 10: 1 undefined symbol(s):\n  h (referenced by cell 10)"
+            ),
+            "{err}"
+        );
+    }
+}

@@ -3,7 +3,9 @@
 //! cell's statements still in a generated function of its own, run in cell order.
 //!
 //! A unit keeps the REPL's behaviour because of what it may hold (see [`Builder::accepts`]):
-//! - no cell redefines a name (the prelude would have to give way in the middle of it);
+//! - no cell redefines a name (the prelude would have to give way in the middle of it), nor
+//!   defines one an earlier cell of the unit names (it would bind there, where one cell at a
+//!   time finds it undefined);
 //! - no cell names a function an earlier cell of the unit defines: a call inside one module
 //!   binds directly, and a later redefinition must reach it (through the session's stub, as
 //!   between modules);
@@ -17,8 +19,9 @@
 //! it are planned again when they come, against the context the failure left). The unit's module belongs to its first
 //! cell's record; after a crash, the object kept for replaying is compiled again without the
 //! cells that were not kept, when they defined anything. `%undo` of a later cell of a unit
-//! forgets its declarations; its code stays linked with the unit until the unit's first cell
-//! is undone (no later cell can name it: the declarations are gone).
+//! compiles the unit again without it: what the module defines and the new object does not
+//! leaves the session ([`crate::Session::retract`]), the new object is what a recovery links;
+//! the code stays in place until the unit's first cell is undone (its module removed).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use super::compile::{Compiler, Pending, Prelude, UnitCell};
 use super::context::{defined_names, last_part, Context};
 use super::split::{self, Item, ItemKind, Lang};
 use super::{Event, ModuleId, Outcome, Repl};
+use crate::error::{Error, Result};
 
 /// The most cells in one unit.
 const MAX_UNIT: usize = 48;
@@ -81,6 +85,8 @@ struct Builder {
     prelude: Prelude,
     cells: Vec<PlannedCell>,
     functions: HashSet<String>,
+    /// The words of its cells' sources (a later cell must not define what one names).
+    words: HashSet<String>,
     runs: bool,
 }
 
@@ -90,6 +96,7 @@ impl Builder {
             prelude: Prelude::default(),
             cells: Vec::new(),
             functions: HashSet::new(),
+            words: HashSet::new(),
             runs: false,
         }
     }
@@ -105,7 +112,8 @@ impl Builder {
             _ => None,
         });
         let mut names = defined_names(items, lang).into_iter().chain(functions);
-        let redefines = names.any(|n| ctx.defines(&n));
+        let named = |n: &String| ctx.defines(n) || self.words.contains(last_part(n));
+        let redefines = names.any(|n| named(&n));
         let calls = identifiers(src).any(|w| self.functions.contains(w));
         let constructs = lang == Lang::Cxx && self.runs && !items.iter().all(plain_declaration);
         self.cells.len() < MAX_UNIT && !redefines && !calls && !constructs
@@ -122,6 +130,8 @@ impl Builder {
             }
         }
         self.runs |= cell.items.iter().any(runs_code);
+        self.words
+            .extend(identifiers(&cell.src).map(str::to_string));
         self.cells.push(cell);
     }
 
@@ -567,19 +577,80 @@ impl Repl {
         if cut == 0 || !defines {
             return;
         }
-        let cells: Vec<UnitCell> = source.cells[..cut]
-            .iter()
+        if let Ok(Some(o)) = self
+            .compiler
+            .finish(source.start_prefix(&self.compiler, cut))
+        {
+            rec.object = Some(Arc::new(o));
+        }
+    }
+
+    /// `%undo` of cell `number`, a later cell of the unit whose module is that of the live
+    /// cell at `first`: the unit is compiled again without it (and without the cells after
+    /// it, undone before). The names the module defines that the new object does not (the
+    /// cell's functions and variables, its generated ones) leave the session; a recovery
+    /// links the unit's object at its address and withdraws them again (an object compiled
+    /// without the cell would place the earlier cells' code and data elsewhere). The code
+    /// stays in place until the unit's first cell is undone and its module removed.
+    pub(super) fn retract_unit_cell(&mut self, first: usize, number: u32) -> Result<()> {
+        let rec = &self.cells[first];
+        let (Some(source), Some(module)) = (rec.unit.clone(), rec.module) else {
+            return Ok(());
+        };
+        let Some(cut) = source.cells.iter().position(|c| c.0 == number) else {
+            return Ok(());
+        };
+        let failed = |why: String| {
+            Error::Usage(format!(
+                "cannot undo cell {number}: compiling its unit again without it failed: {why}"
+            ))
+        };
+        let object = self
+            .compiler
+            .finish(source.start_prefix(&self.compiler, cut))
+            .map_err(failed)?;
+        let kept = match &object {
+            Some(o) => defined_symbols(o).map_err(|e| failed(e.to_string()))?,
+            None => HashSet::new(),
+        };
+        let gone: Vec<String> = (self.session.module_exports(module).into_iter())
+            .filter(|n| !kept.contains(n.as_str()))
+            .collect();
+        let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+        self.session.retract(module, &names)?;
+        tracing::debug!("cell {number} undone in its unit: {names:?} retracted");
+        self.cells[first].retracted.extend(gone);
+        Ok(())
+    }
+}
+
+impl UnitSource {
+    /// Starts compiling the unit's cells before the `cut`th.
+    fn start_prefix(&self, compiler: &Compiler, cut: usize) -> Pending {
+        let cells: Vec<UnitCell> = (self.cells[..cut.min(self.cells.len())].iter())
             .map(|c| UnitCell {
                 number: c.0,
                 items: &c.1,
                 show: c.2.as_deref(),
             })
             .collect();
-        let p = self.compiler.start_unit(&source.prelude, &cells, false);
-        if let Ok(Some(o)) = self.compiler.finish(p) {
-            rec.object = Some(Arc::new(o));
-        }
+        compiler.start_unit(&self.prelude, &cells, false)
     }
+
+    /// Whether cell `number` is one of the unit's.
+    pub(super) fn has(&self, number: u32) -> bool {
+        self.cells.iter().any(|c| c.0 == number)
+    }
+}
+
+/// The global (and weak) symbols an object defines.
+fn defined_symbols(object: &[u8]) -> object::Result<HashSet<String>> {
+    use object::{Object, ObjectSymbol};
+    let file = object::File::parse(object)?;
+    let defined = (file.symbols())
+        .filter(|s| s.is_global() && !s.is_undefined())
+        .filter_map(|s| s.name().ok().map(str::to_string));
+    Ok(defined.collect())
 }
 
 #[cfg(test)]

@@ -117,6 +117,8 @@ struct CellRecord {
     entry: Option<String>,
     /// The first cell of a unit of several: the unit's source (its module is this cell's).
     unit: Option<Arc<batch::UnitSource>>,
+    /// The names withdrawn from its module by `%undo` of later cells of its unit.
+    retracted: Vec<String>,
 }
 
 /// Names the support module defines.
@@ -325,6 +327,7 @@ impl Repl {
                     module,
                     entry,
                     unit: linked.unit,
+                    retracted: Vec::new(),
                 });
                 out.ok = true;
             }
@@ -507,7 +510,11 @@ impl Repl {
             if let Some(o) = &c.object {
                 self.session
                     .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
-                c.module = Some(old.link(&mut self.session, base)?);
+                let m = old.link(&mut self.session, base)?;
+                // The same object at the same address, less the undone cells' names.
+                let gone: Vec<&str> = c.retracted.iter().map(String::as_str).collect();
+                self.session.retract(m, &gone)?;
+                c.module = Some(m);
             }
             if let Some(e) = &c.entry {
                 call(&self.session, e)?;
@@ -536,14 +543,23 @@ impl Repl {
         let Some(last) = self.cells.last() else {
             return Err(Error::Usage("nothing to undo".into()));
         };
+        let n = last.number;
         if let Some(m) = last.module {
             self.session.remove_module(m)?;
+        } else if let Some(first) = self.unit_of(n) {
+            self.retract_unit_cell(first, n)?;
         }
-        let n = last.number;
         self.cells.pop();
         let live = self.cells.iter().map(|c| (c.number, c.items.as_slice()));
         self.ctx = self.ctx.rebuilt(live, self.options.lang);
         Ok(format!("cell {n} removed"))
+    }
+
+    /// The live cell whose module holds cell `number`, a later cell of its unit.
+    fn unit_of(&self, number: u32) -> Option<usize> {
+        let k = self.cells.iter().rposition(|c| c.unit.is_some())?;
+        let c = &self.cells[k];
+        (c.number != number && c.unit.as_ref()?.has(number)).then_some(k)
     }
 
     /// `%lib NAME`: loads a library for later cells (and after restarts).
