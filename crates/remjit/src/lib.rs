@@ -26,6 +26,8 @@
 //!   modules need, naming them: modules bound to its data or its COMDAT copies, and modules
 //!   calling a function that no other live module defines ([`Session::module_users`],
 //!   [`Session::module_dependencies`]). Removing modules newest first always works.
+//!   [`Session::retract`] withdraws some of a module's names without removing it (as removal
+//!   would for those names; the memory goes with the module), under the same refusals.
 //! - **Symbols.** [`Session::lookup_symbol`] gives address, kind (function, data,
 //!   thread-local), size, defining module and call stub.
 //!

@@ -375,3 +375,92 @@ fn call_stubs_only_when_asked_for() {
         assert_eq!(call(&s, "f"), 7, "call_stubs {call_stubs}");
     }
 }
+
+/// f1.o and f2x.o define `int f()` returning 1 and 2, f2x.o also `int k` and `int kf()`;
+/// g.o calls `f`.
+fn retractable(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = sources(
+        name,
+        &[
+            ("f1.c", "int f(void) { return 1; }\n"),
+            (
+                "f2x.c",
+                "int f(void) { return 2; }\nint k = 3;\nint kf(void) { return 7; }\n",
+            ),
+            ("g.c", "int f(void);\nint g(void) { return f() + 10; }\n"),
+        ],
+    );
+    let obj = |n: &str| compile(&dir, &dir.join(format!("{n}.c")), &format!("{n}.o"), &[]);
+    (obj("f1"), obj("f2x"), obj("g"))
+}
+
+/// `retract` withdraws some of a module's names: a redefinition withdrawn uncovers the
+/// definition below (callers through the stub reach it again), a name defined nowhere else
+/// leaves the session; the module stays until removed.
+#[test]
+fn retracting_names_uncovers_the_earlier_definition() {
+    let (f1, f2x, g) = retractable("retract");
+    for (mode, mut s) in sessions() {
+        let m1 = link_one(&mut s, &f1);
+        let mg = link_one(&mut s, &g);
+        let m2 = link_one(&mut s, &f2x);
+        assert_eq!(call(&s, "g"), 12, "{mode}");
+        s.retract(m2, &["f"]).unwrap();
+        assert_eq!(s.lookup_symbol("f").unwrap().module, m1, "{mode}");
+        assert_eq!((call(&s, "g"), call(&s, "f")), (11, 1), "{mode}");
+        assert_eq!(s.module_dependencies(mg), vec![m1], "{mode}");
+        let mut left = s.module_exports(m2);
+        left.sort();
+        assert_eq!(left, ["k", "kf"], "{mode}");
+        s.retract(m2, &["kf", "k"]).unwrap();
+        assert_eq!((s.lookup("k"), s.lookup("kf")), (None, None), "{mode}");
+        let err = s.retract(m2, &["f"]).unwrap_err().to_string();
+        let expected = format!(
+            "cannot retract `f` from module {m2} ({}): the module does not define it",
+            f2x.display()
+        );
+        assert_eq!(err, expected, "{mode}");
+        assert_eq!(s.modules(), vec![m1, mg, m2], "{mode}");
+        s.remove_module(m2).unwrap();
+        assert_eq!(call(&s, "g"), 11, "{mode}");
+    }
+}
+
+/// A name another module bound to directly (data), or calls through its stub with no other
+/// definition below, is not retracted: the error names the user, nothing changes.
+#[test]
+fn retracting_a_used_name_is_refused() {
+    let dir = sources(
+        "retract-used",
+        &[
+            ("d.c", "int d = 4;\nint only(void) { return 5; }\n"),
+            (
+                "u.c",
+                "extern int d;\nint only(void);\nint use(void) { return only() + d; }\n",
+            ),
+        ],
+    );
+    let obj = |n: &str| compile(&dir, &dir.join(format!("{n}.c")), &format!("{n}.o"), &[]);
+    let (d, u) = (obj("d"), obj("u"));
+    for (mode, mut s) in sessions() {
+        let md = link_one(&mut s, &d);
+        let mu = link_one(&mut s, &u);
+        for name in ["d", "only"] {
+            let err = s.retract(md, &[name]).unwrap_err().to_string();
+            let expected = format!(
+                "cannot retract `{name}` from module {md} ({}): used by module {mu} ({}); \
+                 remove those first",
+                d.display(),
+                u.display()
+            );
+            assert_eq!(err, expected, "{mode}");
+        }
+        assert_eq!(call(&s, "use"), 9, "{mode}");
+        s.remove_module(mu).unwrap();
+        s.retract(md, &["d", "only"]).unwrap();
+        s.add_file(&u).unwrap();
+        let err = s.link().unwrap_err().to_string();
+        assert!(err.contains("undefined symbol"), "{mode}: {err}");
+        assert!(err.contains("only") && err.contains(" d "), "{mode}: {err}");
+    }
+}
