@@ -673,6 +673,14 @@ mod tests {
         assert_eq!(unit_starts(Lang::C, script), vec![1, 6, 7]);
     }
 
+    /// `h` is named (declared and called) before a later cell defines it: that cell starts a
+    /// unit, so the call does not bind inside the unit (one cell at a time it fails to link).
+    #[test]
+    fn a_unit_ends_before_a_definition_of_a_name_it_mentions() {
+        let script = "int h(void);\nint k = 2;\nh()\nint h(void) { return 5; }\nh()\n";
+        assert_eq!(unit_starts(Lang::C, script), vec![1, 4, 5]);
+    }
+
     #[test]
     fn cxx_constructors_do_not_follow_statements_in_a_unit() {
         let script = "#include <string>\nstd::string s = \"a\";\ns += \"b\";\nint k = 3;\n\
