@@ -130,8 +130,11 @@ impl Builder {
             }
         }
         self.runs |= cell.items.iter().any(runs_code);
-        self.words
-            .extend(identifiers(&cell.src).map(str::to_string));
+        // Not `h` of `#include <stdio.h>`.
+        let named = cell.items.iter().filter(|i| i.kind != ItemKind::Directive);
+        for i in named {
+            self.words.extend(identifiers(&i.text).map(str::to_string));
+        }
         self.cells.push(cell);
     }
 
@@ -677,8 +680,9 @@ mod tests {
     /// unit, so the call does not bind inside the unit (one cell at a time it fails to link).
     #[test]
     fn a_unit_ends_before_a_definition_of_a_name_it_mentions() {
-        let script = "int h(void);\nint k = 2;\nh()\nint h(void) { return 5; }\nh()\n";
-        assert_eq!(unit_starts(Lang::C, script), vec![1, 4, 5]);
+        let script = "#include <stdio.h>\nint h(void);\nint k = 2;\nh()\n\
+                      int h(void) { return 5; }\nh()\nint stdio = 1;\n";
+        assert_eq!(unit_starts(Lang::C, script), vec![1, 5, 6]);
     }
 
     #[test]
