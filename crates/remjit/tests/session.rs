@@ -120,18 +120,26 @@ fn removing_a_comdat_owner_is_refused_while_a_user_lives() {
     }
 }
 
+/// The C sources `files` (name, text) compiled, each into NAME.o, for test `name`.
+fn objects<const N: usize>(name: &str, files: [(&str, &str); N]) -> [PathBuf; N] {
+    let dir = sources(name, &files);
+    files.map(|(f, _)| {
+        let stem = f.strip_suffix(".c").unwrap_or(f);
+        compile(&dir, &dir.join(f), &format!("{stem}.o"), &[])
+    })
+}
+
 /// f1.o and f2.o define `int f()` returning 1 and 2; g.o calls it.
 fn definitions(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = sources(
+    let [f1, f2, g] = objects(
         name,
-        &[
+        [
             ("f1.c", "int f(void) { return 1; }\n"),
             ("f2.c", "int f(void) { return 2; }\n"),
             ("g.c", "int f(void);\nint g(void) { return f() + 10; }\n"),
         ],
     );
-    let obj = |n: &str| compile(&dir, &dir.join(format!("{n}.c")), &format!("{n}.o"), &[]);
-    (obj("f1"), obj("f2"), obj("g"))
+    (f1, f2, g)
 }
 
 #[test]
@@ -379,9 +387,9 @@ fn call_stubs_only_when_asked_for() {
 /// f1.o and f2x.o define `int f()` returning 1 and 2, f2x.o also `int k` and `int kf()`;
 /// g.o calls `f`.
 fn retractable(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = sources(
+    let [f1, f2x, g] = objects(
         name,
-        &[
+        [
             ("f1.c", "int f(void) { return 1; }\n"),
             (
                 "f2x.c",
@@ -390,8 +398,7 @@ fn retractable(name: &str) -> (PathBuf, PathBuf, PathBuf) {
             ("g.c", "int f(void);\nint g(void) { return f() + 10; }\n"),
         ],
     );
-    let obj = |n: &str| compile(&dir, &dir.join(format!("{n}.c")), &format!("{n}.o"), &[]);
-    (obj("f1"), obj("f2x"), obj("g"))
+    (f1, f2x, g)
 }
 
 /// `retract` withdraws some of a module's names: a redefinition withdrawn uncovers the
@@ -430,9 +437,9 @@ fn retracting_names_uncovers_the_earlier_definition() {
 /// definition below, is not retracted: the error names the user, nothing changes.
 #[test]
 fn retracting_a_used_name_is_refused() {
-    let dir = sources(
+    let [d, u] = objects(
         "retract-used",
-        &[
+        [
             ("d.c", "int d = 4;\nint only(void) { return 5; }\n"),
             (
                 "u.c",
@@ -440,8 +447,6 @@ fn retracting_a_used_name_is_refused() {
             ),
         ],
     );
-    let obj = |n: &str| compile(&dir, &dir.join(format!("{n}.c")), &format!("{n}.o"), &[]);
-    let (d, u) = (obj("d"), obj("u"));
     for (mode, mut s) in sessions() {
         let md = link_one(&mut s, &d);
         let mu = link_one(&mut s, &u);
