@@ -594,7 +594,8 @@ impl Repl {
     /// cell's functions and variables, its generated ones) leave the session; a recovery
     /// links the unit's object at its address and withdraws them again (an object compiled
     /// without the cell would place the earlier cells' code and data elsewhere). The code
-    /// stays in place until the unit's first cell is undone and its module removed.
+    /// stays in place until the unit's first cell is undone and its module removed. No other
+    /// module can be bound to those names: the cells linked after this one were undone first.
     pub(super) fn retract_unit_cell(&mut self, first: usize, number: u32) -> Result<()> {
         let rec = &self.cells[first];
         let (Some(source), Some(module)) = (rec.unit.clone(), rec.module) else {

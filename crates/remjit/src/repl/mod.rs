@@ -511,8 +511,13 @@ impl Repl {
                 self.session
                     .add_object_bytes(&format!("cell {}", c.number), o.to_vec());
                 let m = old.link(&mut self.session, base)?;
-                // The same object at the same address, less the undone cells' names.
-                let gone: Vec<&str> = c.retracted.iter().map(String::as_str).collect();
+                // The same object at the same address, less the undone cells' names (those
+                // it still defines: a unit trimmed after a crash may define fewer).
+                let defined = self.session.module_exports(m);
+                let gone: Vec<&str> = (c.retracted.iter())
+                    .filter(|n| defined.contains(n))
+                    .map(String::as_str)
+                    .collect();
                 self.session.retract(m, &gone)?;
                 c.module = Some(m);
             }
