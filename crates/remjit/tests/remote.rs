@@ -453,6 +453,30 @@ fn executor_over_tcp_with_a_token() {
     std::fs::remove_file(&file).unwrap();
 }
 
+/// Over TCP the controller's Ctrl-C is urgent data on the session's socket; a program's own
+/// urgent data is its own business: SIGURG keeps its default (ignored), the program is not
+/// interrupted, and it reads the byte as natively.
+#[test]
+fn a_programs_own_urgent_data_does_not_interrupt_it_over_tcp() {
+    let dir = work_dir("remote-urgent");
+    let obj = compile(&dir, &program("urgent.c"), "urgent.o", &["-O2"]);
+    let expect = native(&dir, "urgent", std::slice::from_ref(&obj), &[], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&expect.0),
+        "SIGURG default\nurgent byte 'u' received\n"
+    );
+    let t = test_token(3);
+    let (exec, addr, _log) = listen(&[], Some(&t));
+    let out = remjit_tcp(&addr, Some(&t), &[], &obj);
+    let done = exec.wait_with_output().unwrap();
+    assert_eq!(
+        (String::from_utf8_lossy(&done.stdout), out.status.code()),
+        (String::from_utf8_lossy(&expect.0), Some(expect.1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn plain_listen_refuses_to_start_and_llvm_jitlink_runs_nothing() {
     let dir = work_dir("remote-noauth");

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::signals;
 use remjit_wire::auth::{executor_handshake, Token, TOKEN_ENV};
 
 /// Time a new connection gets to authenticate, and then to send its first frame.
@@ -74,6 +75,8 @@ struct Deadlined {
     disarm_on_data: bool,
     got_data: Arc<AtomicBool>,
     listener: Option<Listener>,
+    /// A session's reader: urgent data is Ctrl-C ([`signals::take_urgent_data`]).
+    urgent: bool,
 }
 
 impl Read for Deadlined {
@@ -84,6 +87,15 @@ impl Read for Deadlined {
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
             self.s.set_read_timeout(Some(left))?;
+        }
+        if self.urgent {
+            let ms = self.until.map_or(-1, |u| {
+                let left = u.saturating_duration_since(Instant::now()).as_millis();
+                i32::try_from(left).unwrap_or(i32::MAX).max(1)
+            });
+            if !signals::take_urgent_data(self.s.as_raw_fd(), ms)? {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
         }
         let n = self.s.read(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => std::io::ErrorKind::TimedOut.into(),
@@ -119,6 +131,7 @@ fn authenticate(s: &TcpStream, token: &Token) -> Result<(), String> {
         disarm_on_data: false,
         got_data: Arc::default(),
         listener: None,
+        urgent: false,
     };
     s.set_write_timeout(Some(DEADLINE))
         .map_err(|e| e.to_string())?;
@@ -193,6 +206,7 @@ fn handle(s: TcpStream, opts: &Options, listener: &Listener) -> Outcome {
         disarm_on_data: true,
         got_data: got_data.clone(),
         listener: Some(listener.clone()),
+        urgent: true,
     };
     let result = super::serve_on(Box::new(reader), Box::new(w), None, Some(s.as_raw_fd()));
     if result.is_err() && !got_data.load(Ordering::SeqCst) {
