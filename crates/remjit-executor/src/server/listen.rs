@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use crate::signals;
 use remjit_wire::auth::{executor_handshake, Token, TOKEN_ENV};
 
+/// `keep-listening`: the most sessions (forked processes, authenticated or not yet) served at
+/// once; a connection beyond them is dropped, so connections cannot fork without bound.
+pub const MAX_SESSIONS: usize = 32;
+
 /// Time a new connection gets to authenticate, and then to send its first frame.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -233,9 +237,11 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
     };
     eprintln!("remjit-executor: listening on {shown} ({how})");
     let listener: Listener = Arc::new(Mutex::new(Some(l)));
+    // keep-listening: the session processes running.
+    let mut sessions = 0;
     loop {
         let accepted = match listener.lock().ok().as_ref().and_then(|l| l.as_ref()) {
-            Some(l) if opts.keep => accept_reaping(l),
+            Some(l) if opts.keep => accept_reaping(l, &mut sessions),
             Some(l) => l.accept(),
             None => return Err("the listening socket is gone".into()),
         };
@@ -249,8 +255,15 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
             }
             Err(e) => return Err(format!("accept: {e}")),
         };
+        if opts.keep && sessions >= MAX_SESSIONS {
+            eprintln!(
+                "remjit-executor: connection from {peer} dropped: {MAX_SESSIONS} sessions run \
+                 already (keep-listening serves at most {MAX_SESSIONS} at once)"
+            );
+            continue;
+        }
         if opts.keep {
-            serve_forked(s, peer, &opts, &listener);
+            sessions += usize::from(serve_forked(s, peer, &opts, &listener));
             continue;
         }
         match handle(s, &opts, &listener) {
@@ -263,18 +276,25 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
 }
 
 /// Accepts the next connection, meanwhile reaping the session processes that ended (once a
-/// second at least).
-fn accept_reaping(l: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+/// second at least; `sessions` counts those running).
+fn accept_reaping(
+    l: &TcpListener,
+    sessions: &mut usize,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
     loop {
-        // SAFETY: waitpid without blocking, on our own children.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
         let mut p = libc::pollfd {
             fd: l.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: poll on one descriptor of ours.
-        match unsafe { libc::poll(&mut p, 1, 1000) } {
+        let ready = unsafe { libc::poll(&mut p, 1, 1000) };
+        // Reaped before a connection is taken: `sessions` is up to date.
+        // SAFETY: waitpid without blocking, on our own children.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {
+            *sessions = sessions.saturating_sub(1);
+        }
+        match ready {
             1.. => return l.accept(),
             0 => continue,
             _ => {
@@ -288,14 +308,18 @@ fn accept_reaping(l: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
 }
 
 /// `keep-listening`: serves the connection in a forked process of its own (the listener has
-/// no thread but this one, so the child starts clean) and returns at once in the listener.
-fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Listener) {
+/// no thread but this one, so the child starts clean) and returns at once in the listener,
+/// saying whether a process serves it.
+fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Listener) -> bool {
     // SAFETY: fork in a single-threaded process; the child only runs its session and exits.
     match unsafe { libc::fork() } {
-        -1 => eprintln!(
-            "remjit-executor: connection from {peer} dropped: cannot fork its session: {}",
-            std::io::Error::last_os_error()
-        ),
+        -1 => {
+            eprintln!(
+                "remjit-executor: connection from {peer} dropped: cannot fork its session: {}",
+                std::io::Error::last_os_error()
+            );
+            false
+        }
         0 => {
             // The child serves this connection only: not the listening socket.
             drop(listener.lock().ok().and_then(|mut l| l.take()));
@@ -314,7 +338,7 @@ fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Liste
             unsafe { libc::fflush(std::ptr::null_mut()) };
             std::process::exit(code);
         }
-        _ => drop(s),
+        _ => true,
     }
 }
 
