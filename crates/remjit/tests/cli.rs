@@ -752,3 +752,29 @@ fn an_unreadable_input_read_while_the_executor_starts_leaves_no_executor() {
         }
     }
 }
+
+/// An object read from a pipe (`/dev/stdin`, as `<(...)` gives) links as from a file: its size
+/// is known only at its end.
+#[test]
+fn an_object_from_a_pipe_links_as_from_a_file() {
+    use std::io::Write;
+    let dir = work_dir("cli-pipe-input");
+    let obj = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    let expect = native(&dir, "hello", std::slice::from_ref(&obj), &[], &["pipe"]);
+    for mode in MODES {
+        let mut child = Command::new(remjit())
+            .args(*mode)
+            .args(["/dev/stdin", "--args", "pipe"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&std::fs::read(&obj).unwrap()).unwrap();
+        drop(stdin);
+        wait_bounded(&mut child, Duration::from_secs(120), "remjit");
+        let out = child.wait_with_output().unwrap();
+        assert_same(&format!("{mode:?}"), &out, &expect);
+    }
+}
