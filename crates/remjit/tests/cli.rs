@@ -777,4 +777,35 @@ fn an_object_from_a_pipe_links_as_from_a_file() {
         let out = child.wait_with_output().unwrap();
         assert_same(&format!("{mode:?}"), &out, &expect);
     }
+    // A C++ program from a pipe cannot be run again in remjit-cxx (the pipe is read): said so.
+    let cxx = sources(
+        "cli-pipe-input",
+        &[(
+            "cxx.cc",
+            "#include <iostream>\nint main() { std::cout << \"hi\\n\"; }\n",
+        )],
+    );
+    let cxx_obj = compile(&cxx, &cxx.join("cxx.cc"), "cxx.o", &["-O2"]);
+    let mut child = Command::new(remjit())
+        .arg("/dev/stdin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(&cxx_obj).unwrap()).unwrap();
+    drop(stdin);
+    wait_bounded(&mut child, Duration::from_secs(120), "remjit");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("remjit: error: "), "{err}");
+    assert!(
+        err.ends_with(
+            "\nhint: remjit starts without the C++ runtime and runs such a program again in \
+             remjit-cxx, but /dev/stdin is a pipe, read already: run it with remjit-cxx\n"
+        ),
+        "{err}"
+    );
 }
