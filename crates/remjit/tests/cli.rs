@@ -809,3 +809,22 @@ fn an_object_from_a_pipe_links_as_from_a_file() {
         "{err}"
     );
 }
+
+/// In process, JIT'd code gets the descriptors a native program would: remjit's own (the
+/// memory file of small links' shared pages) are out of the way, its first `open` returns 3.
+#[test]
+fn in_process_the_programs_first_descriptor_is_3() {
+    let dir = sources(
+        "cli-first-fd",
+        &[(
+            "fd.c",
+            "#include <fcntl.h>\n#include <stdio.h>\n\
+             int main(void) { printf(\"first fd %d\\n\", open(\"/dev/null\", O_RDONLY)); }\n",
+        )],
+    );
+    let obj = compile(&dir, &dir.join("fd.c"), "fd.o", &["-O2"]);
+    let expect = native(&dir, "fd", std::slice::from_ref(&obj), &[], &[]);
+    assert_eq!(expect, (b"first fd 3\n".to_vec(), 0));
+    let out = jit(&["--in-process"], &[obj], &[], &[]);
+    assert_same("in process", &out, &expect);
+}
