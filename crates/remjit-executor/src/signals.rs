@@ -34,34 +34,71 @@ pub fn restore_program_dispositions() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// SIGURG: TCP urgent data arrived on the session's socket, the controller's Ctrl-C (no signal
-/// of the controller's host reaches us). Raised as SIGINT in the thread that takes it: the one
-/// running JIT'd code, as asynchronous signals reach only that thread.
-extern "C" fn on_urgent_data(_: libc::c_int) {
-    // SAFETY: raise is async-signal-safe.
-    unsafe { libc::raise(libc::SIGINT) };
-}
-
-/// Over TCP: urgent data on `socket` (one byte the controller sends with `MSG_OOB`) interrupts
-/// the running JIT'd code as Ctrl-C would (SIGURG raises SIGINT). Returns whether it is set.
+/// Over TCP: urgent data on the session's socket (one byte the controller sends with
+/// `MSG_OOB`) interrupts the running JIT'd code as Ctrl-C would: the thread reading the
+/// controller's requests takes it ([`take_urgent_data`]) and sends SIGINT to the process,
+/// taken by the thread running JIT'd code (the others block asynchronous signals; sent while
+/// none runs, it stays pending). No SIGURG handler and no socket owner: JIT'd code that uses
+/// urgent data on sockets of its own sees SIGURG at its default (ignored), as natively.
 /// SIGINT ignored (inherited from a shell that started the listener in the background) gets
-/// its default back: here it means the controller's Ctrl-C.
-pub fn interrupt_on_urgent_data(socket: std::os::fd::RawFd) -> bool {
-    // SAFETY: F_SETOWN on a socket of ours, then a handler that only raises a signal.
+/// its default back: here it means the controller's Ctrl-C. Returns whether it is set.
+pub fn interrupt_on_urgent_data() -> bool {
+    // SAFETY: reading and setting SIGINT's disposition (no handler of ours).
     unsafe {
-        if libc::fcntl(socket, libc::F_SETOWN, libc::getpid()) != 0 {
-            return false;
-        }
         let mut old: libc::sigaction = std::mem::zeroed();
         libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old);
         if old.sa_sigaction == libc::SIG_IGN {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_urgent_data as *const () as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGURG, &sa, std::ptr::null_mut()) == 0
+    }
+    true
+}
+
+/// For the only reader of a session's TCP socket, before each read: waits (up to `timeout_ms`,
+/// -1 for no bound) until the socket has data or hangs up, meanwhile taking each byte of
+/// urgent data as Ctrl-C (SIGINT to the process). Taken here, before a read passes its mark
+/// (which would drop it), so none is lost. `Ok(false)`: the time is up.
+pub fn take_urgent_data(socket: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result<bool> {
+    loop {
+        let mut p = libc::pollfd {
+            fd: socket,
+            events: libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor of the caller's.
+        match unsafe { libc::poll(&mut p, 1, timeout_ms) } {
+            0 => return Ok(false),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if p.revents & libc::POLLPRI == 0 {
+            return Ok(true);
+        }
+        let mut byte = 0u8;
+        // SAFETY: receives at most one byte into `byte`, without waiting.
+        let n = unsafe {
+            libc::recv(
+                socket,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_OOB | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == 1 {
+            // SAFETY: a signal to this process.
+            unsafe { libc::kill(libc::getpid(), libc::SIGINT) };
+        } else if p.revents & !libc::POLLPRI == 0 {
+            // The urgent mark came ahead of its byte: look again shortly.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        } else {
+            return Ok(true);
+        }
     }
 }
 

@@ -202,6 +202,9 @@ pub fn linker_script_inputs(text: &str) -> Vec<String> {
 /// Files smaller than this are read rather than mapped.
 const SMALL_FILE: u64 = 64 * 1024;
 
+/// The most read from an input that is a pipe or socket (whose size is known only at its end).
+const MAX_STREAM: u64 = 1 << 30;
+
 /// Memory-maps `path` (reads it, when small).
 pub fn map_file(path: &Path) -> Result<InputFile> {
     let io = |error| Error::Io {
@@ -223,7 +226,18 @@ pub fn map_file(path: &Path) -> Result<InputFile> {
         return Err(io(std::io::Error::other("a device, not an input file")));
     }
     let len = meta.len();
-    let bytes = if len < SMALL_FILE {
+    let bytes = if !meta.file_type().is_file() {
+        // A pipe or socket (`<(...)`, /dev/stdin): read to its end, up to a bound.
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, MAX_STREAM + 1), &mut v)
+            .map_err(io)?;
+        if v.len() as u64 > MAX_STREAM {
+            return Err(io(std::io::Error::other(format!(
+                "more than {MAX_STREAM} bytes from a pipe: give a file instead"
+            ))));
+        }
+        InputBytes::Owned(v)
+    } else if len < SMALL_FILE {
         // Small files: one read costs less than a mapping and its page faults; the size is
         // known, so no probing (read_to_end's fstat, lseek and final empty read).
         let mut v = vec![0; len as usize];

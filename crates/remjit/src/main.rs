@@ -398,14 +398,14 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
                 lean_default_executor(&cli) && runtime_choice::link_needs_cxx(e, &session, false)
             }
         };
-        if restart {
+        if restart && runtime_choice::read_once_input(&cli.inputs).is_none() {
             if let Mode::Remote(exec) = &mode {
                 exec.shutdown();
             }
             return Err(runtime_choice::exec_cxx());
         }
     }
-    let result = result.map_err(runtime_choice::explain_missing_cxx);
+    let result = result.map_err(|e| runtime_choice::explain_missing_cxx(e, &cli.inputs));
     match (&mode, result) {
         (Mode::InProcess, r) => r,
         (Mode::Remote(exec), Ok(status)) => {

@@ -7,7 +7,7 @@
 //! copies of its data below 2 GiB and spawns the full `remjit-executor`.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use remjit::Session;
@@ -63,18 +63,32 @@ pub fn link_needs_cxx(err: &anyhow::Error, session: &Session, in_process: bool) 
     matches!(found.as_deref(), Ok([Some(_)]))
 }
 
+/// The first of `inputs` that a run again would not read again: a pipe or socket (`<(...)`,
+/// `/dev/stdin`), which this run read to its end.
+pub fn read_once_input(inputs: &[PathBuf]) -> Option<&Path> {
+    inputs
+        .iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| !m.file_type().is_file()))
+        .map(PathBuf::as_path)
+}
+
 /// In a lean host, a link that lacks the C++ runtime and was not run again in `remjit-cxx`
-/// (code of an earlier module ran already) says how to run it there.
-pub fn explain_missing_cxx(err: anyhow::Error) -> anyhow::Error {
+/// (code of an earlier module ran already, or an input came from a pipe) says how to run it
+/// there.
+pub fn explain_missing_cxx(err: anyhow::Error, inputs: &[PathBuf]) -> anyhow::Error {
     let lacks = err
         .downcast_ref::<remjit::Error>()
         .is_some_and(remjit::Error::lacks_cxx_runtime);
     if !lean() || !lacks {
         return err;
     }
+    let why = match read_once_input(inputs) {
+        Some(p) => format!("{} is a pipe, read already", p.display()),
+        None => "code of an earlier module ran already".into(),
+    };
     anyhow::anyhow!(
         "{err:#}\nhint: remjit starts without the C++ runtime and runs such a program again in \
-         remjit-cxx, but code of an earlier module ran already: run it with remjit-cxx"
+         remjit-cxx, but {why}: run it with remjit-cxx"
     )
 }
 

@@ -752,3 +752,74 @@ fn an_unreadable_input_read_while_the_executor_starts_leaves_no_executor() {
         }
     }
 }
+
+/// remjit with `args`, `obj`'s bytes written to its stdin (a pipe).
+fn remjit_reading_stdin(args: &[&str], obj: &Path) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(remjit())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(obj).unwrap()).unwrap();
+    drop(stdin);
+    wait_bounded(&mut child, Duration::from_secs(120), "remjit");
+    child.wait_with_output().unwrap()
+}
+
+/// An object read from a pipe (`/dev/stdin`, as `<(...)` gives) links as from a file: its size
+/// is known only at its end.
+#[test]
+fn an_object_from_a_pipe_links_as_from_a_file() {
+    let dir = work_dir("cli-pipe-input");
+    let obj = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    let expect = native(&dir, "hello", std::slice::from_ref(&obj), &[], &["pipe"]);
+    for mode in MODES {
+        let mut args = mode.to_vec();
+        args.extend(["/dev/stdin", "--args", "pipe"]);
+        let out = remjit_reading_stdin(&args, &obj);
+        assert_same(&format!("{mode:?}"), &out, &expect);
+    }
+    // A C++ program from a pipe cannot be run again in remjit-cxx (the pipe is read): said so.
+    let cxx = sources(
+        "cli-pipe-input",
+        &[(
+            "cxx.cc",
+            "#include <iostream>\nint main() { std::cout << \"hi\\n\"; }\n",
+        )],
+    );
+    let cxx_obj = compile(&cxx, &cxx.join("cxx.cc"), "cxx.o", &["-O2"]);
+    let out = remjit_reading_stdin(&["/dev/stdin"], &cxx_obj);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("remjit: error: "), "{err}");
+    assert!(
+        err.ends_with(
+            "\nhint: remjit starts without the C++ runtime and runs such a program again in \
+             remjit-cxx, but /dev/stdin is a pipe, read already: run it with remjit-cxx\n"
+        ),
+        "{err}"
+    );
+}
+
+/// In process, JIT'd code gets the descriptors a native program would: remjit's own (the
+/// memory file of small links' shared pages) are out of the way, its first `open` returns 3.
+#[test]
+fn in_process_the_programs_first_descriptor_is_3() {
+    let dir = sources(
+        "cli-first-fd",
+        &[(
+            "fd.c",
+            "#include <fcntl.h>\n#include <stdio.h>\n\
+             int main(void) { printf(\"first fd %d\\n\", open(\"/dev/null\", O_RDONLY)); }\n",
+        )],
+    );
+    let obj = compile(&dir, &dir.join("fd.c"), "fd.o", &["-O2"]);
+    let expect = native(&dir, "fd", std::slice::from_ref(&obj), &[], &[]);
+    assert_eq!(expect, (b"first fd 3\n".to_vec(), 0));
+    let out = jit(&["--in-process"], &[obj], &[], &[]);
+    assert_same("in process", &out, &expect);
+}

@@ -453,6 +453,79 @@ fn executor_over_tcp_with_a_token() {
     std::fs::remove_file(&file).unwrap();
 }
 
+/// Over TCP the controller's Ctrl-C is urgent data on the session's socket; a program's own
+/// urgent data is its own business: SIGURG keeps its default (ignored), the program is not
+/// interrupted, and it reads the byte as natively.
+#[test]
+fn a_programs_own_urgent_data_does_not_interrupt_it_over_tcp() {
+    let dir = work_dir("remote-urgent");
+    let obj = compile(&dir, &program("urgent.c"), "urgent.o", &["-O2"]);
+    let expect = native(&dir, "urgent", std::slice::from_ref(&obj), &[], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&expect.0),
+        "SIGURG default\nurgent byte 'u' received\n"
+    );
+    let t = test_token(3);
+    let (exec, addr, _log) = listen(&[], Some(&t));
+    let out = remjit_tcp(&addr, Some(&t), &[], &obj);
+    let done = exec.wait_with_output().unwrap();
+    assert_eq!(
+        (String::from_utf8_lossy(&done.stdout), out.status.code()),
+        (String::from_utf8_lossy(&expect.0), Some(expect.1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `keep-listening` forks a process per connection, before it authenticates: connections
+/// beyond the cap are dropped (no forking without bound), and the places come back as the
+/// sessions end.
+#[test]
+fn keep_listening_serves_a_bounded_number_of_sessions_at_once() {
+    let dir = work_dir("remote-keep-cap");
+    let hello = compile(&dir, &program("hello.c"), "hello.o", &["-O2"]);
+    let t = test_token(4);
+    let (exec, addr, log) = listen(&["keep-listening"], Some(&t));
+    // Killed and reaped however the test ends (a keep-listening executor does not end).
+    struct Listener(std::process::Child);
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            let _ = (self.0.kill(), self.0.wait());
+        }
+    }
+    let exec = Listener(exec);
+    let idle: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let extra = std::net::TcpStream::connect(&addr).unwrap();
+    let line = expect_line(&log, "keep-listening serves at most");
+    assert!(
+        line.ends_with(
+            "dropped: 32 sessions run already (keep-listening serves at most 32 at once)"
+        ),
+        "{line}"
+    );
+    drop((idle, extra));
+    // Every session process ended and was reaped: a controller is served again.
+    let children = format!("/proc/{0}/task/{0}/children", exec.0.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&children)
+        .unwrap()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "sessions never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = remjit_tcp(&addr, Some(&t), &[], &hello);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn plain_listen_refuses_to_start_and_llvm_jitlink_runs_nothing() {
     let dir = work_dir("remote-noauth");

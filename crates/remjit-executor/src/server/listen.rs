@@ -16,7 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::signals;
 use remjit_wire::auth::{executor_handshake, Token, TOKEN_ENV};
+
+/// `keep-listening`: the most sessions (forked processes, authenticated or not yet) served at
+/// once; a connection beyond them is dropped, so connections cannot fork without bound.
+pub const MAX_SESSIONS: usize = 32;
 
 /// Time a new connection gets to authenticate, and then to send its first frame.
 pub const DEADLINE: Duration = Duration::from_secs(5);
@@ -74,6 +79,8 @@ struct Deadlined {
     disarm_on_data: bool,
     got_data: Arc<AtomicBool>,
     listener: Option<Listener>,
+    /// A session's reader: urgent data is Ctrl-C ([`signals::take_urgent_data`]).
+    urgent: bool,
 }
 
 impl Read for Deadlined {
@@ -84,6 +91,15 @@ impl Read for Deadlined {
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
             self.s.set_read_timeout(Some(left))?;
+        }
+        if self.urgent {
+            let ms = self.until.map_or(-1, |u| {
+                let left = u.saturating_duration_since(Instant::now()).as_millis();
+                i32::try_from(left).unwrap_or(i32::MAX).max(1)
+            });
+            if !signals::take_urgent_data(self.s.as_raw_fd(), ms)? {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
         }
         let n = self.s.read(buf).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => std::io::ErrorKind::TimedOut.into(),
@@ -119,6 +135,7 @@ fn authenticate(s: &TcpStream, token: &Token) -> Result<(), String> {
         disarm_on_data: false,
         got_data: Arc::default(),
         listener: None,
+        urgent: false,
     };
     s.set_write_timeout(Some(DEADLINE))
         .map_err(|e| e.to_string())?;
@@ -193,6 +210,7 @@ fn handle(s: TcpStream, opts: &Options, listener: &Listener) -> Outcome {
         disarm_on_data: true,
         got_data: got_data.clone(),
         listener: Some(listener.clone()),
+        urgent: true,
     };
     let result = super::serve_on(Box::new(reader), Box::new(w), None, Some(s.as_raw_fd()));
     if result.is_err() && !got_data.load(Ordering::SeqCst) {
@@ -219,9 +237,11 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
     };
     eprintln!("remjit-executor: listening on {shown} ({how})");
     let listener: Listener = Arc::new(Mutex::new(Some(l)));
+    // keep-listening: the session processes running.
+    let mut sessions = 0;
     loop {
         let accepted = match listener.lock().ok().as_ref().and_then(|l| l.as_ref()) {
-            Some(l) if opts.keep => accept_reaping(l),
+            Some(l) if opts.keep => accept_reaping(l, &mut sessions),
             Some(l) => l.accept(),
             None => return Err("the listening socket is gone".into()),
         };
@@ -235,8 +255,15 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
             }
             Err(e) => return Err(format!("accept: {e}")),
         };
+        if opts.keep && sessions >= MAX_SESSIONS {
+            eprintln!(
+                "remjit-executor: connection from {peer} dropped: {MAX_SESSIONS} sessions run \
+                 already (keep-listening serves at most {MAX_SESSIONS} at once)"
+            );
+            continue;
+        }
         if opts.keep {
-            serve_forked(s, peer, &opts, &listener);
+            sessions += usize::from(serve_forked(s, peer, &opts, &listener));
             continue;
         }
         match handle(s, &opts, &listener) {
@@ -249,18 +276,25 @@ pub fn run(addr: &str, options: &[String]) -> Result<(), String> {
 }
 
 /// Accepts the next connection, meanwhile reaping the session processes that ended (once a
-/// second at least).
-fn accept_reaping(l: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+/// second at least; `sessions` counts those running).
+fn accept_reaping(
+    l: &TcpListener,
+    sessions: &mut usize,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
     loop {
-        // SAFETY: waitpid without blocking, on our own children.
-        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
         let mut p = libc::pollfd {
             fd: l.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: poll on one descriptor of ours.
-        match unsafe { libc::poll(&mut p, 1, 1000) } {
+        let ready = unsafe { libc::poll(&mut p, 1, 1000) };
+        // Reaped before a connection is taken: `sessions` is up to date.
+        // SAFETY: waitpid without blocking, on our own children.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {
+            *sessions = sessions.saturating_sub(1);
+        }
+        match ready {
             1.. => return l.accept(),
             0 => continue,
             _ => {
@@ -274,14 +308,18 @@ fn accept_reaping(l: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
 }
 
 /// `keep-listening`: serves the connection in a forked process of its own (the listener has
-/// no thread but this one, so the child starts clean) and returns at once in the listener.
-fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Listener) {
+/// no thread but this one, so the child starts clean) and returns at once in the listener,
+/// saying whether a process serves it.
+fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Listener) -> bool {
     // SAFETY: fork in a single-threaded process; the child only runs its session and exits.
     match unsafe { libc::fork() } {
-        -1 => eprintln!(
-            "remjit-executor: connection from {peer} dropped: cannot fork its session: {}",
-            std::io::Error::last_os_error()
-        ),
+        -1 => {
+            eprintln!(
+                "remjit-executor: connection from {peer} dropped: cannot fork its session: {}",
+                std::io::Error::last_os_error()
+            );
+            false
+        }
         0 => {
             // The child serves this connection only: not the listening socket.
             drop(listener.lock().ok().and_then(|mut l| l.take()));
@@ -300,7 +338,7 @@ fn serve_forked(s: TcpStream, peer: SocketAddr, opts: &Options, listener: &Liste
             unsafe { libc::fflush(std::ptr::null_mut()) };
             std::process::exit(code);
         }
-        _ => drop(s),
+        _ => true,
     }
 }
 

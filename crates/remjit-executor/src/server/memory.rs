@@ -407,11 +407,21 @@ impl Memory {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Taken by the tests that reserve slabs (a gigabyte each, below 2 GiB when they can): run
+    /// in parallel, they filled the low 2 GiB that another expects to find room in.
+    pub(crate) static SLABS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// [`SLABS`], even after a test that held it failed.
+    pub(crate) fn slabs_lock() -> std::sync::MutexGuard<'static, ()> {
+        SLABS.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     #[test]
     fn a_released_high_range_is_not_handed_out_for_a_smaller_low_wish() {
+        let _slabs = slabs_lock();
         let m = Memory::default();
         // More than fits below 2 GiB: high. The controller gives it back to ask for less.
         let high = m.reserve(3 << 30).unwrap();
@@ -435,6 +445,7 @@ mod tests {
 
     #[test]
     fn a_reservation_asked_at_an_address_gets_it_or_fails() {
+        let _slabs = slabs_lock();
         let m = Memory::default();
         let first = m.reserve(3 * 4096).unwrap();
         m.release(first).unwrap();

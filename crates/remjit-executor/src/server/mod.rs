@@ -273,7 +273,7 @@ pub fn serve_on(
     let mut setup = setup_message(&services);
     // Over TCP (a socket to shut down that carries no descriptors), Ctrl-C comes as urgent data.
     let tcp = shutdown.filter(|_| socket.is_none());
-    if tcp.is_some_and(crate::signals::interrupt_on_urgent_data) {
+    if tcp.is_some() && crate::signals::interrupt_on_urgent_data() {
         let name = names::REMJIT_URGENT_INTERRUPT.to_string();
         setup.bootstrap_symbols.push((name, 0));
     }

@@ -380,6 +380,7 @@ mod tests {
 
     #[test]
     fn pages_are_given_ahead_of_the_allocations_once_per_window() {
+        let _slabs = super::super::memory::tests::slabs_lock();
         let s = Services::new();
         let size = 1u64 << 20;
         let out = memfd_reserve(&s, &size.to_bytes());
@@ -416,6 +417,7 @@ mod tests {
 
     #[test]
     fn a_pack_is_protected_once_and_its_pieces_need_no_mprotect() {
+        let _slabs = super::super::memory::tests::slabs_lock();
         use remjit_wire::types::SharedMemorySegFinalizeRequest as Seg;
         let s = Services::new();
         let area = 16 * 4096;

@@ -31,10 +31,10 @@ pub fn route_interrupts(running: Option<&Running>) {
 }
 
 /// For a SIGINT handler (async-signal-safe): Ctrl-C to an executor over TCP, which no signal
-/// reaches, as one byte of TCP urgent data; the executor raises SIGINT in the thread running
-/// JIT'd code (when none runs, in the next cell's, as a local Ctrl-C would). False when there
-/// is no such executor, or an interrupt went already and that executor still lives (the
-/// caller may then end the REPL).
+/// reaches, as one byte of TCP urgent data; the executor sends itself SIGINT, taken by the
+/// thread running JIT'd code (when none runs, in the next cell's, as a local Ctrl-C would).
+/// False when there is no such executor, or an interrupt went already and that executor still
+/// lives (the caller may then end the REPL).
 pub fn send_interrupt() -> bool {
     let fd = INTERRUPT_SOCKET.load(Ordering::SeqCst);
     if fd < 0 || INTERRUPT_SENT.swap(true, Ordering::SeqCst) {
