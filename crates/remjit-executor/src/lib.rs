@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod crash;
+pub mod fds;
 pub mod runtime;
 pub mod server;
 pub mod signals;

@@ -47,6 +47,7 @@ pub fn main() {
         .unwrap_or(2);
     std::env::remove_var("REMJIT_REPORT_FD");
     keep_from_programs(report_fd);
+    let report_fd = remjit_executor::fds::move_raw_out_of_the_way(report_fd);
     if let Err(e) = crash::install(report_fd) {
         eprintln!("remjit-executor: cannot install crash handlers: {e}");
     }
@@ -77,10 +78,21 @@ pub fn main() {
         }
         keep_from_programs(inp);
         keep_from_programs(out);
+        // Kept at high numbers: the program's own descriptors start at 3, as natively.
+        let moved_in = remjit_executor::fds::move_raw_out_of_the_way(inp);
+        let out = if out == inp {
+            moved_in
+        } else {
+            remjit_executor::fds::move_raw_out_of_the_way(out)
+        };
+        let inp = moved_in;
         if inp == out && is_socket(inp) {
             // SAFETY: the descriptor was handed to us by the parent and is ours now.
             let s = unsafe { UnixStream::from_raw_fd(inp) };
-            match s.try_clone() {
+            let clone = s
+                .try_clone()
+                .map(|r| UnixStream::from(remjit_executor::fds::out_of_the_way(r.into())));
+            match clone {
                 Ok(r) => server::serve(Box::new(r), Box::new(s), Some(inp)),
                 Err(e) => Err(format!("cannot use descriptor {inp}: {e}")),
             }

@@ -805,10 +805,12 @@ fn an_object_from_a_pipe_links_as_from_a_file() {
     );
 }
 
-/// In process, JIT'd code gets the descriptors a native program would: remjit's own (the
-/// memory file of small links' shared pages) are out of the way, its first `open` returns 3.
+/// JIT'd code gets the descriptors a native program would, in every mode: remjit's own (the
+/// memory file of small links' shared pages) and the executor's (its socket, crash-report
+/// pipe, the memfds of JIT memory and of the call mailbox) are out of the way, so its first
+/// `open` returns 3 (out of process it returned 5 when copying, 8 with shared memory).
 #[test]
-fn in_process_the_programs_first_descriptor_is_3() {
+fn the_programs_first_descriptor_is_3() {
     let dir = sources(
         "cli-first-fd",
         &[(
@@ -820,6 +822,8 @@ fn in_process_the_programs_first_descriptor_is_3() {
     let obj = compile(&dir, &dir.join("fd.c"), "fd.o", &["-O2"]);
     let expect = native(&dir, "fd", std::slice::from_ref(&obj), &[], &[]);
     assert_eq!(expect, (b"first fd 3\n".to_vec(), 0));
-    let out = jit(&["--in-process"], &[obj], &[], &[]);
-    assert_same("in process", &out, &expect);
+    for mode in MODES {
+        let out = jit(mode, std::slice::from_ref(&obj), &[], &[]);
+        assert_same(&format!("{mode:?}"), &out, &expect);
+    }
 }

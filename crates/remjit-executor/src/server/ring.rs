@@ -73,6 +73,7 @@ pub fn open(
 fn start(services: Arc<Services>) -> Result<(Handle, RawFd), String> {
     let (fd, page) =
         ring::create().map_err(|e| format!("call mailbox: cannot create its memory: {e}"))?;
+    let fd = crate::fds::out_of_the_way(fd);
     // SAFETY: a fresh SIZE-byte shared mapping, unmapped only by the thread below when it ends.
     let mailbox = Arc::new(unsafe { Mailbox::new(page, Side::Executor) });
     let stop = Arc::new(AtomicBool::new(false));

@@ -165,7 +165,7 @@ pub fn shm_reserve(s: &Services, args: &[u8]) -> Vec<u8> {
             return Err(format!("shm_open: {}", std::io::Error::last_os_error()));
         }
         // SAFETY: a descriptor we own from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::fds::out_of_the_way(unsafe { OwnedFd::from_raw_fd(fd) });
         if let Ok(mut n) = NAMES.lock() {
             n.push(name.clone());
         }
@@ -198,7 +198,7 @@ pub fn memfd_reserve(s: &Services, args: &[u8]) -> Vec<u8> {
             return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
         }
         // SAFETY: a descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = crate::fds::out_of_the_way(unsafe { OwnedFd::from_raw_fd(fd) });
         let raw = fd.as_raw_fd();
         let base = reserve_backed(s, size, fd)?;
         ATTACH_FD.with(|a| a.set(Some(raw)));

@@ -55,7 +55,9 @@ impl PackFile {
                 return Err(os_error("memfd_create (packs)"));
             }
             // SAFETY: a descriptor we own from here on.
-            self.fd = Some(out_of_the_way(unsafe { OwnedFd::from_raw_fd(fd) }));
+            self.fd = Some(remjit_executor::fds::out_of_the_way(unsafe {
+                OwnedFd::from_raw_fd(fd)
+            }));
         }
         self.fd
             .as_ref()
@@ -81,29 +83,6 @@ impl PackFile {
         self.end = end;
         Ok(at)
     }
-}
-
-/// `fd` moved to a high number, as a shell keeps its own: JIT'd code in this process gets
-/// the descriptors a native program would (its first `open` returns 3); `fd` itself when no
-/// high number is free.
-fn out_of_the_way(fd: OwnedFd) -> OwnedFd {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a zeroed rlimit is valid; getrlimit fills it.
-    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: getrlimit into a local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return fd;
-    }
-    let Some(high) = lim.rlim_cur.min(1024).checked_sub(64) else {
-        return fd;
-    };
-    // SAFETY: duplicates our own descriptor to the lowest free number from `high` on.
-    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high as libc::c_int) };
-    if moved < 0 {
-        return fd;
-    }
-    // SAFETY: the duplicate is ours alone; `fd` closes as it drops.
-    unsafe { OwnedFd::from_raw_fd(moved) }
 }
 
 impl InProcessMapper {
