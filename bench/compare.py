@@ -187,6 +187,7 @@ def main():
         keep = args.only.split(",")
         rows = [r for r in rows if any(k in r[0] or k == r[1] for k in keep)]
 
+    load_before = os.getloadavg()[0]
     results = []
     scratch = tempfile.TemporaryDirectory(prefix="remjit-compare-")
     for title, case, ours, theirs, check in rows:
@@ -233,7 +234,9 @@ def main():
 
     lines = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} cores, "
-        f"{platform.release()}), median of {args.runs} interleaved runs each; "
+        f"{platform.release()}, load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end of these rows), median of {args.runs} "
+        f"interleaved runs each; "
         f"theirs = llvm-jitlink-19 in the matching mode (or mold where named). Peak RSS: the sum of each process's "
         f"own peak (VmHWM at exit, controller + executor; bench/hwm.c).",
         "",
