@@ -208,6 +208,62 @@ fn no_executor_survives_a_killed_controller() {
     assert_eq!(shm_entries(), before, "no shared memory left behind");
 }
 
+#[test]
+fn a_stopped_executor_dies_with_its_controller() {
+    // Stopped, the executor cannot notice the end of its stream: only the parent-death signal
+    // it asked for ends it when remjit is killed (set by the executor itself when remjit,
+    // alone in its process as here, starts it with posix_spawn; else between fork and exec).
+    let dir = work_dir("remote-kill-stopped");
+    let o = source(
+        &dir,
+        "sleepy",
+        "#include <unistd.h>\nint main(void) { sleep(30); return 0; }\n",
+        &["-O2"],
+    );
+    let mut child = Command::new(remjit()).arg(&o).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exec = loop {
+        if let Some(&e) = children(child.id()).first() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no executor started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) of the executor this test's remjit started.
+    unsafe { libc::kill(exec as i32, libc::SIGSTOP) };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(exec) {
+        if Instant::now() > deadline {
+            // SAFETY: as above; it must not linger.
+            unsafe { libc::kill(exec as i32, libc::SIGKILL) };
+            panic!("stopped executor {exec} outlived its controller");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_executors_start_up_variables_do_not_reach_the_program() {
+    // The executor reads REMJIT_PARENT_PID (it asks to die with its controller itself when
+    // remjit starts it without a pre-exec hook) and REMJIT_REPORT_FD, then removes them.
+    let dir = work_dir("remote-env");
+    let o = source(
+        &dir,
+        "env",
+        "#include <stdio.h>\n#include <stdlib.h>\nint main(void) {\n\
+         printf(\"%s %s\\n\", getenv(\"REMJIT_PARENT_PID\") ? \"pid\" : \"-\",\n\
+         getenv(\"REMJIT_REPORT_FD\") ? \"fd\" : \"-\");\n  return 0;\n}\n",
+        &["-O2"],
+    );
+    for mode in [&[][..], &["--no-shared-memory"]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_same(&format!("{mode:?}"), &out, &(b"- -\n".to_vec(), 0));
+    }
+}
+
 fn llvm_jitlink() -> &'static str {
     let ok = Command::new("llvm-jitlink-19")
         .arg("--version")
