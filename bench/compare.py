@@ -7,8 +7,10 @@ Builds the workloads with bench/corpus/build.sh (hello, sqlite, zlib, the 1000-m
 64 MiB of initialised data), then runs every (workload, tool, mode) row interleaved A/B for
 --runs rounds and prints a markdown table of median wall time, peak RSS (the sum of the
 processes' own peaks, controller + executor, each reported at exit by bench/hwm.c preloaded)
-and the ratio ours/theirs for each pair; then the Session API benchmarks (cargo bench --bench
-incremental: per-module latency to 10,000 modules, a REPL loop) unless --no-incremental.
+and the ratio ours/theirs for each pair (one row's theirs is mold: the system linker line of
+gcc -static run as mold alone, when the Debian package mold is installed); then the Session
+API benchmarks (cargo bench --bench incremental: per-module latency to 10,000 modules, a
+REPL loop) unless --no-incremental.
 A run of remjit that exits non-zero or prints the wrong output makes its row FAILED, never
 fast; llvm-jitlink-19's failed runs are counted in its cell and its passing runs timed.
 With --readme the table replaces the one between the benchmark markers in README.md.
@@ -17,6 +19,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -94,6 +97,31 @@ def rss_cell(kib, reported, procs):
     return text if reported == procs else f"≥ {text} ({reported} of {procs} processes)"
 
 
+def mold_command(inputs, out):
+    """mold's command line that links `inputs` (and libm) into the static executable `out`:
+    the system linker line gcc -static would run, given to mold itself (no gcc driver or
+    collect2 in the time). None when mold or the gcc line is not there."""
+    mold = shutil.which("mold")
+    if not mold:
+        return None
+    r = subprocess.run(["gcc", "-static", "-fuse-ld=mold", "-###"] + inputs + ["-lm", "-o", out],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = next((l for l in r.stderr.splitlines() if "collect2" in l), None)
+    if line is None:
+        return None
+    args = shlex.split(line)[1:]
+    skip = False
+    kept = []
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "-plugin":
+            skip = True
+        elif not (a.startswith("-plugin-opt") or a.startswith("-fuse-ld")):
+            kept.append(a)
+    return [mold] + kept
+
+
 def incremental_table():
     """The Session API benchmarks (crates/remjit/benches/incremental.rs) as markdown."""
     r = subprocess.run(["nice", "cargo", "bench", "-q", "-p", "remjit", "--bench", "incremental",
@@ -138,6 +166,8 @@ def main():
         ("hello, in process", "hello-pie", ["--in-process"], [], True),
         ("sqlite, link only (--noexec), in process", "sqlite-pie", ["--in-process", "--noexec"],
          ["--noexec"], False),
+        ("sqlite, link only: ours --noexec in process vs theirs = mold linking the same objects "
+         "into a static executable", "sqlite-pie", ["--in-process", "--noexec"], "mold", False),
         ("sqlite, run, out of process, shared memory", "sqlite-pie", [],
          ["--oop-executor=" + str(llvm_exec), "--use-shared-memory"], True),
         ("zlib, run, out of process, shared memory", "zlib-pie", [],
@@ -157,13 +187,19 @@ def main():
         keep = args.only.split(",")
         rows = [r for r in rows if any(k in r[0] or k == r[1] for k in keep)]
 
+    load_before = os.getloadavg()[0]
     results = []
+    scratch = tempfile.TemporaryDirectory(prefix="remjit-compare-")
     for title, case, ours, theirs, check in rows:
         inputs, expect = cases[case]
         ours_cmd = [remjit] + ours + inputs
         # llvm-jitlink passes argc = 0 to main, so hello's first line differs: compare exit only.
-        theirs_cmd = [llvm] + theirs + inputs if llvm else None
+        theirs_cmd = [llvm] + theirs + inputs if llvm and theirs != "mold" else None
         theirs_expect = expect if (check and not case.startswith("hello")) else None
+        if theirs == "mold":
+            exe = os.path.join(scratch.name, case)
+            theirs_cmd = mold_command(inputs, exe)
+            theirs = []
         a, b = [], []
         a_fail = b_fail = ""
         b_failed = 0
@@ -181,7 +217,9 @@ def main():
         pa = 1 if "--in-process" in ours else 2
         pb = 2 if any(f.startswith("--oop-executor") for f in theirs) else 1
         ra = peak_rss(ours_cmd, args.corpus, pa) + (pa,)
-        rb = peak_rss(theirs_cmd, args.corpus, pb) + (pb,) if theirs_cmd else (-1, 0, pb)
+        # mold ends without running destructors: bench/hwm.c cannot report its peak.
+        measurable = theirs_cmd and theirs_cmd[0] == llvm
+        rb = peak_rss(theirs_cmd, args.corpus, pb) + (pb,) if measurable else (-1, 0, pb)
         # llvm-jitlink-19 with its own executor fails some runs of a case (its executor dies
         # as the session ends) and passes others: the passing runs are its time, and the
         # failures are counted in the table. Ours fails the row on any failure.
@@ -196,8 +234,10 @@ def main():
 
     lines = [
         f"Measured {datetime.date.today()} on {platform.node()} ({os.cpu_count()} cores, "
-        f"{platform.release()}), median of {args.runs} interleaved runs each; "
-        f"theirs = llvm-jitlink-19 in the matching mode. Peak RSS: the sum of each process's "
+        f"{platform.release()}, load average {load_before:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end of these rows), median of {args.runs} "
+        f"interleaved runs each; "
+        f"theirs = llvm-jitlink-19 in the matching mode (or mold where named). Peak RSS: the sum of each process's "
         f"own peak (VmHWM at exit, controller + executor; bench/hwm.c).",
         "",
         "| workload | remjit | llvm-jitlink-19 | time ratio | peak RSS ours / theirs |",
@@ -218,6 +258,7 @@ def main():
             f"| {title} | {cell(a, a_fail)} | {cell(b, b_fail)}{b_note} | {ratio} | {rss} |")
     if not args.no_incremental:
         lines += ["", incremental_table()]
+    scratch.cleanup()
     table = "\n".join(lines)
     print(table)
     if args.readme:

@@ -39,6 +39,25 @@ fn keep_from_programs(fd: RawFd) {
     }
 }
 
+/// Started by remjit without a pre-exec hook (posix_spawn, see its remote::transport::spawn),
+/// the executor asks itself to be killed when its controller `REMJIT_PARENT_PID` ends, and ends
+/// at once if that has already happened.
+fn die_with_parent() {
+    let Some(parent) = std::env::var("REMJIT_PARENT_PID")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var("REMJIT_PARENT_PID");
+    // SAFETY: prctl and getppid touch no memory of ours.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+}
+
 pub fn main() {
     // Reports of crashes of JIT'd code go where the controller asked (stderr otherwise).
     let report_fd = std::env::var("REMJIT_REPORT_FD")
@@ -46,6 +65,7 @@ pub fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
     std::env::remove_var("REMJIT_REPORT_FD");
+    die_with_parent();
     keep_from_programs(report_fd);
     let report_fd = remjit_executor::fds::move_raw_out_of_the_way(report_fd);
     if let Err(e) = crash::install(report_fd) {

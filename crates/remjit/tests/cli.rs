@@ -170,6 +170,50 @@ fn thin_archive_members_come_from_their_files() {
     );
 }
 
+/// Offset of the data of the archive member named `name` (GNU `ar` names end with `/`).
+fn member_data_offset(archive: &[u8], name: &str) -> usize {
+    let mut off = 8;
+    while off + 60 <= archive.len() {
+        let header = &archive[off..off + 60];
+        let size: usize = std::str::from_utf8(&header[48..58])
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        if header.starts_with(format!("{name}/").as_bytes()) {
+            return off + 60;
+        }
+        off += 60 + size + size % 2;
+    }
+    panic!("no member {name}");
+}
+
+#[test]
+fn archive_members_at_any_even_offset_are_read_in_place() {
+    // Members lie at even offsets only; ELF structures are read where they lie (no aligned
+    // copy), so a member at 2, 4 or 6 modulo 8 links as one at 0 does.
+    let dir = work_dir("cli-member-align");
+    let (mul, main) = mul_objects(&dir);
+    let mut seen = std::collections::BTreeSet::new();
+    for pad in 1..=8 {
+        let sub = dir.join(format!("pad{pad}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("pad.txt"), vec![b'x'; pad]).unwrap();
+        std::fs::copy(&mul, sub.join("mul.o")).unwrap();
+        let _ = std::fs::remove_file(sub.join("libmul.a"));
+        ar(&sub, &["rcs", "libmul.a", "pad.txt", "mul.o"]);
+        let lib = sub.join("libmul.a");
+        seen.insert(member_data_offset(&std::fs::read(&lib).unwrap(), "mul.o") % 8);
+        let out = jit(&["--in-process"], &[main.clone(), lib], &[], &[]);
+        assert_same(
+            &format!("member after {pad} bytes"),
+            &out,
+            &(b"42\n".to_vec(), 0),
+        );
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [0, 2, 4, 6]);
+}
+
 #[test]
 fn preload_by_soname() {
     let dir = work_dir("cli-preload");

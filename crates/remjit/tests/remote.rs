@@ -174,18 +174,17 @@ fn a_process_the_jit_code_forks_does_not_hold_the_session_open() {
     );
 }
 
-#[test]
-fn no_executor_survives_a_killed_controller() {
-    let dir = work_dir("remote-kill");
+/// remjit running a program that sleeps 30 s, in work directory `name`, and its executor's pid
+/// once the executor has been there for 200 ms.
+fn sleepy_under_remjit(name: &str) -> (std::process::Child, u32) {
+    let dir = work_dir(name);
     let o = source(
         &dir,
         "sleepy",
         "#include <unistd.h>\nint main(void) { sleep(30); return 0; }\n",
         &["-O2"],
     );
-    let before = shm_entries();
-    let mut child = Command::new(remjit()).arg(&o).spawn().unwrap();
-    // Wait for the executor to appear.
+    let child = Command::new(remjit()).arg(&o).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let exec = loop {
         if let Some(&e) = children(child.id()).first() {
@@ -195,6 +194,13 @@ fn no_executor_survives_a_killed_controller() {
         std::thread::sleep(Duration::from_millis(10));
     };
     std::thread::sleep(Duration::from_millis(200));
+    (child, exec)
+}
+
+#[test]
+fn no_executor_survives_a_killed_controller() {
+    let before = shm_entries();
+    let (mut child, exec) = sleepy_under_remjit("remote-kill");
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -206,6 +212,46 @@ fn no_executor_survives_a_killed_controller() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(shm_entries(), before, "no shared memory left behind");
+}
+
+#[test]
+fn a_stopped_executor_dies_with_its_controller() {
+    // Stopped, the executor cannot notice the end of its stream: only the parent-death signal
+    // it asked for ends it when remjit is killed (set by the executor itself when remjit,
+    // alone in its process as here, starts it with posix_spawn; else between fork and exec).
+    let (mut child, exec) = sleepy_under_remjit("remote-kill-stopped");
+    // SAFETY: kill(2) of the executor this test's remjit started.
+    unsafe { libc::kill(exec as i32, libc::SIGSTOP) };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(exec) {
+        if Instant::now() > deadline {
+            // SAFETY: as above; it must not linger.
+            unsafe { libc::kill(exec as i32, libc::SIGKILL) };
+            panic!("stopped executor {exec} outlived its controller");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_executors_start_up_variables_do_not_reach_the_program() {
+    // The executor reads REMJIT_PARENT_PID (it asks to die with its controller itself when
+    // remjit starts it without a pre-exec hook) and REMJIT_REPORT_FD, then removes them.
+    let dir = work_dir("remote-env");
+    let o = source(
+        &dir,
+        "env",
+        "#include <stdio.h>\n#include <stdlib.h>\nint main(void) {\n\
+         printf(\"%s %s\\n\", getenv(\"REMJIT_PARENT_PID\") ? \"pid\" : \"-\",\n\
+         getenv(\"REMJIT_REPORT_FD\") ? \"fd\" : \"-\");\n  return 0;\n}\n",
+        &["-O2"],
+    );
+    for mode in [&[][..], &["--no-shared-memory"]] {
+        let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
+        assert_same(&format!("{mode:?}"), &out, &(b"- -\n".to_vec(), 0));
+    }
 }
 
 fn llvm_jitlink() -> &'static str {

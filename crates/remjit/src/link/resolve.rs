@@ -85,6 +85,8 @@ pub struct Reference {
 struct ArchiveIndex<'d> {
     name: String,
     data: &'d [u8],
+    /// The archive, parsed once: members are found by offset without a new parse.
+    archive: object::read::archive::ArchiveFile<'d>,
     /// Symbol -> the member defining it.
     defines: HashMap<&'d [u8], MemberLoc<'d>>,
     /// Members already loaded, by location.
@@ -98,22 +100,15 @@ enum MemberLoc<'d> {
     Read { name: &'d [u8], data: &'d [u8] },
 }
 
-/// Holds 8-byte-aligned copies of archive members that the archive stores at odd offsets
-/// (members are only 2-byte aligned; ELF structures are read in place and need 8).
+/// Holds copies of bytes that a link reads in place but that come from elsewhere (the members
+/// of thin archives). Members of ordinary archives need none: ELF structures are read at any
+/// alignment (object's `unaligned` feature), so they are parsed where they lie in the archive.
 #[derive(Default)]
 pub struct AlignedArena {
     chunks: std::cell::RefCell<Vec<Box<[u64]>>>,
 }
 
 impl AlignedArena {
-    /// `data` itself when it is aligned, else an aligned copy that lives as long as the arena.
-    pub fn aligned<'a>(&'a self, data: &'a [u8]) -> &'a [u8] {
-        if (data.as_ptr() as usize).is_multiple_of(8) {
-            return data;
-        }
-        self.keep(data)
-    }
-
     /// An aligned copy of `data` (e.g. read from a file) that lives as long as the arena.
     pub fn keep<'a>(&'a self, data: &[u8]) -> &'a [u8] {
         let mut words = vec![0u64; data.len().div_ceil(8)].into_boxed_slice();
@@ -198,7 +193,7 @@ fn common_def(file: &ObjectFile<'_>, obj: usize, sym: &ElfSym, name: &[u8]) -> R
 }
 
 impl<'d> Resolution<'d> {
-    /// An empty resolution; misaligned archive members are copied into `arena`.
+    /// An empty resolution; members of thin archives are read into `arena`.
     pub fn new(arena: &'d AlignedArena) -> Self {
         Resolution {
             arena,
@@ -409,14 +404,15 @@ impl<'d> Resolution<'d> {
         self.archives.push(ArchiveIndex {
             name: name.to_string(),
             data,
+            archive,
             defines,
             loaded: HashSet::default(),
         });
         Ok(())
     }
 
-    /// A member's bytes, 8-byte aligned: in the archive, or for a thin archive in the file it
-    /// names.
+    /// A member's bytes: in the archive (in place, at whatever alignment the archive gives
+    /// it), or for a thin archive in the file it names.
     fn member_bytes(
         &self,
         archive: &str,
@@ -429,7 +425,7 @@ impl<'d> Resolution<'d> {
         let bytes = member
             .data(data)
             .map_err(|e| Error::malformed(archive, format!("bad archive member: {e}")))?;
-        Ok(self.arena.aligned(bytes))
+        Ok(bytes)
     }
 
     /// Loads archive members for strongly referenced names until nothing changes. `provided`
@@ -462,12 +458,12 @@ impl<'d> Resolution<'d> {
             if !self.archives[ai].loaded.insert(loc) {
                 continue;
             }
-            let (aname, adata) = (self.archives[ai].name.clone(), self.archives[ai].data);
+            let a = &self.archives[ai];
+            let (aname, adata, archive) = (a.name.clone(), a.data, a.archive);
             let (mname, mdata) = match loc {
                 MemberLoc::Read { name, data } => (name, data),
                 MemberLoc::Offset(off) => {
                     let bad = |e| Error::malformed(&aname, format!("bad archive member: {e}"));
-                    let archive = object::read::archive::ArchiveFile::parse(adata).map_err(bad)?;
                     let member = archive
                         .member(object::read::archive::ArchiveOffset(off))
                         .map_err(bad)?;
