@@ -21,6 +21,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,10 @@ def incremental_table():
 
 
 def main():
+    # Killed by timeout or kill (SIGTERM, SIGHUP), still run the `finally` blocks and the
+    # temporary directories' cleanup: no remjit-hwm-* or remjit-compare-* left in /tmp.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--corpus", default=os.path.join(ROOT, "target", "bench-corpus"))
