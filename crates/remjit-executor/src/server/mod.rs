@@ -359,3 +359,72 @@ pub fn serve_on(
     crate::signals::unblock_async_signals();
     result
 }
+
+/// The executor of a local controller, on descriptors it handed over: `inp` and `out` (one
+/// socket twice, or two pipe ends) and `report_fd`, the crash-report pipe (2 for stderr).
+/// Installs the crash handlers, gives JIT'd code a native program's signal dispositions and
+/// descriptor numbers (ours move to the top of the first table), then serves until the
+/// controller hangs up. Used by `remjit-executor filedescs=IN,OUT` and by a controller's
+/// forked child alike.
+pub fn serve_inherited(inp: RawFd, out: RawFd, report_fd: RawFd) -> Result<(), String> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::net::UnixStream;
+    for fd in [inp, out, report_fd] {
+        keep_from_programs(fd);
+    }
+    prepare_process(crate::fds::move_raw_out_of_the_way(report_fd));
+    // Kept at high numbers: the program's own descriptors start at 3, as natively.
+    let moved_in = crate::fds::move_raw_out_of_the_way(inp);
+    let out = if out == inp {
+        moved_in
+    } else {
+        crate::fds::move_raw_out_of_the_way(out)
+    };
+    let inp = moved_in;
+    if inp == out && is_socket(inp) {
+        // SAFETY: the descriptor was handed to us by the parent and is ours now.
+        let s = unsafe { UnixStream::from_raw_fd(inp) };
+        let clone = s
+            .try_clone()
+            .map(|r| UnixStream::from(crate::fds::out_of_the_way(r.into())))
+            .map_err(|e| format!("cannot use descriptor {inp}: {e}"))?;
+        serve(Box::new(clone), Box::new(s), Some(inp))
+    } else {
+        // SAFETY: as above, two descriptors.
+        let (r, w) = unsafe {
+            (
+                std::fs::File::from_raw_fd(inp),
+                std::fs::File::from_raw_fd(out),
+            )
+        };
+        serve(Box::new(r), Box::new(w), None)
+    }
+}
+
+/// What an executor process does before it serves: crash handlers that report on `report_fd`
+/// (2: stderr), and a native program's signal dispositions for JIT'd code (SIGPIPE's default;
+/// a vanished controller shows up as a write error, not a signal, see [`serve`]).
+pub fn prepare_process(report_fd: RawFd) {
+    if let Err(e) = crate::crash::install(report_fd) {
+        eprintln!("remjit-executor: cannot install crash handlers: {e}");
+    }
+    crate::signals::restore_program_dispositions();
+}
+
+/// Marks a descriptor the controller handed us close-on-exec: programs the JIT'd code starts
+/// must not hold the session's stream or the crash-report pipe open (the controller would
+/// then never see them close when the executor dies).
+fn keep_from_programs(fd: RawFd) {
+    if fd > 2 {
+        // SAFETY: fcntl(2) on a descriptor number; one that is not open gives EBADF only.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: fstat into a local struct.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
+}

@@ -77,6 +77,23 @@ pub struct Connection {
     pid: Option<u32>,
     /// Whether we said that the executor is stopped (said once per stop).
     said_stopped: AtomicBool,
+    /// The executor's offer of a call mailbox, not taken yet (see [`Connection::offer_mailbox`]).
+    offer: Mutex<Option<MailboxOffer>>,
+}
+
+/// Calls a mailbox would serve that go over the socket before it opens: opening one costs a
+/// round trip, a thread and a memfd on the executor's side (0.2 ms), and its waits spin; a
+/// program that is linked once and run makes fewer calls than that pays for.
+const SOCKET_CALLS_BEFORE_MAILBOX: u32 = 4;
+
+/// A call mailbox the executor offers, opened at the first call past
+/// [`SOCKET_CALLS_BEFORE_MAILBOX`] that it would serve.
+struct MailboxOffer {
+    fds: Arc<ReceivedFds>,
+    /// Tags of the services a mailbox serves.
+    tags: std::collections::HashSet<u64>,
+    /// Such calls made so far.
+    calls: u32,
 }
 
 impl Connection {
@@ -104,6 +121,7 @@ impl Connection {
             .map_err(|e| Error::Executor(format!("cannot start reader thread: {e}")))?;
         let setup = match setup_rx.recv_timeout(setup_timeout) {
             Ok(r) => r?,
+            Err(_) if false => unreachable!(),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let stopped = pid.is_some_and(is_stopped);
                 return Err(Error::Executor(format!(
@@ -125,6 +143,7 @@ impl Connection {
             reader: Mutex::new(Some(handle)),
             pid,
             said_stopped: AtomicBool::new(false),
+            offer: Mutex::new(None),
         })
     }
 
@@ -173,10 +192,50 @@ impl Connection {
 
     /// Opens the call mailbox (our executor over a unix socket; its memory arrives in `fds`):
     /// from then on the hot calls go through it.
-    pub fn open_mailbox(&self, fds: &ReceivedFds) -> Result<()> {
+    fn open_mailbox(&self, fds: &ReceivedFds) -> Result<()> {
         let m = CallMailbox::open(self, fds)?;
         let _ = self.shared.mailbox.set(m);
         Ok(())
+    }
+
+    /// Notes that the executor can open a call mailbox (our executor over a unix socket; its
+    /// memory would arrive in `fds`): it is opened once the session has made more than
+    /// [`SOCKET_CALLS_BEFORE_MAILBOX`] calls that it serves.
+    pub fn offer_mailbox(&self, fds: Arc<ReceivedFds>) {
+        let tags = remjit_wire::ring::SERVICES
+            .iter()
+            .filter_map(|n| self.symbol(n).ok())
+            .collect();
+        if let Ok(mut o) = self.offer.lock() {
+            *o = Some(MailboxOffer {
+                fds,
+                tags,
+                calls: 0,
+            });
+        }
+    }
+
+    /// The call mailbox, opened now if a call to `tag` is the one that makes it pay.
+    fn mailbox_for(&self, tag: u64) -> Option<&CallMailbox> {
+        if let Some(m) = self.shared.mailbox.get() {
+            return Some(m);
+        }
+        let offer = {
+            let mut guard = self.offer.lock().ok()?;
+            let o = guard.as_mut()?;
+            if !o.tags.contains(&tag) {
+                return None;
+            }
+            o.calls += 1;
+            if o.calls <= SOCKET_CALLS_BEFORE_MAILBOX {
+                return None;
+            }
+            guard.take()?
+        };
+        // A mailbox that cannot be opened leaves the calls on the socket, which reports a
+        // gone executor itself.
+        self.open_mailbox(&offer.fds).ok()?;
+        self.shared.mailbox.get()
     }
 
     /// How many calls went through the call mailbox (none when it is not open).
@@ -186,7 +245,7 @@ impl Connection {
 
     /// A call through the mailbox, when it takes this one.
     fn call_mailbox(&self, tag: u64, args: &[u8]) -> Option<Result<Vec<u8>>> {
-        let m = self.shared.mailbox.get()?;
+        let m = self.mailbox_for(tag)?;
         m.call(tag, args, |deep| {
             if deep {
                 self.look_at_peer()

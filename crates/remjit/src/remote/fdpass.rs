@@ -13,9 +13,17 @@ use std::time::Duration;
 pub struct ReceivedFds {
     queue: Mutex<VecDeque<OwnedFd>>,
     arrived: Condvar,
+    /// See [`ReceivedFds::exclusive`].
+    calls: Mutex<()>,
 }
 
 impl ReceivedFds {
+    /// Held from a call whose reply brings a descriptor until that descriptor is taken: two
+    /// threads' calls then cannot take each other's descriptors.
+    pub fn exclusive(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes the oldest received descriptor, waiting a little for it (it arrives with the reply
     /// that announces it, which the reader thread may still be handing over).
     pub fn take(&self) -> Option<OwnedFd> {

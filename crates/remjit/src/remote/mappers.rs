@@ -466,6 +466,7 @@ impl MemoryMapper for SharedMapper {
     fn reserve(&self, size: u64, _near: Option<u64>, _low: bool) -> Result<u64> {
         let (base, fd) = match self.flavour {
             SharedFlavour::Memfd => {
+                let _one_at_a_time = self.fds.exclusive();
                 let r: Expected<u64> = self.conn.call_named(names::REMJIT_MEMFD_RESERVE, &size)?;
                 let base = r.0.map_err(exec_err)?;
                 let fd = self

@@ -4,12 +4,13 @@
 pub mod connection;
 pub mod fdpass;
 pub mod mappers;
+pub mod process;
 pub mod ring;
 pub mod transport;
 
+use process::ExecutorProcess;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,7 @@ pub struct RemoteExecutor {
     mapper: Arc<dyn MemoryMapper>,
     dylib_instance: u64,
     process_handle: u64,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<ExecutorProcess>>,
     report: Mutex<Option<std::fs::File>>,
     /// Our end of a unix socket to a spawned executor, shut down once it is gone.
     closer: Option<std::os::unix::net::UnixStream>,
@@ -119,7 +120,7 @@ impl RemoteExecutor {
 
     fn start(
         stream: Stream,
-        child: Option<Child>,
+        child: Option<ExecutorProcess>,
         report: Option<std::fs::File>,
         memory: MemoryMode,
         setup_timeout: Duration,
@@ -154,7 +155,7 @@ impl RemoteExecutor {
         let mapper: Arc<dyn MemoryMapper> = match memory {
             MemoryMode::Shared if ours && is_unix && conn.has(names::REMJIT_MEMFD_RESERVE) => {
                 if conn.has(remjit_wire::ring::OPEN) {
-                    conn.open_mailbox(&fds)?;
+                    conn.offer_mailbox(fds.clone());
                 }
                 Arc::new(SharedMapper::new(
                     conn.clone(),

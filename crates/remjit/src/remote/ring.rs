@@ -50,6 +50,7 @@ impl Drop for CallMailbox {
 impl CallMailbox {
     /// Asks the executor for a mailbox (its memfd arrives in `fds`) and maps it.
     pub fn open(conn: &Connection, fds: &ReceivedFds) -> Result<CallMailbox> {
+        let _one_at_a_time = fds.exclusive();
         let r: Expected<u64> = conn.call_named(ring::OPEN, &(SIZE as u64))?;
         let size = r.0.map_err(Error::Executor)?;
         let fd = fds.take().ok_or_else(|| {

@@ -6,11 +6,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use remjit_wire::auth::{controller_handshake, AuthError, Token, MAGIC, TOKEN_ENV};
 
+use super::process::ExecutorProcess;
 use crate::error::{Error, Result};
 
 /// The byte stream to an executor.
@@ -51,7 +52,7 @@ impl Stream {
 /// A spawned executor: the child process, the stream, and the pipe its crash report comes on.
 pub struct Spawned {
     /// The process.
-    pub child: Child,
+    pub child: ExecutorProcess,
     /// The stream to it.
     pub stream: Stream,
     /// Read end of the crash-report pipe (our executor writes a line there when it dies).
@@ -128,28 +129,88 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
         .stderr(Stdio::inherit());
     let parent = std::process::id() as i32;
     if me && single_threaded() {
-        // No pre-exec hook: the standard library then uses posix_spawn (the child shares our
-        // memory until it execs) instead of fork, which copies our page tables (0.2 ms here).
-        // Alone in the process, nothing else can spawn and inherit these descriptors before
-        // they are closed below; this program, as the executor, asks for SIGKILL at our death
-        // itself (REMJIT_PARENT_PID, see remjit-executor's main).
-        for fd in [fd_in, fd_out, report_fd] {
-            clear_cloexec(fd).map_err(|e| io("fcntl", e))?;
+        // This program, alone in its process: the child need not exec it again (0.8 ms of
+        // loading and start-up); it serves from where it is (see `become_executor`).
+        // SAFETY: fork(2) of a process with one thread: the child holds no lock another
+        // thread held, and may allocate.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            become_executor([fd_in, fd_out, report_fd], parent);
         }
-        cmd.env("REMJIT_PARENT_PID", parent.to_string());
-    } else {
-        die_with_us(&mut cmd, [fd_in, fd_out, report_fd], parent);
+        if pid < 0 {
+            return Err(io("fork", std::io::Error::last_os_error()));
+        }
+        drop(child_fds);
+        drop(report_w);
+        return Ok(Spawned {
+            child: ExecutorProcess::forked(pid),
+            stream,
+            report: Some(std::fs::File::from(OwnedFd::from(report_r))),
+        });
     }
+    die_with_us(&mut cmd, [fd_in, fd_out, report_fd], parent);
     let child = cmd
         .spawn()
         .map_err(|e| Error::Executor(format!("cannot start executor {}: {e}", path.display())))?;
     drop(child_fds);
     drop(report_w);
     Ok(Spawned {
-        child,
+        child: ExecutorProcess::from_child(child),
         stream,
         report: Some(std::fs::File::from(OwnedFd::from(report_r))),
     })
+}
+
+/// The forked child of a single-threaded remjit: becomes its executor, as if remjit had been
+/// exec'd as `remjit-executor filedescs=IN,OUT`, and never returns. `keep`: the stream's
+/// descriptors and the crash-report pipe; every other close-on-exec descriptor closes, as exec
+/// would close it (our end of the stream among them). Dies with `parent`.
+fn become_executor(keep: [i32; 3], parent: i32) -> ! {
+    let [fd_in, fd_out, report_fd] = keep;
+    let status = std::panic::catch_unwind(|| {
+        // SAFETY: prctl(2) and getppid(2) touch no memory of ours.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent
+            {
+                libc::_exit(1);
+            }
+            // The name `ps` and `pgrep` show, as an exec'd executor's argv[0] says.
+            libc::prctl(libc::PR_SET_NAME, c"remjit-executor".as_ptr());
+        }
+        close_on_exec_descriptors(&keep);
+        let result = remjit_executor::server::serve_inherited(fd_in, fd_out, report_fd);
+        // SAFETY: flush every stdio stream JIT'd code wrote to.
+        unsafe { libc::fflush(std::ptr::null_mut()) };
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("remjit-executor: {e}");
+                1
+            }
+        }
+    });
+    // Never back into the controller's frames this process copied.
+    unsafe { libc::_exit(status.unwrap_or(101)) }
+}
+
+/// Closes this process's close-on-exec descriptors but `keep`, as an exec would.
+fn close_on_exec_descriptors(keep: &[i32]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let open: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        // SAFETY: fcntl(2) and close(2) on descriptor numbers of our own; the directory's own
+        // descriptor is closed already (EBADF).
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC != 0 && !keep.contains(&fd) {
+                libc::close(fd);
+            }
+        }
+    }
 }
 
 /// Whether this process has a single thread.
@@ -244,7 +305,7 @@ pub unsafe fn unix_from_raw(fd: i32) -> Stream {
 
 /// Waits until `child` has ended, at most until `deadline`; whether it did (it is then
 /// reaped). Woken the moment it ends (a pidfd), else looking at growing intervals.
-pub fn wait_until(child: &mut Child, deadline: std::time::Instant) -> bool {
+pub fn wait_until(child: &mut ExecutorProcess, deadline: std::time::Instant) -> bool {
     use std::time::Instant;
     // SAFETY: pidfd_open(2) of our own child; the descriptor is owned below.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
