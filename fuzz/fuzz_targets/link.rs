@@ -101,6 +101,7 @@ fuzz_target!(|data: &[u8]| {
             executor: &cx.executor,
             slab: &cx.slab,
             run_initializers: false,
+            pipelined_initialize: false,
             required_entry: None,
             record_map: false,
             comdat_kept: &|_| false,

@@ -357,6 +357,9 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         share_pages: true,
         // One link, unless --link-each: no later link calls through stubs.
         call_stubs: cli.link_each,
+        // Nothing of the program runs before `main`: the executor initializes each module
+        // while the next is linked.
+        pipelined_initialize: cli.link_each,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
             jitdump: cli.jitdump,
@@ -410,6 +413,9 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         (Mode::InProcess, r) => r,
         (Mode::Remote(exec), Ok(status)) => {
             exec.shutdown();
+            // The process ends now: its memory goes with it, no module need be freed one by
+            // one (0.8 ms for the 1,000 modules of a --link-each chain).
+            std::mem::forget(session);
             Ok(status)
         }
         (Mode::Remote(exec), Err(e)) => {

@@ -158,6 +158,7 @@ fn new_block(slab: &SlabAllocator) -> Result<(u64, u64, Option<u64>)> {
         ],
         actions: Vec::new(),
         file_maps: Vec::new(),
+        pipelined: false,
     };
     let base = alloc.base;
     let live = slab.mapper().working_memory_is_live();

@@ -80,6 +80,13 @@ pub struct SessionOptions {
     /// see the session model in DESIGN.md). A session that links once (the `remjit`
     /// command without `--link-each`) needs none.
     pub call_stubs: bool,
+    /// A link may return while the executor is still initializing its module (out of
+    /// process, through the call mailbox): the next call to the executor waits for that first
+    /// and fails with its error, if any. The executor initializes a module while the next one
+    /// is linked; the `remjit` command uses it for `--link-each`, where nothing of the
+    /// program runs before `main`. Memory read straight from shared pages in between may not
+    /// show what the module's constructors wrote yet.
+    pub pipelined_initialize: bool,
 }
 
 impl Default for SessionOptions {
@@ -98,6 +105,7 @@ impl Default for SessionOptions {
             perf: PerfOutputs::default(),
             share_pages: true,
             call_stubs: true,
+            pipelined_initialize: false,
         }
     }
 }
@@ -430,6 +438,7 @@ impl Session {
             executor: self.executor.as_ref(),
             slab: &self.slab,
             run_initializers: self.options.run_initializers,
+            pipelined_initialize: self.options.pipelined_initialize,
             required_entry: self.options.required_entry.as_deref(),
             record_map: self.options.record_link_map,
             comdat_kept: &comdat_kept,

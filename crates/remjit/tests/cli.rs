@@ -515,6 +515,75 @@ fn remjit_alone_is_its_own_executor() {
     }
 }
 
+/// `--link-each` initializes each module before the next is linked (out of process the
+/// executor does it while remjit links the next): constructors run in link order, as natively,
+/// and one that crashes ends the run as natively, named in remjit's report.
+#[test]
+fn link_each_runs_constructors_in_link_order_and_reports_a_crashing_one() {
+    let dir = work_dir("link-each-ctors");
+    let ctor = |i: usize, crash: bool| {
+        let poke = if crash {
+            " *(volatile int *)8 = 1;"
+        } else {
+            ""
+        };
+        let text = format!(
+            "#include <unistd.h>\n__attribute__((constructor)) static void c{i}(void) {{\n\
+             write(1, \"c{i}\\n\", 3);{poke}\n}}\nint f{i}(void) {{ return {i}; }}\n"
+        );
+        let src = write(
+            &dir,
+            &format!("c{i}{}.c", if crash { "-crash" } else { "" }),
+            &text,
+        );
+        compile(
+            &dir,
+            &src,
+            &format!("c{i}{}.o", if crash { "-crash" } else { "" }),
+            &["-O2"],
+        )
+    };
+    let main = write(
+        &dir,
+        "main.c",
+        "#include <stdio.h>\nint f0(void);\nint main(void) { printf(\"main %d\\n\", f0()); return 0; }\n",
+    );
+    let main = compile(&dir, &main, "main.o", &["-O2"]);
+    let mut objs: Vec<PathBuf> = (0..10).map(|i| ctor(i, false)).collect();
+    objs.push(main.clone());
+    let expect = native(&dir, "ctors", &objs, &[], &[]);
+    assert!(String::from_utf8_lossy(&expect.0).starts_with("c0\nc1\n"));
+    for mode in MODES {
+        let out = jit(mode, &objs, &["--link-each"], &[]);
+        assert_same(&format!("--link-each {mode:?}"), &out, &expect);
+    }
+    // The eighth constructor crashes: natively, stdout has c0 to c7 and the shell says 139.
+    objs[7] = ctor(7, true);
+    let expect = native(&dir, "ctors-crash", &objs, &[], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&expect.0),
+        "c0\nc1\nc2\nc3\nc4\nc5\nc6\nc7\n"
+    );
+    for mode in MODES {
+        let out = jit(mode, &objs, &["--link-each"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&expect.0)
+        );
+        assert!(err.contains("SIGSEGV"), "{mode:?}: {err}");
+        if mode.contains(&"--in-process") {
+            // remjit dies of the signal itself, as the native program does.
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{mode:?}: {err}");
+        } else {
+            // Out of process, remjit reports the executor's death and exits as a shell would.
+            assert_eq!(out.status.code(), Some(139), "{mode:?}: {err}");
+            assert!(err.contains("c7-crash.o"), "{mode:?}: {err}");
+        }
+    }
+}
+
 /// `--link-each`: one module per object, in the order given, each resolved against the modules
 /// before it. Given in link order the chain runs as natively linked; with main first, main's
 /// module cannot see the functions of modules not yet linked (one link resolves them all).

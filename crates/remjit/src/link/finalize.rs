@@ -86,6 +86,7 @@ pub(super) fn request(
             segments: segments(p),
             actions,
             file_maps,
+            pipelined: env.pipelined_initialize,
         },
         finalizers: fini_fns,
         tls_id_slot,

@@ -95,6 +95,9 @@ pub struct LinkEnv<'a> {
     /// `.eh_frame` registered for them. Off for `--noexec`, which runs no code of the inputs:
     /// an IFUNC's GOT slot then holds its resolver's address.
     pub run_initializers: bool,
+    /// The executor may finish initializing after the link returns
+    /// ([`crate::SessionOptions::pipelined_initialize`]).
+    pub pipelined_initialize: bool,
     /// A symbol the link (or an earlier one) must define, checked before anything runs.
     pub required_entry: Option<&'a str>,
     /// Record a [`map::LinkMap`] of the link (for `-check`).

@@ -416,6 +416,7 @@ mod tests {
             }],
             actions: Vec::new(),
             file_maps: Vec::new(),
+            pipelined: false,
         };
         m.initialize(&info).unwrap();
         assert_eq!(m.check_access(base, 6, access::prot::READ), Ok(()));

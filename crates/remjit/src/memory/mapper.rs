@@ -57,6 +57,9 @@ pub struct AllocInfo {
     /// Page ranges whose content is mapped from input files (copy-on-write) instead of
     /// written by the linker.
     pub file_maps: Vec<FileMap>,
+    /// The mapper may return from [`MemoryMapper::initialize`] before the executing process
+    /// has finished (see [`crate::SessionOptions::pipelined_initialize`]).
+    pub pipelined: bool,
 }
 
 impl AllocInfo {

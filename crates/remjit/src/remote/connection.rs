@@ -14,7 +14,7 @@ use remjit_wire::sps::{Sps, SpsError};
 use remjit_wire::types::SetupMessage;
 
 use super::fdpass::ReceivedFds;
-use super::ring::CallMailbox;
+use super::ring::{CallMailbox, Check};
 use crate::error::{Error, Result};
 
 /// Largest frame accepted from an executor (its results and Setup are small).
@@ -246,15 +246,37 @@ impl Connection {
     /// A call through the mailbox, when it takes this one.
     fn call_mailbox(&self, tag: u64, args: &[u8]) -> Option<Result<Vec<u8>>> {
         let m = self.mailbox_for(tag)?;
-        m.call(tag, args, |deep| {
-            if deep {
-                self.look_at_peer()
-            } else if self.is_dead() {
-                Err(self.why_dead().unwrap_or_else(|| "executor is gone".into()))
-            } else {
-                Ok(())
-            }
-        })
+        m.call(tag, args, |deep| self.alive(deep))
+    }
+
+    /// While waiting in the mailbox: whether to go on (the executor is there), looking at
+    /// the process itself when `deep`.
+    fn alive(&self, deep: bool) -> std::result::Result<(), String> {
+        if deep {
+            self.look_at_peer()
+        } else if self.is_dead() {
+            Err(self.why_dead().unwrap_or_else(|| "executor is gone".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Calls the service named `name` (a bootstrap symbol) without waiting for its result
+    /// when the call mailbox takes it: `check` looks at the result before the next call to
+    /// the executor goes out, and its error is that call's. Otherwise an ordinary call,
+    /// checked at once.
+    pub fn post_named<A: Sps>(&self, name: &str, args: &A, check: Check) -> Result<()> {
+        let tag = self.symbol(name)?;
+        let args = args.to_bytes();
+        let check = match self.mailbox_for(tag) {
+            Some(m) if !self.is_dead() => match m.post(tag, &args, check, |d| self.alive(d)) {
+                Ok(posted) => return posted,
+                Err(refused) => refused,
+            },
+            _ => check,
+        };
+        let out = self.call(tag, &args)?;
+        check(&out).map_err(Error::Executor)
     }
 
     /// Whether the peer is gone.
@@ -295,6 +317,10 @@ impl Connection {
             return Err(Error::Executor(
                 self.why_dead().unwrap_or_else(|| "executor is gone".into()),
             ));
+        }
+        // A posted call is done before this one goes out, whichever way (its failure is ours).
+        if let Some(m) = self.shared.mailbox.get() {
+            m.settle(|d| self.alive(d))?;
         }
         if let Some(r) = self.call_mailbox(tag, args) {
             return r;
@@ -337,6 +363,10 @@ impl Connection {
     /// Sends Hangup (the peer then ends the session), also after a protocol violation of the
     /// peer's (it may still be listening).
     pub fn hangup(&self) {
+        if let Some(m) = self.shared.mailbox.get() {
+            // Nothing is left half done; a failure there no longer matters.
+            let _ = m.settle(|d| self.alive(d));
+        }
         if !self.peer_gone() {
             if let Ok(mut w) = self.shared.writer.lock() {
                 // SPS Error "success": a single false byte.

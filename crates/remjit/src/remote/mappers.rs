@@ -20,6 +20,7 @@ use remjit_wire::types::{
 
 use super::connection::Connection;
 use super::fdpass::ReceivedFds;
+use super::ring::Check;
 use crate::error::{Error, Result};
 use crate::memory::{AllocAction, AllocInfo, MemoryMapper};
 
@@ -608,10 +609,28 @@ impl MemoryMapper for SharedMapper {
             })
             .collect();
         let req = SharedMemoryFinalizeRequest { segments, actions };
-        let r: Expected<u64> = self
-            .conn
-            .call_named(names::SHM_INITIALIZE, &(self.instance, reservation, req))?;
-        let base = r.0.map_err(exec_err)?;
+        let args = (self.instance, reservation, req);
+        let base = if info.pipelined {
+            // The executor answers with the lowest segment address; its answer is checked
+            // before the next call (see Connection::post_named).
+            let base = args.2.segments.iter().map(|s| s.addr).min().unwrap_or(0);
+            let check: Check = Box::new(move |bytes| {
+                let r = Expected::<u64>::from_bytes(bytes)
+                    .map_err(|e| format!("initializing JIT'd memory at {base:#x}: {e}"))?;
+                match r.0 {
+                    Ok(b) if b == base => Ok(()),
+                    Ok(b) => Err(format!(
+                        "protocol violation: JIT'd memory initialized at {b:#x}, not {base:#x}"
+                    )),
+                    Err(e) => Err(format!("initializing JIT'd memory at {base:#x}: {e}")),
+                }
+            });
+            self.conn.post_named(names::SHM_INITIALIZE, &args, check)?;
+            base
+        } else {
+            let r: Expected<u64> = self.conn.call_named(names::SHM_INITIALIZE, &args)?;
+            r.0.map_err(exec_err)?
+        };
         let extent = info.extent();
         if let Ok(mut l) = self.live.lock() {
             l.insert(base, (reservation, extent));

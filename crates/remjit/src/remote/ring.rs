@@ -2,7 +2,7 @@
 //! executor (finalize, call, release) through shared memory instead of the socket.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,12 +23,18 @@ const TICK: Duration = Duration::from_millis(100);
 /// the socket: a process it forked may hold its stream open).
 const TICKS_PER_LIVENESS_LOOK: u32 = 10;
 
+/// How the result of a posted call is checked when it is collected.
+pub type Check = Box<dyn FnOnce(&[u8]) -> std::result::Result<(), String> + Send>;
+
 /// The mailbox, mapped here.
 pub struct CallMailbox {
     mailbox: Mailbox,
     page: *mut u8,
-    /// One call at a time; a thread that finds it busy uses the socket.
-    busy: Mutex<()>,
+    /// One call at a time; a thread that finds it busy uses the socket. Holds the check of a
+    /// posted call whose result is not collected yet (the next holder collects it first).
+    busy: Mutex<Option<Check>>,
+    /// Whether a posted call's result is not collected yet.
+    posted: AtomicBool,
     /// Tags of the services the mailbox serves.
     tags: HashSet<u64>,
     /// Calls that went through it (a statistic).
@@ -71,7 +77,8 @@ impl CallMailbox {
             // SAFETY: a SIZE-byte shared mapping that lives as long as `self`.
             mailbox: unsafe { Mailbox::new(page, Side::Controller) },
             page,
-            busy: Mutex::new(()),
+            busy: Mutex::new(None),
+            posted: AtomicBool::new(false),
             tags,
             calls: AtomicU64::new(0),
         })
@@ -96,28 +103,101 @@ impl CallMailbox {
         args: &[u8],
         mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
     ) -> Option<Result<Vec<u8>>> {
-        if !self.tags.contains(&tag) || args.len() > ring::CAPACITY {
+        if !self.serves(tag, args) {
             return None;
         }
-        let _one = self.busy.try_lock().ok()?;
+        let mut posted = self.busy.try_lock().ok()?;
+        Some(
+            self.collect(&mut posted, &mut alive)
+                .and_then(|()| self.post_now(tag, args))
+                .and_then(|()| self.wait_result(&mut alive)),
+        )
+    }
+
+    /// Posts a call to the service at `tag` and returns without waiting: its result is
+    /// checked with `check` before the mailbox's next call goes out, or at [`Self::settle`].
+    /// `Err(check)` when [`Self::call`] would give `None` (make the call some other way).
+    pub fn post(
+        &self,
+        tag: u64,
+        args: &[u8],
+        check: Check,
+        mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
+    ) -> std::result::Result<Result<()>, Check> {
+        if !self.serves(tag, args) {
+            return Err(check);
+        }
+        let Ok(mut posted) = self.busy.try_lock() else {
+            return Err(check);
+        };
+        if let Err(e) = self
+            .collect(&mut posted, &mut alive)
+            .and_then(|()| self.post_now(tag, args))
+        {
+            return Ok(Err(e));
+        }
+        *posted = Some(check);
+        self.posted.store(true, Ordering::Release);
+        Ok(Ok(()))
+    }
+
+    /// Waits for the result of a posted call, if there is one, and checks it.
+    pub fn settle(
+        &self,
+        mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        if !self.posted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut posted = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        self.collect(&mut posted, &mut alive)
+    }
+
+    fn serves(&self, tag: u64, args: &[u8]) -> bool {
+        self.tags.contains(&tag) && args.len() <= ring::CAPACITY
+    }
+
+    /// Collects and checks the result of the posted call in `posted`, if any.
+    fn collect(
+        &self,
+        posted: &mut Option<Check>,
+        alive: impl FnMut(bool) -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        let Some(check) = posted.take() else {
+            return Ok(());
+        };
+        self.posted.store(false, Ordering::Release);
+        let bytes = self.wait_result(alive)?;
+        check(&bytes).map_err(Error::Executor)
+    }
+
+    fn post_now(&self, tag: u64, args: &[u8]) -> Result<()> {
         if self.mailbox.state() != EMPTY {
-            return Some(Err(Error::Executor(
+            return Err(Error::Executor(
                 "protocol violation: the call mailbox is not empty before a call".into(),
-            )));
+            ));
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.mailbox.post(REQUEST, tag, args);
+        Ok(())
+    }
+
+    /// Waits for the result of the call in the mailbox and empties it.
+    fn wait_result(
+        &self,
+        mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
+    ) -> Result<Vec<u8>> {
         let mut ticks = 0u32;
         let waited = self.mailbox.wait_for(REPLY, SPIN, TICK, || {
             ticks = ticks.wrapping_add(1);
             alive(ticks.is_multiple_of(TICKS_PER_LIVENESS_LOOK))
         });
         if let Err(ring::Interrupted::Gone(why)) = waited {
-            return Some(Err(Error::Executor(why)));
+            return Err(Error::Executor(why));
         }
         let taken = self.mailbox.take();
         self.mailbox.set_state(EMPTY);
-        Some(match taken {
+        match taken {
             Ok((_, bytes)) => Ok(bytes),
             Err(TOO_LONG) => Err(Error::Executor(
                 "the executor's result did not fit in the call mailbox".into(),
@@ -125,6 +205,6 @@ impl CallMailbox {
             Err(len) => Err(Error::Executor(format!(
                 "protocol violation: a call mailbox result of {len} bytes"
             ))),
-        })
+        }
     }
 }

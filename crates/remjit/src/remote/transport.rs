@@ -190,7 +190,7 @@ fn become_executor(keep: [i32; 3], parent: i32) -> ! {
         }
     });
     // Never back into the controller's frames this process copied.
-    unsafe { libc::_exit(status.unwrap_or(101)) }
+    std::process::exit(status.unwrap_or(101))
 }
 
 /// Closes this process's close-on-exec descriptors but `keep`, as an exec would.
