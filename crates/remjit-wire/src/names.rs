@@ -64,6 +64,9 @@ pub const RUN_AS_INT: &str = "__llvm_orc_bootstrap_run_as_int_function_wrapper";
 /// remjit's runtime: bootstrap-map key whose value is `seq<(name, addr)>` of symbols JIT'd code
 /// binds to the executor's runtime (`__tls_get_addr`, `atexit`, `__cxa_atexit`, ...).
 pub const REMJIT_RUNTIME_OVERRIDES: &str = "remjit.runtime-overrides";
+/// Bootstrap value (SPS u64): the handle the dylib manager's open of the main program (empty
+/// path) returns, opened already, so that a controller need not ask for it.
+pub const REMJIT_PROCESS_HANDLE: &str = "remjit.process-handle";
 /// The TLS descriptor resolver.
 pub const REMJIT_TLSDESC_RESOLVER: &str = "__remjit_tlsdesc_resolver";
 /// Action `Error((init, init_size, mem_size, align, seq<id_slot>))`.

@@ -229,6 +229,35 @@ fn is_data_at(addr: u64) -> bool {
     remjit_executor::server::services::is_data_at(addr)
 }
 
+/// `name` in this process's global scope (what JIT'd code running here binds to).
+pub(crate) fn lookup_here(name: &[u8]) -> Option<ExternalSymbol> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: dlsym with RTLD_DEFAULT searches the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+    (!p.is_null()).then(|| ExternalSymbol {
+        addr: p as u64,
+        is_data: is_data_at(p as u64),
+    })
+}
+
+/// How many times an object has been loaded into this process so far (the dynamic loader's
+/// count): while it is unchanged, so is the global scope.
+pub(crate) fn objects_loaded() -> u64 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _: libc::size_t,
+        out: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry; `out` is the u64 below.
+        unsafe { *(out as *mut u64) = (*info).dlpi_adds };
+        1
+    }
+    let mut adds = 0u64;
+    // SAFETY: the callback writes one u64 through the pointer we pass, then stops the walk.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut adds as *mut u64 as *mut libc::c_void) };
+    adds
+}
+
 impl Executor for InProcessExecutor {
     fn mapper(&self) -> Arc<dyn MemoryMapper> {
         self.mapper.clone()
@@ -269,20 +298,7 @@ impl Executor for InProcessExecutor {
     }
 
     fn lookup(&self, names: &[&[u8]]) -> Result<Vec<Option<ExternalSymbol>>> {
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let Ok(c) = CString::new(*name) else {
-                out.push(None);
-                continue;
-            };
-            // SAFETY: dlsym with RTLD_DEFAULT searches the global scope.
-            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
-            out.push((!p.is_null()).then(|| ExternalSymbol {
-                addr: p as u64,
-                is_data: is_data_at(p as u64),
-            }));
-        }
-        Ok(out)
+        Ok(names.iter().map(|n| lookup_here(n)).collect())
     }
 
     fn set_program_args(&self, args: &[String]) -> Result<()> {

@@ -219,13 +219,20 @@ pub fn setup_message(services: &Services) -> SetupMessage {
         .into_iter()
         .map(|(n, a)| (n.to_string(), a))
         .collect();
+    let mut bootstrap_map = vec![(
+        names::REMJIT_RUNTIME_OVERRIDES.to_string(),
+        Bytes(overrides.to_bytes()),
+    )];
+    if let Ok(h) = services.process_handle() {
+        bootstrap_map.push((
+            names::REMJIT_PROCESS_HANDLE.to_string(),
+            Bytes(h.to_bytes()),
+        ));
+    }
     SetupMessage {
         target_triple: "x86_64-unknown-linux-gnu".into(),
         page_size: rustix::param::page_size() as u64,
-        bootstrap_map: vec![(
-            names::REMJIT_RUNTIME_OVERRIDES.to_string(),
-            Bytes(overrides.to_bytes()),
-        )],
+        bootstrap_map,
         bootstrap_symbols: services
             .symbols
             .iter()

@@ -271,18 +271,29 @@ impl Services {
         err("remjit-executor does not dispatch calls to the controller")
     }
 
+    /// The main program's handle (what the dylib manager's open of the empty path returns),
+    /// now known to lookups.
+    pub fn process_handle(&self) -> Result<u64, String> {
+        // SAFETY: dlopen of the main program, which is loaded.
+        let h = unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if h.is_null() {
+            return Err(format!("cannot open the main program: {}", dlerror()));
+        }
+        if let Ok(mut d) = self.dylibs.lock() {
+            d.insert(h as u64);
+        }
+        Ok(h as u64)
+    }
+
     fn dylib_open(&self, args: &[u8]) -> Vec<u8> {
         let r = (|| {
             let (_, path, _mode): (u64, String, u64) = decode(args, "dylib open")?;
-            // SAFETY: dlopen of the main program (empty path) or a library the user named.
-            let h = unsafe {
-                if path.is_empty() {
-                    libc::dlopen(std::ptr::null(), libc::RTLD_NOW | libc::RTLD_GLOBAL)
-                } else {
-                    let c = CString::new(path.clone()).map_err(|_| "path contains NUL")?;
-                    libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL)
-                }
-            };
+            if path.is_empty() {
+                return self.process_handle();
+            }
+            let c = CString::new(path.clone()).map_err(|_| "path contains NUL")?;
+            // SAFETY: dlopen of a library the user named (its constructors run, as intended).
+            let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
             if h.is_null() {
                 return Err(format!("cannot load {path}: {}", dlerror()));
             }

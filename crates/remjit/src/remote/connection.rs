@@ -79,6 +79,10 @@ pub struct Connection {
     said_stopped: AtomicBool,
     /// The executor's offer of a call mailbox, not taken yet (see [`Connection::offer_mailbox`]).
     offer: Mutex<Option<MailboxOffer>>,
+    /// Calls posted on the socket whose replies are not checked yet, oldest first.
+    posted: Mutex<Vec<(mpsc::Receiver<Reply>, Check)>>,
+    /// Whether `posted` may hold any.
+    any_posted: AtomicBool,
 }
 
 /// Calls a mailbox would serve that go over the socket before it opens: opening one costs a
@@ -144,6 +148,8 @@ impl Connection {
             pid,
             said_stopped: AtomicBool::new(false),
             offer: Mutex::new(None),
+            posted: Mutex::new(Vec::new()),
+            any_posted: AtomicBool::new(false),
         })
     }
 
@@ -261,22 +267,37 @@ impl Connection {
         }
     }
 
-    /// Calls the service named `name` (a bootstrap symbol) without waiting for its result
-    /// when the call mailbox takes it: `check` looks at the result before the next call to
-    /// the executor goes out, and its error is that call's. Otherwise an ordinary call,
-    /// checked at once.
+    /// Calls the service named `name` (a bootstrap symbol) without waiting for its result,
+    /// through the call mailbox when it takes it, else on the socket: `check` looks at the
+    /// result before the next call to the executor goes out (or at [`Connection::settle`]),
+    /// and its error is that call's.
     pub fn post_named<A: Sps>(&self, name: &str, args: &A, check: Check) -> Result<()> {
         let tag = self.symbol(name)?;
         let args = args.to_bytes();
+        // Posted calls stay in order across the mailbox and the socket: what went the other
+        // way is done first.
         let check = match self.mailbox_for(tag) {
-            Some(m) if !self.is_dead() => match m.post(tag, &args, check, |d| self.alive(d)) {
-                Ok(posted) => return posted,
-                Err(refused) => refused,
-            },
+            Some(m) if !self.is_dead() => {
+                self.settle_socket()?;
+                match m.post(tag, &args, check, |d| self.alive(d)) {
+                    Ok(posted) => return posted,
+                    Err(refused) => refused,
+                }
+            }
             _ => check,
         };
-        let out = self.call(tag, &args)?;
-        check(&out).map_err(Error::Executor)
+        if self.is_dead() {
+            let out = self.call(tag, &args)?;
+            return check(&out).map_err(Error::Executor);
+        }
+        self.settle_mailbox()?;
+        let rx = self.send(tag, &args)?;
+        self.posted
+            .lock()
+            .map_err(|_| Error::Executor("connection state poisoned".into()))?
+            .push((rx, check));
+        self.any_posted.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Whether the peer is gone.
@@ -318,13 +339,53 @@ impl Connection {
                 self.why_dead().unwrap_or_else(|| "executor is gone".into()),
             ));
         }
-        // A posted call is done before this one goes out, whichever way (its failure is ours).
-        if let Some(m) = self.shared.mailbox.get() {
-            m.settle(|d| self.alive(d))?;
-        }
+        self.settle()?;
         if let Some(r) = self.call_mailbox(tag, args) {
             return r;
         }
+        let rx = self.send(tag, args)?;
+        self.receive(&rx)
+    }
+
+    /// Waits for the calls posted so far ([`Connection::post_named`]) and checks their
+    /// results: the first failure is the error.
+    pub fn settle(&self) -> Result<()> {
+        self.settle_mailbox()?;
+        self.settle_socket()
+    }
+
+    fn settle_mailbox(&self) -> Result<()> {
+        match self.shared.mailbox.get() {
+            Some(m) => m.settle(|d| self.alive(d)),
+            None => Ok(()),
+        }
+    }
+
+    fn settle_socket(&self) -> Result<()> {
+        if !self.any_posted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let posted = match self.posted.lock() {
+            Ok(mut p) => {
+                self.any_posted.store(false, Ordering::Release);
+                std::mem::take(&mut *p)
+            }
+            Err(_) => return Err(Error::Executor("connection state poisoned".into())),
+        };
+        let mut first = Ok(());
+        for (rx, check) in posted {
+            let r = self
+                .receive(&rx)
+                .and_then(|bytes| check(&bytes).map_err(Error::Executor));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// Sends a CallWrapper frame; its reply arrives on the receiver.
+    fn send(&self, tag: u64, args: &[u8]) -> Result<mpsc::Receiver<Reply>> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         self.shared
@@ -351,7 +412,12 @@ impl Connection {
                 self.why_dead().unwrap_or_else(|| "executor is gone".into()),
             ));
         }
-        match self.wait_reply(&rx) {
+        Ok(rx)
+    }
+
+    /// Waits for the reply of a call sent.
+    fn receive(&self, rx: &mpsc::Receiver<Reply>) -> Result<Vec<u8>> {
+        match self.wait_reply(rx) {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => Err(Error::Executor(e)),
             Err(()) => Err(Error::Executor(
@@ -363,10 +429,8 @@ impl Connection {
     /// Sends Hangup (the peer then ends the session), also after a protocol violation of the
     /// peer's (it may still be listening).
     pub fn hangup(&self) {
-        if let Some(m) = self.shared.mailbox.get() {
-            // Nothing is left half done; a failure there no longer matters.
-            let _ = m.settle(|d| self.alive(d));
-        }
+        // Nothing is left half done; a failure there no longer matters.
+        let _ = self.settle();
         if !self.peer_gone() {
             if let Ok(mut w) = self.shared.writer.lock() {
                 // SPS Error "success": a single false byte.

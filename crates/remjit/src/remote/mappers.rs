@@ -540,10 +540,10 @@ impl MemoryMapper for SharedMapper {
         if self.flavour != SharedFlavour::Memfd || !self.conn.has(names::REMJIT_PACK) {
             return Ok(None);
         }
-        let r: SpsError = self
-            .conn
-            .call_named(names::REMJIT_PACK, &(addr, area, true))?;
-        r.into_result().map_err(exec_err)?;
+        // The executor maps it while we go on; the next call waits for that.
+        let check = super::ring::sps_error_check("mapping JIT'd memory shared by small modules");
+        self.conn
+            .post_named(names::REMJIT_PACK, &(addr, area, true), check)?;
         self.packs
             .lock()
             .map_err(|_| Error::Memory("mapper state poisoned".into()))?

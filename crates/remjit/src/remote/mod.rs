@@ -74,6 +74,8 @@ pub struct RemoteExecutor {
     lookups_sent: std::sync::atomic::AtomicU64,
     /// The TCP connection, when the executor takes urgent data on it as Ctrl-C.
     urgent: Option<std::net::TcpStream>,
+    /// The executor is this process forked (see [`transport::Spawned::forked_at`]).
+    forked_at: Option<u64>,
 }
 
 impl RemoteExecutor {
@@ -115,13 +117,14 @@ impl RemoteExecutor {
         setup_timeout: Duration,
     ) -> Result<RemoteExecutor> {
         let stream = transport::connect(addr, token, setup_timeout)?;
-        Self::start(stream, None, None, memory, setup_timeout)
+        Self::start(stream, None, None, None, memory, setup_timeout)
     }
 
     fn start(
         stream: Stream,
         child: Option<ExecutorProcess>,
         report: Option<std::fs::File>,
+        forked_at: Option<u64>,
         memory: MemoryMode,
         setup_timeout: Duration,
     ) -> Result<RemoteExecutor> {
@@ -171,11 +174,18 @@ impl RemoteExecutor {
             MemoryMode::Copy => Arc::new(CopyMapper::new(conn.clone())?),
         };
         let dylib_instance = conn.symbol(names::DYLIB_MANAGER_INSTANCE)?;
-        let open: Expected<u64> = conn.call_named(
-            names::DYLIB_MANAGER_OPEN,
-            &(dylib_instance, String::new(), 0u64),
-        )?;
-        let process_handle = open.0.map_err(Error::Executor)?;
+        let process_handle = match conn.setup.bootstrap_map.get(names::REMJIT_PROCESS_HANDLE) {
+            Some(bytes) => u64::from_bytes(bytes).map_err(|e| {
+                Error::Executor(format!("protocol violation: bad process handle: {e}"))
+            })?,
+            None => {
+                let open: Expected<u64> = conn.call_named(
+                    names::DYLIB_MANAGER_OPEN,
+                    &(dylib_instance, String::new(), 0u64),
+                )?;
+                open.0.map_err(Error::Executor)?
+            }
+        };
         let urgent = tcp.filter(|_| conn.has(names::REMJIT_URGENT_INTERRUPT));
         Ok(RemoteExecutor {
             conn,
@@ -191,6 +201,7 @@ impl RemoteExecutor {
             found: Mutex::default(),
             lookups_sent: std::sync::atomic::AtomicU64::new(0),
             urgent,
+            forked_at,
         })
     }
 
@@ -337,6 +348,7 @@ impl Starting {
             s.stream,
             Some(s.child),
             s.report,
+            s.forked_at,
             self.memory,
             self.setup_timeout,
         )
@@ -374,6 +386,21 @@ impl RemoteExecutor {
     /// How many calls went through the call mailbox in shared memory instead of the socket.
     pub fn mailbox_calls(&self) -> u64 {
         self.conn.mailbox_calls()
+    }
+
+    /// `name` as the executor (this process, forked) would find it in its process handle:
+    /// its services first, then the global scope.
+    fn lookup_as_forked(&self, name: &[u8]) -> Option<ExternalSymbol> {
+        let service = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.conn.setup.bootstrap_symbols.get(n));
+        match service {
+            Some(&addr) => Some(ExternalSymbol {
+                addr,
+                is_data: false,
+            }),
+            None => crate::executor::lookup_here(name),
+        }
     }
 
     /// One dylib-manager lookup of `names_` in the executor's process handle.
@@ -454,6 +481,30 @@ impl Executor for RemoteExecutor {
         if missing.is_empty() {
             return Ok(out);
         }
+        let mut found = self
+            .found
+            .lock()
+            .map_err(|_| Error::Executor("symbol cache poisoned".into()))?;
+        let mut missing = missing;
+        if self
+            .forked_at
+            .is_some_and(|n| n == crate::executor::objects_loaded())
+        {
+            // The executor's global scope starts with ours (it is us, forked), and what it
+            // loads later cannot shadow that: what we find is what it would answer.
+            missing.retain(|&i| match self.lookup_as_forked(names_[i]) {
+                Some(sym) => {
+                    found.insert(names_[i].to_vec(), sym);
+                    out[i] = Some(sym);
+                    false
+                }
+                None => true,
+            });
+            if missing.is_empty() {
+                return Ok(out);
+            }
+        }
+        drop(found);
         let asked: Vec<&[u8]> = missing.iter().map(|&i| names_[i]).collect();
         let answers = self.lookup_remote(&asked)?;
         let mut found = self
@@ -474,10 +525,10 @@ impl Executor for RemoteExecutor {
             *a = args.to_vec();
         }
         if self.ours {
-            let r: SpsError = self
-                .conn
-                .call_named(names::REMJIT_SET_ARGS, &args.to_vec())?;
-            Self::sps_error(r)?;
+            // Checked before the next call (nothing runs before one).
+            let check = ring::sps_error_check("setting the program's arguments");
+            self.conn
+                .post_named(names::REMJIT_SET_ARGS, &args.to_vec(), check)?;
         }
         Ok(())
     }

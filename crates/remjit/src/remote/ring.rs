@@ -26,6 +26,17 @@ const TICKS_PER_LIVENESS_LOOK: u32 = 10;
 /// How the result of a posted call is checked when it is collected.
 pub type Check = Box<dyn FnOnce(&[u8]) -> std::result::Result<(), String> + Send>;
 
+/// The check of a call whose result is an SPS error (empty for success); `what` names the call
+/// in the message.
+pub fn sps_error_check(what: &'static str) -> Check {
+    Box::new(move |bytes| {
+        <remjit_wire::sps::SpsError as remjit_wire::sps::Sps>::from_bytes(bytes)
+            .map_err(|e| format!("{what}: undecodable result: {e}"))?
+            .into_result()
+            .map_err(|e| format!("{what}: {e}"))
+    })
+}
+
 /// The mailbox, mapped here.
 pub struct CallMailbox {
     mailbox: Mailbox,

@@ -57,6 +57,10 @@ pub struct Spawned {
     pub stream: Stream,
     /// Read end of the crash-report pipe (our executor writes a line there when it dies).
     pub report: Option<std::fs::File>,
+    /// When the executor is this process forked: the count of loaded objects then
+    /// ([`crate::executor::objects_loaded`]). While ours is the same, the executor's global
+    /// scope starts with ours, at the same addresses.
+    pub forked_at: Option<u64>,
 }
 
 /// The `remjit-executor` installed beside the running `remjit`, else `remjit` itself, which
@@ -129,6 +133,7 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
         .stderr(Stdio::inherit());
     let parent = std::process::id() as i32;
     if me && single_threaded() {
+        let loaded = crate::executor::objects_loaded();
         // This program, alone in its process: the child need not exec it again (0.8 ms of
         // loading and start-up); it serves from where it is (see `become_executor`).
         // SAFETY: fork(2) of a process with one thread: the child holds no lock another
@@ -146,6 +151,7 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
             child: ExecutorProcess::forked(pid),
             stream,
             report: Some(std::fs::File::from(OwnedFd::from(report_r))),
+            forked_at: Some(loaded),
         });
     }
     die_with_us(&mut cmd, [fd_in, fd_out, report_fd], parent);
@@ -158,6 +164,7 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
         child: ExecutorProcess::from_child(child),
         stream,
         report: Some(std::fs::File::from(OwnedFd::from(report_r))),
+        forked_at: None,
     })
 }
 
