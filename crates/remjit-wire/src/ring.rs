@@ -24,6 +24,12 @@ use std::time::{Duration, Instant};
 /// asked for must be that), starts its thread, and passes the memfd with the reply.
 pub const OPEN: &str = "__remjit_call_mailbox_open_wrapper";
 
+/// `seq<Bytes>(seq<(u64 tag, Bytes args)>)`: runs the calls in order, each as if it had come
+/// alone through the mailbox (only [`SERVICES`]; a batch in a batch is refused), and answers
+/// with their results in order. The controller sends calls it posted while the executor was
+/// still busy this way, in one exchange.
+pub const BATCH: &str = "__remjit_call_mailbox_batch";
+
 /// Services the mailbox serves: the hot ones, whose results are small. Anything else is
 /// refused there (and sent over the socket by the controller).
 pub const SERVICES: &[&str] = &[

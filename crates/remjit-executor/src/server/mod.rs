@@ -237,7 +237,10 @@ pub fn setup_message(services: &Services) -> SetupMessage {
             .symbols
             .iter()
             .cloned()
-            .chain([(remjit_wire::ring::OPEN.to_string(), ring::open_tag())])
+            .chain([
+                (remjit_wire::ring::OPEN.to_string(), ring::open_tag()),
+                (remjit_wire::ring::BATCH.to_string(), ring::batch_tag()),
+            ])
             .collect(),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remjit_wire::ring::{self, Mailbox, Side, CAPACITY, REPLY, REQUEST, SIZE};
-use remjit_wire::sps::{Expected, Sps, SpsError};
+use remjit_wire::sps::{Bytes, Expected, Sps, SpsError};
 
 use super::services::{Kind, Services};
 use crate::signals::ProgramMask;
@@ -23,9 +23,19 @@ const QUIET: Duration = Duration::from_micros(5);
 /// Between looks at whether the session is over, while asleep.
 const TICK: Duration = Duration::from_millis(500);
 
+/// The addresses of these give the mailbox's own tags: a static has one address (a function
+/// may have several copies, one per code unit that uses it).
+static OPEN_TAG: u8 = 0;
+static BATCH_TAG: u8 = 0;
+
 /// The tag the mailbox is opened with (a bootstrap symbol).
 pub fn open_tag() -> u64 {
-    open_tag as *const () as u64
+    &OPEN_TAG as *const u8 as u64
+}
+
+/// The tag of [`remjit_wire::ring::BATCH`] (served by the mailbox thread itself).
+pub fn batch_tag() -> u64 {
+    &BATCH_TAG as *const u8 as u64
 }
 
 /// An open mailbox: its thread ends (and unmaps the page) once told to stop.
@@ -148,9 +158,31 @@ pub(crate) fn leave_if_forked(owner: u32, out: &[u8]) {
     unsafe { libc::exit(status) };
 }
 
+/// Runs the call at `tag`: a batch of calls, or one service the mailbox serves.
+fn call(services: &Services, tag: u64, args: &[u8], mask: &mut Option<ProgramMask>) -> Vec<u8> {
+    if tag != batch_tag() {
+        return call_one(services, tag, args, mask);
+    }
+    let calls = match Vec::<(u64, Bytes)>::from_bytes(args) {
+        Ok(c) => c,
+        Err(e) => return SpsError(Some(format!("call mailbox batch: {e}"))).to_bytes(),
+    };
+    let owner = std::process::id();
+    let results: Vec<Bytes> = calls
+        .iter()
+        .map(|(tag, args)| {
+            let out = call_one(services, *tag, &args.0, mask);
+            // A process JIT'd code forked leaves here, as after a call alone.
+            leave_if_forked(owner, &out);
+            Bytes(out)
+        })
+        .collect();
+    results.to_bytes()
+}
+
 /// Runs the service at `tag`, when the mailbox serves it, as the socket loop would (calls that
 /// run JIT'd code with the program's signal mask).
-fn call(services: &Services, tag: u64, args: &[u8], mask: &mut Option<ProgramMask>) -> Vec<u8> {
+fn call_one(services: &Services, tag: u64, args: &[u8], mask: &mut Option<ProgramMask>) -> Vec<u8> {
     let refuse = |msg: String| SpsError(Some(msg)).to_bytes();
     match services.lookup(tag) {
         Some((handler, kind, name)) if ring::SERVICES.contains(&name) => {
@@ -206,6 +238,49 @@ mod tests {
 
     fn error_text(bytes: &[u8]) -> String {
         SpsError::from_bytes(bytes).unwrap().0.unwrap()
+    }
+
+    /// A batch runs its calls in order with the checks of calls sent alone; one refused call
+    /// does not stop the others, a batch inside a batch is refused, and a malformed batch is
+    /// refused whole.
+    #[test]
+    fn a_batch_answers_each_call_as_alone() {
+        let (services, handle, mb) = open_here();
+        let set_args = tag(&services, names::REMJIT_SET_ARGS);
+        let reserve = tag(&services, names::MEMORY_MANAGER_RESERVE);
+        let args = vec!["prog".to_string(), "one".to_string()].to_bytes();
+        let inner = vec![(set_args, Bytes(args.clone()))].to_bytes();
+        let calls = vec![
+            (set_args, Bytes(args.clone())),
+            (reserve, Bytes(Vec::new())),
+            (batch_tag(), Bytes(inner)),
+            (set_args, Bytes(vec![9])),
+            (set_args, Bytes(args.clone())),
+        ];
+        let out = ask(&mb, batch_tag(), &calls.to_bytes());
+        let results = Vec::<Bytes>::from_bytes(&out).unwrap();
+        let alone: Vec<Vec<u8>> = vec![
+            ask(&mb, set_args, &args),
+            ask(&mb, reserve, &[]),
+            SpsError(Some(format!(
+                "no service at {:#x} in this executor",
+                batch_tag()
+            )))
+            .to_bytes(),
+            ask(&mb, set_args, &[9]),
+            ask(&mb, set_args, &args),
+        ];
+        assert_eq!(
+            results.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+            alone
+        );
+        assert_eq!(results[0].0, SpsError(None).to_bytes(), "the good ones ran");
+        assert!(error_text(&results[3].0).starts_with("set_program_args: malformed"));
+        assert_eq!(
+            error_text(&ask(&mb, batch_tag(), &[1, 2, 3])),
+            "call mailbox batch: bad SPS data: needs 8 bytes, 3 left"
+        );
+        drop(handle);
     }
 
     #[test]

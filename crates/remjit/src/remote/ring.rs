@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use remjit_wire::ring::{self, Mailbox, Side, EMPTY, REPLY, REQUEST, SIZE, TOO_LONG};
-use remjit_wire::sps::Expected;
+use remjit_wire::sps::{Bytes, Expected, Sps};
 
 use super::connection::Connection;
 use super::fdpass::ReceivedFds;
@@ -37,17 +37,63 @@ pub fn sps_error_check(what: &'static str) -> Check {
     })
 }
 
+/// Posted calls not yet done: the one in the mailbox, and the ones waiting for it.
+#[derive(Default)]
+pub struct Posted {
+    /// The checks of the posted call in the mailbox (more than one: a batch), whose result
+    /// is not collected yet.
+    in_flight: Option<Vec<Check>>,
+    /// Posted calls not sent yet, oldest first: (tag, arguments, check).
+    queued: std::collections::VecDeque<(u64, Vec<u8>, Check)>,
+}
+
+/// Posted calls kept waiting at most (then a post waits for the oldest).
+const MAX_QUEUED: usize = 64;
+
+/// Checks the result `bytes` of the call in flight: one call's, or a batch's (one result per
+/// call, in order); the first failure is the error.
+fn check_results(mut checks: Vec<Check>, bytes: &[u8]) -> Result<()> {
+    if checks.len() == 1 {
+        let check = checks.pop().expect("one check");
+        return check(bytes).map_err(Error::Executor);
+    }
+    let results = Vec::<Bytes>::from_bytes(bytes).map_err(|e| {
+        // A batch the executor refused as a whole answers with an error.
+        match remjit_wire::sps::SpsError::from_bytes(bytes).map(|r| r.into_result()) {
+            Ok(Err(why)) => Error::Executor(format!("call mailbox batch: {why}")),
+            _ => Error::Executor(format!("call mailbox batch: undecodable results: {e}")),
+        }
+    })?;
+    if results.len() != checks.len() {
+        return Err(Error::Executor(format!(
+            "protocol violation: {} results for a batch of {} calls",
+            results.len(),
+            checks.len()
+        )));
+    }
+    let mut first = Ok(());
+    for (check, r) in checks.into_iter().zip(results) {
+        let r = check(&r.0).map_err(Error::Executor);
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
 /// The mailbox, mapped here.
 pub struct CallMailbox {
     mailbox: Mailbox,
     page: *mut u8,
-    /// One call at a time; a thread that finds it busy uses the socket. Holds the check of a
-    /// posted call whose result is not collected yet (the next holder collects it first).
-    busy: Mutex<Option<Check>>,
-    /// Whether a posted call's result is not collected yet.
+    /// One call at a time; a thread that finds it busy uses the socket. Holds the posted calls
+    /// not done yet (the next holder completes them first, in order).
+    busy: Mutex<Posted>,
+    /// Whether any posted call is not done yet.
     posted: AtomicBool,
     /// Tags of the services the mailbox serves.
     tags: HashSet<u64>,
+    /// The tag of [`ring::BATCH`], when the executor has it.
+    batch: Option<u64>,
     /// Calls that went through it (a statistic).
     calls: AtomicU64,
 }
@@ -88,9 +134,10 @@ impl CallMailbox {
             // SAFETY: a SIZE-byte shared mapping that lives as long as `self`.
             mailbox: unsafe { Mailbox::new(page, Side::Controller) },
             page,
-            busy: Mutex::new(None),
+            busy: Mutex::new(Posted::default()),
             posted: AtomicBool::new(false),
             tags,
+            batch: conn.symbol(ring::BATCH).ok(),
             calls: AtomicU64::new(0),
         })
     }
@@ -119,14 +166,16 @@ impl CallMailbox {
         }
         let mut posted = self.busy.try_lock().ok()?;
         Some(
-            self.collect(&mut posted, &mut alive)
+            self.complete(&mut posted, &mut alive)
                 .and_then(|()| self.post_now(tag, args))
                 .and_then(|()| self.wait_result(&mut alive)),
         )
     }
 
-    /// Posts a call to the service at `tag` and returns without waiting: its result is
+    /// Posts a call to the service at `tag` and returns without waiting for it: its result is
     /// checked with `check` before the mailbox's next call goes out, or at [`Self::settle`].
+    /// While an earlier posted call is still running, this one waits here, in order (up to
+    /// [`MAX_QUEUED`]), and goes out as soon as a later post or settle finds the mailbox free.
     /// `Err(check)` when [`Self::call`] would give `None` (make the call some other way).
     pub fn post(
         &self,
@@ -141,18 +190,32 @@ impl CallMailbox {
         let Ok(mut posted) = self.busy.try_lock() else {
             return Err(check);
         };
-        if let Err(e) = self
-            .collect(&mut posted, &mut alive)
-            .and_then(|()| self.post_now(tag, args))
-        {
-            return Ok(Err(e));
-        }
-        *posted = Some(check);
-        self.posted.store(true, Ordering::Release);
-        Ok(Ok(()))
+        Ok(self.enqueue(&mut posted, tag, args, check, &mut alive))
     }
 
-    /// Waits for the result of a posted call, if there is one, and checks it.
+    fn enqueue(
+        &self,
+        posted: &mut Posted,
+        tag: u64,
+        args: &[u8],
+        check: Check,
+        mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        self.advance(posted, false, &mut alive)?;
+        while posted.queued.len() >= MAX_QUEUED {
+            self.advance(posted, true, &mut alive)?;
+        }
+        if posted.in_flight.is_none() {
+            self.post_now(tag, args)?;
+            posted.in_flight = Some(vec![check]);
+        } else {
+            posted.queued.push_back((tag, args.to_vec(), check));
+        }
+        self.posted.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits for every posted call and checks their results.
     pub fn settle(
         &self,
         mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
@@ -161,25 +224,76 @@ impl CallMailbox {
             return Ok(());
         }
         let mut posted = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        self.collect(&mut posted, &mut alive)
+        self.complete(&mut posted, &mut alive)
     }
 
     fn serves(&self, tag: u64, args: &[u8]) -> bool {
         self.tags.contains(&tag) && args.len() <= ring::CAPACITY
     }
 
-    /// Collects and checks the result of the posted call in `posted`, if any.
-    fn collect(
+    /// Completes the posted calls, in order.
+    fn complete(
         &self,
-        posted: &mut Option<Check>,
+        posted: &mut Posted,
+        mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
+    ) -> Result<()> {
+        while posted.in_flight.is_some() {
+            self.advance(posted, true, &mut alive)?;
+        }
+        Ok(())
+    }
+
+    /// Collects the call in flight if its result is there (or, with `wait`, once it is) and
+    /// sends the oldest queued one. A failure drops the queued calls: it is the error of the
+    /// call or post that found it.
+    fn advance(
+        &self,
+        posted: &mut Posted,
+        wait: bool,
         alive: impl FnMut(bool) -> std::result::Result<(), String>,
     ) -> Result<()> {
-        let Some(check) = posted.take() else {
+        if posted.in_flight.is_none() || (!wait && self.mailbox.state() != REPLY) {
+            return Ok(());
+        }
+        let checks = posted.in_flight.take().expect("checked above");
+        let result = self
+            .wait_result(alive)
+            .and_then(|bytes| check_results(checks, &bytes))
+            .and_then(|()| self.send_queued(posted));
+        if result.is_err() {
+            posted.queued.clear();
+        }
+        if posted.in_flight.is_none() {
+            self.posted.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    /// Sends the queued calls: the oldest alone, or as many as fit in one batch.
+    fn send_queued(&self, posted: &mut Posted) -> Result<()> {
+        let Some(batch) = self.batch.filter(|_| posted.queued.len() > 1) else {
+            if let Some((tag, args, check)) = posted.queued.pop_front() {
+                self.post_now(tag, &args)?;
+                posted.in_flight = Some(vec![check]);
+            }
             return Ok(());
         };
-        self.posted.store(false, Ordering::Release);
-        let bytes = self.wait_result(alive)?;
-        check(&bytes).map_err(Error::Executor)
+        // SPS: a count, then per call its tag, a length and the bytes.
+        let mut size = 8;
+        let mut calls = Vec::new();
+        let mut checks = Vec::new();
+        while let Some((_, args, _)) = posted.queued.front() {
+            size += 16 + args.len();
+            if size > ring::CAPACITY && !calls.is_empty() {
+                break;
+            }
+            let (tag, args, check) = posted.queued.pop_front().expect("looked at above");
+            calls.push((tag, Bytes(args)));
+            checks.push(check);
+        }
+        self.post_now(batch, &calls.to_bytes())?;
+        posted.in_flight = Some(checks);
+        Ok(())
     }
 
     fn post_now(&self, tag: u64, args: &[u8]) -> Result<()> {
