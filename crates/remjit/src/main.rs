@@ -409,13 +409,10 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         }
     }
     let result = result.map_err(|e| runtime_choice::explain_missing_cxx(e, &cli.inputs));
-    match (&mode, result) {
+    let outcome = match (&mode, result) {
         (Mode::InProcess, r) => r,
         (Mode::Remote(exec), Ok(status)) => {
             exec.shutdown();
-            // The process ends now: its memory goes with it, no module need be freed one by
-            // one (0.8 ms for the 1,000 modules of a --link-each chain).
-            std::mem::forget(session);
             Ok(status)
         }
         (Mode::Remote(exec), Err(e)) => {
@@ -436,7 +433,12 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
                 }
             }
         }
-    }
+    };
+    // The process ends now: its memory goes with it, no module need be freed one by one
+    // (0.8 ms for the 1,000 modules of a --link-each chain; nothing of the session does
+    // anything a program would see as it is dropped).
+    std::mem::forget(session);
+    outcome
 }
 
 fn link_and_run(

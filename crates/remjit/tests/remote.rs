@@ -1090,3 +1090,70 @@ fn a_freed_small_module_leaves_zeroes_for_the_next() {
     );
     assert_eq!(s.run_main("probe", &[]).unwrap(), 0);
 }
+
+/// A posted call's failure is the error of the next call, over the socket and through the
+/// call mailbox; calls posted while the mailbox is busy wait in remjit and go out together (one
+/// batch), in order, each checked as if alone.
+#[test]
+fn a_posted_calls_failure_is_the_next_calls_error() {
+    use remjit::remote::ring::sps_error_check;
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use remjit_wire::names;
+    use remjit_wire::sps::SpsError;
+    use std::sync::Arc;
+    let dir = work_dir("remote-posted");
+    let o = source(
+        &dir,
+        "nap",
+        "#include <unistd.h>\nvoid nap(void) { usleep(100000); }\n",
+        &["-O2"],
+    );
+    let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), MemoryMode::Shared).unwrap());
+    let conn = exec.connection().clone();
+    let args = vec!["prog".to_string()];
+    let set_args = |a: &Vec<String>| conn.call_named::<_, SpsError>(names::REMJIT_SET_ARGS, a);
+    let malformed = "executor: setting the program's arguments: set_program_args: malformed \
+                     arguments: bad SPS data: needs 8 bytes, 1 left";
+    // Over the socket: the mailbox opens at the fifth call it would serve.
+    let post_bad = || {
+        conn.post_named(
+            names::REMJIT_SET_ARGS,
+            &7u8,
+            sps_error_check("setting the program's arguments"),
+        )
+    };
+    post_bad().unwrap();
+    assert_eq!(set_args(&args).unwrap_err().to_string(), malformed);
+    assert_eq!(exec.mailbox_calls(), 0);
+    for _ in 0..4 {
+        set_args(&args).unwrap().into_result().unwrap();
+    }
+    assert_eq!(
+        exec.mailbox_calls(),
+        1,
+        "the fifth went through the mailbox"
+    );
+    // Through the mailbox, alone.
+    post_bad().unwrap();
+    assert_eq!(set_args(&args).unwrap_err().to_string(), malformed);
+    // While a posted call naps in the mailbox, three more wait and go out as one batch.
+    let mut s = Session::with_executor(exec.clone(), SessionOptions::default()).unwrap();
+    s.add_file(&o).unwrap();
+    s.link().unwrap();
+    let nap = s.lookup("nap").unwrap();
+    let calls = exec.mailbox_calls();
+    let ok = |_: &[u8]| Ok(());
+    conn.post_named(names::RUN_AS_VOID, &nap, Box::new(ok))
+        .unwrap();
+    let good = sps_error_check("setting the program's arguments");
+    conn.post_named(names::REMJIT_SET_ARGS, &args, good)
+        .unwrap();
+    post_bad().unwrap();
+    post_bad().unwrap();
+    assert_eq!(set_args(&args).unwrap_err().to_string(), malformed);
+    // Two exchanges: the nap, then the batch of three; the call that found the failure did
+    // not go out.
+    assert_eq!(exec.mailbox_calls(), calls + 2);
+    set_args(&args).unwrap().into_result().unwrap();
+}

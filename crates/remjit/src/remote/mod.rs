@@ -213,6 +213,12 @@ impl RemoteExecutor {
         self.urgent.as_ref().map(|s| s.as_raw_fd())
     }
 
+    /// The connection: for calls of executor services this type has no method for (see
+    /// [`Connection::call_named`] and [`Connection::post_named`]).
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
     /// The executor's process id, when remjit started it.
     pub fn pid(&self) -> Option<u32> {
         self.child.lock().ok()?.as_ref().map(|c| c.id())
