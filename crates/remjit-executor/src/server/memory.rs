@@ -12,6 +12,9 @@ use crate::vm;
 /// Address space per slab reservation.
 const SLAB: u64 = 1 << 30;
 
+/// Bytes of each area of a pack mapped when the pack is made (remjit's first batch).
+const PACK_READY: u64 = 16 << 10;
+
 /// One range given to the controller.
 #[derive(Debug)]
 pub struct Range {
@@ -281,7 +284,10 @@ impl Memory {
             return Err(format!("pack at {addr:#x}: not shared memory"));
         }
         if on {
-            vm::protect_pack(addr, area, area).map_err(|e| format!("pack at {addr:#x}: {e}"))?;
+            // The first pages of each area are mapped now; the rest as JIT'd code first
+            // touches them (remjit populates its own view ahead of its links).
+            let ready = area.min(PACK_READY);
+            vm::protect_pack(addr, area, ready).map_err(|e| format!("pack at {addr:#x}: {e}"))?;
             st.packs.add(addr, area, ());
             return Ok(());
         }

@@ -549,9 +549,21 @@ impl MemoryMapper for SharedMapper {
             .map_err(|_| Error::Memory("mapper state poisoned".into()))?
             .add(addr, area, ());
         let view = self.prepare(addr, 3 * area)?;
-        // Our view too: the linker's first writes to the pack take no faults.
-        remjit_executor::vm::populate(view as u64, 3 * area, true);
+        // Our view too: the linker's first writes to the pack take no faults. The first batch
+        // of each area now, the rest as pieces come near it (`populate_pack`): a program
+        // linked once uses a few pages of a pack.
+        for i in 0..3 {
+            let at = view as u64 + i * area;
+            remjit_executor::vm::populate(at, crate::memory::pack::BATCH.min(area), true);
+        }
         Ok(Some(view))
+    }
+
+    fn populate_pack(&self, _pack: u64, addr: u64, len: u64) {
+        // Our view only: the executor's pages of the pack come as its first touch asks.
+        if let Ok(view) = self.prepare(addr, len) {
+            remjit_executor::vm::populate(view as u64, len, true);
+        }
     }
 
     fn unmap_pack(&self, addr: u64, area: u64) -> Result<()> {
