@@ -185,10 +185,22 @@ impl Pool {
             },
             None => job,
         };
+        self.start_worker(Some(job))
+    }
+
+    /// Starts a worker that runs `job`, or waits idle for one: the first call that runs
+    /// JIT'd code then finds a thread ready (starting one with its stacks takes tens of
+    /// microseconds, and a wake-up on another core).
+    fn start_worker(&self, job: Option<Job>) -> std::io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let idle = self.idle.clone();
         let replies = self.replies.clone();
         let owner = std::process::id();
+        if job.is_none() {
+            if let Ok(mut v) = idle.lock() {
+                v.push(tx.clone());
+            }
+        }
         std::thread::Builder::new()
             .name("remjit-call".into())
             .stack_size(CALL_STACK)
@@ -196,7 +208,7 @@ impl Pool {
                 // JIT'd code runs here (constructors, exit handlers): the crash handler needs
                 // more stack than the runtime's own signal stack.
                 let _alt = crate::crash::AltStack::new();
-                let mut job = Some(job);
+                let mut job = job.or_else(|| rx.recv().ok());
                 while let Some(j) = job.take() {
                     let out = (j.work)();
                     ring::leave_if_forked(owner, &out);
@@ -289,6 +301,9 @@ pub fn serve_on(
     }
     let setup = setup.to_bytes();
     replies.send(Opcode::Setup, 0, 0, &setup, None);
+    // While the controller reads the Setup and links: a worker for the first call that runs
+    // JIT'd code (best effort: a call starts one itself otherwise).
+    let _ = pool.start_worker(None);
     let result = loop {
         if let Some(why) = replies.failure() {
             break Err(why);
