@@ -148,6 +148,13 @@ pub struct Layout {
     stubs: StubLayout,
 }
 
+impl Layout {
+    /// The address ranges (start, length) the session's memory was reserved in.
+    pub fn reservations(&self) -> &[(u64, u64)] {
+        &self.reservations
+    }
+}
+
 struct Module {
     alloc: FinalizedAlloc,
     exports: Vec<Vec<u8>>,
