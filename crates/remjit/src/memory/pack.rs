@@ -7,7 +7,7 @@
 //! distances of the areas, so the link's segment offsets ([`crate::link::layout::Layout`]) stay
 //! offsets from one base and PC-relative references stay within one reservation. Writing a
 //! link then needs no `mprotect` and no fresh page: the linker writes through the mapper's
-//! writable view of the pack, whose pages were populated when the pack was mapped. Freed
+//! writable view of the pack, whose pages are populated ahead of the pieces handed out. Freed
 //! pieces are zeroed (the linker relies on zeroed memory) and reused; a pack with no links
 //! left goes back to the slab unless it is the newest.
 
