@@ -101,6 +101,9 @@ pub fn decode_header(h: &[u8; 32], max_size: u64) -> Result<(Opcode, u64, u64, u
     Ok((opcode, word(2), word(3), (size - HEADER_SIZE) as usize))
 }
 
+/// Payload bytes of a frame that room is made for before they arrive.
+const PREALLOCATED: usize = 64 << 10;
+
 /// Reads one frame; `Ok(None)` on a clean end of stream before a header.
 pub fn read_frame(r: &mut dyn Read, max_size: u64) -> Result<Option<Frame>> {
     let mut h = [0u8; 32];
@@ -119,8 +122,9 @@ pub fn read_frame(r: &mut dyn Read, max_size: u64) -> Result<Option<Frame>> {
         }
     }
     let (opcode, seq, tag, len) = decode_header(&h, max_size)?;
-    let mut payload = Vec::new();
-    // Grow as bytes arrive: a lying size costs no more memory than the bytes actually sent.
+    // Room for a usual frame at once (one read takes it whole); beyond that, grow as bytes
+    // arrive: a lying size costs no more memory than the bytes actually sent.
+    let mut payload = Vec::with_capacity(len.min(PREALLOCATED));
     let mut limited = r.take(len as u64);
     limited.read_to_end(&mut payload)?;
     if payload.len() != len {
