@@ -1144,7 +1144,7 @@ fn a_posted_calls_failure_is_the_next_calls_error() {
     let nap = s.lookup("nap").unwrap();
     let calls = exec.mailbox_calls();
     let ok = |_: &[u8]| Ok(());
-    conn.post_named(names::RUN_AS_VOID, &nap, Box::new(ok))
+    conn.post_named_in_mailbox(names::RUN_AS_VOID, &nap, Box::new(ok))
         .unwrap();
     let good = sps_error_check("setting the program's arguments");
     conn.post_named(names::REMJIT_SET_ARGS, &args, good)

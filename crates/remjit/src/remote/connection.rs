@@ -290,8 +290,20 @@ impl Connection {
     /// Calls the service named `name` (a bootstrap symbol) without waiting for its result,
     /// through the call mailbox when it takes it, else on the socket: `check` looks at the
     /// result before the next call to the executor goes out (or at [`Connection::settle`]),
-    /// and its error is that call's.
+    /// and its error is that call's. On the socket, only for services the executor answers
+    /// as it reads them (not ones that run JIT'd code, which go to threads of their own and
+    /// could be overtaken): for those, [`Connection::post_named_in_mailbox`].
     pub fn post_named<A: Sps>(&self, name: &str, args: &A, check: Check) -> Result<()> {
+        self.post(name, args, check, true)
+    }
+
+    /// [`Connection::post_named`] through the call mailbox only (whose one thread runs calls
+    /// in the order posted); without the mailbox, an ordinary call, checked at once.
+    pub fn post_named_in_mailbox<A: Sps>(&self, name: &str, args: &A, check: Check) -> Result<()> {
+        self.post(name, args, check, false)
+    }
+
+    fn post<A: Sps>(&self, name: &str, args: &A, check: Check, socket: bool) -> Result<()> {
         let tag = self.symbol(name)?;
         let args = args.to_bytes();
         // Posted calls stay in order across the mailbox and the socket: what went the other
@@ -306,7 +318,7 @@ impl Connection {
             }
             _ => check,
         };
-        if self.is_dead() {
+        if self.is_dead() || !socket {
             let out = self.call(tag, &args)?;
             return check(&out).map_err(Error::Executor);
         }

@@ -637,7 +637,9 @@ impl MemoryMapper for SharedMapper {
                     Err(e) => Err(format!("initializing JIT'd memory at {base:#x}: {e}")),
                 }
             });
-            self.conn.post_named(names::SHM_INITIALIZE, &args, check)?;
+            // Initializers are JIT'd code: posted only where calls run in order.
+            self.conn
+                .post_named_in_mailbox(names::SHM_INITIALIZE, &args, check)?;
             base
         } else {
             let r: Expected<u64> = self.conn.call_named(names::SHM_INITIALIZE, &args)?;
