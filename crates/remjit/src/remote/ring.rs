@@ -291,7 +291,13 @@ impl CallMailbox {
             calls.push((tag, Bytes(args)));
             checks.push(check);
         }
-        self.post_now(batch, &calls.to_bytes())?;
+        if let [(tag, args)] = &calls[..] {
+            // Too big to go out with the next: alone, answered as alone (a batch of one
+            // would answer with a list that its check does not expect).
+            self.post_now(*tag, &args.0)?;
+        } else {
+            self.post_now(batch, &calls.to_bytes())?;
+        }
         posted.in_flight = Some(checks);
         Ok(())
     }
@@ -302,8 +308,14 @@ impl CallMailbox {
                 "protocol violation: the call mailbox is not empty before a call".into(),
             ));
         }
+        if !self.mailbox.post(REQUEST, tag, args) {
+            // Nothing went out: waiting for its result would never end.
+            return Err(Error::Executor(format!(
+                "a call of {} bytes does not fit in the call mailbox",
+                args.len()
+            )));
+        }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.mailbox.post(REQUEST, tag, args);
         Ok(())
     }
 
