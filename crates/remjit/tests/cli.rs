@@ -644,6 +644,50 @@ fn link_each_queued_initializes_too_big_for_one_batch_run_as_natively() {
     }
 }
 
+/// `--noexec --link-each` out of process: the last module's initialize, posted in the call
+/// mailbox (open after four modules), is checked before remjit says the link worked. Here the
+/// executor refuses it (thread-locals aligned to 128 KiB: more than it takes), so remjit fails
+/// as it does without `--link-each`, naming the module's memory.
+#[test]
+fn noexec_link_each_reports_the_last_modules_failed_initialize() {
+    let dir = work_dir("noexec-link-each-last");
+    let mut srcs: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            write(
+                &dir,
+                &format!("f{i}.c"),
+                &format!("int f{i}(void) {{ return {i}; }}\n"),
+            )
+        })
+        .collect();
+    srcs.push(write(&dir, "main.c", "int main(void) { return 0; }\n"));
+    srcs.push(write(
+        &dir,
+        "tls.c",
+        "__thread char big[16] __attribute__((aligned(131072)));\n\
+         char *p(void) { return big; }\n",
+    ));
+    let st = Command::new("gcc")
+        .current_dir(&dir)
+        .args(["-O2", "-fPIC", "-c"])
+        .args(&srcs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let objs: Vec<PathBuf> = srcs.iter().map(|s| s.with_extension("o")).collect();
+    for mode in [&["--no-shared-memory"][..], &[]] {
+        let out = jit(mode, &objs, &["--noexec", "--link-each"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {err}");
+        assert!(
+            err.starts_with("remjit: error: executor: ")
+                && err.ends_with("implausible TLS image\n")
+                && err.lines().count() == 1,
+            "{mode:?}: {err}"
+        );
+    }
+}
+
 /// `--link-each`: one module per object, in the order given, each resolved against the modules
 /// before it. Given in link order the chain runs as natively linked; with main first, main's
 /// module cannot see the functions of modules not yet linked (one link resolves them all).
