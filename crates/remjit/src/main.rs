@@ -479,6 +479,11 @@ fn link_and_run(
         );
     }
     if cli.noexec {
+        if let Mode::Remote(exec) = mode {
+            // Initializes posted with --link-each are checked before the link is called good
+            // (at the hangup, their failure would go unseen).
+            exec.connection().settle()?;
+        }
         if cli.show_times {
             eprintln!("remjit: times: total {:.3} ms", ms(t_start));
         }

@@ -586,6 +586,108 @@ fn link_each_runs_constructors_in_link_order_and_reports_a_crashing_one() {
     }
 }
 
+/// `--link-each` out of process: initializes that wait in remjit behind a slow constructor
+/// and are too big to go out together (two tables of 16,500 constructors, 132 KB of arguments
+/// each, in a mailbox of 256 KiB) go out one by one, each answer checked as its own: the
+/// program runs as natively. (The mailbox opens at the fifth call, hence four small modules
+/// first.)
+#[test]
+fn link_each_queued_initializes_too_big_for_one_batch_run_as_natively() {
+    let dir = work_dir("link-each-big-batch");
+    let mut srcs: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            let text = format!(
+                "#include <unistd.h>\n__attribute__((constructor)) static void c(void) \
+                 {{ write(1, \"f{i}\\n\", 3); }}\n"
+            );
+            write(&dir, &format!("f{i}.c"), &text)
+        })
+        .collect();
+    srcs.push(write(
+        &dir,
+        "slow.c",
+        "#include <unistd.h>\n__attribute__((constructor)) static void c(void) \
+         { usleep(300000); write(1, \"slow\\n\", 5); }\n",
+    ));
+    const K: usize = 16_500;
+    for n in ["b", "c"] {
+        let table = vec!["inc"; K].join(",");
+        let text = format!(
+            "int n_{n};\nstatic void inc(void) {{ n_{n}++; }}\n\
+             __attribute__((section(\".init_array\"), used, aligned(8)))\n\
+             static void (*tab[{K}])(void) = {{{table}}};\n"
+        );
+        srcs.push(write(&dir, &format!("{n}.c"), &text));
+    }
+    srcs.push(write(
+        &dir,
+        "main.c",
+        "#include <stdio.h>\nextern int n_b, n_c;\n\
+         int main(void) { printf(\"b %d c %d\\n\", n_b, n_c); return 0; }\n",
+    ));
+    let st = Command::new("gcc")
+        .current_dir(&dir)
+        .args(["-O2", "-c"])
+        .args(&srcs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let objs: Vec<PathBuf> = srcs.iter().map(|s| s.with_extension("o")).collect();
+    let expect = native(&dir, "big-batch", &objs, &[], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&expect.0),
+        "f0\nf1\nf2\nf3\nslow\nb 16500 c 16500\n"
+    );
+    for mode in MODES {
+        let out = jit(mode, &objs, &["--link-each"], &[]);
+        assert_same(&format!("--link-each {mode:?}"), &out, &expect);
+    }
+}
+
+/// `--noexec --link-each` out of process: the last module's initialize, posted in the call
+/// mailbox (open after four modules), is checked before remjit says the link worked. Here the
+/// executor refuses it (thread-locals aligned to 128 KiB: more than it takes), so remjit fails
+/// as it does without `--link-each`, naming the module's memory.
+#[test]
+fn noexec_link_each_reports_the_last_modules_failed_initialize() {
+    let dir = work_dir("noexec-link-each-last");
+    let mut srcs: Vec<PathBuf> = (0..4)
+        .map(|i| {
+            write(
+                &dir,
+                &format!("f{i}.c"),
+                &format!("int f{i}(void) {{ return {i}; }}\n"),
+            )
+        })
+        .collect();
+    srcs.push(write(&dir, "main.c", "int main(void) { return 0; }\n"));
+    srcs.push(write(
+        &dir,
+        "tls.c",
+        "__thread char big[16] __attribute__((aligned(131072)));\n\
+         char *p(void) { return big; }\n",
+    ));
+    let st = Command::new("gcc")
+        .current_dir(&dir)
+        .args(["-O2", "-fPIC", "-c"])
+        .args(&srcs)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let objs: Vec<PathBuf> = srcs.iter().map(|s| s.with_extension("o")).collect();
+    for mode in [&["--no-shared-memory"][..], &[]] {
+        let out = jit(mode, &objs, &["--noexec", "--link-each"], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {err}");
+        assert!(
+            err.starts_with("remjit: error: executor: ")
+                && err.ends_with("implausible TLS image\n")
+                && err.lines().count() == 1,
+            "{mode:?}: {err}"
+        );
+    }
+}
+
 /// `--link-each`: one module per object, in the order given, each resolved against the modules
 /// before it. Given in link order the chain runs as natively linked; with main first, main's
 /// module cannot see the functions of modules not yet linked (one link resolves them all).

@@ -1157,3 +1157,60 @@ fn a_posted_calls_failure_is_the_next_calls_error() {
     assert_eq!(exec.mailbox_calls(), calls + 2);
     set_args(&args).unwrap().into_result().unwrap();
 }
+
+/// With `pipelined_initialize`, a module's initialize that fails while the next module's waits
+/// behind it in remjit: the failure is the next call's error, and the module behind it is
+/// still initialized (its constructor ran), as when the calls go out together or over the
+/// socket.
+#[test]
+fn a_failed_posted_initialize_does_not_drop_the_next_modules() {
+    use remjit::remote::{MemoryMode, RemoteExecutor};
+    use remjit::{Session, SessionOptions};
+    use std::sync::Arc;
+    let dir = work_dir("remote-posted-drop");
+    let obj = |name: &str, text: &str| source(&dir, name, text, &["-O2", "-fPIC"]);
+    let base = obj("base", "int fine(void) { return 42; }\n");
+    let slow = obj(
+        "slow",
+        "#include <unistd.h>\n__attribute__((constructor)) static void c(void) { usleep(200000); }\n",
+    );
+    // The executor refuses thread-locals aligned to more than 64 KiB.
+    let bad = obj(
+        "bad",
+        "__thread char big[16] __attribute__((aligned(131072)));\nchar *p(void) { return big; }\n",
+    );
+    let good = obj(
+        "good",
+        "int ready;\n__attribute__((constructor)) static void c(void) { ready = 7; }\n\
+         int get(void) { return ready; }\n",
+    );
+    let exec = Arc::new(RemoteExecutor::spawn(&executor_path(), MemoryMode::Shared).unwrap());
+    let options = SessionOptions {
+        pipelined_initialize: true,
+        ..SessionOptions::default()
+    };
+    let mut s = Session::with_executor(exec.clone(), options).unwrap();
+    s.add_file(&base).unwrap();
+    s.link().unwrap();
+    // Enough calls for the call mailbox to open.
+    for _ in 0..3 {
+        assert_eq!(s.run_main("fine", &[]).unwrap(), 42);
+    }
+    assert!(exec.mailbox_calls() > 0);
+    for o in [&slow, &bad] {
+        s.add_file(o).unwrap();
+        s.link().unwrap();
+    }
+    // The slow constructor is done: the next link sends the bad initialize, and its own
+    // waits behind it.
+    std::thread::sleep(Duration::from_millis(600));
+    s.add_file(&good).unwrap();
+    s.link().unwrap();
+    let err = s.run_main("get", &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with("executor: initializing JIT'd memory at 0x")
+            && err.ends_with(": implausible TLS image"),
+        "{err}"
+    );
+    assert_eq!(s.run_main("get", &[]).unwrap(), 7, "good's constructor ran");
+}

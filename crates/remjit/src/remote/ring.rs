@@ -231,21 +231,26 @@ impl CallMailbox {
         self.tags.contains(&tag) && args.len() <= ring::CAPACITY
     }
 
-    /// Completes the posted calls, in order.
+    /// Completes the posted calls, in order; the first failure is the error.
     fn complete(
         &self,
         posted: &mut Posted,
         mut alive: impl FnMut(bool) -> std::result::Result<(), String>,
     ) -> Result<()> {
+        let mut first = Ok(());
         while posted.in_flight.is_some() {
-            self.advance(posted, true, &mut alive)?;
+            let r = self.advance(posted, true, &mut alive);
+            if first.is_ok() {
+                first = r;
+            }
         }
-        Ok(())
+        first
     }
 
     /// Collects the call in flight if its result is there (or, with `wait`, once it is) and
-    /// sends the oldest queued one. A failure drops the queued calls: it is the error of the
-    /// call or post that found it.
+    /// sends the oldest queued one. A call that failed is the error of the call or post that
+    /// found it; the calls behind it still go out (each posted call runs, as in a batch or
+    /// on the socket), unless the mailbox itself failed: then they are dropped.
     fn advance(
         &self,
         posted: &mut Posted,
@@ -256,13 +261,20 @@ impl CallMailbox {
             return Ok(());
         }
         let checks = posted.in_flight.take().expect("checked above");
-        let result = self
-            .wait_result(alive)
-            .and_then(|bytes| check_results(checks, &bytes))
-            .and_then(|()| self.send_queued(posted));
-        if result.is_err() {
-            posted.queued.clear();
-        }
+        let result = match self.wait_result(alive) {
+            Ok(bytes) => {
+                let checked = check_results(checks, &bytes);
+                let sent = self.send_queued(posted);
+                if sent.is_err() {
+                    posted.queued.clear();
+                }
+                checked.and(sent)
+            }
+            Err(e) => {
+                posted.queued.clear();
+                Err(e)
+            }
+        };
         if posted.in_flight.is_none() {
             self.posted.store(false, Ordering::Release);
         }
@@ -291,7 +303,13 @@ impl CallMailbox {
             calls.push((tag, Bytes(args)));
             checks.push(check);
         }
-        self.post_now(batch, &calls.to_bytes())?;
+        if let [(tag, args)] = &calls[..] {
+            // Too big to go out with the next: alone, answered as alone (a batch of one
+            // would answer with a list that its check does not expect).
+            self.post_now(*tag, &args.0)?;
+        } else {
+            self.post_now(batch, &calls.to_bytes())?;
+        }
         posted.in_flight = Some(checks);
         Ok(())
     }
@@ -302,8 +320,14 @@ impl CallMailbox {
                 "protocol violation: the call mailbox is not empty before a call".into(),
             ));
         }
+        if !self.mailbox.post(REQUEST, tag, args) {
+            // Nothing went out: waiting for its result would never end.
+            return Err(Error::Executor(format!(
+                "a call of {} bytes does not fit in the call mailbox",
+                args.len()
+            )));
+        }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.mailbox.post(REQUEST, tag, args);
         Ok(())
     }
 
