@@ -128,7 +128,6 @@ impl Connection {
             .map_err(|e| Error::Executor(format!("cannot start reader thread: {e}")))?;
         let setup = match setup_rx.recv_timeout(setup_timeout) {
             Ok(r) => r?,
-            Err(_) if false => unreachable!(),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let stopped = pid.is_some_and(is_stopped);
                 return Err(Error::Executor(format!(
