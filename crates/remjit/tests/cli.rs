@@ -1044,3 +1044,33 @@ fn the_programs_first_descriptor_is_3() {
         assert_same(&format!("{mode:?}"), &out, &expect);
     }
 }
+
+/// With `--link-each`, a later module's call of an IFUNC defined by an earlier module reaches
+/// the function the resolver chose, as natively (not the resolver itself).
+#[test]
+fn link_each_calls_an_ifunc_of_an_earlier_module() {
+    let dir = work_dir("link-each-ifunc");
+    let lib = write(
+        &dir,
+        "pick.c",
+        "static int answer(void) { return 42; }\n\
+         static int (*resolve_pick(void))(void) { return answer; }\n\
+         int pick(void) __attribute__((ifunc(\"resolve_pick\")));\n",
+    );
+    let main = write(
+        &dir,
+        "main.c",
+        "#include <stdio.h>\nint pick(void);\n\
+         int main(void) { printf(\"%d\\n\", pick()); return pick() == 42 ? 0 : 1; }\n",
+    );
+    let objs = vec![
+        compile(&dir, &lib, "pick.o", &["-O2", "-fPIC"]),
+        compile(&dir, &main, "main.o", &["-O2"]),
+    ];
+    let expect = native(&dir, "ifunc", &objs, &[], &[]);
+    assert_eq!(expect, (b"42\n".to_vec(), 0));
+    for mode in MODES {
+        let out = jit(mode, &objs, &["--link-each"], &[]);
+        assert_same(&format!("--link-each {mode:?}"), &out, &expect);
+    }
+}

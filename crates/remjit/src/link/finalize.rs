@@ -8,7 +8,7 @@ use object::LittleEndian as LE;
 
 use super::layout::{self, InitKind, Place, Seg};
 use super::plan::Placed;
-use super::symbols::{lossy, Class, Resolved};
+use super::symbols::{lossy, Class, Key, Resolved};
 use super::write::Image;
 use super::{FunctionSymbol, LinkEnv, SessionSymbol, SymbolKind};
 use crate::error::Result;
@@ -196,6 +196,11 @@ pub(super) fn exports(
         };
         let addr = match kind {
             SymbolKind::ThreadLocal { .. } => 0,
+            // Its stub, which reaches the function the resolver chose (see plan).
+            _ if class.is_ifunc() => match p.stub(&Key::Name(name)) {
+                Some(a) => a,
+                None => continue,
+            },
             _ => match p.symbol_address(class) {
                 Ok(Some(a)) => a,
                 _ => continue,

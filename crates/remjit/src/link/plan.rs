@@ -146,6 +146,7 @@ pub(super) fn plan<'d, A: Arch>(
             }
         }
     }
+    stub_exported_ifuncs(r, &mut entries);
     let page = env.slab.mapper().page_size();
     // Large sections without relocations are mapped from their files, not copied.
     let file_of = |oi: usize, si: usize| -> Option<(Arc<std::fs::File>, u64)> {
@@ -189,6 +190,26 @@ pub(super) fn plan<'d, A: Arch>(
         layout: lay,
         file_maps,
     })
+}
+
+/// Gives every IFUNC the link exports a stub: later modules call it there (its GOT word holds
+/// the function the resolver chose once the module is finalized), never the resolver itself.
+fn stub_exported_ifuncs<'d>(r: &Resolved<'d>, entries: &mut Entries<'d>) {
+    let mut names: Vec<&'d [u8]> = r
+        .res
+        .globals
+        .iter()
+        .filter(|(&name, g)| {
+            (g.exported || r.res.in_kept_comdat(g.def)) && r.global_class(name, g.def).is_ifunc()
+        })
+        .map(|(&name, _)| name)
+        .collect();
+    // In name order: the same inputs get the same layout.
+    names.sort_unstable();
+    for name in names {
+        let class = r.global_class(name, r.res.globals[name].def);
+        entries.add(Need::Stub, Key::Name(name), class);
+    }
 }
 
 /// Adds the entries the relocations of one section need.
