@@ -217,8 +217,8 @@ fn no_executor_survives_a_killed_controller() {
 #[test]
 fn a_stopped_executor_dies_with_its_controller() {
     // Stopped, the executor cannot notice the end of its stream: only the parent-death signal
-    // it asked for ends it when remjit is killed (set by the executor itself when remjit,
-    // alone in its process as here, starts it with posix_spawn; else between fork and exec).
+    // it asked for ends it when remjit is killed (set in the forked child when remjit, alone in
+    // its process as here, forks itself as the executor; else between fork and exec).
     let (mut child, exec) = sleepy_under_remjit("remote-kill-stopped");
     // SAFETY: kill(2) of the executor this test's remjit started.
     unsafe { libc::kill(exec as i32, libc::SIGSTOP) };
