@@ -104,6 +104,7 @@ fuzz_target!(|data: &[u8]| {
             pipelined_initialize: false,
             required_entry: None,
             record_map: false,
+            function_symbols: true,
             comdat_kept: &|_| false,
             comdat_symbol: &|_| None,
             before_initializers: None,

@@ -360,6 +360,8 @@ fn run(cli: Cli, program_args: Vec<String>) -> anyhow::Result<i32> {
         // Nothing of the program runs before `main`: the executor initializes each module
         // while the next is linked.
         pipelined_initialize: cli.link_each,
+        // Nothing runs under --noexec: no crash to report; perf maps still list functions.
+        function_symbols: !cli.noexec || cli.perf_map || cli.jitdump,
         perf: remjit_executor::runtime::perf::PerfOutputs {
             map: cli.perf_map,
             jitdump: cli.jitdump,

@@ -87,6 +87,11 @@ pub struct SessionOptions {
     /// program runs before `main`. Memory read straight from shared pages in between may not
     /// show what the module's constructors wrote yet.
     pub pipelined_initialize: bool,
+    /// Keep each module's function symbols (names, addresses, sizes): crash reports name the
+    /// function a crash came from, and profiler maps list them. A session whose code never
+    /// runs and that writes no profiler map can do without (the `remjit` command with
+    /// `--noexec`): for a large library they are thousands of names.
+    pub function_symbols: bool,
 }
 
 impl Default for SessionOptions {
@@ -106,6 +111,7 @@ impl Default for SessionOptions {
             share_pages: true,
             call_stubs: true,
             pipelined_initialize: false,
+            function_symbols: true,
         }
     }
 }
@@ -448,6 +454,7 @@ impl Session {
             pipelined_initialize: self.options.pipelined_initialize,
             required_entry: self.options.required_entry.as_deref(),
             record_map: self.options.record_link_map,
+            function_symbols: self.options.function_symbols,
             comdat_kept: &comdat_kept,
             comdat_symbol: &comdat_symbol,
             before_initializers: Some(&before_initializers),

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{compile, program, remjit, run_with_timeout, work_dir};
+use common::{compile, program, remjit, run_with_timeout, wait_bounded, work_dir};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -433,6 +433,32 @@ fn perf_map_lists_every_function_where_it_runs() {
         want.sort_by(|a, b| a.2.cmp(&b.2));
         assert_eq!(lines, want, "{mode:?}: {map}");
     }
+}
+
+/// Under `--noexec` nothing runs, so no function names are kept for crash reports; asked for a
+/// profiler map, remjit still lists every function in it.
+#[test]
+fn noexec_with_a_perf_map_lists_every_function() {
+    let obj = debug_object("perf-map-noexec");
+    let mut want: Vec<String> = object_functions(&obj).into_iter().map(|f| f.0).collect();
+    want.sort();
+    let mut child = Command::new(remjit())
+        .args(["--in-process", "--noexec", "--perf-map"])
+        .arg(&obj)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let path = format!("/tmp/perf-{}.map", child.id());
+    assert!(wait_bounded(&mut child, LIMIT, "remjit --noexec --perf-map").success());
+    let map = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    let map = map.unwrap_or_else(|e| panic!("no {path}: {e}"));
+    let mut got: Vec<String> = map
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{map}");
 }
 
 /// One jitdump record: its type and body (after the 16-byte record header).

@@ -102,6 +102,9 @@ pub struct LinkEnv<'a> {
     pub required_entry: Option<&'a str>,
     /// Record a [`map::LinkMap`] of the link (for `-check`).
     pub record_map: bool,
+    /// List the module's functions ([`LinkedModule::functions`]: crash reports, profiler
+    /// maps); see [`crate::SessionOptions::function_symbols`].
+    pub function_symbols: bool,
     /// Whether an earlier link kept the COMDAT group with this signature (this link then
     /// drops its copy).
     pub comdat_kept: &'a dyn Fn(&[u8]) -> bool,
@@ -248,7 +251,10 @@ fn link_stages<A: Arch>(inputs: &[LinkInput], env: &LinkEnv<'_>) -> Result<Linke
         plan: &plan,
         base: alloc.base,
     };
-    let functions = finalize::functions(&resolved, placed);
+    let functions = match env.function_symbols {
+        true => finalize::functions(&resolved, placed),
+        false => Vec::new(),
+    };
     let objects: Vec<String> = resolved
         .res
         .objects
