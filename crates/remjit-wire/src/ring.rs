@@ -285,22 +285,10 @@ impl Mailbox {
     /// Spins up to `spin` until the state is `want`; whether it came.
     pub fn spin_for(&self, want: u32, spin: Duration) -> bool {
         let h = self.header();
-        let start = Instant::now();
-        let mut n = 0u32;
-        while h.state.load(Ordering::Acquire) != want {
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(64) {
-                if start.elapsed() >= spin {
-                    return false;
-                }
-                // The peer may be waiting for this very core (two cores, several busy
-                // processes): measured, yielding between looks is much faster then, and costs
-                // little otherwise.
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
-        }
-        true
+        spin_until(spin, || {
+            (h.state.load(Ordering::Acquire) == want).then_some(())
+        })
+        .is_some()
     }
 
     fn sleep_for(
@@ -344,6 +332,28 @@ impl Mailbox {
         };
         mine.store(0, Ordering::SeqCst);
         result
+    }
+}
+
+/// Looks with `poll` until it gives a value, for at most `limit`: what it gave, or `None` when
+/// the time ran out. Between looks it spins, and every 64 looks it yields its core: the peer
+/// may be waiting for this very core (two cores, several busy processes); measured, yielding
+/// between looks is much faster then, and costs little otherwise.
+pub fn spin_until<T>(limit: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    let mut n = 0u32;
+    loop {
+        if let Some(v) = poll() {
+            return Some(v);
+        }
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(64) {
+            if start.elapsed() >= limit {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
     }
 }
 

@@ -167,19 +167,13 @@ impl Connection {
         // Most replies come within tens of microseconds: looking for them meanwhile keeps this
         // core awake, where sleeping at once costs a wake-up each (tens of microseconds on a
         // virtual machine whose idle cores halt).
-        let start = std::time::Instant::now();
-        let mut n = 0u32;
-        while start.elapsed() < REPLY_SPIN {
-            match rx.try_recv() {
-                Ok(r) => return Ok(r),
-                Err(mpsc::TryRecvError::Disconnected) => return Err(()),
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(16) {
-                std::thread::yield_now();
-            }
-            std::hint::spin_loop();
+        let early = remjit_wire::ring::spin_until(REPLY_SPIN, || match rx.try_recv() {
+            Ok(r) => Some(Ok(r)),
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(())),
+            Err(mpsc::TryRecvError::Empty) => None,
+        });
+        if let Some(r) = early {
+            return r;
         }
         loop {
             match rx.recv_timeout(LIVENESS_PERIOD) {
@@ -212,14 +206,6 @@ impl Connection {
         if self.is_dead() {
             return Err(gone());
         }
-        Ok(())
-    }
-
-    /// Opens the call mailbox (our executor over a unix socket; its memory arrives in `fds`):
-    /// from then on the hot calls go through it.
-    fn open_mailbox(&self, fds: &ReceivedFds) -> Result<()> {
-        let m = CallMailbox::open(self, fds)?;
-        let _ = self.shared.mailbox.set(m);
         Ok(())
     }
 
@@ -259,7 +245,8 @@ impl Connection {
         };
         // A mailbox that cannot be opened leaves the calls on the socket, which reports a
         // gone executor itself.
-        self.open_mailbox(&offer.fds).ok()?;
+        let m = CallMailbox::open(self, &offer.fds, offer.tags).ok()?;
+        let _ = self.shared.mailbox.set(m);
         self.shared.mailbox.get()
     }
 
@@ -403,16 +390,14 @@ impl Connection {
             }
             Err(_) => return Err(Error::Executor("connection state poisoned".into())),
         };
-        let mut first = Ok(());
-        for (rx, check) in posted {
-            let r = self
-                .receive(&rx)
-                .and_then(|bytes| check(&bytes).map_err(Error::Executor));
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
+        // Every reply is taken; the first failure is the error.
+        posted
+            .into_iter()
+            .map(|(rx, check)| {
+                self.receive(&rx)
+                    .and_then(|bytes| check(&bytes).map_err(Error::Executor))
+            })
+            .fold(Ok(()), Result::and)
     }
 
     /// Sends a CallWrapper frame; its reply arrives on the receiver.

@@ -487,41 +487,32 @@ impl Executor for RemoteExecutor {
         if missing.is_empty() {
             return Ok(out);
         }
-        let mut found = self
-            .found
-            .lock()
-            .map_err(|_| Error::Executor("symbol cache poisoned".into()))?;
-        let mut missing = missing;
+        let mut asked = missing.clone();
         if self
             .forked_at
             .is_some_and(|n| n == crate::executor::objects_loaded())
         {
             // The executor's global scope starts with ours (it is us, forked), and what it
             // loads later cannot shadow that: what we find is what it would answer.
-            missing.retain(|&i| match self.lookup_as_forked(names_[i]) {
-                Some(sym) => {
-                    found.insert(names_[i].to_vec(), sym);
-                    out[i] = Some(sym);
-                    false
-                }
-                None => true,
+            asked.retain(|&i| {
+                out[i] = self.lookup_as_forked(names_[i]);
+                out[i].is_none()
             });
-            if missing.is_empty() {
-                return Ok(out);
+        }
+        if !asked.is_empty() {
+            let names: Vec<&[u8]> = asked.iter().map(|&i| names_[i]).collect();
+            for (i, answer) in asked.into_iter().zip(self.lookup_remote(&names)?) {
+                out[i] = answer;
             }
         }
-        drop(found);
-        let asked: Vec<&[u8]> = missing.iter().map(|&i| names_[i]).collect();
-        let answers = self.lookup_remote(&asked)?;
         let mut found = self
             .found
             .lock()
             .map_err(|_| Error::Executor("symbol cache poisoned".into()))?;
-        for (i, answer) in missing.into_iter().zip(answers) {
-            if let Some(sym) = answer {
+        for i in missing {
+            if let Some(sym) = out[i] {
                 found.insert(names_[i].to_vec(), sym);
             }
-            out[i] = answer;
         }
         Ok(out)
     }

@@ -39,7 +39,7 @@ pub fn sps_error_check(what: &'static str) -> Check {
 
 /// Posted calls not yet done: the one in the mailbox, and the ones waiting for it.
 #[derive(Default)]
-pub struct Posted {
+struct Posted {
     /// The checks of the posted call in the mailbox (more than one: a batch), whose result
     /// is not collected yet.
     in_flight: Option<Vec<Check>>,
@@ -71,14 +71,11 @@ fn check_results(mut checks: Vec<Check>, bytes: &[u8]) -> Result<()> {
             checks.len()
         )));
     }
-    let mut first = Ok(());
-    for (check, r) in checks.into_iter().zip(results) {
-        let r = check(&r.0).map_err(Error::Executor);
-        if first.is_ok() {
-            first = r;
-        }
-    }
-    first
+    checks
+        .into_iter()
+        .zip(results)
+        .map(|(check, r)| check(&r.0).map_err(Error::Executor))
+        .fold(Ok(()), Result::and)
 }
 
 /// The mailbox, mapped here.
@@ -111,8 +108,9 @@ impl Drop for CallMailbox {
 }
 
 impl CallMailbox {
-    /// Asks the executor for a mailbox (its memfd arrives in `fds`) and maps it.
-    pub fn open(conn: &Connection, fds: &ReceivedFds) -> Result<CallMailbox> {
+    /// Asks the executor for a mailbox (its memfd arrives in `fds`) and maps it; it serves
+    /// the services at `tags`.
+    pub fn open(conn: &Connection, fds: &ReceivedFds, tags: HashSet<u64>) -> Result<CallMailbox> {
         let _one_at_a_time = fds.exclusive();
         let r: Expected<u64> = conn.call_named(ring::OPEN, &(SIZE as u64))?;
         let size = r.0.map_err(Error::Executor)?;
@@ -126,10 +124,6 @@ impl CallMailbox {
         }
         let page = ring::map(std::os::fd::AsFd::as_fd(&fd))
             .map_err(|e| Error::Executor(format!("mapping the call mailbox: {e}")))?;
-        let tags = ring::SERVICES
-            .iter()
-            .filter_map(|n| conn.symbol(n).ok())
-            .collect();
         Ok(CallMailbox {
             // SAFETY: a SIZE-byte shared mapping that lives as long as `self`.
             mailbox: unsafe { Mailbox::new(page, Side::Controller) },
@@ -239,10 +233,7 @@ impl CallMailbox {
     ) -> Result<()> {
         let mut first = Ok(());
         while posted.in_flight.is_some() {
-            let r = self.advance(posted, true, &mut alive);
-            if first.is_ok() {
-                first = r;
-            }
+            first = first.and(self.advance(posted, true, &mut alive));
         }
         first
     }

@@ -121,18 +121,9 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
     let fd_in = child_fds[0].as_raw_fd();
     let fd_out = child_fds.last().map(|f| f.as_raw_fd()).unwrap_or(fd_in);
     let report_fd = report_w.as_raw_fd();
-    let mut cmd = Command::new(path);
-    let me = is_self(path);
-    if me {
-        cmd.arg0("remjit-executor");
-    }
-    cmd.arg(format!("filedescs={fd_in},{fd_out}"))
-        .env("REMJIT_REPORT_FD", report_fd.to_string())
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
     let parent = std::process::id() as i32;
-    if me && single_threaded() {
+    let me = is_self(path);
+    let (child, forked_at) = if me && single_threaded() {
         let loaded = crate::executor::objects_loaded();
         // This program, alone in its process: the child need not exec it again (0.8 ms of
         // loading and start-up); it serves from where it is (see `become_executor`).
@@ -145,26 +136,30 @@ pub fn spawn(path: &Path, pipes: bool) -> Result<Spawned> {
         if pid < 0 {
             return Err(io("fork", std::io::Error::last_os_error()));
         }
-        drop(child_fds);
-        drop(report_w);
-        return Ok(Spawned {
-            child: ExecutorProcess::forked(pid),
-            stream,
-            report: Some(std::fs::File::from(OwnedFd::from(report_r))),
-            forked_at: Some(loaded),
-        });
-    }
-    die_with_us(&mut cmd, [fd_in, fd_out, report_fd], parent);
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Executor(format!("cannot start executor {}: {e}", path.display())))?;
+        (ExecutorProcess::forked(pid), Some(loaded))
+    } else {
+        let mut cmd = Command::new(path);
+        if me {
+            cmd.arg0("remjit-executor");
+        }
+        cmd.arg(format!("filedescs={fd_in},{fd_out}"))
+            .env("REMJIT_REPORT_FD", report_fd.to_string())
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        die_with_us(&mut cmd, [fd_in, fd_out, report_fd], parent);
+        let child = cmd.spawn().map_err(|e| {
+            Error::Executor(format!("cannot start executor {}: {e}", path.display()))
+        })?;
+        (ExecutorProcess::from_child(child), None)
+    };
     drop(child_fds);
     drop(report_w);
     Ok(Spawned {
-        child: ExecutorProcess::from_child(child),
+        child,
         stream,
         report: Some(std::fs::File::from(OwnedFd::from(report_r))),
-        forked_at: None,
+        forked_at,
     })
 }
 
