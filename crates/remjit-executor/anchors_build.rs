@@ -163,6 +163,13 @@ fn link_anchors_into_bins(executor_dir: &std::path::Path, lean_bins: &[&str], cx
         arg("-Wl,--undefined=remjit_copy_relocation_anchors");
         // Loaded low, the executable holds the copy-relocated instances.
         arg("-no-pie");
+        // Its code and data near the top of the low 2 GiB (HOST_TEXT in vm.rs): the heap starts
+        // up to 1 GiB above the executable's end (the kernel's brk randomization), so from the
+        // default 2 MiB it split the low space in 1 run of ~40 and no gigabyte slab fitted there
+        // (LLVM's controllers ask for exactly 1 GiB). From here it starts above 2 GiB or just
+        // below, and 1.87 GiB below the executable stay free. `-Ttext` is the spelling GNU ld,
+        // lld, gold and mold all take (lld refuses -Ttext-segment, GNU ld --image-base).
+        arg("-Wl,-Ttext=0x78000000");
         // JIT'd code may use these libraries without naming them (the C and C++ runtimes).
         arg(&format!("-Wl,--no-as-needed,{libs},--as-needed"));
     };

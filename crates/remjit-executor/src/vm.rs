@@ -145,15 +145,45 @@ pub fn smaller_wish(w: u64, need: u64, page: u64) -> Option<u64> {
     }
 }
 
+/// Where the main program's code starts when it lies below 2 GiB (the remjit binaries load
+/// theirs near the top of it, see anchors_build.rs), else 2 GiB: the top of the free low space
+/// in a fresh process.
+fn low_code_start() -> u64 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _: libc::size_t,
+        out: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry (the main program comes first) whose
+        // program headers it owns; `out` is the u64 below.
+        unsafe {
+            let info = &*info;
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+            let code = phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+                .map(|p| info.dlpi_addr.wrapping_add(p.p_vaddr))
+                .min();
+            *(out as *mut u64) = code.unwrap_or(TWO_GIB).min(TWO_GIB);
+        }
+        1
+    }
+    let mut top = TWO_GIB;
+    // SAFETY: the callback writes one u64 through the pointer we pass, then stops the walk.
+    unsafe { libc::dl_iterate_phdr(Some(first), &mut top as *mut u64 as *mut libc::c_void) };
+    top
+}
+
 /// Reserves between `need` and `want` bytes of inaccessible address space below 2 GiB, in the
 /// real free gaps there (halving `want` until one holds it); `None` when no gap holds `need`.
 /// Returns (address, size).
 pub fn reserve_low(want: u64, need: u64) -> Option<(u64, u64)> {
-    // Where the map would put it when the top of the low space is free (the first
-    // reservation of a process, usually): tried first, without reading the map.
+    // Where the map would put it when the space below the host's code (or the top of the
+    // low space) is free, as for the first reservation of a process: tried first, without
+    // reading the map.
     let w = want.max(need);
     let align = if w >= ALIGN { ALIGN } else { 4096 };
-    if let Some(at) = TWO_GIB.checked_sub(w).map(|a| a & !(align - 1)) {
+    if let Some(at) = low_code_start().checked_sub(w).map(|a| a & !(align - 1)) {
         if at >= FLOOR && map_at(at, w).is_some() {
             return Some((at, w));
         }

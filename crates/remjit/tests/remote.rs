@@ -197,6 +197,33 @@ fn sleepy_under_remjit(name: &str) -> (std::process::Child, u32) {
     (child, exec)
 }
 
+/// The remjit binaries load their code near the top of the low 2 GiB, so that the heap (up
+/// to 1 GiB above the executable's end, by the kernel's brk randomization) never splits the
+/// space below: a gigabyte slab must fit there (LLVM's controllers ask for exactly 1 GiB; at
+/// the linker's default of 2 MiB it did not, 1 run in ~40).
+#[test]
+fn the_heap_never_splits_the_low_space() {
+    let (mut child, exec) = sleepy_under_remjit("remote-layout");
+    for pid in [child.id(), exec] {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let start = |l: &str| u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
+        let code = maps
+            .lines()
+            .find(|l| l.contains(" r-xp ") && l.ends_with("/remjit"))
+            .map(start)
+            .unwrap_or_else(|| panic!("no code of remjit in {pid}'s map:\n{maps}"));
+        assert!(
+            (0x7000_0000..1 << 31).contains(&code),
+            "{pid}'s code at {code:#x}:\n{maps}"
+        );
+        if let Some(heap) = maps.lines().find(|l| l.ends_with("[heap]")).map(start) {
+            assert!(heap > code, "{pid}'s heap at {heap:#x}:\n{maps}");
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn no_executor_survives_a_killed_controller() {
     let before = shm_entries();
