@@ -156,6 +156,7 @@ fn compile_anchors(name: &str, count: usize) -> std::path::PathBuf {
 /// every binary but those named in `cxx_bins`, which get libstdc++'s too and load it.
 fn link_anchors_into_bins(executor_dir: &std::path::Path, lean_bins: &[&str], cxx_bins: &[&str]) {
     let lean = compile_anchors("anchors_lean", LEAN_LIBRARIES);
+    let base = image_base_arg();
     let link = |bin: &str, obj: &std::path::Path, libs: &str| {
         let arg = |a: &str| println!("cargo:rustc-link-arg-bin={bin}={a}");
         arg(&obj.display().to_string());
@@ -163,13 +164,10 @@ fn link_anchors_into_bins(executor_dir: &std::path::Path, lean_bins: &[&str], cx
         arg("-Wl,--undefined=remjit_copy_relocation_anchors");
         // Loaded low, the executable holds the copy-relocated instances.
         arg("-no-pie");
-        // Its code and data near the top of the low 2 GiB (HOST_TEXT in vm.rs): the heap starts
-        // up to 1 GiB above the executable's end (the kernel's brk randomization), so from the
-        // default 2 MiB it split the low space in 1 run of ~40 and no gigabyte slab fitted there
-        // (LLVM's controllers ask for exactly 1 GiB). From here it starts above 2 GiB or just
-        // below, and 1.87 GiB below the executable stay free. `-Ttext` is the spelling GNU ld,
-        // lld, gold and mold all take (lld refuses -Ttext-segment, GNU ld --image-base).
-        arg("-Wl,-Ttext=0x78000000");
+        // Its code near the top of the low 2 GiB (see IMAGE_BASE).
+        if let Some(base) = &base {
+            arg(base);
+        }
         // JIT'd code may use these libraries without naming them (the C and C++ runtimes).
         arg(&format!("-Wl,--no-as-needed,{libs},--as-needed"));
     };
@@ -186,4 +184,72 @@ fn link_anchors_into_bins(executor_dir: &std::path::Path, lean_bins: &[&str], cx
         "cargo:rerun-if-changed={}",
         executor_dir.join("anchors_build.rs").display()
     );
+}
+
+/// Where the host binaries' code loads: near the top of the low 2 GiB (the executor's
+/// `vm::low_code_start` reserves below it). The kernel starts the heap up to 1 GiB above the
+/// executable's end, so from the linkers' default of 2 or 4 MiB it split the low space in 1 run
+/// of ~40 and no gigabyte slab fitted there (LLVM's controllers ask for exactly 1 GiB); from
+/// here it starts above 2 GiB, or just under it, and 1.87 GiB below the code stay free.
+const IMAGE_BASE: u64 = 0x7800_0000;
+
+/// The linker option that loads the binaries' code at [`IMAGE_BASE`], for the linker rustc
+/// uses here: lld and mold take `--image-base` (lld refuses `-Ttext-segment`), GNU ld
+/// `-Ttext-segment` (and `--image-base` only for PE), and all of them `-Ttext` (which leaves
+/// the headers' page low). Found by linking an empty program with each, with this build's
+/// rustc, flags and linker; `None` (the linker's default, with a warning) when none works.
+fn image_base_arg() -> Option<String> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let src = out.join("image_base_probe.rs");
+    std::fs::write(&src, "fn main() {}\n").expect("writing the probe");
+    let exe = out.join("image_base_probe");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    for option in ["--image-base", "-Ttext-segment", "-Ttext"] {
+        let arg = format!("-Wl,{option}={IMAGE_BASE:#x}");
+        let mut cmd = std::process::Command::new(&rustc);
+        cmd.args(flags.split('\x1f').filter(|f| !f.is_empty()))
+            .args(["--crate-type", "bin", "-C", "link-arg=-no-pie", "-C"])
+            .arg(format!("link-arg={arg}"))
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .stderr(std::process::Stdio::null());
+        if let Ok(target) = std::env::var("TARGET") {
+            cmd.args(["--target", &target]);
+        }
+        if let Ok(linker) = std::env::var("RUSTC_LINKER") {
+            cmd.arg(format!("-Clinker={linker}"));
+        }
+        if cmd.status().is_ok_and(|s| s.success()) && code_starts_at_base(&exe) {
+            return Some(arg);
+        }
+    }
+    println!("cargo:warning=the linker takes no image base option: the heap may split the low 2 GiB");
+    None
+}
+
+/// Whether the lowest executable segment of `exe` starts at [`IMAGE_BASE`] or just above (the
+/// read-only segment may come first).
+fn code_starts_at_base(exe: &std::path::Path) -> bool {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let Ok(data) = std::fs::read(exe) else {
+        return false;
+    };
+    let Ok(header) = object::elf::FileHeader64::<object::Endianness>::parse(&*data) else {
+        return false;
+    };
+    let Ok(endian) = header.endian() else {
+        return false;
+    };
+    let code = header.program_headers(endian, &*data).ok().and_then(|p| {
+        p.iter()
+            .filter(|p| {
+                p.p_type(endian) == object::elf::PT_LOAD
+                    && p.p_flags(endian) & object::elf::PF_X != 0
+            })
+            .map(|p| p.p_vaddr(endian))
+            .min()
+    });
+    code.is_some_and(|c| (IMAGE_BASE..IMAGE_BASE + (64 << 20)).contains(&c))
 }

@@ -145,9 +145,10 @@ pub fn smaller_wish(w: u64, need: u64, page: u64) -> Option<u64> {
     }
 }
 
-/// Where the main program's code starts when it lies below 2 GiB (the remjit binaries load
-/// theirs near the top of it, see anchors_build.rs), else 2 GiB: the top of the free low space
-/// in a fresh process.
+/// Where the main program's image starts when its code lies below 2 GiB (the remjit binaries
+/// load theirs near the top of it, see anchors_build.rs), else 2 GiB: the top of the free low
+/// space in a fresh process. The image is the segments from 64 MiB below its code up (a
+/// headers' page that the linker left at its default address is not part of it).
 fn low_code_start() -> u64 {
     unsafe extern "C" fn first(
         info: *mut libc::dl_phdr_info,
@@ -159,12 +160,20 @@ fn low_code_start() -> u64 {
         unsafe {
             let info = &*info;
             let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-            let code = phdrs
-                .iter()
-                .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
-                .map(|p| info.dlpi_addr.wrapping_add(p.p_vaddr))
-                .min();
-            *(out as *mut u64) = code.unwrap_or(TWO_GIB).min(TWO_GIB);
+            let loads = || {
+                phdrs
+                    .iter()
+                    .filter(|p| p.p_type == libc::PT_LOAD)
+                    .map(|p| (info.dlpi_addr.wrapping_add(p.p_vaddr), p.p_flags))
+            };
+            let code = loads().filter(|l| l.1 & libc::PF_X != 0).map(|l| l.0).min();
+            let image = code.and_then(|c| {
+                loads()
+                    .map(|l| l.0)
+                    .filter(|&a| a >= c.saturating_sub(64 << 20))
+                    .min()
+            });
+            *(out as *mut u64) = image.unwrap_or(TWO_GIB).min(TWO_GIB);
         }
         1
     }
