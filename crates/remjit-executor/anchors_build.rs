@@ -187,7 +187,7 @@ fn link_anchors_into_bins(executor_dir: &std::path::Path, lean_bins: &[&str], cx
 }
 
 /// Where the host binaries' code loads: near the top of the low 2 GiB (the executor's
-/// `vm::low_code_start` reserves below it). The kernel starts the heap up to 1 GiB above the
+/// `vm::low_image_start` reserves below it). The kernel starts the heap up to 1 GiB above the
 /// executable's end, so from the linkers' default of 2 or 4 MiB it split the low space in 1 run
 /// of ~40 and no gigabyte slab fitted there (LLVM's controllers ask for exactly 1 GiB); from
 /// here it starts above 2 GiB, or just under it, and 1.87 GiB below the code stay free.

@@ -149,7 +149,7 @@ pub fn smaller_wish(w: u64, need: u64, page: u64) -> Option<u64> {
 /// load theirs near the top of it, see anchors_build.rs), else 2 GiB: the top of the free low
 /// space in a fresh process. The image is the segments from 64 MiB below its code up (a
 /// headers' page that the linker left at its default address is not part of it).
-fn low_code_start() -> u64 {
+fn low_image_start() -> u64 {
     unsafe extern "C" fn first(
         info: *mut libc::dl_phdr_info,
         _: libc::size_t,
@@ -187,12 +187,12 @@ fn low_code_start() -> u64 {
 /// real free gaps there (halving `want` until one holds it); `None` when no gap holds `need`.
 /// Returns (address, size).
 pub fn reserve_low(want: u64, need: u64) -> Option<(u64, u64)> {
-    // Where the map would put it when the space below the host's code (or the top of the
+    // Where the map would put it when the space below the host's image (or the top of the
     // low space) is free, as for the first reservation of a process: tried first, without
     // reading the map.
     let w = want.max(need);
     let align = if w >= ALIGN { ALIGN } else { 4096 };
-    if let Some(at) = low_code_start().checked_sub(w).map(|a| a & !(align - 1)) {
+    if let Some(at) = low_image_start().checked_sub(w).map(|a| a & !(align - 1)) {
         if at >= FLOOR && map_at(at, w).is_some() {
             return Some((at, w));
         }
