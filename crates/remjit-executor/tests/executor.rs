@@ -39,7 +39,9 @@ fn start() -> (std::process::Child, UnixStream, SetupMessage) {
     }
     let child = cmd.spawn().unwrap();
     drop(theirs);
-    ours.set_read_timeout(Some(Duration::from_secs(10)))
+    // Well above the executor's own bounds (an entry point waits up to 10 s for pending
+    // content): a reply that comes at its bound must not race this time-out.
+    ours.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut r = ours.try_clone().unwrap();
     let setup = read_frame(&mut r, 1 << 20).unwrap().unwrap();
