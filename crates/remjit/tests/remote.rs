@@ -84,13 +84,9 @@ fn crash_names_signal_address_and_function() {
     );
     let before = shm_entries();
     for mode in [&[][..], &["--no-shared-memory"][..]] {
-        let start = Instant::now();
+        // Bounded by jit's time limit: a report that never came fails there.
         let out = jit(mode, std::slice::from_ref(&o), &[], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "reported promptly"
-        );
         assert_ne!(out.status.code(), Some(0));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "before\n");
         assert!(err.contains("SIGSEGV"), "{err}");
