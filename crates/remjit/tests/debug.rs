@@ -275,6 +275,8 @@ fn gdb_llvm_jitlink(options: &[&str], obj: &Path) -> std::process::Output {
             .arg("--args")
             .arg("llvm-jitlink-19")
             .arg("--debugger-support")
+            // A crash of LLVM's tools leaves no `symbolizer-*` files in /tmp.
+            .env("LLVM_DISABLE_SYMBOLIZATION", "1")
             .arg(format!("--oop-executor={}", executor.display()))
             .arg(obj)
             .stdin(Stdio::null()),

@@ -311,17 +311,21 @@ fn the_program_gets_the_environment_remjit_got() {
     assert_same("remjit-executor", &out, &expect);
 }
 
-fn llvm_jitlink() -> &'static str {
+/// A command running `llvm-jitlink-19`, whose crash handler (and its executor's, which inherits
+/// the environment) does not symbolize: that leaves `symbolizer-*` files in /tmp.
+fn llvm_jitlink() -> Command {
     let ok = Command::new("llvm-jitlink-19")
         .arg("--version")
         .output()
         .is_ok();
     assert!(ok, "llvm-jitlink-19 is needed (apt-get install llvm-19)");
-    "llvm-jitlink-19"
+    let mut cmd = Command::new("llvm-jitlink-19");
+    cmd.env("LLVM_DISABLE_SYMBOLIZATION", "1");
+    cmd
 }
 
 fn llvm_runs(dir: &Path, inputs: &[PathBuf], extra: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(llvm_jitlink());
+    let mut cmd = llvm_jitlink();
     cmd.current_dir(dir)
         .arg(format!("--oop-executor={}", executor_path().display()))
         .args(extra)
@@ -410,7 +414,14 @@ fn remjit_runs_on_llvms_executor() {
         let flag = format!("--oop-executor={exec}");
         let mut m = vec![flag.as_str()];
         m.extend_from_slice(mode);
-        let out = jit(&m, std::slice::from_ref(&hello), &[], &["x"]);
+        // LLVM's executor inherits this: its crash handler does not symbolize (which leaves
+        // `symbolizer-*` files in /tmp when it crashes as it shuts down).
+        let mut cmd = Command::new(remjit());
+        cmd.args(&m)
+            .arg(&hello)
+            .args(["--args", "x"])
+            .env("LLVM_DISABLE_SYMBOLIZATION", "1");
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "hello from the JIT, argc=2 [x]\n",
@@ -646,7 +657,7 @@ fn plain_listen_refuses_to_start_and_llvm_jitlink_runs_nothing() {
     // executor goes on waiting for one that can.
     let t = test_token(3);
     let (exec, addr, log) = listen(&[], Some(&t));
-    let mut cmd = Command::new(llvm_jitlink());
+    let mut cmd = llvm_jitlink();
     cmd.arg(format!("--oop-executor-connect={addr}"))
         .arg(&hello);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
@@ -699,7 +710,7 @@ fn llvm_jitlink_runs_on_an_insecure_tcp_executor() {
     );
     let (mut exec, addr, _log) = listen(&["--insecure-no-auth"], None);
     let stdout = exec.stdout.take().unwrap();
-    let mut llvm = Command::new(llvm_jitlink())
+    let mut llvm = llvm_jitlink()
         .arg(format!("--oop-executor-connect={addr}"))
         .arg(&hello)
         .stdout(std::process::Stdio::null())
