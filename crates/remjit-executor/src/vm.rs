@@ -145,42 +145,67 @@ pub fn smaller_wish(w: u64, need: u64, page: u64) -> Option<u64> {
     }
 }
 
+/// What `f` makes of the dynamic loader's first entry (the main program); `None` if the
+/// loader lists nothing.
+pub fn main_program<T, F: FnOnce(&libc::dl_phdr_info) -> T>(f: F) -> Option<T> {
+    struct Visit<F, T> {
+        f: Option<F>,
+        out: Option<T>,
+    }
+    unsafe extern "C" fn first<F: FnOnce(&libc::dl_phdr_info) -> T, T>(
+        info: *mut libc::dl_phdr_info,
+        _: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry; `data` is the Visit below, borrowed for
+        // the walk, which this callback stops at once.
+        unsafe {
+            let v = &mut *(data as *mut Visit<F, T>);
+            if let Some(f) = v.f.take() {
+                v.out = Some(f(&*info));
+            }
+        }
+        1
+    }
+    let mut v = Visit {
+        f: Some(f),
+        out: None,
+    };
+    // SAFETY: the callback is instantiated for this Visit's types and only runs during the
+    // call.
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(first::<F, T>),
+            &mut v as *mut Visit<F, T> as *mut libc::c_void,
+        )
+    };
+    v.out
+}
+
 /// Where the main program's image starts when its code lies below 2 GiB (the remjit binaries
 /// load theirs near the top of it, see anchors_build.rs), else 2 GiB: the top of the free low
 /// space in a fresh process. The image is the segments from 64 MiB below its code up (a
 /// headers' page that the linker left at its default address is not part of it).
 fn low_image_start() -> u64 {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _: libc::size_t,
-        out: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid entry (the main program comes first) whose
-        // program headers it owns; `out` is the u64 below.
-        unsafe {
-            let info = &*info;
-            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-            let loads = || {
-                phdrs
-                    .iter()
-                    .filter(|p| p.p_type == libc::PT_LOAD)
-                    .map(|p| (info.dlpi_addr.wrapping_add(p.p_vaddr), p.p_flags))
-            };
-            let code = loads().filter(|l| l.1 & libc::PF_X != 0).map(|l| l.0).min();
-            let image = code.and_then(|c| {
-                loads()
-                    .map(|l| l.0)
-                    .filter(|&a| a >= c.saturating_sub(64 << 20))
-                    .min()
-            });
-            *(out as *mut u64) = image.unwrap_or(TWO_GIB).min(TWO_GIB);
-        }
-        1
-    }
-    let mut top = TWO_GIB;
-    // SAFETY: the callback writes one u64 through the pointer we pass, then stops the walk.
-    unsafe { libc::dl_iterate_phdr(Some(first), &mut top as *mut u64 as *mut libc::c_void) };
-    top
+    let image = main_program(|info| {
+        // SAFETY: the loader's program headers of the main program, valid while it is loaded.
+        let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let loads = || {
+            phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_LOAD)
+                .map(|p| (info.dlpi_addr.wrapping_add(p.p_vaddr), p.p_flags))
+        };
+        let code = loads()
+            .filter(|l| l.1 & libc::PF_X != 0)
+            .map(|l| l.0)
+            .min()?;
+        loads()
+            .map(|l| l.0)
+            .filter(|&a| a >= code.saturating_sub(64 << 20))
+            .min()
+    });
+    image.flatten().unwrap_or(TWO_GIB).min(TWO_GIB)
 }
 
 /// Reserves between `need` and `want` bytes of inaccessible address space below 2 GiB, in the
@@ -472,6 +497,25 @@ pub fn unmap_pack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loader's first entry is this test program: one of its loaded segments holds this
+    /// function.
+    #[test]
+    fn main_program_is_this_program() {
+        let here = main_program_is_this_program as *const () as u64;
+        let holds_here = main_program(|info| {
+            // SAFETY: the loader's program headers of the main program.
+            let phdrs =
+                unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+            phdrs.iter().any(|p| {
+                let start = info.dlpi_addr.wrapping_add(p.p_vaddr);
+                p.p_type == libc::PT_LOAD && (start..start + p.p_memsz).contains(&here)
+            })
+        });
+        assert_eq!(holds_here, Some(true));
+        // A PIE test program lies above 2 GiB: the low space's top is 2 GiB itself.
+        assert_eq!(low_image_start(), TWO_GIB);
+    }
 
     #[test]
     fn gaps_are_what_nothing_covers() {

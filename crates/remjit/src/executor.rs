@@ -243,19 +243,7 @@ pub(crate) fn lookup_here(name: &[u8]) -> Option<ExternalSymbol> {
 /// How many times an object has been loaded into this process so far (the dynamic loader's
 /// count): while it is unchanged, so is the global scope.
 pub(crate) fn objects_loaded() -> u64 {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _: libc::size_t,
-        out: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: the loader passes a valid entry; `out` is the u64 below.
-        unsafe { *(out as *mut u64) = (*info).dlpi_adds };
-        1
-    }
-    let mut adds = 0u64;
-    // SAFETY: the callback writes one u64 through the pointer we pass, then stops the walk.
-    unsafe { libc::dl_iterate_phdr(Some(first), &mut adds as *mut u64 as *mut libc::c_void) };
-    adds
+    remjit_executor::vm::main_program(|info| info.dlpi_adds).unwrap_or(0)
 }
 
 impl Executor for InProcessExecutor {
